@@ -1,0 +1,267 @@
+-- Dispatch and claim: how due jobs get shop slots and how runners take work with a lease.
+--
+-- The locking rule, in one predicate: a job may hold shop slot n only while
+--   status in ('starting', 'waiting')  and  no other such job of the shop holds n  and  1 <= n <= max_concurrent_ops,
+-- guaranteed by the unique index bulk_sync_jobs_shop_slot; dispatchers of one shop are also serialised
+-- by an advisory lock, so the index is a backstop that never fires in normal operation.
+
+-- Gives free shop slots to due queued jobs (oldest first) and sends them a start task; returns how many.
+create function bulk_sync_dispatch_exports() returns integer
+language plpgsql as $$
+declare
+    v_shop record;
+    v_job record;
+    v_free smallint[];
+    v_taken integer;
+    v_capacity integer;
+    v_count integer := 0;
+begin
+    for v_shop in
+        select s.code, s.max_concurrent_ops
+        from bulk_sync_shops as s
+        where s.active
+          and exists (
+              select from bulk_sync_jobs as j
+              where j.shop = s.code and j.status = 'queued' and j.next_attempt_at <= now()
+          )
+        order by s.code
+    loop
+        continue when not pg_try_advisory_xact_lock(hashtext('bulk_sync.dispatch'), hashtext(v_shop.code));
+        begin
+            select coalesce(array_agg(n::smallint order by n), '{}')
+              into v_free
+              from generate_series(1, v_shop.max_concurrent_ops) as n
+             where not exists (
+                 select from bulk_sync_jobs as j
+                 where j.shop = v_shop.code and j.slot = n and j.status in ('starting', 'waiting')
+             );
+            -- Slots above a lowered limit still count against it.
+            v_capacity := v_shop.max_concurrent_ops - (
+                select count(*) from bulk_sync_jobs as j
+                where j.shop = v_shop.code and j.status in ('starting', 'waiting')
+            );
+            continue when v_capacity <= 0;
+            v_taken := 0;
+            for v_job in
+                select j.id
+                from bulk_sync_jobs as j
+                where j.shop = v_shop.code and j.status = 'queued' and j.next_attempt_at <= now()
+                order by j.next_attempt_at, j.id
+                limit least(cardinality(v_free), v_capacity)
+                for update skip locked
+            loop
+                v_taken := v_taken + 1;
+                update bulk_sync_jobs
+                   set status = 'starting', slot = v_free[v_taken], fence = fence + 1,
+                       lease_expires_at = null, leased_by = null
+                 where id = v_job.id
+                returning * into v_job;
+                perform bulk_sync_send(v_job.id, 'start', v_job.fence);
+                perform bulk_sync_audit(v_job.id, 'dispatch', 'ok', 'queued', 'starting', v_job.fence,
+                                        format('shop slot %s', v_job.slot));
+            end loop;
+            v_count := v_count + v_taken;
+        exception when unique_violation then
+            -- Another dispatcher took the slot first: nothing to dispatch for this shop now.
+            null;
+        end;
+    end loop;
+    return v_count;
+end;
+$$;
+
+-- Gives free import slots to copied jobs (oldest first) and sends them an import task; returns how many.
+create function bulk_sync_dispatch_imports() returns integer
+language plpgsql as $$
+declare
+    v_max integer := (bulk_sync_settings()).max_concurrent_imports;
+    v_job record;
+    v_count integer := 0;
+begin
+    if not exists (select from bulk_sync_jobs where status = 'copied' and next_attempt_at <= now())
+       or not pg_try_advisory_xact_lock(hashtext('bulk_sync.dispatch'), 0) then
+        return 0;
+    end if;
+    for v_job in
+        select j.id, f.n
+        from (
+            select id, row_number() over (order by next_attempt_at, id) as rn
+            from bulk_sync_jobs
+            where status = 'copied' and next_attempt_at <= now()
+            order by next_attempt_at, id
+            limit v_max
+        ) as j
+        join (
+            select n, row_number() over (order by n) as rn
+            from generate_series(1, v_max) as n
+            where not exists (
+                select from bulk_sync_jobs as b
+                where b.import_slot = n and b.status in ('ready_to_import', 'importing')
+            )
+        ) as f on f.rn = j.rn
+    loop
+        update bulk_sync_jobs
+           set status = 'ready_to_import', import_slot = v_job.n, fence = fence + 1
+         where id = v_job.id and status = 'copied'
+        returning * into v_job;
+        continue when not found;
+        perform bulk_sync_send(v_job.id, 'import', v_job.fence);
+        perform bulk_sync_audit(v_job.id, 'dispatch', 'ok', 'copied', 'ready_to_import', v_job.fence,
+                                format('import slot %s', v_job.import_slot));
+        v_count := v_count + 1;
+    end loop;
+    return v_count;
+end;
+$$;
+
+-- Dispatches every kind of due work; returns how many jobs were handed out.
+create function bulk_sync_dispatch() returns integer
+language sql as $$
+    select bulk_sync_dispatch_exports() + bulk_sync_dispatch_imports();
+$$;
+
+-- Re-dispatches jobs whose runner vanished (lease expired); the vanished runner's fence is dead.
+create function bulk_sync_recover() returns integer
+language plpgsql as $$
+declare
+    v_job bulk_sync_jobs;
+    v_count integer := 0;
+begin
+    for v_job in
+        select * from bulk_sync_jobs
+        where lease_expires_at < now()
+        order by lease_expires_at
+        for update skip locked
+    loop
+        perform bulk_sync_repeat(
+            v_job, 'recover',
+            format('lease of %s expired: runner vanished during %s',
+                   coalesce(v_job.leased_by, 'a runner'), bulk_sync_task_for(v_job.status))
+        );
+        v_count := v_count + 1;
+    end loop;
+    return v_count;
+end;
+$$;
+
+-- True when a claim would find something to do: a visible message, a dispatchable job or an expired lease.
+create function bulk_sync_work_available() returns boolean
+language sql stable as $$
+    select exists (select from pgmq.q_bulk_sync where vt <= clock_timestamp())
+        or exists (select from bulk_sync_jobs where lease_expires_at < now())
+        or exists (
+            select from bulk_sync_shops as s
+            where s.active
+              and exists (
+                  select from bulk_sync_jobs as j
+                  where j.shop = s.code and j.status = 'queued' and j.next_attempt_at <= now()
+              )
+              and (
+                  select count(*) from bulk_sync_jobs as j
+                  where j.shop = s.code and j.status in ('starting', 'waiting')
+              ) < s.max_concurrent_ops
+        )
+        or (
+            exists (select from bulk_sync_jobs where status = 'copied' and next_attempt_at <= now())
+            and (
+                select count(*) from bulk_sync_jobs where status in ('ready_to_import', 'importing')
+            ) < (bulk_sync_settings()).max_concurrent_imports
+        );
+$$;
+
+-- Takes up to p_qty tasks for worker p_worker, waiting up to p_wait_seconds for work to appear.
+-- Each task is a jsonb object with everything the runner needs; its fence must accompany every report.
+create function bulk_sync_claim(p_worker text, p_qty integer default 1, p_wait_seconds double precision default 0)
+returns setof jsonb
+language plpgsql as $$
+declare
+    v_deadline timestamptz := clock_timestamp() + make_interval(secs => least(greatest(p_wait_seconds, 0), 60));
+    v_settings bulk_sync_settings := bulk_sync_settings();
+    v_msg record;
+    v_job bulk_sync_jobs;
+    v_task text;
+    v_fence bigint;
+    v_expected text;
+begin
+    if p_worker is null or p_worker !~ '^[A-Za-z0-9_.:@/-]{1,100}$' then
+        raise exception 'invalid worker name %', coalesce(quote_literal(p_worker), 'NULL')
+            using errcode = 'BS009';
+    end if;
+    if p_qty is null or p_qty not between 1 and 100 then
+        raise exception 'p_qty must be between 1 and 100, got %', coalesce(p_qty::text, 'NULL')
+            using errcode = 'BS009';
+    end if;
+    -- Wait without holding any lock.
+    while not bulk_sync_work_available() and clock_timestamp() < v_deadline loop
+        perform pg_sleep(0.1);
+    end loop;
+    perform bulk_sync_recover();
+    perform bulk_sync_dispatch();
+    for v_msg in select * from pgmq.read('bulk_sync', v_settings.lease_seconds, p_qty) loop
+        perform pgmq.delete('bulk_sync', v_msg.msg_id);
+        v_task := v_msg.message ->> 'task';
+        v_fence := (v_msg.message ->> 'fence')::bigint;
+        select * into v_job from bulk_sync_jobs where id = (v_msg.message ->> 'job_id')::bigint for update;
+        continue when not found;
+        v_expected := case v_task
+            when 'start' then 'starting'
+            when 'poll' then 'waiting'
+            when 'download' then 'exporting'
+            when 'import' then 'ready_to_import'
+            when 'cancel' then 'canceled'
+        end;
+        if v_job.fence is distinct from v_fence or v_job.status is distinct from v_expected then
+            perform bulk_sync_audit(v_job.id, v_task, 'stale', v_job.status, v_job.status, v_fence,
+                format('stale %s message dropped (message fence %s, job fence %s, status %s)',
+                       v_task, v_fence, v_job.fence, v_job.status), p_worker);
+            continue;
+        end if;
+        if v_task = 'cancel' then
+            -- Best effort: ask Shopify to cancel the operation; no lease, no report expected.
+            return next jsonb_build_object('job_id', v_job.id, 'task', v_task, 'fence', v_job.fence,
+                                           'shop', v_job.shop, 'operation_id', v_job.operation_id)
+                        || bulk_sync_shop_endpoint(v_job.shop);
+            continue;
+        end if;
+        update bulk_sync_jobs
+           set fence = fence + 1,
+               status = case when status = 'ready_to_import' then 'importing' else status end,
+               lease_expires_at = now() + make_interval(secs => v_settings.lease_seconds),
+               leased_by = p_worker
+         where id = v_job.id
+        returning * into v_job;
+        perform bulk_sync_audit(v_job.id, v_task, 'claimed', v_expected, v_job.status, v_job.fence,
+                                format('%s claimed by %s', v_task, p_worker), p_worker);
+        return next jsonb_build_object(
+            'job_id', v_job.id, 'task', v_task, 'fence', v_job.fence, 'shop', v_job.shop,
+            'entity', v_job.entity, 'filter_field', v_job.filter_field,
+            'window_start', v_job.window_start, 'window_end', v_job.window_end,
+            'operation_id', v_job.operation_id, 'object_count', v_job.object_count,
+            'bytes_total', v_job.bytes_total, 'attempts', v_job.attempts,
+            'lease_seconds', v_settings.lease_seconds,
+            'export_url', case when v_task = 'download' then v_job.export_url end
+        ) || bulk_sync_shop_endpoint(v_job.shop);
+    end loop;
+end;
+$$;
+
+-- Where and how to reach a shop's Admin API (no secrets: tokens live only in the runner's environment).
+create function bulk_sync_shop_endpoint(p_shop text) returns jsonb
+language sql stable as $$
+    select jsonb_build_object('domain', s.domain, 'api_version', s.api_version)
+    from bulk_sync_shops as s where s.code = p_shop;
+$$;
+
+-- Extends the lease of a claimed task (and records download progress); false when the fence is stale.
+create function bulk_sync_heartbeat(p_job_id bigint, p_fence bigint, p_bytes_copied bigint default null)
+returns boolean
+language sql as $$
+    with extended as (
+        update bulk_sync_jobs
+           set lease_expires_at = now() + make_interval(secs => (bulk_sync_settings()).lease_seconds),
+               bytes_copied = coalesce(p_bytes_copied, bytes_copied)
+         where id = p_job_id and fence = p_fence and lease_expires_at is not null
+        returning id
+    )
+    select exists (select from extended);
+$$;
