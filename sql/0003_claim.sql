@@ -136,7 +136,8 @@ begin
         perform bulk_sync_repeat(
             v_job, 'recover',
             format('lease of %s expired: runner vanished during %s',
-                   coalesce(v_job.leased_by, 'a runner'), bulk_sync_task_for(v_job.status))
+                   coalesce(v_job.leased_by, 'a runner'), bulk_sync_task_for(v_job.status)),
+            true, '0 s'
         );
         v_count := v_count + 1;
     end loop;
