@@ -1,0 +1,104 @@
+"""Per-shop concurrency under contention: 8 sessions tick, claim and report at once while a sampler watches."""
+
+import random
+import threading
+import time
+
+import psycopg
+
+SESSIONS = 8
+
+
+def _worker(dsn: str, seed: int, stop: threading.Event, errors: list[str]) -> None:
+    rng = random.Random(seed)
+    with psycopg.connect(dsn, autocommit=True) as db:
+        while not stop.is_set():
+            try:
+                if rng.random() < 0.3:
+                    db.execute("select bulk_sync_tick()")
+                tasks = [r[0] for r in db.execute("select bulk_sync_claim(%s, 2)", (f"w{seed}",)).fetchall()]
+                for t in tasks:
+                    _respond(db, rng, t)
+                if not tasks:
+                    time.sleep(0.01)
+            except psycopg.Error as exc:  # any error here is a bug in the core
+                errors.append(f"{type(exc).__name__}: {exc}")
+                return
+
+
+def _respond(db: psycopg.Connection, rng: random.Random, t: dict) -> None:
+    jid, fence = t["job_id"], t["fence"]
+    roll = rng.random()
+    if t["task"] == "start":
+        if roll < 0.1:
+            db.execute("select report_operation_in_progress(%s, %s, 'busy')", (jid, fence))
+        elif roll < 0.2:
+            db.execute("select report_throttled(%s, %s, 0.2)", (jid, fence))
+        else:
+            db.execute(
+                "select report_operation_started(%s, %s, %s)", (jid, fence, f"gid://shopify/BulkOperation/{jid}")
+            )
+    elif t["task"] == "poll":
+        if roll < 0.3:
+            db.execute("select report_poll_result(%s, %s, 'RUNNING', null, 1)", (jid, fence))
+        elif roll < 0.4:
+            db.execute("select report_transient_error(%s, %s, 'HTTP 502')", (jid, fence))
+        else:
+            url = f"https://storage.example/{jid}.jsonl"
+            db.execute("select report_poll_result(%s, %s, 'COMPLETED', null, 2, 20, %s)", (jid, fence, url))
+    elif t["task"] == "download":
+        db.execute("select report_download_finished(%s, %s, 2, 20)", (jid, fence))
+    elif t["task"] == "import":
+        db.execute("select report_import_finished(%s, %s, 2)", (jid, fence))
+
+
+def _sample(dsn: str, stop: threading.Event, maxima: dict[str, int], samples: list[int]) -> None:
+    with psycopg.connect(dsn, autocommit=True) as db:
+        while not stop.is_set():
+            rows = db.execute(
+                "select shop, count(*) from bulk_sync_jobs where status in ('starting', 'waiting') group by shop"
+            ).fetchall()
+            for shop, n in rows:
+                maxima[shop] = max(maxima.get(shop, 0), n)
+            samples[0] += 1
+
+
+def test_shop_slots_never_exceed_the_limit_and_everything_is_dispatched(db: psycopg.Connection, dsn: str) -> None:
+    db.execute("select add_shop('ONE', 'one.myshopify.com', '2025-10')")
+    db.execute("select add_shop('FIVE', 'five.myshopify.com', '2026-10')")
+    db.execute(
+        """update bulk_sync_settings set poll_interval_seconds = 1, backoff_base_seconds = 1,
+           backoff_cap_seconds = 1, in_progress_retry_seconds = 1, max_attempts = 100"""
+    )
+    created = db.execute(
+        """select enqueue_backfill('2025-09-01', '2025-09-15', '{orders,refunds}', '{FIVE}')
+                + enqueue_backfill('2025-09-01', '2025-09-04', '{orders,refunds}', '{ONE}')"""
+    ).fetchone()[0]
+    assert created == 38
+    stop, errors, maxima, samples = threading.Event(), [], {}, [0]
+    sampler = threading.Thread(target=_sample, args=(dsn, stop, maxima, samples))
+    workers = [threading.Thread(target=_worker, args=(dsn, i, stop, errors)) for i in range(SESSIONS)]
+    for t in [sampler, *workers]:
+        t.start()
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and not errors:
+            left = db.execute("select count(*) from bulk_sync_jobs where status <> 'completed'").fetchone()[0]
+            if left == 0:
+                break
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in [sampler, *workers]:
+            t.join()
+    assert errors == []
+    assert db.execute("select status, count(*) from bulk_sync_jobs group by status").fetchall() == [("completed", 38)]
+    assert samples[0] > 100
+    assert maxima["ONE"] == 1
+    assert 1 < maxima["FIVE"] <= 5
+    # the audit trail shows every job went through start, poll, download and import
+    steps = db.execute(
+        """select count(distinct job_id) from bulk_sync_job_runs
+           where phase = 'import' and status = 'ok' and to_status = 'completed'"""
+    ).fetchone()[0]
+    assert steps == 38

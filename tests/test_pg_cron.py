@@ -1,0 +1,45 @@
+"""pg_cron itself runs bulk_sync_tick() in the project's database (waits for the next minute boundary)."""
+
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+PG_CRON_SQL = Path(__file__).parent.parent / "pg_cron.sql"
+
+
+@pytest.mark.pg_cron
+def test_pg_cron_runs_the_tick(postgresql: psycopg.Connection, db: psycopg.Connection, dsn: str) -> None:
+    dbname = postgresql.info.dbname
+    db.execute("select add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
+    (jid,) = db.execute("select id from bulk_sync_jobs").fetchone()
+    # A runner took the start task and vanished; from here on nothing but pg_cron calls the tick.
+    db.execute(
+        "update bulk_sync_jobs set lease_expires_at = now() - interval '1 s', leased_by = 'gone' where id = %s",
+        (jid,),
+    )
+    cron_dsn = dsn.replace(f"dbname={dbname}", "dbname=postgres")
+    with psycopg.connect(cron_dsn, autocommit=True, options=f"-c bulk_sync.database={dbname}") as cron:
+        cron.execute(PG_CRON_SQL.read_text())
+        cron.execute(PG_CRON_SQL.read_text())  # idempotent: still one job of each name
+        jobs = cron.execute("select jobname, database from cron.job order by jobname").fetchall()
+        assert jobs == [("bulk_sync_prune_cron_log", "postgres"), ("bulk_sync_tick", dbname)]
+        try:
+            deadline = time.monotonic() + 130
+            while time.monotonic() < deadline:
+                runs = cron.execute(
+                    """select status, return_message from cron.job_run_details d join cron.job j using (jobid)
+                       where j.jobname = 'bulk_sync_tick' and d.status in ('succeeded', 'failed')"""
+                ).fetchall()
+                if runs:
+                    break
+                time.sleep(1)
+        finally:
+            cron.execute("select cron.unschedule(jobname) from cron.job")
+    assert runs and runs[0][0] == "succeeded", runs
+    recovered = db.execute(
+        "select count(*) from bulk_sync_job_runs where job_id = %s and phase = 'recover'", (jid,)
+    ).fetchone()[0]
+    assert recovered == 1  # the tick, run by pg_cron, recovered the vanished runner's lease
