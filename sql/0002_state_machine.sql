@@ -84,30 +84,39 @@ language sql immutable as $$
     );
 $$;
 
+-- Hot helpers are PL/pgSQL rather than SQL functions: PL/pgSQL keeps its plans for the session.
+
 -- Appends one row to the audit trail (message redacted).
 create function bulk_sync_audit(
     p_job_id bigint, p_phase text, p_status text, p_from text, p_to text,
     p_fence bigint, p_message text, p_worker text default null
 ) returns void
-language sql as $$
+language plpgsql as $$
+begin
     insert into bulk_sync_job_runs (job_id, phase, status, from_status, to_status, fence, worker, message)
     values (p_job_id, p_phase, p_status, p_from, p_to, p_fence, p_worker, bulk_sync_redact(p_message));
+end;
 $$;
 
 -- The settings row.
 create function bulk_sync_settings() returns bulk_sync_settings
-language sql stable as $$
-    select * from bulk_sync_settings where id;
+language plpgsql stable as $$
+declare
+    v_settings bulk_sync_settings;
+begin
+    select * into strict v_settings from bulk_sync_settings where id;
+    return v_settings;
+end;
 $$;
 
 -- Capped, jittered exponential backoff for the n-th failed attempt: in [d/2, d], d = min(cap, base * 2^(n-1)).
 create function bulk_sync_backoff(p_attempt integer, p_rand double precision default random())
 returns interval
 language sql stable as $$
-    select make_interval(secs => d * (0.5 + 0.5 * least(greatest(p_rand, 0), 1)))
+    select make_interval(secs => (d * (0.5 + 0.5 * least(greatest(p_rand::numeric, 0), 1)))::double precision)
     from (
-        select least(s.backoff_cap_seconds::double precision,
-                     s.backoff_base_seconds * power(2::double precision, least(greatest(p_attempt, 1), 60) - 1)) as d
+        select least(s.backoff_cap_seconds::numeric,
+                     s.backoff_base_seconds * power(2::numeric, least(greatest(p_attempt, 1), 60) - 1)) as d
         from bulk_sync_settings() as s
     ) as b;
 $$;
@@ -127,10 +136,12 @@ $$;
 -- Sends one task message {job_id, task, fence} to the runners' queue, visible after p_delay.
 create function bulk_sync_send(p_job_id bigint, p_task text, p_fence bigint, p_delay interval default '0 s')
 returns bigint
-language sql as $$
-    select pgmq.send(
+language plpgsql as $$
+begin
+    return pgmq.send(
         'bulk_sync',
         jsonb_build_object('job_id', p_job_id, 'task', p_task, 'fence', p_fence),
         clock_timestamp() + greatest(p_delay, '0 s')
     );
+end;
 $$;
