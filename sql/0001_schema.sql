@@ -12,7 +12,7 @@ create extension if not exists btree_gist;
 create table if not exists bulk_sync_settings (
     id boolean primary key default true check (id),
     lease_seconds integer not null default 120 check (lease_seconds between 5 and 86400),
-    poll_interval_seconds integer not null default 10 check (poll_interval_seconds between 1 and 3600),
+    poll_interval_seconds integer not null default 10 check (poll_interval_seconds between 0 and 3600),
     poll_interval_max_seconds integer not null default 60
     check (poll_interval_max_seconds between 1 and 3600),
     backoff_base_seconds integer not null default 10 check (backoff_base_seconds between 1 and 3600),

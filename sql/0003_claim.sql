@@ -9,64 +9,71 @@
 create function bulk_sync_dispatch_exports() returns integer
 language plpgsql as $$
 declare
-    v_shop record;
-    v_job record;
-    v_free smallint[];
-    v_taken integer;
-    v_capacity integer;
-    v_count integer := 0;
+    v_shops text[];
+    v_count integer;
 begin
-    for v_shop in
-        select s.code, s.max_concurrent_ops
+    -- Serialise dispatchers per shop; the next statement's snapshot sees every earlier dispatch of these shops.
+    v_shops := array(
+        select s.code
         from bulk_sync_shops as s
         where s.active
           and exists (
-              select from bulk_sync_jobs as j
-              where j.shop = s.code and j.status = 'queued' and j.next_attempt_at <= now()
+              select from bulk_sync_jobs as q
+              where q.shop = s.code and q.status = 'queued' and q.next_attempt_at <= now()
           )
-        order by s.code
-    loop
-        continue when not pg_try_advisory_xact_lock(hashtext('bulk_sync.dispatch'), hashtext(v_shop.code));
-        begin
-            select coalesce(array_agg(n::smallint order by n), '{}')
-              into v_free
-              from generate_series(1, v_shop.max_concurrent_ops) as n
-             where not exists (
-                 select from bulk_sync_jobs as j
-                 where j.shop = v_shop.code and j.slot = n and j.status in ('starting', 'waiting')
-             );
-            -- Slots above a lowered limit still count against it.
-            v_capacity := v_shop.max_concurrent_ops - (
-                select count(*) from bulk_sync_jobs as j
-                where j.shop = v_shop.code and j.status in ('starting', 'waiting')
-            );
-            continue when v_capacity <= 0;
-            v_taken := 0;
-            for v_job in
-                select j.id
-                from bulk_sync_jobs as j
-                where j.shop = v_shop.code and j.status = 'queued' and j.next_attempt_at <= now()
-                order by j.next_attempt_at, j.id
-                limit least(cardinality(v_free), v_capacity)
-                for update skip locked
-            loop
-                v_taken := v_taken + 1;
-                update bulk_sync_jobs
-                   set status = 'starting', slot = v_free[v_taken], fence = fence + 1,
-                       lease_expires_at = null, leased_by = null
-                 where id = v_job.id
-                returning * into v_job;
-                perform bulk_sync_send(v_job.id, 'start', v_job.fence);
-                perform bulk_sync_audit(v_job.id, 'dispatch', 'ok', 'queued', 'starting', v_job.fence,
-                                        format('shop slot %s', v_job.slot));
-            end loop;
-            v_count := v_count + v_taken;
-        exception when unique_violation then
-            -- Another dispatcher took the slot first: nothing to dispatch for this shop now.
-            null;
-        end;
-    end loop;
+          and pg_try_advisory_xact_lock(hashtext('bulk_sync.dispatch'), hashtext(s.code))
+    );
+    if cardinality(v_shops) = 0 then
+        return 0;
+    end if;
+    with capacity as (
+        -- Slots above a lowered limit still count against it.
+        select s.code, s.max_concurrent_ops as max_ops, s.max_concurrent_ops - count(a.id) as free
+        from bulk_sync_shops as s
+        left join bulk_sync_jobs as a on a.shop = s.code and a.status in ('starting', 'waiting')
+        where s.code = any(v_shops)
+        group by s.code, s.max_concurrent_ops
+        having count(a.id) < s.max_concurrent_ops
+    ),
+    free_slot as (
+        select c.code, n::smallint as slot, row_number() over (partition by c.code order by n) as rn
+        from capacity as c
+        cross join generate_series(1, 5) as n  -- constant bounds keep the row estimate small
+        where n <= c.max_ops and not exists (
+            select from bulk_sync_jobs as b
+            where b.shop = c.code and b.slot = n and b.status in ('starting', 'waiting')
+        )
+    ),
+    due as (
+        select c.code, q.id, row_number() over (partition by c.code order by q.next_attempt_at, q.id) as rn
+        from capacity as c
+        cross join lateral (
+            select j.id, j.next_attempt_at
+            from bulk_sync_jobs as j
+            where j.shop = c.code and j.status = 'queued' and j.next_attempt_at <= now()
+            order by j.next_attempt_at, j.id
+            limit c.free
+            for update skip locked
+        ) as q
+    ),
+    moved as (
+        update bulk_sync_jobs as j
+           set status = 'starting', slot = f.slot, fence = j.fence + 1, lease_expires_at = null, leased_by = null
+          from due as d
+          join free_slot as f on f.code = d.code and f.rn = d.rn
+         where j.id = d.id
+        returning j.id, j.fence, j.slot
+    ),
+    sent as (
+        select bulk_sync_send(m.id, 'start', m.fence),
+               bulk_sync_audit(m.id, 'dispatch', 'ok', 'queued', 'starting', m.fence, format('shop slot %s', m.slot))
+        from moved as m
+    )
+    select count(*) into v_count from sent;
     return v_count;
+exception when unique_violation then
+    -- Another dispatcher took a slot first: nothing to dispatch now.
+    return 0;
 end;
 $$;
 
@@ -74,43 +81,52 @@ $$;
 create function bulk_sync_dispatch_imports() returns integer
 language plpgsql as $$
 declare
-    v_max integer := (bulk_sync_settings()).max_concurrent_imports;
-    v_job record;
-    v_count integer := 0;
+    v_count integer;
 begin
     if not exists (select from bulk_sync_jobs where status = 'copied' and next_attempt_at <= now())
        or not pg_try_advisory_xact_lock(hashtext('bulk_sync.dispatch'), 0) then
         return 0;
     end if;
-    for v_job in
-        select j.id, f.n
+    with settings as (
+        select max_concurrent_imports as max_imports from bulk_sync_settings where id
+    ),
+    free_slot as (
+        select n::smallint as slot, row_number() over (order by n) as rn
+        from settings cross join generate_series(1, 64) as n  -- constant bounds keep the row estimate small
+        where n <= settings.max_imports and not exists (
+            select from bulk_sync_jobs as b
+            where b.import_slot = n and b.status in ('ready_to_import', 'importing')
+        )
+    ),
+    due as (
+        select q.id, row_number() over (order by q.next_attempt_at, q.id) as rn
         from (
-            select id, row_number() over (order by next_attempt_at, id) as rn
-            from bulk_sync_jobs
-            where status = 'copied' and next_attempt_at <= now()
-            order by next_attempt_at, id
-            limit v_max
-        ) as j
-        join (
-            select n, row_number() over (order by n) as rn
-            from generate_series(1, v_max) as n
-            where not exists (
-                select from bulk_sync_jobs as b
-                where b.import_slot = n and b.status in ('ready_to_import', 'importing')
-            )
-        ) as f on f.rn = j.rn
-    loop
-        update bulk_sync_jobs
-           set status = 'ready_to_import', import_slot = v_job.n, fence = fence + 1
-         where id = v_job.id and status = 'copied'
-        returning * into v_job;
-        continue when not found;
-        perform bulk_sync_send(v_job.id, 'import', v_job.fence);
-        perform bulk_sync_audit(v_job.id, 'dispatch', 'ok', 'copied', 'ready_to_import', v_job.fence,
-                                format('import slot %s', v_job.import_slot));
-        v_count := v_count + 1;
-    end loop;
+            select j.id, j.next_attempt_at
+            from bulk_sync_jobs as j
+            where j.status = 'copied' and j.next_attempt_at <= now()
+            order by j.next_attempt_at, j.id
+            limit (select count(*) from free_slot)
+            for update skip locked
+        ) as q
+    ),
+    moved as (
+        update bulk_sync_jobs as j
+           set status = 'ready_to_import', import_slot = f.slot, fence = j.fence + 1
+          from due as d
+          join free_slot as f on f.rn = d.rn
+         where j.id = d.id
+        returning j.id, j.fence, j.import_slot
+    ),
+    sent as (
+        select bulk_sync_send(m.id, 'import', m.fence),
+               bulk_sync_audit(m.id, 'dispatch', 'ok', 'copied', 'ready_to_import', m.fence,
+                               format('import slot %s', m.import_slot))
+        from moved as m
+    )
+    select count(*) into v_count from sent;
     return v_count;
+exception when unique_violation then
+    return 0;
 end;
 $$;
 
@@ -183,6 +199,7 @@ declare
     v_task text;
     v_fence bigint;
     v_expected text;
+    v_read bigint[] := '{}';
 begin
     if p_worker is null or p_worker !~ '^[A-Za-z0-9_.:@/-]{1,100}$' then
         raise exception 'invalid worker name %', coalesce(quote_literal(p_worker), 'NULL')
@@ -192,14 +209,16 @@ begin
         raise exception 'p_qty must be between 1 and 100, got %', coalesce(p_qty::text, 'NULL')
             using errcode = 'BS009';
     end if;
-    -- Wait without holding any lock.
-    while not bulk_sync_work_available() and clock_timestamp() < v_deadline loop
-        perform pg_sleep(0.1);
-    end loop;
+    -- Wait without holding any lock (a visible message is the common, cheapest sign of work).
+    if not exists (select from pgmq.q_bulk_sync where vt <= clock_timestamp()) then
+        while clock_timestamp() < v_deadline and not bulk_sync_work_available() loop
+            perform pg_sleep(0.1);
+        end loop;
+    end if;
     perform bulk_sync_recover();
     perform bulk_sync_dispatch();
     for v_msg in select * from pgmq.read('bulk_sync', v_settings.lease_seconds, p_qty) loop
-        perform pgmq.delete('bulk_sync', v_msg.msg_id);
+        v_read := v_read || v_msg.msg_id;
         v_task := v_msg.message ->> 'task';
         v_fence := (v_msg.message ->> 'fence')::bigint;
         select * into v_job from bulk_sync_jobs where id = (v_msg.message ->> 'job_id')::bigint for update;
@@ -231,8 +250,11 @@ begin
                leased_by = p_worker
          where id = v_job.id
         returning * into v_job;
-        perform bulk_sync_audit(v_job.id, v_task, 'claimed', v_expected, v_job.status, v_job.fence,
-                                format('%s claimed by %s', v_task, p_worker), p_worker);
+        if v_task in ('start', 'import') then
+            -- The steps with side effects worth accounting for (a Shopify operation, an import) log their claim.
+            perform bulk_sync_audit(v_job.id, v_task, 'claimed', v_expected, v_job.status, v_job.fence,
+                                    format('%s claimed by %s', v_task, p_worker), p_worker);
+        end if;
         return next jsonb_build_object(
             'job_id', v_job.id, 'task', v_task, 'fence', v_job.fence, 'shop', v_job.shop,
             'entity', v_job.entity, 'filter_field', v_job.filter_field,
@@ -243,6 +265,10 @@ begin
             'export_url', case when v_task = 'download' then v_job.export_url end
         ) || bulk_sync_shop_endpoint(v_job.shop);
     end loop;
+    -- Consumed in this transaction: a claim that rolls back leaves its messages in the queue.
+    if cardinality(v_read) > 0 then
+        perform pgmq.delete('bulk_sync', v_read);
+    end if;
 end;
 $$;
 

@@ -274,6 +274,7 @@ begin
             least(make_interval(secs => v_s.poll_interval_max_seconds),
                   greatest(make_interval(secs => v_s.poll_interval_seconds),
                            (now() - v_job.operation_started_at) / 10)));
+        return true;
     elsif p_status = 'COMPLETED' and p_url is not null then
         update bulk_sync_jobs
            set status = 'exporting', slot = null, operation_status = p_status, object_count = p_object_count,
@@ -305,7 +306,7 @@ begin
         perform bulk_sync_requeue(v_job, 'poll', format('operation %s%s', p_status,
             case when p_status = 'FAILED' then ' with ' || coalesce(p_error_code, 'no error code') else '' end));
     end if;
-    perform bulk_sync_dispatch();
+    perform bulk_sync_dispatch_exports();  -- the shop slot was released
     return true;
 end;
 $$;
@@ -338,7 +339,7 @@ begin
     returning * into v_job;
     perform bulk_sync_audit(v_job.id, 'download', 'ok', 'exporting', 'copied', v_job.fence,
                             format('%s lines, %s bytes in staging', p_lines, p_bytes));
-    perform bulk_sync_dispatch();
+    perform bulk_sync_dispatch_imports();
     return true;
 end;
 $$;
@@ -428,7 +429,7 @@ begin
         perform bulk_sync_audit(v_job.id, 'import', 'ok', 'importing', 'completed', v_job.fence,
                                 format('%s lines imported', p_lines_processed));
     end if;
-    perform bulk_sync_dispatch();
+    perform bulk_sync_dispatch_imports();  -- the import slot was released
     return true;
 end;
 $$;
