@@ -1,0 +1,104 @@
+"""bench/dispatch: jobs per second through the whole lifecycle by the state machine alone (reports simulated, no
+HTTP), beside raw pgmq send+read+delete cycles on the same server in the same run.
+
+    python -m bench.dispatch [--jobs 1500] [--sessions 4]
+
+Runs a private PostgreSQL (fsync on, default settings) under a temporary directory."""
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+from runner.localpg import LocalCluster
+from runner.migrate import migrate
+
+
+def raw_pgmq(dsn: str, cycles: int) -> float:
+    """send + read + delete cycles per second on one connection."""
+    with psycopg.connect(dsn, autocommit=True) as db:
+        db.execute("select pgmq.create('bench_raw')")
+        started = time.perf_counter()
+        for i in range(cycles):
+            db.execute("select pgmq.send('bench_raw', %s::jsonb)", (f'{{"i": {i}}}',))
+            (msg_id,) = db.execute("select msg_id from pgmq.read('bench_raw', 30, 1)").fetchone()
+            db.execute("select pgmq.delete('bench_raw', %s::bigint)", (msg_id,))
+        return cycles / (time.perf_counter() - started)
+
+
+def _respond(db: psycopg.Connection, task: dict) -> None:
+    jid, fence = task["job_id"], task["fence"]
+    if task["task"] == "start":
+        db.execute("select report_operation_started(%s, %s, %s)", (jid, fence, f"gid://shopify/BulkOperation/{jid}"))
+    elif task["task"] == "poll":
+        db.execute(
+            "select report_poll_result(%s, %s, 'COMPLETED', null, 10, 1000, %s)",
+            (jid, fence, f"https://storage.example/{jid}.jsonl"),
+        )
+    elif task["task"] == "download":
+        db.execute("select report_download_finished(%s, %s, 10, 1000)", (jid, fence))
+    elif task["task"] == "import":
+        db.execute("select report_import_finished(%s, %s, 10)", (jid, fence))
+
+
+def _worker(dsn: str, name: str, done: threading.Event, counts: list[int]) -> None:
+    with psycopg.connect(dsn, autocommit=True) as db:
+        while not done.is_set():
+            tasks = [r[0] for r in db.execute("select bulk_sync_claim(%s, 10, 0.2)", (name,)).fetchall()]
+            for task in tasks:
+                _respond(db, task)
+            counts.append(len(tasks))
+
+
+def lifecycle(dsn: str, jobs: int, sessions: int, shops: int) -> tuple[float, int]:
+    """Jobs per second from enqueue to completed, and the number of claims made."""
+    days = jobs // shops
+    with psycopg.connect(dsn, autocommit=True) as db:
+        db.execute("update bulk_sync_settings set poll_interval_seconds = 0, max_concurrent_imports = 16")
+        for i in range(shops):
+            db.execute("select add_shop(%s, %s)", (f"S{i}", f"s{i}.myshopify.com"))
+        done, counts = threading.Event(), []
+        threads = [threading.Thread(target=_worker, args=(dsn, f"bench{i}", done, counts)) for i in range(sessions)]
+        started = time.perf_counter()
+        total = db.execute(
+            "select enqueue_backfill('2020-01-01'::date, '2020-01-01'::date + %s, '{orders}')", (days - 1,)
+        ).fetchone()[0]
+        for t in threads:
+            t.start()
+        while db.execute("select count(*) from bulk_sync_jobs where status <> 'completed'").fetchone()[0]:
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        done.set()
+        for t in threads:
+            t.join()
+    return total / elapsed, len(counts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1500)
+    parser.add_argument("--sessions", type=int, default=4)
+    parser.add_argument("--shops", type=int, default=20, help="each with 5 slots")
+    parser.add_argument("--cycles", type=int, default=3000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp, LocalCluster(Path(tmp)) as cluster:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+            admin.execute("create database bench")
+        with psycopg.connect(cluster.dsn("bench")) as conn:
+            migrate(conn)
+        raw = raw_pgmq(cluster.dsn("bench"), args.cycles)
+        rate, claims = lifecycle(cluster.dsn("bench"), args.jobs, args.sessions, args.shops)
+    print(f"{'figure':<52} {'value':>10}")
+    print(f"{'raw pgmq send+read+delete cycles/s (1 session)':<52} {raw:>10.0f}")
+    label = f"jobs/s, full lifecycle ({args.sessions} sessions, {args.shops} shops)"
+    print(f"{label:<52} {rate:>10.1f}")
+    print(f"{'messages per job (start, poll, download, import)':<52} {4:>10}")
+    print(f"{'lifecycle messages/s vs raw pgmq cycles/s':<52} {4 * rate / raw:>10.2f}")
+    print(f"{'target: jobs/s on 2 cores':<52} {300:>10}")
+
+
+if __name__ == "__main__":
+    main()
