@@ -26,6 +26,17 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from runner.demo import run
+
+    try:
+        return run(Path(args.dir), reset=args.reset, port=args.port)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="bulk-sync", description="Shopify bulk exports into PostgreSQL.")
     top.add_argument("--version", action="version", version=f"bulk-sync {__version__}")
@@ -37,6 +48,16 @@ def parser() -> argparse.ArgumentParser:
         verb = verbs.add_parser(name, help=text, description=text)
         verb.add_argument("--database-url", help="overrides DATABASE_URL")
         verb.set_defaults(func=func)
+    demo = verbs.add_parser(
+        "demo",
+        help="run the core on a private local PostgreSQL with five example shops",
+        description="Starts a private PostgreSQL (pg_cron, pgmq), migrates, registers DA, DE, NL, INT and CHF, "
+        "queues the 2025-09-01..2025-10-31 backfill and shows what was dispatched.",
+    )
+    demo.add_argument("--dir", default=".bulk-sync/demo", help="where the cluster lives (default: %(default)s)")
+    demo.add_argument("--port", type=int, help="port for the cluster (default: a free one)")
+    demo.add_argument("--reset", action="store_true", help="start over with an empty cluster")
+    demo.set_defaults(func=_demo)
     return top
 
 
