@@ -1,0 +1,79 @@
+"""Crashes at the worst moments: a runner killed with SIGKILL holding a lease, a backend killed inside a claim."""
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psycopg
+
+from tests.jobs import claim, job, report
+
+CLAIM_AND_HANG = textwrap.dedent(
+    """
+    import sys, time, psycopg
+    with psycopg.connect(sys.argv[1], autocommit=True) as db:
+        (task,) = db.execute("select bulk_sync_claim('doomed', 1)").fetchone()
+        print(task["job_id"], task["fence"], flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def _one_job(db: psycopg.Connection) -> int:
+    db.execute("select add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
+    return db.execute("select id from bulk_sync_jobs").fetchone()[0]
+
+
+def test_runner_killed_holding_a_lease_is_replaced_and_fenced_out(db: psycopg.Connection, dsn: str) -> None:
+    db.execute("update bulk_sync_settings set lease_seconds = 5")
+    jid = _one_job(db)
+    runner = subprocess.Popen([sys.executable, "-c", CLAIM_AND_HANG, dsn], stdout=subprocess.PIPE, text=True)
+    try:
+        claimed_job, dead_fence = map(int, runner.stdout.readline().split())
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+    assert claimed_job == jid
+    assert job(db, jid)["leased_by"] == "doomed"
+    assert claim(db, "rescuer") == []  # the lease still runs: nobody else may take the job
+    deadline = time.monotonic() + 15
+    tasks: list[dict] = []
+    while not tasks and time.monotonic() < deadline:
+        tasks = claim(db, "rescuer")
+        time.sleep(0.2)
+    assert [t["task"] for t in tasks] == ["start"] and tasks[0]["fence"] > dead_fence
+    # The vanished runner's report, had it come late, is rejected; the rescuer's is applied.
+    assert report(db, "report_operation_started", jid, dead_fence, "gid://shopify/BulkOperation/1") is False
+    assert report(db, "report_operation_started", jid, tasks[0]["fence"], "gid://shopify/BulkOperation/2") is True
+    j = job(db, jid)
+    assert (j["status"], j["operation_id"], j["attempts"]) == ("waiting", "gid://shopify/BulkOperation/2", 1)
+
+
+def test_backend_killed_inside_a_claim_loses_nothing(db: psycopg.Connection, dsn: str) -> None:
+    jid = _one_job(db)
+    victim = psycopg.connect(dsn)
+    pid = victim.info.backend_pid
+    (task,) = victim.execute("select bulk_sync_claim('victim', 1)").fetchone()  # claimed, not committed
+    assert task["job_id"] == jid
+    db.execute("select pg_terminate_backend(%s)", (pid,))
+    victim.close()
+    # The claim rolled back: the message is still in the queue and the job holds no lease.
+    assert job(db, jid)["lease_expires_at"] is None
+    (again,) = claim(db, "survivor")
+    assert (again["job_id"], again["fence"]) == (jid, task["fence"])
+
+
+def test_claim_waits_for_work_then_returns_it(db: psycopg.Connection) -> None:
+    jid = _one_job(db)
+    (start,) = claim(db)
+    report(db, "report_throttled", jid, start["fence"], 1)
+    started = time.monotonic()
+    tasks = [r[0] for r in db.execute("select bulk_sync_claim('w', 1, 5)").fetchall()]
+    waited = time.monotonic() - started
+    assert [t["task"] for t in tasks] == ["start"] and 0.5 <= waited < 3
+    started = time.monotonic()
+    assert db.execute("select bulk_sync_claim('w', 1, 0.5)").fetchall() == []
+    assert 0.4 <= time.monotonic() - started < 2
