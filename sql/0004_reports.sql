@@ -52,17 +52,23 @@ begin
 end;
 $$;
 
--- Counts a failed attempt; fails the job and returns null when attempts are exhausted, else returns the count.
-create function bulk_sync_count_attempt(p_job bulk_sync_jobs, p_phase text, p_reason text) returns integer
+-- The delay before a job's next attempt: p_delay, else backoff when the outcome spends an attempt (none when it
+-- doesn't). Null when that attempt was the last: the job has been failed.
+create function bulk_sync_retry_delay(
+    p_job bulk_sync_jobs, p_phase text, p_reason text, p_count_attempt boolean, p_delay interval
+) returns interval
 language plpgsql as $$
 begin
+    if not p_count_attempt then
+        return coalesce(p_delay, '0 s');
+    end if;
     if p_job.attempts + 1 >= p_job.max_attempts then
         perform bulk_sync_fail(p_job, p_phase,
             format('attempts exhausted (%s of %s): %s', p_job.attempts + 1, p_job.max_attempts, p_reason),
             p_job.attempts + 1);
         return null;
     end if;
-    return p_job.attempts + 1;
+    return coalesce(p_delay, bulk_sync_backoff(p_job.attempts + 1));
 end;
 $$;
 
@@ -73,22 +79,18 @@ create function bulk_sync_repeat(
 ) returns void
 language plpgsql as $$
 declare
-    v_attempts integer := p_job.attempts;
-    v_delay interval;
+    v_delay interval := bulk_sync_retry_delay(p_job, p_phase, p_reason, p_count_attempt, p_delay);
     v_from text := p_job.status;
 begin
-    if p_count_attempt then
-        v_attempts := bulk_sync_count_attempt(p_job, p_phase, p_reason);
-        if v_attempts is null then
-            return;
-        end if;
+    if v_delay is null then
+        return;
     end if;
-    v_delay := coalesce(p_delay, case when p_count_attempt then bulk_sync_backoff(v_attempts) else '0 s' end);
     update bulk_sync_jobs
        set status = case when status = 'importing' then 'copied' else status end,
            import_slot = case when status = 'importing' then null else import_slot end,
            next_attempt_at = now() + v_delay,
-           fence = fence + 1, lease_expires_at = null, leased_by = null, attempts = v_attempts,
+           fence = fence + 1, lease_expires_at = null, leased_by = null,
+           attempts = attempts + p_count_attempt::integer,
            last_error = case when p_count_attempt then bulk_sync_redact(p_reason) else last_error end
      where id = p_job.id
     returning * into p_job;
@@ -108,20 +110,16 @@ create function bulk_sync_requeue(
 ) returns void
 language plpgsql as $$
 declare
-    v_attempts integer := p_job.attempts;
-    v_delay interval;
+    v_delay interval := bulk_sync_retry_delay(p_job, p_phase, p_reason, p_count_attempt, p_delay);
     v_from text := p_job.status;
 begin
-    if p_count_attempt then
-        v_attempts := bulk_sync_count_attempt(p_job, p_phase, p_reason);
-        if v_attempts is null then
-            return;
-        end if;
+    if v_delay is null then
+        return;
     end if;
-    v_delay := coalesce(p_delay, case when p_count_attempt then bulk_sync_backoff(v_attempts) else '0 s' end);
     update bulk_sync_jobs
        set status = 'queued', slot = null, next_attempt_at = now() + v_delay,
-           fence = fence + 1, lease_expires_at = null, leased_by = null, attempts = v_attempts,
+           fence = fence + 1, lease_expires_at = null, leased_by = null,
+           attempts = attempts + p_count_attempt::integer,
            last_error = bulk_sync_redact(p_reason),
            operation_id = null, operation_status = null, operation_started_at = null, object_count = null,
            export_url = null, bytes_total = null, bytes_copied = 0, lines_total = null
