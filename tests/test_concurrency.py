@@ -5,6 +5,7 @@ import threading
 import time
 
 import psycopg
+import pytest
 
 SESSIONS = 8
 
@@ -102,3 +103,24 @@ def test_shop_slots_never_exceed_the_limit_and_everything_is_dispatched(db: psyc
            where phase = 'import' and status = 'ok' and to_status = 'completed'"""
     ).fetchone()[0]
     assert steps == 38
+
+
+def test_the_schema_refuses_a_second_job_in_a_taken_slot(db: psycopg.Connection) -> None:
+    db.execute("select add_shop('ONE', 'one.myshopify.com', '2025-10')")
+    db.execute("select enqueue_backfill('2025-09-01', '2025-09-02', '{orders}')")
+    queued = db.execute("select id from bulk_sync_jobs where status = 'queued'").fetchone()[0]
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        db.execute("update bulk_sync_jobs set status = 'starting', slot = 1 where id = %s", (queued,))
+
+
+def test_a_lowered_limit_is_respected_by_dispatch(db: psycopg.Connection) -> None:
+    db.execute("select add_shop('FIVE', 'five.myshopify.com')")
+    db.execute("select enqueue_backfill('2025-09-01', '2025-09-10', '{orders}')")
+    assert db.execute("select count(*) from bulk_sync_jobs where status = 'starting'").fetchone() == (5,)
+    db.execute("select add_shop('FIVE', 'five.myshopify.com', '2026-10', 2)")
+    for jid, fence in db.execute("select id, fence from bulk_sync_jobs where slot in (1, 2, 3)").fetchall():
+        db.execute("update bulk_sync_jobs set lease_expires_at = now() + interval '1 min' where id = %s", (jid,))
+        db.execute("select report_fatal_error(%s, %s, 'gone')", (jid, fence))
+    # slots 4 and 5 are still held: with a limit of 2 nothing more may start
+    assert db.execute("select bulk_sync_dispatch()").fetchone() == (0,)
+    assert db.execute("select count(*) from bulk_sync_jobs where status = 'starting'").fetchone() == (2,)
