@@ -186,6 +186,17 @@ language sql stable as $$
         );
 $$;
 
+-- A JSON number that is a valid bigint, else null.
+create function bulk_sync_json_bigint(p_value jsonb) returns bigint
+language sql immutable as $$
+    select case
+        when jsonb_typeof(p_value) = 'number'
+             and p_value::numeric between -9223372036854775808 and 9223372036854775807
+             and p_value::numeric = trunc(p_value::numeric)
+        then p_value::numeric::bigint
+    end;
+$$;
+
 -- Takes up to p_qty tasks for worker p_worker, waiting up to p_wait_seconds for work to appear.
 -- Each task is a jsonb object with everything the runner needs; its fence must accompany every report.
 create function bulk_sync_claim(p_worker text, p_qty integer default 1, p_wait_seconds double precision default 0)
@@ -220,9 +231,11 @@ begin
     for v_msg in select * from pgmq.read('bulk_sync', v_settings.lease_seconds, p_qty) loop
         v_read := v_read || v_msg.msg_id;
         v_task := v_msg.message ->> 'task';
-        v_fence := (v_msg.message ->> 'fence')::bigint;
-        select * into v_job from bulk_sync_jobs where id = (v_msg.message ->> 'job_id')::bigint for update;
-        continue when not found;
+        v_fence := bulk_sync_json_bigint(v_msg.message -> 'fence');
+        select * into v_job from bulk_sync_jobs
+         where id = bulk_sync_json_bigint(v_msg.message -> 'job_id') and v_fence is not null
+           for update;
+        continue when not found;  -- a malformed message is dropped, never allowed to poison the queue
         v_expected := case v_task
             when 'start' then 'starting'
             when 'poll' then 'waiting'

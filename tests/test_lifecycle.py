@@ -275,3 +275,16 @@ def test_views_report_progress(db: psycopg.Connection, five_shops: list[str]) ->
     assert progress == [("DE", "orders", 2, 1, 0, 50.0, 5)]
     status = dict(db.execute("select status, jobs from bulk_sync_status").fetchall())
     assert status == {"completed": 1, "starting": 1}
+
+
+@pytest.mark.parametrize(
+    "message",
+    ['{"job_id": "x", "fence": 1, "task": "start"}', '{"fence": 1}', '{"job_id": 1, "fence": 1.5e30}', "[]"],
+)
+def test_malformed_messages_are_dropped_not_poisonous(db: psycopg.Connection, one_job: dict, message: str) -> None:
+    report(db, "report_throttled", one_job["job_id"], one_job["fence"], 0)  # its start task is queued again
+    db.execute("select pgmq.send('bulk_sync', %s::jsonb)", (message,))
+    make_due(db)
+    tasks = claim(db)
+    assert [t["task"] for t in tasks] == ["start"]
+    assert db.execute("select count(*) from pgmq.q_bulk_sync").fetchone() == (0,)
