@@ -1,0 +1,312 @@
+"""Deterministic shop data: a shared catalogue, orders per day with line items, refunds and edits made later.
+
+Every day's orders are regenerated on demand from (seed, shop, day), so nothing large is held in memory; live
+changes (new orders, later refunds) are an overlay on top. Objects are shaped as the Admin API returns them."""
+
+import datetime as dt
+import random
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
+
+CURRENCIES = {"DA": "DKK", "DE": "EUR", "NL": "EUR", "INT": "EUR", "CHF": "CHF"}
+RATES = {"DKK": Decimal("7.46"), "EUR": Decimal("1"), "CHF": Decimal("0.94"), "USD": Decimal("1.08")}
+MAX_LAG = dt.timedelta(days=12)  # the latest an order changes after it was created
+_WORDS = ("TEE", "CAP", "HOODIE", "SOCK", "BAG", "MUG", "JACKET", "SCARF", "BELT", "SHIRT", "DRESS", "BOOT")
+_COLORS = ("BLK", "WHT", "RED", "BLU", "GRN", "GRY", "NVY")
+_SIZES = ("XS", "S", "M", "L", "XL")
+
+
+def money(cents: int) -> str:
+    """Shopify's decimal format: no trailing zeros beyond one decimal place ("73.0", "101.5", "19.95")."""
+    text = f"{cents // 100}.{cents % 100:02d}"
+    return text[:-1] if text.endswith("0") else text
+
+
+def stamp(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def gid(kind: str, number: int) -> str:
+    return f"gid://shopify/{kind}/{number}"
+
+
+def money_bag(value: tuple[int, str]) -> dict:
+    """A MoneyBag as the API returns it, from the compact (cents, currency) kept in memory."""
+    amount = {"amount": money(value[0]), "currencyCode": value[1]}
+    return {"shopMoney": amount, "presentmentMoney": dict(amount)}
+
+
+def _bag(cents: int, currency: str) -> tuple[int, str]:
+    return (cents, currency)
+
+
+@dataclass(frozen=True)
+class Settings:
+    seed: int = 1
+    first_day: dt.date = dt.date(2025, 9, 1)
+    last_day: dt.date = dt.date(2025, 10, 31)
+    orders_per_day: int = 1000
+    products: int = 300
+    spike_day: dt.date | None = dt.date(2025, 10, 3)
+    spike_factor: float = 3.0
+
+
+class Catalogue:
+    """Products and their variants, shared by every shop (prices converted to each shop's currency)."""
+
+    def __init__(self, settings: Settings) -> None:
+        rng = random.Random(f"{settings.seed}:catalogue")
+        self.products: list[dict] = []
+        self.variants: list[dict] = []
+        base = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
+        for p in range(settings.products):
+            word = _WORDS[p % len(_WORDS)]
+            product = {
+                "id": gid("Product", 8_100_000_000_000 + p),
+                "title": f"{word.title()} {p:03d}",
+                "handle": f"{word.lower()}-{p:03d}",
+                "updatedAt": stamp(base + dt.timedelta(minutes=rng.randrange(200_000))),
+            }
+            self.products.append(product)
+            color = rng.choice(_COLORS)
+            for v, size in enumerate(rng.sample(_SIZES, rng.randint(1, 4))):
+                sku = None if rng.random() < 0.02 else f"{word}-{color}-{size}-{p:03d}"
+                self.variants.append(
+                    {
+                        "id": gid("ProductVariant", 44_200_000_000_000 + p * 10 + v),
+                        "sku": sku,
+                        "title": size,
+                        "price": rng.choice((995, 1495, 1995, 2495, 2995, 4995, 8900)),  # cents in EUR
+                        "inventoryQuantity": rng.randint(-2, 400),
+                        "updatedAt": stamp(base + dt.timedelta(minutes=rng.randrange(200_000))),
+                        "product": product,
+                    }
+                )
+
+    def variant_nodes(self, currency: str) -> Iterator[dict]:
+        for v in self.variants:
+            yield {
+                "__typename": "ProductVariant",
+                "id": v["id"],
+                "sku": v["sku"],
+                "title": v["title"],
+                "displayName": f"{v['product']['title']} - {v['title']}",
+                "price": money(_convert(v["price"], currency)),
+                "inventoryQuantity": v["inventoryQuantity"],
+                "updatedAt": v["updatedAt"],
+                "createdAt": "2025-06-01T00:00:00Z",
+                "product": {k: v["product"][k] for k in ("id", "title", "handle", "updatedAt")},
+            }
+
+
+class ShopData:
+    """One shop's orders: generated per day, plus live changes."""
+
+    def __init__(self, code: str, index: int, settings: Settings, catalogue: Catalogue) -> None:
+        self.code = code
+        self.index = index
+        self.settings = settings
+        self.catalogue = catalogue
+        self.currency = CURRENCIES.get(code, "USD")
+        self._lock = threading.Lock()
+        self._changed: dict[str, dict] = {}  # order id -> current version after live changes
+        self._added: list[dict] = []  # orders created while the server runs
+        self._ids: set[str] = set()  # their ids
+        self._day_orders = lru_cache(maxsize=1)(self._generate_day)
+
+    # -- generation -------------------------------------------------------------------------------------------
+    def days(self) -> list[dt.date]:
+        count = (self.settings.last_day - self.settings.first_day).days + 1
+        return [self.settings.first_day + dt.timedelta(days=i) for i in range(count)]
+
+    def _generate_day(self, day: dt.date) -> tuple[dict, ...]:
+        s = self.settings
+        rng = random.Random(f"{s.seed}:{self.code}:{day.isoformat()}")
+        count = round(s.orders_per_day * rng.uniform(0.9, 1.1) * (s.spike_factor if day == s.spike_day else 1))
+        day_index = (day - dt.date(2020, 1, 1)).days
+        start = dt.datetime.combine(day, dt.time(), dt.UTC)
+        seconds = sorted(rng.randrange(86_400) for _ in range(count))
+        return tuple(
+            self._make_order(rng, start + dt.timedelta(seconds=sec, microseconds=0), day_index, i)
+            for i, sec in enumerate(seconds)
+        )
+
+    def _make_order(self, rng: random.Random, created: dt.datetime, day_index: int, i: int) -> dict:
+        number = 6_000_000_000_000 + self.index * 10_000_000_000 + day_index * 1_000_000 + i
+        lines = []
+        for j in range(rng.randint(1, 5)):
+            variant = rng.choice(self.catalogue.variants)
+            price = _convert(variant["price"], self.currency)
+            quantity = rng.choice((1, 1, 1, 2, 3))
+            lines.append(
+                {
+                    "id": gid("LineItem", 15_000_000_000_000 + (number - 6_000_000_000_000) * 10 + j),
+                    "sku": variant["sku"],
+                    "title": variant["product"]["title"],
+                    "name": f"{variant['product']['title']} - {variant['title']}",
+                    "quantity": quantity,
+                    "currentQuantity": quantity,
+                    "variant": {"id": variant["id"], "sku": variant["sku"]},
+                    "product": {"id": variant["product"]["id"]},
+                    "_price": price,
+                }
+            )
+        order = {
+            "id": gid("Order", number),
+            "name": f"#{self.code}{day_index % 1000:03d}{i:04d}",
+            "createdAt": stamp(created),
+            "processedAt": stamp(created),
+            "updatedAt": stamp(created),
+            "cancelledAt": None,
+            "cancelReason": None,
+            "email": f"customer{rng.randrange(5000)}@example.com",
+            "customer": {"id": gid("Customer", 7_000_000_000_000 + self.index * 10_000_000 + rng.randrange(5000))},
+            "currencyCode": self.currency,
+            "displayFinancialStatus": "PAID",
+            "displayFulfillmentStatus": "UNFULFILLED",
+            "note": None,
+            "refunds": [],
+            "_lines": lines,
+        }
+        updated = created
+        if rng.random() < 0.9:  # fulfilled within two days
+            updated = created + dt.timedelta(seconds=rng.randrange(3_600, 172_800))
+            order["displayFulfillmentStatus"] = "FULFILLED"
+        if rng.random() < 0.05:  # edited later: a note added
+            updated = max(updated, created + dt.timedelta(seconds=rng.randrange(600, 259_200)))
+            order["note"] = f"edited: gift wrap {rng.randrange(100)}"
+        if rng.random() < 0.01:
+            order["cancelledAt"] = stamp(created + dt.timedelta(hours=rng.randint(1, 20)))
+            order["cancelReason"] = "CUSTOMER"
+            updated = max(updated, created + dt.timedelta(hours=21))
+        order["updatedAt"] = stamp(updated)
+        if rng.random() < 0.07:  # a refund, days later
+            when = created + dt.timedelta(seconds=rng.randrange(86_400, 864_000))
+            _refund(order, rng, when, 1_000_000_000_000 + number - 6_000_000_000_000)
+        return _finish(order)
+
+    # -- live changes -----------------------------------------------------------------------------------------
+    def add_orders(self, count: int, now: dt.datetime, rng: random.Random) -> list[str]:
+        with self._lock:
+            base = len(self._added)
+            made = [
+                _finish(self._make_order(rng, now, 9_000 + (base + k) // 1_000_000, (base + k) % 1_000_000))
+                for k in range(count)
+            ]
+            self._added.extend(made)
+            self._ids.update(o["id"] for o in made)
+        return [o["id"] for o in made]
+
+    def refund_orders(self, count: int, now: dt.datetime, rng: random.Random) -> list[str]:
+        refunded = []
+        for _ in range(count * 20):
+            if len(refunded) == count:
+                break
+            day = rng.choice(self.days())
+            order = dict(self.current(rng.choice(self._day_orders(day))))
+            if order["cancelledAt"] or not any(li["currentQuantity"] for li in order["_lines"]):
+                continue
+            order["_lines"] = [dict(li) for li in order["_lines"]]
+            order["refunds"] = list(order["refunds"])
+            _refund(order, rng, now, 2_000_000_000_000 + rng.randrange(10**12))
+            order["updatedAt"] = stamp(now)
+            with self._lock:
+                self._changed[order["id"]] = _finish(order)
+            refunded.append(order["id"])
+        return refunded
+
+    def current(self, order: dict) -> dict:
+        return self._changed.get(order["id"], order)
+
+    # -- reading ----------------------------------------------------------------------------------------------
+    def orders(self, created: tuple | None = None, updated: tuple | None = None) -> Iterator[dict]:
+        """Orders in creation order, optionally within created/updated bounds (each a (lo, lo_incl, hi, hi_incl))."""
+        lo = self.settings.first_day
+        hi = self.settings.last_day
+        if created and created[0]:
+            lo = max(lo, created[0].date())
+        if created and created[2]:
+            hi = min(hi, created[2].date())
+        if updated and updated[0]:
+            lo = max(lo, (updated[0] - MAX_LAG).date())
+        if updated and updated[2]:
+            hi = min(hi, updated[2].date())
+        day = lo
+        while day <= hi:
+            for order in self._day_orders(day):
+                order = self.current(order)
+                if within(order["_created"], created) and within(order["_updated"], updated):
+                    yield order
+            day += dt.timedelta(days=1)
+        with self._lock:
+            # Orders created while the server runs, and older ones changed later than MAX_LAG (not scanned above).
+            late = list(self._added) + [
+                o for o in self._changed.values() if not (lo <= o["_created"].date() <= hi) and o["id"] not in self._ids
+            ]
+        for order in late:
+            order = self.current(order)
+            if within(order["_created"], created) and within(order["_updated"], updated):
+                yield order
+
+    def variants(self) -> Iterator[dict]:
+        return self.catalogue.variant_nodes(self.currency)
+
+
+def _convert(eur_cents: int, currency: str) -> int:
+    return int((Decimal(eur_cents) * RATES[currency]).to_integral_value(ROUND_HALF_UP))
+
+
+def _refund(order: dict, rng: random.Random, when: dt.datetime, number: int) -> None:
+    candidates = [li for li in order["_lines"] if li["currentQuantity"] > 0]
+    if not candidates:
+        return
+    line = rng.choice(candidates)
+    line["currentQuantity"] -= 1
+    amount = line["_price"]
+    order["refunds"].append(
+        {
+            "id": gid("Refund", number),
+            "createdAt": stamp(when),
+            "note": rng.choice((None, "damaged", "wrong size", "changed mind")),
+            "totalRefundedSet": _bag(amount, order["currencyCode"]),
+        }
+    )
+    order["updatedAt"] = max(order["updatedAt"], stamp(when))
+
+
+def _finish(order: dict) -> dict:
+    """Derives totals and statuses from lines and refunds; keeps parsed times for filtering."""
+    currency = order["currencyCode"]
+    subtotal = sum(li["_price"] * li["quantity"] for li in order["_lines"])
+    current = sum(li["_price"] * li["currentQuantity"] for li in order["_lines"])
+    shipping = 0 if subtotal >= 5000 else 495
+    refunded = sum(r["totalRefundedSet"][0] for r in order["refunds"])
+    tax = (subtotal * 19 * 2 + 119) // (119 * 2)  # 19 % VAT included, rounded half up
+    for li in order["_lines"]:
+        li["originalUnitPriceSet"] = _bag(li["_price"], currency)
+        li["originalTotalSet"] = _bag(li["_price"] * li["quantity"], currency)
+    order["subtotalPriceSet"] = _bag(subtotal, currency)
+    order["currentSubtotalPriceSet"] = _bag(current, currency)
+    order["totalPriceSet"] = _bag(subtotal + shipping, currency)
+    order["currentTotalPriceSet"] = _bag(current + shipping, currency)
+    order["totalRefundedSet"] = _bag(refunded, currency)
+    order["totalTaxSet"] = _bag(tax, currency)
+    if order["refunds"]:
+        order["displayFinancialStatus"] = "REFUNDED" if current == 0 else "PARTIALLY_REFUNDED"
+    elif order["cancelledAt"]:
+        order["displayFinancialStatus"] = "VOIDED"
+    order["_created"] = dt.datetime.fromisoformat(order["createdAt"].replace("Z", "+00:00"))
+    order["_updated"] = dt.datetime.fromisoformat(order["updatedAt"].replace("Z", "+00:00"))
+    return order
+
+
+def within(moment: dt.datetime, bounds: tuple | None) -> bool:
+    if not bounds:
+        return True
+    lo, lo_incl, hi, hi_incl = bounds
+    if lo is not None and (moment < lo or (moment == lo and not lo_incl)):
+        return False
+    return not (hi is not None and (moment > hi or (moment == hi and not hi_incl)))

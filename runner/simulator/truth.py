@@ -1,0 +1,52 @@
+"""Ground truth: the exact rows a correct sync of a shop must produce, per table, from the simulator's data."""
+
+from collections.abc import Iterator
+
+from runner.simulator.data import ShopData, money
+
+TABLES = ("orders", "order_line_items", "refunds", "skus")
+
+
+def _amount(bag: tuple[int, str] | None) -> str | None:
+    return money(bag[0]) if bag else None
+
+
+def rows(shop: ShopData, table: str) -> Iterator[dict]:
+    """Rows of one table for one shop (money as decimal strings, times as ISO-8601 UTC, ids as GIDs)."""
+    if table not in TABLES:
+        raise KeyError(table)
+    if table == "skus":
+        for v in shop.variants():
+            yield {
+                "id": v["id"], "shop": shop.code, "sku": v["sku"], "product_id": v["product"]["id"],
+                "product_title": v["product"]["title"], "title": v["title"], "price": v["price"],
+                "inventory_quantity": v["inventoryQuantity"], "updated_at": v["updatedAt"],
+            }  # fmt: skip
+        return
+    for o in shop.orders():
+        if table == "orders":
+            yield {
+                "id": o["id"], "shop": shop.code, "name": o["name"], "created_at": o["createdAt"],
+                "updated_at": o["updatedAt"], "processed_at": o["processedAt"], "cancelled_at": o["cancelledAt"],
+                "currency": o["currencyCode"], "subtotal_price": _amount(o["subtotalPriceSet"]),
+                "total_price": _amount(o["totalPriceSet"]), "current_total_price": _amount(o["currentTotalPriceSet"]),
+                "total_tax": _amount(o["totalTaxSet"]), "total_refunded": _amount(o["totalRefundedSet"]),
+                "financial_status": o["displayFinancialStatus"], "fulfillment_status": o["displayFulfillmentStatus"],
+                "customer_id": o["customer"]["id"] if o["customer"] else None, "email": o["email"],
+            }  # fmt: skip
+        elif table == "order_line_items":
+            for li in o["_lines"]:
+                yield {
+                    "id": li["id"], "shop": shop.code, "order_id": o["id"], "sku": li["sku"],
+                    "quantity": li["quantity"], "current_quantity": li["currentQuantity"],
+                    "variant_id": li["variant"]["id"] if li["variant"] else None,
+                    "product_id": li["product"]["id"] if li["product"] else None, "title": li["title"],
+                    "unit_price": _amount(li["originalUnitPriceSet"]), "total_price": _amount(li["originalTotalSet"]),
+                }  # fmt: skip
+        else:
+            for r in o["refunds"]:
+                yield {
+                    "id": r["id"], "shop": shop.code, "order_id": o["id"], "created_at": r["createdAt"],
+                    "note": r["note"], "total_refunded": _amount(r["totalRefundedSet"]),
+                    "currency": r["totalRefundedSet"][1],
+                }  # fmt: skip
