@@ -1,0 +1,126 @@
+"""Bulk operations: lifecycle CREATED -> RUNNING -> COMPLETED (or FAILED, CANCELING -> CANCELED, EXPIRED), timing,
+per app-and-shop concurrency, the export file, and signed download URLs."""
+
+import datetime as dt
+import hashlib
+import hmac
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.simulator.export import Export
+
+ACTIVE = ("CREATED", "RUNNING", "CANCELING")
+
+
+@dataclass
+class Timing:
+    start_latency: float = 0.5  # seconds in CREATED
+    objects_per_second: float = 50_000.0
+    cancel_seconds: float = 0.5
+    url_lifetime: float = 7 * 86_400
+    foreign_op_seconds: float = 5.0
+
+
+def iso(moment: float | None) -> str | None:
+    if moment is None:
+        return None
+    return dt.datetime.fromtimestamp(int(moment), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class BulkOperation:
+    number: int
+    shop: str
+    query: str
+    created: float
+    timing: Timing
+    fail_with: str | None = None  # INTERNAL_SERVER_ERROR, TIMEOUT, ACCESS_DENIED, "" (null errorCode)
+    stuck: bool = False
+    lifetime: float = 0.0
+    foreign_until: float | None = None  # another process's operation: occupies a slot until then
+    path: Path | None = None
+    lines: int = 0
+    roots: int = 0
+    size: int = 0
+    partial_lines: int = 0
+    partial_size: int = 0
+    written: bool = False
+    canceled_at: float | None = None
+    error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def gid(self) -> str:
+        return f"gid://shopify/BulkOperation/{self.number}"
+
+    def _run_seconds(self) -> float:
+        return self.timing.start_latency + self.lines / self.timing.objects_per_second
+
+    def state(self, now: float) -> dict:
+        """Status and counts as Shopify would report them at `now` (counts as strings)."""
+        elapsed = now - self.created
+        status, code, count, done_at = "RUNNING", None, 0, None
+        if self.foreign_until is not None:
+            status = "RUNNING" if now < self.foreign_until else "COMPLETED"
+        elif self.canceled_at is not None:
+            status = "CANCELING" if now < self.canceled_at + self.timing.cancel_seconds else "CANCELED"
+            count = self._progress(self.canceled_at - self.created)
+            done_at = self.canceled_at + self.timing.cancel_seconds if status == "CANCELED" else None
+        elif elapsed < self.timing.start_latency:
+            status = "CREATED"
+        elif self.fail_with == "ACCESS_DENIED":
+            status, code, done_at = "FAILED", "ACCESS_DENIED", self.created + self.timing.start_latency
+        elif self.stuck or not self.written:
+            count = min(self._progress(elapsed), self.lines // 2 if self.stuck else self.lines)
+        elif self.fail_with is not None and elapsed >= self.timing.start_latency + self.partial_lines / self.rate:
+            status, code, count = "FAILED", self.fail_with or None, self.partial_lines
+            done_at = self.created + self.timing.start_latency + self.partial_lines / self.rate
+        elif elapsed >= self._run_seconds():
+            status, count, done_at = "COMPLETED", self.lines, self.created + self._run_seconds()
+            if now >= done_at + self.lifetime:
+                status = "EXPIRED"
+        else:
+            count = min(self._progress(elapsed), self.lines)
+        return {"status": status, "errorCode": code, "objectCount": count, "completedAt": done_at}
+
+    @property
+    def rate(self) -> float:
+        return self.timing.objects_per_second
+
+    def _progress(self, elapsed: float) -> int:
+        return max(0, int((elapsed - self.timing.start_latency) * self.rate))
+
+    def active(self, now: float) -> bool:
+        return self.state(now)["status"] in ACTIVE
+
+
+def sign(secret: bytes, path: str, expires: int) -> str:
+    return hmac.new(secret, f"{path}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def write_export(op: BulkOperation, export: Export, directory: Path, malformed: bool) -> None:
+    """Writes the export file line by line (bounded memory), counting lines, roots and bytes."""
+    op.path = directory / f"bulk-{op.number}.jsonl"
+    try:
+        with op.path.open("wb") as out:
+            for line, is_root in export.lines():
+                data = line.encode()
+                if malformed and op.lines == 1:
+                    data = data[: max(1, len(data) // 2)] + b"\n"  # cut inside the JSON, newline kept
+                out.write(data)
+                op.lines += 1
+                op.roots += is_root
+                op.size += len(data)
+                if op.lines % 10_000 == 0:
+                    time.sleep(0)  # let request threads run
+    except Exception as exc:  # noqa: BLE001 - reported as the operation's failure
+        op.error = str(exc)
+        op.fail_with = "INTERNAL_SERVER_ERROR"
+    if op.fail_with is not None:
+        # A failed operation produced about half of its output: that is what partialDataUrl serves.
+        op.partial_lines = op.lines // 2
+        with op.path.open("rb") as src:
+            op.partial_size = sum(len(src.readline()) for _ in range(op.partial_lines))
+    op.written = True

@@ -1,0 +1,192 @@
+"""The simulator on HTTP: `<base>/<code>/admin/api/<version>/graphql.json`, signed export downloads, and /_admin.
+
+POST /<code>/admin/api/<version>/graphql.json     X-Shopify-Access-Token checked (401 on a wrong one)
+GET  /<code>/bulk/bulk-<id>[.partial].jsonl?...   signed URL; Range supported; application/jsonl
+GET  /_admin/stats                                counters per shop and faults injected
+GET  /_admin/truth/<code>/<table>                 ground truth rows as JSONL
+POST /_admin/faults                               replace the fault rules (JSON)
+POST /_admin/shops/<code>/changes                 {"new_orders": n, "refunds": n}: live data changes"""
+
+import json
+import re
+import socket
+import struct
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from runner.simulator.faults import FaultError
+from runner.simulator.shopify import Shopify
+from runner.simulator.truth import TABLES
+
+_GRAPHQL = re.compile(r"^/([a-z0-9_]+)/admin/api/([0-9]{4}-[0-9]{2}|unstable)/graphql\.json$")
+_DOWNLOAD = re.compile(r"^/([a-z0-9_]+)/bulk/bulk-[0-9]+(\.partial)?\.jsonl$")
+_CHUNK = 64 * 1024
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "SimulatorServer"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of the base class
+        return
+
+    # -- plumbing ---------------------------------------------------------------------------------------------
+    def _send(self, status: int, body: bytes, content_type: str = "application/json", headers: dict | None = None):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, obj: object, headers: dict | None = None) -> None:
+        self._send(status, json.dumps(obj).encode(), headers=headers)
+
+    def _reset(self) -> None:
+        """Closes the connection with a TCP reset, as a failing load balancer would."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        self.connection.close()
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{self.headers.get('Host') or f'{host}:{port}'}"
+
+    # -- routes -----------------------------------------------------------------------------------------------
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        path = urlsplit(self.path).path
+        sim = self.server.shopify
+        if match := _GRAPHQL.match(path):
+            code = match.group(1).upper()
+            body = self._body()
+            if code not in sim.shops:
+                return self._json(404, {"errors": "Not Found"})
+            if self.headers.get("X-Shopify-Access-Token") != sim.config.tokens[code]:
+                return self._json(401, {"errors": "[API] Invalid API key or access token (unrecognized login or "
+                                                  "wrong password)"})  # fmt: skip
+            if sim.faults.hit(code, "graphql_reset"):
+                return self._reset()
+            if sim.faults.hit(code, "graphql_5xx"):
+                return self._json(503, {"errors": "Service Unavailable"})
+            try:
+                request = json.loads(body or b"{}")
+            except json.JSONDecodeError:
+                return self._json(400, {"errors": "Bad Request: invalid JSON"})
+            status, response, headers = sim.graphql(code, match.group(2), request, self._base_url())
+            return self._json(status, response, headers)
+        if path == "/_admin/faults":
+            try:
+                sim.faults.replace(json.loads(self._body() or b"{}"))
+            except (FaultError, json.JSONDecodeError, AttributeError) as exc:
+                return self._json(400, {"error": str(exc)})
+            return self._json(200, {"ok": True})
+        if match := re.match(r"^/_admin/shops/([a-z0-9_]+)/changes$", path):
+            code = match.group(1).upper()
+            if code not in sim.shops:
+                return self._json(404, {"error": f"unknown shop {code}"})
+            spec = json.loads(self._body() or b"{}")
+            return self._json(200, sim.change(code, int(spec.get("new_orders", 0)), int(spec.get("refunds", 0))))
+        return self._json(404, {"errors": "Not Found"})
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        url = urlsplit(self.path)
+        sim = self.server.shopify
+        if url.path == "/_admin/stats":
+            return self._json(200, sim.stats())
+        if match := re.match(r"^/_admin/truth/([a-z0-9_]+)/([a-z_]+)$", url.path):
+            code, table = match.group(1).upper(), match.group(2)
+            if code not in sim.shops or table not in TABLES:
+                return self._json(404, {"error": "unknown shop or table"})
+            return self._stream_lines(json.dumps(row) + "\n" for row in sim.truth(code, table))
+        if match := _DOWNLOAD.match(url.path):
+            return self._download(match.group(1).upper(), url)
+        return self._json(404, {"errors": "Not Found"})
+
+    def _stream_lines(self, lines) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/jsonl")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        buffer = []
+        size = 0
+        for line in lines:
+            buffer.append(line.encode())
+            size += len(buffer[-1])
+            if size >= _CHUNK:
+                self._chunk(b"".join(buffer))
+                buffer, size = [], 0
+        if buffer:
+            self._chunk(b"".join(buffer))
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+    def _download(self, code: str, url) -> None:
+        sim = self.server.shopify
+        query = parse_qs(url.query)
+        status, reason, result = sim.download(url.path, *(query.get(k, [None])[0] for k in ("Expires", "Signature")))
+        if status != 200:
+            return self._send(status, result, "application/xml")
+        if sim.faults.hit(code, "download_reset"):
+            return self._reset()
+        if sim.faults.hit(code, "download_5xx"):
+            return self._send(503, b"Service Unavailable", "text/plain")
+        op, size = result
+        start, end = 0, size - 1
+        if (rng := re.match(r"^bytes=(\d+)-(\d*)$", self.headers.get("Range") or "")) and size:
+            start, end = int(rng.group(1)), min(int(rng.group(2) or size - 1), size - 1)
+            if start > end:
+                return self._send(416, b"", "application/jsonl", {"Content-Range": f"bytes */{size}"})
+        cut = sim.faults.hit(code, "download_cut")
+        self.send_response(206 if start or end != size - 1 else 200)
+        self.send_header("Content-Type", "application/jsonl")
+        self.send_header("Content-Length", str(end - start + 1))
+        if start or end != size - 1:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.end_headers()
+        remaining = (end - start + 1) // 2 if cut else end - start + 1
+        with op.path.open("rb") as src:
+            src.seek(start)
+            while remaining > 0:
+                data = src.read(min(_CHUNK, remaining))
+                if not data:
+                    break
+                self.wfile.write(data)
+                remaining -= len(data)
+        if cut:
+            self._reset()
+
+
+class SimulatorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, shopify: Shopify, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.shopify = shopify
+        super().__init__((host, port), _Handler)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def shop_url(self, code: str) -> str:
+        """What SHOP_<CODE>_URL should be for this shop."""
+        return f"{self.base_url}/{code.lower()}"
+
+    def start(self) -> "SimulatorServer":
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.shopify.close()

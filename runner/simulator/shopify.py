@@ -1,0 +1,353 @@
+"""The simulated Admin API: GraphQL requests for bulk operations per shop, cost-based throttling, counters, faults
+and the ground truth. Transport-free; server.py puts it on HTTP."""
+
+import datetime as dt
+import math
+import random
+import secrets
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.simulator.data import Catalogue, Settings, ShopData
+from runner.simulator.export import Export
+from runner.simulator.faults import Faults
+from runner.simulator.graphql import Field, GraphQLSyntaxError, parse, resolve_variables
+from runner.simulator.operations import BulkOperation, Timing, iso, sign, write_export
+from runner.simulator.schema import bulk_query_errors, fields_of
+
+COSTS = {"bulkOperationRunQuery": 10, "bulkOperationCancel": 10}
+FIRST_OPERATION = 7_933_223_797_042
+
+
+class RequestError(Exception):
+    """A GraphQL error (HTTP 200, `errors` in the body)."""
+
+    def __init__(self, message: str, code: str = "undefinedField") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Bucket:
+    size: float
+    restore: float
+    available: float
+    at: float
+
+    def take(self, cost: float, now: float) -> float:
+        """Takes `cost` points; returns 0, or the seconds to wait when the bucket holds too few."""
+        self.available = min(self.size, self.available + (now - self.at) * self.restore)
+        self.at = now
+        if self.available < cost:
+            return (cost - self.available) / self.restore
+        self.available -= cost
+        return 0.0
+
+    def status(self) -> dict:
+        return {
+            "maximumAvailable": _number(self.size),
+            "currentlyAvailable": math.floor(self.available),
+            "restoreRate": _number(self.restore),
+        }
+
+
+def _number(value: float) -> float | int:
+    return int(value) if value == int(value) else value
+
+
+@dataclass
+class Config:
+    tokens: dict[str, str]  # shop code -> the access token it accepts
+    data: Settings = field(default_factory=Settings)
+    timing: Timing = field(default_factory=Timing)
+    bucket_size: float = 2000.0
+    restore_rate: float = 100.0
+    throttle_with_429: bool = False
+    directory: Path | None = None
+
+
+def version_at_least(version: str, minimum: str) -> bool:
+    return version == "unstable" or version >= minimum
+
+
+class Shopify:
+    """Every simulated shop, their operations and the counters."""
+
+    def __init__(self, config: Config, faults: Faults | None = None) -> None:
+        self.config = config
+        self.faults = faults or Faults(seed=config.data.seed)
+        self.secret = secrets.token_bytes(32)
+        self._tmp = None
+        if config.directory is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="bulk-sync-simulator-")
+            config.directory = Path(self._tmp.name)
+        catalogue = Catalogue(config.data)
+        self.shops = {
+            code: ShopData(code, index, config.data, catalogue) for index, code in enumerate(sorted(config.tokens))
+        }
+        now = time.time()
+        self.buckets = {
+            code: Bucket(config.bucket_size, config.restore_rate, config.bucket_size, now) for code in self.shops
+        }
+        self.operations: dict[int, BulkOperation] = {}
+        self.counters: Counter[tuple[str, str]] = Counter()
+        self.max_concurrent: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._next = FIRST_OPERATION
+        self._rng = random.Random(f"{config.data.seed}:changes")
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    # -- requests ---------------------------------------------------------------------------------------------
+    def graphql(self, shop: str, version: str, body: dict, base_url: str) -> tuple[int, dict, dict]:
+        """Executes one GraphQL request; returns (HTTP status, JSON body, extra headers)."""
+        self.counters[(shop, "requests")] += 1
+        query, variables = body.get("query"), body.get("variables") or {}
+        if not isinstance(query, str) or not isinstance(variables, dict):
+            return 400, {"errors": [{"message": "Bad Request: query must be a string"}]}, {}
+        try:
+            operations = parse(query)
+        except GraphQLSyntaxError as exc:
+            return 200, {"errors": [{"message": str(exc).capitalize()}]}, {}
+        operation = operations[0]
+        cost = sum(COSTS.get(f.name, 1) for f in operation.selections if isinstance(f, Field))
+        bucket = self.buckets[shop]
+        with self._lock:
+            wait = bucket.take(cost, time.time())
+        forced = self.faults.hit(shop, "graphql_throttled")
+        as_429 = not (wait or forced) and self.faults.hit(shop, "graphql_429")
+        if wait or forced or as_429:
+            self.counters[(shop, "throttled")] += 1
+            extensions = {"cost": {"requestedQueryCost": cost, "actualQueryCost": None,
+                                   "throttleStatus": bucket.status()}}  # fmt: skip
+            if as_429 or (wait and self.config.throttle_with_429):
+                retry = str(max(1, math.ceil(wait)))
+                return 429, {"errors": [{"message": "Too Many Requests"}]}, {"Retry-After": retry}
+            error = {"message": "Throttled", "extensions": {"code": "THROTTLED",
+                     "documentation": "https://shopify.dev/api/usage/rate-limits"}}  # fmt: skip
+            return 200, {"errors": [error], "extensions": extensions}, {}
+        data, errors = {}, []
+        for sel in operation.selections:
+            if not isinstance(sel, Field):
+                continue
+            try:
+                data[sel.key] = self._field(shop, version, operation.kind, sel, variables, base_url)
+            except RequestError as exc:
+                errors.append({"message": str(exc), "path": [sel.key], "extensions": {"code": exc.code}})
+        response: dict = {"data": data} if not errors else {"errors": errors, "data": data or None}
+        response["extensions"] = {
+            "cost": {"requestedQueryCost": cost, "actualQueryCost": cost, "throttleStatus": bucket.status()}
+        }
+        return 200, response, {}
+
+    def _field(self, shop: str, version: str, kind: str, sel: Field, variables: dict, base_url: str):
+        args = {k: resolve_variables(v, variables) for k, v in sel.args.items()}
+        root = "Mutation" if kind == "mutation" else "QueryRoot"
+        if kind == "mutation" and sel.name == "bulkOperationRunQuery":
+            return self._run_query(shop, version, sel, args, base_url)
+        if kind == "mutation" and sel.name == "bulkOperationCancel":
+            return self._cancel(shop, sel, args, base_url)
+        if kind == "query" and sel.name == "bulkOperation" and version_at_least(version, "2026-01"):
+            return self._project_op(self._lookup(shop, args.get("id"), strict=True), sel, base_url)
+        if kind == "query" and sel.name == "node":
+            return self._project_op(self._lookup(shop, args.get("id"), strict=False), sel, base_url)
+        if kind == "query" and sel.name == "currentBulkOperation":
+            mine = [op for op in self.operations.values() if op.shop == shop]
+            return self._project_op(max(mine, key=lambda op: op.number) if mine else None, sel, base_url)
+        raise RequestError(f"Field '{sel.name}' doesn't exist on type '{root}'")
+
+    def _lookup(self, shop: str, ident, strict: bool) -> BulkOperation | None:
+        if not isinstance(ident, str) or not ident.startswith("gid://shopify/"):
+            raise RequestError(f"Invalid global id '{ident}'", "argumentLiteralsIncompatible")
+        kind, _, number = ident.removeprefix("gid://shopify/").partition("/")
+        if kind != "BulkOperation":
+            if strict:
+                raise RequestError(f"Invalid id: {ident}", "RESOURCE_NOT_FOUND")
+            return None
+        op = self.operations.get(int(number)) if number.isdigit() else None
+        return op if op is not None and op.shop == shop else None
+
+    # -- bulk operations --------------------------------------------------------------------------------------
+    def _run_query(self, shop: str, version: str, sel: Field, args: dict, base_url: str) -> dict:
+        query = args.get("query")
+        group = args.get("groupObjects")
+        if group is None:
+            group = not version_at_least(version, "2026-01")
+        if not isinstance(query, str):
+            return self._payload(sel, None, [_user_error("query must be a string", "INVALID")], base_url)
+        try:
+            bulk = parse(query)
+            errors = bulk_query_errors(query, bulk)
+        except GraphQLSyntaxError as exc:
+            bulk, errors = None, [f"Invalid bulk query: {exc}"]
+        if errors:
+            return self._payload(sel, None, [_user_error(m, "INVALID") for m in errors], base_url)
+        now = time.time()
+        limit = 5 if version_at_least(version, "2026-01") else 1
+        with self._lock:
+            if self.faults.hit(shop, "foreign_op"):
+                self._new_op(shop, "{ foreign }", now, foreign_until=now + self.config.timing.foreign_op_seconds)
+            blocking = [op for op in self.operations.values() if op.shop == shop and op.active(now)]
+            if len(blocking) >= limit:
+                self.counters[(shop, "in_progress_refusals")] += 1
+                ids = ", ".join(op.gid for op in sorted(blocking, key=lambda o: o.number))
+                message = f"A bulk query operation for this app and shop is already in progress: {ids}."
+                return self._payload(sel, None, [_user_error(message, "OPERATION_IN_PROGRESS", None)], base_url)
+            op = self._new_op(shop, query, now)
+            self.counters[(shop, "operations_started")] += 1
+            self.max_concurrent[shop] = max(self.max_concurrent[shop], len(blocking) + 1)
+        for kind, code in (("op_access_denied", "ACCESS_DENIED"), ("op_failed_internal", "INTERNAL_SERVER_ERROR"),
+                           ("op_failed_timeout", "TIMEOUT"), ("op_failed_null", "")):  # fmt: skip
+            if op.fail_with is None and self.faults.hit(shop, kind):
+                op.fail_with = code
+        op.stuck = op.fail_with is None and self.faults.hit(shop, "op_stuck")
+        if self.faults.hit(shop, "op_url_expired"):
+            op.lifetime = 1.0
+        export = Export(self.shops[shop], bulk[0], {}, bool(group))
+        malformed = self.faults.hit(shop, "malformed_line")
+        threading.Thread(target=write_export, args=(op, export, self.config.directory, malformed), daemon=True).start()
+        return self._payload(sel, op, [], base_url)
+
+    def _new_op(self, shop: str, query: str, now: float, foreign_until: float | None = None) -> BulkOperation:
+        op = BulkOperation(self._next, shop, query, now, self.config.timing, lifetime=self.config.timing.url_lifetime)
+        op.foreign_until = foreign_until
+        if foreign_until is not None:
+            op.written = True
+        self.operations[op.number] = op
+        self._next += 1
+        return op
+
+    def _cancel(self, shop: str, sel: Field, args: dict, base_url: str) -> dict:
+        op = self._lookup(shop, args.get("id"), strict=False)
+        if op is None or op.foreign_until is not None:
+            return self._payload(sel, None, [{"field": ["id"], "message": "Bulk operation does not exist"}], base_url)
+        status = op.state(time.time())["status"]
+        if status not in ("CREATED", "RUNNING"):
+            message = f"A bulk operation cannot be canceled when it is {status.lower()}"
+            return self._payload(sel, op, [{"field": None, "message": message}], base_url)
+        op.canceled_at = time.time()
+        return self._payload(sel, op, [], base_url)
+
+    def _payload(self, sel: Field, op: BulkOperation | None, user_errors: list[dict], base_url: str) -> dict:
+        out = {}
+        for f in fields_of(sel.selections, "BulkOperationRunQueryPayload"):
+            if f.name == "bulkOperation":
+                out[f.key] = self._project_op(op, f, base_url)
+            elif f.name == "userErrors":
+                fields = fields_of(f.selections, "BulkOperationUserError")
+                out[f.key] = [{g.key: e.get(g.name) for g in fields} for e in user_errors]
+            elif f.name == "__typename":
+                out[f.key] = "BulkOperationRunQueryPayload"
+            else:
+                raise RequestError(f"Field '{f.name}' doesn't exist on type 'BulkOperationRunQueryPayload'")
+        return out
+
+    def _project_op(self, op: BulkOperation | None, sel: Field, base_url: str) -> dict | None:
+        if op is None:
+            return None
+        view = self.describe(op, base_url)
+        out = {}
+        for f in fields_of(sel.selections, "BulkOperation"):
+            if f.name == "__typename":
+                out[f.key] = "BulkOperation"
+            elif f.name in view:
+                out[f.key] = view[f.name]
+            else:
+                raise RequestError(f"Field '{f.name}' doesn't exist on type 'BulkOperation'")
+        return out
+
+    def describe(self, op: BulkOperation, base_url: str) -> dict:
+        """Every field of a BulkOperation as the API returns it (counts as strings)."""
+        now = time.time()
+        state = op.state(now)
+        status, count = state["status"], state["objectCount"]
+        completed = status == "COMPLETED"
+        roots = op.roots if completed else (op.roots * count // op.lines if op.lines else 0)
+        has_partial = status == "FAILED" and state["errorCode"] in (None, "INTERNAL_SERVER_ERROR") and op.partial_lines
+        return {
+            "id": op.gid,
+            "status": status,
+            "errorCode": state["errorCode"],
+            "createdAt": iso(op.created),
+            "completedAt": iso(state["completedAt"]),
+            "objectCount": str(count),
+            "rootObjectCount": str(roots),
+            "fileSize": str(op.size) if completed and op.lines else None,
+            "url": self.url(op, base_url, state["completedAt"]) if completed and op.lines else None,
+            "partialDataUrl": self.url(op, base_url, state["completedAt"], partial=True) if has_partial else None,
+            "query": op.query,
+            "type": "QUERY",
+        }
+
+    def url(self, op: BulkOperation, base_url: str, completed: float, partial: bool = False) -> str:
+        path = f"/{op.shop.lower()}/bulk/bulk-{op.number}{'.partial' if partial else ''}.jsonl"
+        expires = int(completed + op.lifetime)
+        signature = sign(self.secret, path, expires)
+        return (
+            f"{base_url}{path}?GoogleAccessId=simulator&Expires={expires}&Signature={signature}"
+            f"&response-content-disposition=attachment%3B+filename%3D%22bulk-{op.number}.jsonl%22"
+            "&response-content-type=application%2Fjsonl"
+        )
+
+    def download(self, path: str, expires: str | None, signature: str | None) -> tuple[int, str, object]:
+        """Checks a signed download; returns (status, reason, (operation, byte count) or an XML error body)."""
+        if not expires or not signature or not expires.isdigit() or signature != sign(self.secret, path, int(expires)):
+            return (
+                403,
+                "SignatureDoesNotMatch",
+                _gcs_error(
+                    "SignatureDoesNotMatch",
+                    "The request signature we calculated does not match the signature you provided.",
+                ),
+            )
+        if int(expires) < time.time():
+            return 400, "ExpiredToken", _gcs_error("ExpiredToken", "The provided token has expired.")
+        name = path.rsplit("/", 1)[-1]
+        number = name.removeprefix("bulk-").split(".")[0]
+        op = self.operations.get(int(number)) if number.isdigit() else None
+        if op is None or op.path is None:
+            return 404, "NoSuchKey", _gcs_error("NoSuchKey", "The specified key does not exist.")
+        size = op.partial_size if name.endswith(".partial.jsonl") else op.size
+        return 200, "OK", (op, size)
+
+    # -- admin ------------------------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        shops = {}
+        for code in self.shops:
+            shops[code] = {
+                name: self.counters[(code, name)]
+                for name in ("requests", "operations_started", "in_progress_refusals", "throttled")
+            }
+            shops[code]["max_concurrent"] = self.max_concurrent[code]
+        return {"shops": shops, "faults": self.faults.summary()}
+
+    def change(self, shop: str, new_orders: int = 0, refunds: int = 0) -> dict:
+        """Live changes at the current time: new orders and refunds of existing orders."""
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        data = self.shops[shop]
+        with self._lock:
+            added = data.add_orders(new_orders, now, self._rng)
+            refunded = data.refund_orders(refunds, now, self._rng)
+        return {"added": added, "refunded": refunded}
+
+    def truth(self, shop: str, table: str) -> Iterator[dict]:
+        from runner.simulator.truth import rows
+
+        return rows(self.shops[shop], table)
+
+
+def _user_error(message: str, code: str, fld: list | None = ("query",)) -> dict:
+    return {"field": list(fld) if fld else None, "message": message, "code": code}
+
+
+def _gcs_error(code: str, message: str) -> bytes:
+    return (
+        f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
+    )
