@@ -58,6 +58,16 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, help="port for the cluster (default: a free one)")
     demo.add_argument("--reset", action="store_true", help="start over with an empty cluster")
     demo.set_defaults(func=_demo)
+    from runner.simulator.cli import add_arguments, run
+
+    simulate = verbs.add_parser(
+        "simulate",
+        help="serve a local Shopify bulk-operations API with fault injection and ground truth",
+        description="Serves the Admin GraphQL API of the given shops at http://HOST:PORT/<code> "
+        "(tokens from SHOP_<CODE>_TOKEN), or writes their ground truth with --dump-truth.",
+    )
+    add_arguments(simulate)
+    simulate.set_defaults(func=run)
     return top
 
 

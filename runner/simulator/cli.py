@@ -1,0 +1,111 @@
+"""`bulk-sync simulate`: serve simulated shops over HTTP, or dump their ground truth."""
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+from runner.errors import ConfigError
+from runner.simulator.data import Settings
+from runner.simulator.faults import KINDS, FaultError, Faults
+from runner.simulator.operations import Timing
+from runner.simulator.server import SimulatorServer
+from runner.simulator.shopify import Config, Shopify
+from runner.simulator.truth import TABLES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shops", default="DA,DE,NL,INT,CHF", help="shop codes (default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8787, help="0 for a free port (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--from", dest="first_day", type=dt.date.fromisoformat, default=dt.date(2025, 9, 1))
+    parser.add_argument("--to", dest="last_day", type=dt.date.fromisoformat, default=dt.date(2025, 10, 31))
+    parser.add_argument("--orders-per-day", type=int, default=1000)
+    parser.add_argument("--start-latency", type=float, default=0.5, help="seconds an operation stays CREATED")
+    parser.add_argument("--objects-per-second", type=float, default=50_000.0, help="export speed while RUNNING")
+    parser.add_argument("--url-lifetime", type=float, default=7 * 86_400, help="seconds an export URL stays valid")
+    parser.add_argument("--bucket-size", type=float, default=2000.0, help="cost points a shop's bucket holds")
+    parser.add_argument("--restore-rate", type=float, default=100.0, help="cost points restored per second")
+    parser.add_argument("--throttle-429", action="store_true", help="answer throttling with HTTP 429 + Retry-After")
+    parser.add_argument("--faults", type=Path, help='JSON file: {"DA": {"op_failed_timeout": 2}, "*": {...}}')
+    parser.add_argument(
+        "--fault", action="append", default=[], metavar="SHOP:KIND=VALUE",
+        help=f"one fault rule (SHOP may be *); kinds: {', '.join(KINDS)}",
+    )  # fmt: skip
+    parser.add_argument("--dump-truth", type=Path, metavar="DIR", help="write the ground truth as JSONL and exit")
+
+
+def _tokens(codes: list[str]) -> dict[str, str]:
+    tokens = {}
+    for code in codes:
+        token = os.environ.get(f"SHOP_{code}_TOKEN")
+        if not token and code:
+            raise ConfigError(f"SHOP_{code}_TOKEN is not set: the simulator accepts the token the runner sends")
+        tokens[code] = token
+    return tokens
+
+
+def _faults(args: argparse.Namespace) -> Faults:
+    spec: dict = json.loads(args.faults.read_text()) if args.faults else {}
+    for rule in args.fault:
+        shop, _, rest = rule.partition(":")
+        kind, _, value = rest.partition("=")
+        try:
+            spec.setdefault(shop, {})[kind] = float(value) if "." in value else int(value)
+        except ValueError:
+            raise ConfigError(f"bad --fault {rule!r}: use SHOP:KIND=VALUE, e.g. DA:op_failed_timeout=2") from None
+    try:
+        return Faults(spec, args.seed)
+    except FaultError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def build(args: argparse.Namespace) -> Shopify:
+    codes = [c.strip().upper() for c in args.shops.split(",") if c.strip()]
+    if not codes:
+        raise ConfigError("--shops needs at least one shop code")
+    settings = Settings(seed=args.seed, first_day=args.first_day, last_day=args.last_day,
+                        orders_per_day=args.orders_per_day)  # fmt: skip
+    timing = Timing(args.start_latency, args.objects_per_second, url_lifetime=args.url_lifetime)
+    config = Config(_tokens(codes), settings, timing, args.bucket_size, args.restore_rate, args.throttle_429)
+    return Shopify(config, _faults(args))
+
+
+def dump_truth(shopify: Shopify, directory: Path) -> dict[str, int]:
+    directory.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for table in TABLES:
+        with (directory / f"{table}.jsonl").open("w") as out:
+            counts[table] = 0
+            for code in sorted(shopify.shops):
+                for row in shopify.truth(code, table):
+                    out.write(json.dumps(row) + "\n")
+                    counts[table] += 1
+    return counts
+
+
+def run(args: argparse.Namespace) -> int:
+    shopify = build(args)
+    if args.dump_truth:
+        counts = dump_truth(shopify, args.dump_truth)
+        print(", ".join(f"{table} {n}" for table, n in counts.items()) + f" rows in {args.dump_truth}")
+        shopify.close()
+        return 0
+    try:
+        server = SimulatorServer(shopify, args.host, args.port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    print(f"simulating {len(shopify.shops)} shops at {server.base_url} (stats: {server.base_url}/_admin/stats)")
+    for code in shopify.shops:
+        print(f"  export SHOP_{code}_URL={server.shop_url(code)}")
+    stop.wait()
+    server.stop()
+    return 0
