@@ -1,0 +1,86 @@
+"""Starting the simulator in-process on a free port, and talking to it over real HTTP."""
+
+import datetime as dt
+import time
+
+import httpx
+
+from runner.simulator.data import Settings
+from runner.simulator.faults import Faults
+from runner.simulator.operations import Timing
+from runner.simulator.server import SimulatorServer
+from runner.simulator.shopify import Config, Shopify
+
+TOKEN = "shpat_test_token_0123456789"  # noqa: S105 - a recognisable fake
+RUN = "mutation run($q: String!, $g: Boolean) { bulkOperationRunQuery(query: $q, groupObjects: $g) { bulkOperation { id status } userErrors { field message code } } }"  # noqa: E501
+POLL = "query poll($id: ID!) { bulkOperation(id: $id) { id status errorCode objectCount rootObjectCount fileSize url partialDataUrl completedAt } }"  # noqa: E501
+ORDERS = (
+    "{{ orders(query: \"created_at:>='{}' created_at:<'{}'\") {{ edges {{ node {{ id name createdAt "
+    "total: totalPriceSet {{ shopMoney {{ amount currencyCode }} }} refunds {{ id createdAt }} "
+    "lineItems {{ edges {{ node {{ id sku quantity }} }} }} }} }} }} }}"
+)
+
+
+def start(
+    shops: tuple[str, ...] = ("DE",),
+    faults: dict | None = None,
+    days: int = 3,
+    orders_per_day: int = 20,
+    **timing: float,
+) -> SimulatorServer:
+    settings = Settings(
+        first_day=dt.date(2025, 9, 1), last_day=dt.date(2025, 9, days), orders_per_day=orders_per_day, spike_day=None
+    )
+    bucket = {k: timing.pop(k) for k in ("bucket_size", "restore_rate", "throttle_with_429") if k in timing}
+    options = {"start_latency": 0.05, "objects_per_second": 100_000.0, **timing}
+    config = Config({code: TOKEN for code in shops}, settings, Timing(**options), **bucket)
+    return SimulatorServer(Shopify(config, Faults(faults or {}))).start()
+
+
+class Client:
+    def __init__(self, server: SimulatorServer, shop: str = "DE", version: str = "2026-10") -> None:
+        self.server = server
+        self.url = f"{server.shop_url(shop)}/admin/api/{version}/graphql.json"
+        self.http = httpx.Client(headers={"X-Shopify-Access-Token": TOKEN}, timeout=10)
+
+    def post(self, query: str, **variables: object) -> httpx.Response:
+        return self.http.post(self.url, json={"query": query, "variables": variables})
+
+    def gql(self, query: str, **variables: object) -> dict:
+        response = self.post(query, **variables)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def run(self, bulk_query: str, group: bool | None = None) -> dict:
+        return self.gql(RUN, q=bulk_query, g=group)["data"]["bulkOperationRunQuery"]
+
+    def poll(self, op_id: str) -> dict:
+        return self.gql(POLL, id=op_id)["data"]["bulkOperation"]
+
+    def wait(self, op_id: str, until: tuple[str, ...] = ("COMPLETED", "FAILED", "CANCELED", "EXPIRED")) -> dict:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            op = self.poll(op_id)
+            if op["status"] in until:
+                return op
+            time.sleep(0.02)
+        raise AssertionError(f"operation {op_id} still {op['status']}")
+
+    def export(self, bulk_query: str, group: bool | None = None) -> tuple[dict, list[str]]:
+        """Runs a bulk query to completion and downloads it: (final operation, lines)."""
+        started = self.run(bulk_query, group)
+        assert started["userErrors"] == [], started
+        op = self.wait(started["bulkOperation"]["id"])
+        assert op["status"] == "COMPLETED", op
+        if op["url"] is None:
+            return op, []
+        body = httpx.get(op["url"], timeout=30)
+        assert body.status_code == 200
+        return op, body.text.splitlines(keepends=True)
+
+    def stats(self) -> dict:
+        return httpx.get(f"{self.server.base_url}/_admin/stats").json()
+
+
+def day_query(day: str, next_day: str) -> str:
+    return ORDERS.format(f"{day}T00:00:00Z", f"{next_day}T00:00:00Z")
