@@ -65,7 +65,7 @@ class Catalogue:
         for p in range(settings.products):
             word = _WORDS[p % len(_WORDS)]
             product = {
-                "id": gid("Product", 8_100_000_000_000 + p),
+                "n": p,
                 "title": f"{word.title()} {p:03d}",
                 "handle": f"{word.lower()}-{p:03d}",
                 "updatedAt": stamp(base + dt.timedelta(minutes=rng.randrange(200_000))),
@@ -76,7 +76,7 @@ class Catalogue:
                 sku = None if rng.random() < 0.02 else f"{word}-{color}-{size}-{p:03d}"
                 self.variants.append(
                     {
-                        "id": gid("ProductVariant", 44_200_000_000_000 + p * 10 + v),
+                        "n": p * 10 + v,
                         "sku": sku,
                         "title": size,
                         "price": rng.choice((995, 1495, 1995, 2495, 2995, 4995, 8900)),  # cents in EUR
@@ -86,11 +86,21 @@ class Catalogue:
                     }
                 )
 
-    def variant_nodes(self, currency: str) -> Iterator[dict]:
+    @staticmethod
+    def ids(variant: dict, shop_index: int) -> tuple[str, str]:
+        """A variant's and its product's GIDs in one shop (every shop has its own ids for the shared SKUs)."""
+        offset = shop_index * 1_000_000_000
+        return (
+            gid("ProductVariant", 44_200_000_000_000 + offset + variant["n"]),
+            gid("Product", 8_100_000_000_000 + offset + variant["product"]["n"]),
+        )
+
+    def variant_nodes(self, currency: str, shop_index: int) -> Iterator[dict]:
         for v in self.variants:
+            variant_id, product_id = self.ids(v, shop_index)
             yield {
                 "__typename": "ProductVariant",
-                "id": v["id"],
+                "id": variant_id,
                 "sku": v["sku"],
                 "title": v["title"],
                 "displayName": f"{v['product']['title']} - {v['title']}",
@@ -98,7 +108,7 @@ class Catalogue:
                 "inventoryQuantity": v["inventoryQuantity"],
                 "updatedAt": v["updatedAt"],
                 "createdAt": "2025-06-01T00:00:00Z",
-                "product": {k: v["product"][k] for k in ("id", "title", "handle", "updatedAt")},
+                "product": {"id": product_id, **{k: v["product"][k] for k in ("title", "handle", "updatedAt")}},
             }
 
 
@@ -139,6 +149,7 @@ class ShopData:
         lines = []
         for j in range(rng.randint(1, 5)):
             variant = rng.choice(self.catalogue.variants)
+            variant_id, product_id = self.catalogue.ids(variant, self.index)
             price = _convert(variant["price"], self.currency)
             quantity = rng.choice((1, 1, 1, 2, 3))
             lines.append(
@@ -149,8 +160,8 @@ class ShopData:
                     "name": f"{variant['product']['title']} - {variant['title']}",
                     "quantity": quantity,
                     "currentQuantity": quantity,
-                    "variant": {"id": variant["id"], "sku": variant["sku"]},
-                    "product": {"id": variant["product"]["id"]},
+                    "variant": {"id": variant_id, "sku": variant["sku"]},
+                    "product": {"id": product_id},
                     "_price": price,
                 }
             )
@@ -252,7 +263,7 @@ class ShopData:
                 yield order
 
     def variants(self) -> Iterator[dict]:
-        return self.catalogue.variant_nodes(self.currency)
+        return self.catalogue.variant_nodes(self.currency, self.index)
 
 
 def _convert(eur_cents: int, currency: str) -> int:
