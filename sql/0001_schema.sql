@@ -24,6 +24,9 @@ create table if not exists bulk_sync_settings (
     max_backfill_days integer not null default 3660 check (max_backfill_days between 1 and 36600),
     max_concurrent_imports integer not null default 2 check (max_concurrent_imports between 1 and 64),
     audit_retention_days integer not null default 90 check (audit_retention_days >= 1),
+    import_batch_size integer not null default 5000 check (import_batch_size between 1 and 1000000),
+    staging_retention_seconds integer not null default 0 check (staging_retention_seconds >= 0),
+    tick_import_seconds integer not null default 20 check (tick_import_seconds between 0 and 50),
     check (backoff_cap_seconds >= backoff_base_seconds),
     check (poll_interval_max_seconds >= poll_interval_seconds)
 );
@@ -81,6 +84,7 @@ create table if not exists bulk_sync_jobs (
     bytes_copied bigint not null default 0 check (bytes_copied >= 0),
     lines_total bigint check (lines_total >= 0),
     lines_processed bigint not null default 0 check (lines_processed >= 0),
+    lines_rejected bigint not null default 0 check (lines_rejected >= 0),
     finished_at timestamptz,
     created_at timestamptz not null default now(),
     updated_at timestamptz not null default now(),

@@ -275,6 +275,7 @@ begin
             'operation_id', v_job.operation_id, 'object_count', v_job.object_count,
             'bytes_total', v_job.bytes_total, 'attempts', v_job.attempts,
             'lease_seconds', v_settings.lease_seconds,
+            'query', case when v_task = 'start' then bulk_sync_bulk_query(v_job) end,
             'export_url', case when v_task = 'download' then v_job.export_url end
         ) || bulk_sync_shop_endpoint(v_job.shop);
     end loop;

@@ -309,12 +309,14 @@ begin
 end;
 $$;
 
--- Every line of the export is in staging: p_lines lines, p_bytes bytes. Checked against Shopify's counts.
+-- Every line of the export is in staging: p_lines lines, p_bytes bytes, checked against what is staged and against
+-- Shopify's counts. Call it in the transaction that copied the lines, and roll that back when it returns false.
 create function report_download_finished(p_job_id bigint, p_fence bigint, p_lines bigint, p_bytes bigint)
 returns boolean
 language plpgsql as $$
 declare
     v_job bulk_sync_jobs;
+    v_staged bigint;
 begin
     if p_lines is null or p_bytes is null or p_lines < 0 or p_bytes < 0 then
         raise exception 'lines and bytes must be non-negative numbers' using errcode = 'BS009';
@@ -323,15 +325,20 @@ begin
     if v_job is null then
         return false;
     end if;
+    -- Lines 1..n, each once: the count, when the highest line number equals it.
+    select case when coalesce(max(line_no), 0) = count(*) then count(*) else -1 end into v_staged
+    from bulk_sync_staging where job_id = v_job.id;
     if p_lines is distinct from coalesce(v_job.object_count, p_lines)
-       or p_bytes is distinct from coalesce(v_job.bytes_total, p_bytes) then
+       or p_bytes is distinct from coalesce(v_job.bytes_total, p_bytes)
+       or v_staged is distinct from p_lines then
         perform bulk_sync_repeat(v_job, 'download',
-            format('download incomplete: %s of %s lines, %s of %s bytes',
-                   p_lines, v_job.object_count, p_bytes, v_job.bytes_total));
+            format('download incomplete: %s of %s lines (%s staged), %s of %s bytes',
+                   p_lines, v_job.object_count, v_staged, p_bytes, v_job.bytes_total));
         return true;
     end if;
     update bulk_sync_jobs
        set status = 'copied', lines_total = p_lines, bytes_copied = p_bytes, next_attempt_at = now(),
+           lines_processed = 0, lines_rejected = 0,
            fence = fence + 1, lease_expires_at = null, leased_by = null
      where id = v_job.id
     returning * into v_job;
@@ -397,37 +404,6 @@ begin
     end if;
     perform bulk_sync_fail(v_job, bulk_sync_task_for(v_job.status), p_reason);
     perform bulk_sync_dispatch();
-    return true;
-end;
-$$;
-
--- The import moved every staged line into shopify.*: the job is completed when the count matches.
-create function report_import_finished(p_job_id bigint, p_fence bigint, p_lines_processed bigint)
-returns boolean
-language plpgsql as $$
-declare
-    v_job bulk_sync_jobs;
-begin
-    if p_lines_processed is null or p_lines_processed < 0 then
-        raise exception 'p_lines_processed must be a non-negative number' using errcode = 'BS009';
-    end if;
-    v_job := bulk_sync_fenced(p_job_id, p_fence, '{importing}', 'import');
-    if v_job is null then
-        return false;
-    end if;
-    if p_lines_processed <> v_job.lines_total then
-        perform bulk_sync_fail(v_job, 'import',
-            format('import processed %s lines but the export has %s', p_lines_processed, v_job.lines_total));
-    else
-        update bulk_sync_jobs
-           set status = 'completed', import_slot = null, lines_processed = p_lines_processed,
-               fence = fence + 1, lease_expires_at = null, leased_by = null
-         where id = v_job.id
-        returning * into v_job;
-        perform bulk_sync_audit(v_job.id, 'import', 'ok', 'importing', 'completed', v_job.fence,
-                                format('%s lines imported', p_lines_processed));
-    end if;
-    perform bulk_sync_dispatch_imports();  -- the import slot was released
     return true;
 end;
 $$;

@@ -170,11 +170,22 @@ declare
     v_count integer;
 begin
     perform bulk_sync_require_shop(p_shop);
+    -- A retried job exports afresh: what an earlier attempt staged goes.
+    delete from bulk_sync_staging as s
+    using bulk_sync_jobs as j
+    where s.job_id = j.id and j.status = 'failed' and (p_shop is null or j.shop = p_shop);
+    delete from bulk_sync_import_roots as r
+    using bulk_sync_jobs as j
+    where r.job_id = j.id and j.status = 'failed' and (p_shop is null or j.shop = p_shop);
+    delete from bulk_sync_rejects as r
+    using bulk_sync_jobs as j
+    where r.job_id = j.id and j.status = 'failed' and (p_shop is null or j.shop = p_shop);
     with retried as (
         update bulk_sync_jobs
            set status = 'queued', attempts = 0, next_attempt_at = now(), fence = fence + 1,
                operation_id = null, operation_status = null, operation_started_at = null, object_count = null,
-               export_url = null, bytes_total = null, bytes_copied = 0, lines_total = null
+               export_url = null, bytes_total = null, bytes_copied = 0, lines_total = null,
+               lines_processed = 0, lines_rejected = 0
          where status = 'failed' and (p_shop is null or shop = p_shop)
         returning id, fence
     )
@@ -221,12 +232,15 @@ begin
 end;
 $$;
 
--- The periodic safety net (pg_cron, every minute): recover expired leases, dispatch due jobs, prune the audit trail.
+-- The periodic safety net (pg_cron, every minute): recover expired leases, dispatch due jobs, import what no runner
+-- took (within tick_import_seconds), prune staging and the audit trail.
 create function bulk_sync_tick() returns jsonb
 language plpgsql as $$
 declare
     v_recovered integer := bulk_sync_recover();
     v_dispatched integer := bulk_sync_dispatch();
+    v_imported integer := bulk_sync_tick_import(make_interval(secs => (bulk_sync_settings()).tick_import_seconds));
+    v_staging integer := bulk_sync_prune_staging();
     v_pruned integer;
 begin
     delete from bulk_sync_job_runs as r
@@ -235,7 +249,10 @@ begin
       and j.status in ('completed', 'split', 'canceled')
       and r.created_at < now() - make_interval(days => (bulk_sync_settings()).audit_retention_days);
     get diagnostics v_pruned = row_count;
-    return jsonb_build_object('recovered', v_recovered, 'dispatched', v_dispatched, 'pruned', v_pruned);
+    return jsonb_build_object(
+        'recovered', v_recovered, 'dispatched', v_dispatched, 'import_batches', v_imported,
+        'staging_lines_pruned', v_staging, 'audit_pruned', v_pruned
+    );
 end;
 $$;
 
@@ -262,7 +279,8 @@ select
     count(*) filter (where status = 'queued') as queued,
     count(*) filter (where status not in ('queued', 'completed', 'failed')) as active,
     round(100.0 * count(*) filter (where status = 'completed') / count(*), 1) as percent,
-    coalesce(sum(lines_processed), 0) as rows_imported,
+    coalesce(sum(lines_processed - lines_rejected), 0) as rows_imported,
+    coalesce(sum(lines_rejected), 0) as rows_rejected,
     coalesce(sum(bytes_copied), 0) as bytes_copied,
     max(updated_at) as last_change
 from bulk_sync_jobs

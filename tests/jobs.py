@@ -24,22 +24,51 @@ def make_due(db: psycopg.Connection) -> None:
     db.execute("update bulk_sync_jobs set next_attempt_at = now() where status in ('queued', 'copied')")
 
 
+def order_lines(job_id: int, count: int) -> list[str]:
+    """Minimal order lines as an orders export writes them."""
+    return [
+        f'{{"id":"gid:\\/\\/shopify\\/Order\\/{job_id * 1000 + i}","updatedAt":"2025-09-01T00:00:00Z"}}\n'
+        for i in range(count)
+    ]
+
+
+def stage(db: psycopg.Connection, job_id: int, lines: list[str]) -> int:
+    """Copies export lines into staging as a runner does; returns their bytes."""
+    with db.cursor().copy("copy bulk_sync_staging (job_id, line_no, line) from stdin") as copy:
+        for number, line in enumerate(lines, 1):
+            copy.write_row((job_id, number, line.rstrip("\n")))
+    return sum(len(line.encode()) for line in lines)
+
+
+def download(db: psycopg.Connection, task: dict, lines: list[str]) -> bool:
+    """Stages the lines and reports the download in one transaction, as a runner must."""
+    with db.transaction():
+        size = stage(db, task["job_id"], lines)
+        return report(db, "report_download_finished", task["job_id"], task["fence"], len(lines), size)
+
+
+def import_job(db: psycopg.Connection, task: dict) -> None:
+    db.execute("call bulk_sync_import(%s, %s)", (task["job_id"], task["fence"]))
+
+
 def run_to_completion(db: psycopg.Connection, task: dict, lines: int = 3) -> None:
     """Simulates a runner doing every step of a job successfully from a claimed start task."""
     jid = task["job_id"]
+    content = order_lines(jid, lines)
+    size = sum(len(line.encode()) for line in content)
     assert report(db, "report_operation_started", jid, task["fence"], f"gid://shopify/BulkOperation/{jid}")
     (poll,) = claim_task(db, jid, "poll")
     url = f"https://storage.example/bulk-{jid}.jsonl?Signature=abc"
-    assert report(db, "report_poll_result", jid, poll["fence"], "COMPLETED", None, lines, 100 * lines, url)
-    (download,) = claim_task(db, jid, "download")
-    assert download["export_url"] == url
-    assert report(db, "report_download_finished", jid, download["fence"], lines, 100 * lines)
+    assert report(db, "report_poll_result", jid, poll["fence"], "COMPLETED", None, lines, size, url)
+    (dl,) = claim_task(db, jid, "download")
+    assert dl["export_url"] == url
+    assert download(db, dl, content)
     (imp,) = claim_task(db, jid, "import")
-    assert report(db, "report_import_finished", jid, imp["fence"], lines)
+    import_job(db, imp)
+    assert job(db, jid)["status"] == "completed"
 
 
 def claim_task(db: psycopg.Connection, job_id: int, task: str) -> list[dict]:
     """Claims until the given job's task is handed out (other tasks claimed meanwhile are returned to the queue)."""
     make_due(db)
-    found = [t for t in claim(db, qty=100) if t["job_id"] == job_id and t["task"] == task]
-    return found
+    return [t for t in claim(db, qty=100) if t["job_id"] == job_id and t["task"] == task]

@@ -7,6 +7,8 @@ import time
 import psycopg
 import pytest
 
+from tests.jobs import download, import_job, order_lines
+
 SESSIONS = 8
 
 
@@ -46,11 +48,12 @@ def _respond(db: psycopg.Connection, rng: random.Random, t: dict) -> None:
             db.execute("select report_transient_error(%s, %s, 'HTTP 502')", (jid, fence))
         else:
             url = f"https://storage.example/{jid}.jsonl"
-            db.execute("select report_poll_result(%s, %s, 'COMPLETED', null, 2, 20, %s)", (jid, fence, url))
+            size = sum(len(line.encode()) for line in order_lines(jid, 2))
+            db.execute("select report_poll_result(%s, %s, 'COMPLETED', null, 2, %s, %s)", (jid, fence, size, url))
     elif t["task"] == "download":
-        db.execute("select report_download_finished(%s, %s, 2, 20)", (jid, fence))
+        download(db, t, order_lines(jid, 2))
     elif t["task"] == "import":
-        db.execute("select report_import_finished(%s, %s, 2)", (jid, fence))
+        import_job(db, t)
 
 
 def _sample(dsn: str, stop: threading.Event, maxima: dict[str, int], samples: list[int]) -> None:
