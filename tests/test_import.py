@@ -1,0 +1,336 @@
+"""The import: staged JSONL as Shopify writes it into shopify.*, in batches, newer wins, nothing lost."""
+
+import datetime as dt
+import decimal
+import json
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from runner.simulator.data import Catalogue, Settings, ShopData
+from runner.simulator.export import Export
+from runner.simulator.graphql import parse
+from runner.simulator.truth import rows as truth_rows
+from tests.jobs import claim, claim_task, download, import_job, job, make_due, report
+
+FIXTURE = (Path(__file__).parent / "fixtures" / "orders_export.jsonl").read_text().splitlines(keepends=True)
+COLUMNS = {
+    "orders": "id, shop, name, created_at, updated_at, processed_at, cancelled_at, currency, subtotal_price, "
+    "total_price, current_total_price, total_tax, total_refunded, financial_status, fulfillment_status, "
+    "customer_id, email",
+    "order_line_items": "id, shop, order_id, sku, quantity, current_quantity, variant_id, product_id, title, "
+    "unit_price, total_price",
+    "refunds": "id, shop, order_id, created_at, note, total_refunded, currency",
+    "skus": "id, shop, sku, product_id, product_title, title, price, inventory_quantity, updated_at",
+}
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    return value
+
+
+def table(db: psycopg.Connection, name: str) -> list[dict]:
+    """A shopify.* table as plain rows (the truth's shape), ordered by id."""
+    cur = db.execute(f"select {COLUMNS[name]} from shopify.{name} order by id")
+    names = [c.name for c in cur.description]
+    return [{k: _plain(v) for k, v in zip(names, row, strict=True)} for row in cur.fetchall()]
+
+
+def export_job(
+    db: psycopg.Connection, lines: list[str], day: str = "2025-09-01", entity: str = "orders", take: bool = True
+) -> dict:
+    """Takes one job of `entity` through start, poll and download of `lines`; returns its claimed import task
+    (or, with take=False, the download task, leaving the import task to whoever claims it)."""
+    db.execute("select add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select enqueue_backfill(%s, %s, %s)", (day, day, [entity]))
+    (start,) = [t for t in claim(db, qty=100) if t["task"] == "start" and t["entity"] == entity]
+    jid = start["job_id"]
+    report(db, "report_operation_started", jid, start["fence"], f"gid://shopify/BulkOperation/{jid}")
+    (poll,) = claim_task(db, jid, "poll")
+    size = sum(len(line.encode()) for line in lines)
+    url = f"https://storage.example/{jid}.jsonl"
+    report(db, "report_poll_result", jid, poll["fence"], "COMPLETED", None, len(lines), size, url)
+    (dl,) = claim_task(db, jid, "download")
+    assert download(db, dl, lines)
+    if not take:
+        return dl
+    (task,) = claim_task(db, jid, "import")
+    return task
+
+
+def test_shopify_shaped_export_imports_every_field(db: psycopg.Connection) -> None:
+    db.execute("update bulk_sync_settings set import_batch_size = 2")  # parents and children in different batches
+    task = export_job(db, FIXTURE)
+    import_job(db, task)
+    done = job(db, task["job_id"])
+    assert (done["status"], done["lines_processed"], done["lines_rejected"]) == ("completed", 7, 0)
+    orders = {o["id"]: o for o in table(db, "orders")}
+    first = orders["gid://shopify/Order/6280604516516"]
+    assert first == {
+        "id": "gid://shopify/Order/6280604516516", "shop": "DE", "name": "HCDEV#2611",
+        "created_at": "2025-09-01T11:12:01Z", "updated_at": "2025-09-03T08:02:11Z",
+        "processed_at": "2025-09-01T11:12:01Z", "cancelled_at": None, "currency": "EUR", "subtotal_price": "73.0",
+        "total_price": "73.0", "current_total_price": "43.05", "total_tax": "11.66", "total_refunded": "29.95",
+        "financial_status": "PARTIALLY_REFUNDED", "fulfillment_status": "FULFILLED",
+        "customer_id": "gid://shopify/Customer/7001", "email": "a@example.com",
+    }  # fmt: skip
+    assert orders["gid://shopify/Order/6280606000000"]["cancelled_at"] == "2025-09-01T13:00:00Z"
+    items = {i["id"]: i for i in table(db, "order_line_items")}
+    assert len(items) == 4
+    assert items["gid://shopify/LineItem/16015145894052"]["order_id"] == "gid://shopify/Order/6280604516516"
+    assert items["gid://shopify/LineItem/16015145894052"]["unit_price"] == "21.525"  # numeric, never float
+    custom = items["gid://shopify/LineItem/16015145926820"]
+    assert (custom["sku"], custom["variant_id"], custom["product_id"]) == (None, None, None)
+    assert table(db, "refunds") == [
+        {"id": "gid://shopify/Refund/1001388802105", "shop": "DE", "order_id": "gid://shopify/Order/6280604516516",
+         "created_at": "2025-09-03T08:02:10Z", "note": "wrong size", "total_refunded": "29.95", "currency": "EUR"}
+    ]  # fmt: skip
+    # unknown fields are kept in raw, slashes unescaped
+    raw = db.execute("select raw from shopify.orders where id = 'gid://shopify/Order/6280604516516'").fetchone()[0]
+    assert raw["transactions"][0]["gateway"] == "bogus"
+    item_raw = db.execute(
+        "select raw from shopify.order_line_items where id = 'gid://shopify/LineItem/16015145861284'"
+    ).fetchone()[0]
+    assert item_raw["unfulfilledQuantity"] == 0 and "__parentId" not in item_raw
+    # staging is gone once the job completed
+    assert db.execute("select count(*) from bulk_sync_staging").fetchone() == (0,)
+
+
+def _reimport(db: psycopg.Connection, lines: list[str], day: str) -> dict:
+    task = export_job(db, lines, day)
+    import_job(db, task)
+    return job(db, task["job_id"])
+
+
+def _order(updated: str, items: list[str], refunds: list[str], total: str = "10.0") -> list[str]:
+    oid = "gid:\\/\\/shopify\\/Order\\/1"
+    refund_list = ",".join(
+        f'{{"id":"gid:\\/\\/shopify\\/Refund\\/{r}","createdAt":"{updated}","note":null,'
+        f'"totalRefundedSet":{{"shopMoney":{{"amount":"1.0","currencyCode":"EUR"}}}}}}'
+        for r in refunds
+    )
+    head = (
+        f'{{"id":"{oid}","name":"#1","createdAt":"2025-09-01T10:00:00Z","updatedAt":"{updated}",'
+        f'"totalPriceSet":{{"shopMoney":{{"amount":"{total}","currencyCode":"EUR"}}}},"refunds":[{refund_list}]}}\n'
+    )
+    return [head] + [
+        f'{{"id":"gid:\\/\\/shopify\\/LineItem\\/{i}","sku":"S{i}","__parentId":"{oid}"}}\n' for i in items
+    ]
+
+
+def test_newer_wins_and_children_are_replaced_as_a_set(db: psycopg.Connection) -> None:
+    _reimport(db, _order("2025-09-02T00:00:00Z", ["11", "12"], ["21", "22"], "10.0"), "2025-09-01")
+    # an older version changes nothing, and its children do not land
+    older = _reimport(db, _order("2025-09-01T12:00:00Z", ["13"], ["23"], "5.0"), "2025-09-02")
+    assert older["status"] == "completed" and older["lines_rejected"] == 0
+    assert [o["total_price"] for o in table(db, "orders")] == ["10.0"]
+    assert [i["id"] for i in table(db, "order_line_items")] == [
+        "gid://shopify/LineItem/11",
+        "gid://shopify/LineItem/12",
+    ]
+    assert [r["id"] for r in table(db, "refunds")] == ["gid://shopify/Refund/21", "gid://shopify/Refund/22"]
+    # an equal or newer version replaces the order, its line items and refunds: removed ones disappear
+    _reimport(db, _order("2025-09-02T00:00:00Z", ["12", "14"], ["22"], "8.0"), "2025-09-03")
+    assert [o["total_price"] for o in table(db, "orders")] == ["8.0"]
+    assert [i["id"] for i in table(db, "order_line_items")] == [
+        "gid://shopify/LineItem/12",
+        "gid://shopify/LineItem/14",
+    ]
+    assert [r["id"] for r in table(db, "refunds")] == ["gid://shopify/Refund/22"]
+
+
+BAD_LINES = [
+    ('{"id":"gid:\\/\\/shopify\\/Order\\/5","updatedAt":"2025-09-01T00:00:00Z"', "not JSON"),
+    ("[1,2,3]", "not a JSON object"),
+    ('{"name":"#9"}', "missing id"),
+    ('{"id":"gid:\\/\\/shopify\\/Customer\\/3"}', "unexpected object type Customer in a orders export"),
+    ('{"id":"gid:\\/\\/shopify\\/LineItem\\/8","__parentId":"gid:\\/\\/shopify\\/Order\\/404"}',
+     "orphan child: parent gid://shopify/Order/404 is not earlier in this export"),
+    ('{"id":"gid:\\/\\/shopify\\/LineItem\\/9"}', "LineItem without a __parentId"),
+    ('{"id":"gid:\\/\\/shopify\\/Order\\/6","refunds":[{"note":"x"}]}', "refunds is not a list of refunds with ids"),
+    ('{"id":"nonsense"}', "malformed id nonsense"),
+]  # fmt: skip
+
+
+def test_malformed_lines_are_quarantined_and_everything_else_imports(db: psycopg.Connection) -> None:
+    db.execute("update bulk_sync_settings set import_batch_size = 3")
+    lines = list(FIXTURE[:3]) + [line + "\n" for line, _ in BAD_LINES] + list(FIXTURE[3:])
+    task = export_job(db, lines)
+    import_job(db, task)
+    done = job(db, task["job_id"])
+    assert (done["status"], done["lines_total"], done["lines_rejected"]) == ("completed", 15, len(BAD_LINES))
+    rejects = db.execute("select line_no, reason, line from bulk_sync_rejects order by line_no").fetchall()
+    assert [(n, r) for n, r, _ in rejects] == [(4 + i, reason) for i, (_, reason) in enumerate(BAD_LINES)]
+    assert rejects[0][2] == BAD_LINES[0][0]
+    assert len(table(db, "orders")) == 3 and len(table(db, "order_line_items")) == 4
+    progress = db.execute("select rows_imported, rows_rejected from bulk_sync_progress").fetchone()
+    assert progress == (15 - len(BAD_LINES), len(BAD_LINES))
+
+
+def test_a_lost_staged_line_fails_the_job_loudly(db: psycopg.Connection) -> None:
+    task = export_job(db, FIXTURE)
+    db.execute("delete from bulk_sync_staging where line_no = 7")
+    import_job(db, task)
+    failed = job(db, task["job_id"])
+    assert failed["status"] == "failed"
+    assert failed["last_error"] == (
+        "import incomplete: 6 lines processed (0 quarantined) of 7 staged; Shopify reported 7 objects"
+    )
+
+
+def test_download_must_match_what_is_staged(db: psycopg.Connection) -> None:
+    db.execute("select add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
+    (start,) = claim(db)
+    jid = start["job_id"]
+    report(db, "report_operation_started", jid, start["fence"], "gid://shopify/BulkOperation/1")
+    (poll,) = claim_task(db, jid, "poll")
+    size = sum(len(line.encode()) for line in FIXTURE)
+    report(db, "report_poll_result", jid, poll["fence"], "COMPLETED", None, 7, size, "https://x.example/a")
+    (dl,) = claim_task(db, jid, "download")
+    with db.transaction():
+        db.execute("insert into bulk_sync_staging values (%s, 1, '{}'), (%s, 3, '{}')", (jid, jid))
+        report(db, "report_download_finished", jid, dl["fence"], 7, size)
+    failed = job(db, jid)
+    assert failed["status"] == "exporting" and "(-1 staged)" in failed["last_error"]
+
+
+def _simulated_export(shop: ShopData, query: str) -> list[str]:
+    return [line for line, _ in Export(shop, parse(query)[0], {}, group_objects=False).lines()]
+
+
+@pytest.fixture
+def shop_data() -> ShopData:
+    settings = Settings(first_day=dt.date(2025, 9, 1), last_day=dt.date(2025, 9, 3), orders_per_day=400)
+    return ShopData("DE", 1, settings, Catalogue(settings))
+
+
+def _snapshot(db: psycopg.Connection) -> dict[str, list[dict]]:
+    return {name: table(db, name) for name in COLUMNS}
+
+
+def test_import_equals_the_simulators_ground_truth(db: psycopg.Connection, shop_data: ShopData) -> None:
+    db.execute("update bulk_sync_settings set import_batch_size = 500")
+    for entity, day in (("orders", "2025-09-02"), ("skus", "2025-09-02")):
+        db.execute("select add_shop('DE', 'de-shop.myshopify.com')")
+        db.execute("select enqueue_backfill(%s, %s, %s)", (day, day, [entity]))
+        (start,) = [t for t in claim(db, qty=100) if t["task"] == "start"]
+        lines = _simulated_export(shop_data, start["query"])  # the query bulk-sync sends, run by the simulator
+        db.execute("select cancel_jobs()")
+        task = export_job(db, lines, day, entity)
+        import_job(db, task)
+        assert job(db, task["job_id"])["status"] == "completed"
+    day_orders = [o for o in truth_rows(shop_data, "orders") if o["created_at"].startswith("2025-09-02")]
+    ids = {o["id"] for o in day_orders}
+    assert table(db, "orders") == sorted(day_orders, key=lambda r: r["id"])
+    items = [i for i in truth_rows(shop_data, "order_line_items") if i["order_id"] in ids]
+    assert table(db, "order_line_items") == sorted(items, key=lambda r: r["id"])
+    refunds = [r for r in truth_rows(shop_data, "refunds") if r["order_id"] in ids]
+    assert refunds and table(db, "refunds") == sorted(refunds, key=lambda r: r["id"])
+    assert table(db, "skus") == sorted(truth_rows(shop_data, "skus"), key=lambda r: r["id"])
+
+
+def test_killed_import_resumes_to_the_same_result(db: psycopg.Connection, dsn: str, shop_data: ShopData) -> None:
+    db.execute("update bulk_sync_settings set import_batch_size = 100")
+    query = "{ orders { edges { node { id name createdAt updatedAt totalPriceSet { shopMoney { amount currencyCode } } refunds { id createdAt note totalRefundedSet { shopMoney { amount currencyCode } } } lineItems { edges { node { id sku quantity currentQuantity variant { id } } } } } } } }"  # noqa: E501
+    lines = _simulated_export(shop_data, query)
+    task = export_job(db, lines)
+    victim = psycopg.connect(dsn, autocommit=True)
+    pid = victim.info.backend_pid
+    worker = threading.Thread(target=_call_import, args=(victim, task))
+    worker.start()
+    deadline = time.monotonic() + 30
+    while job(db, task["job_id"])["lines_processed"] < 1000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    db.execute("select pg_terminate_backend(%s)", (pid,))
+    worker.join()
+    halfway = job(db, task["job_id"])
+    assert halfway["status"] == "importing" and 0 < halfway["lines_processed"] < len(lines)
+    assert halfway["lines_processed"] % 100 == 0  # whole batches only
+    # the runner is gone: its lease expires, the job is handed out again and resumes where it stopped
+    db.execute("update bulk_sync_jobs set lease_expires_at = now() - interval '1 s' where id = %s", (task["job_id"],))
+    make_due(db)
+    (again,) = claim_task(db, task["job_id"], "import")
+    import_job(db, again)
+    resumed = job(db, task["job_id"])
+    assert (resumed["status"], resumed["lines_processed"], resumed["lines_rejected"]) == ("completed", len(lines), 0)
+    interrupted = _snapshot(db)
+    # the same export imported in one go, from scratch, gives the same rows
+    db.execute("truncate shopify.orders, shopify.order_line_items, shopify.refunds, shopify.skus")
+    db.execute("update bulk_sync_settings set import_batch_size = 100000")
+    db.execute("select cancel_jobs()")
+    import_job(db, export_job(db, lines, "2025-09-02"))
+    assert _snapshot(db) == interrupted
+    assert len(interrupted["orders"]) > 1000
+
+
+def _call_import(conn: psycopg.Connection, task: dict) -> None:
+    try:
+        conn.execute("call bulk_sync_import(%s, %s)", (task["job_id"], task["fence"]))
+    except psycopg.OperationalError:
+        pass  # terminated, as intended
+    finally:
+        conn.close()
+
+
+def test_two_callers_never_import_twice(db: psycopg.Connection, dsn: str, shop_data: ShopData) -> None:
+    db.execute("update bulk_sync_settings set import_batch_size = 50")
+    lines = _simulated_export(shop_data, "{ productVariants { edges { node { id sku price updatedAt } } } }")
+    task = export_job(db, lines, entity="skus")
+    results = []
+
+    def caller() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("call bulk_sync_import(%s, %s)", (task["job_id"], task["fence"]))
+            results.append(True)
+
+    threads = [threading.Thread(target=caller) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done = job(db, task["job_id"])
+    assert (done["status"], done["lines_processed"]) == ("completed", len(lines))
+    assert db.execute("select count(*) from shopify.skus").fetchone() == (len(lines),)
+    stale = db.execute(
+        "select count(*) from bulk_sync_job_runs where job_id = %s and status = 'stale'", (task["job_id"],)
+    ).fetchone()[0]
+    assert stale >= 2 and len(results) == 3
+
+
+def test_the_tick_imports_what_no_runner_took(db: psycopg.Connection) -> None:
+    jid = export_job(db, FIXTURE, take=False)["job_id"]
+    assert job(db, jid)["status"] == "ready_to_import"
+    assert db.execute("select bulk_sync_tick()").fetchone()[0]["import_batches"] == 0  # runners get 5 s first
+    db.execute("alter table bulk_sync_jobs disable trigger bulk_sync_jobs_guard")  # to backdate updated_at
+    db.execute("update bulk_sync_jobs set updated_at = now() - interval '1 min' where id = %s", (jid,))
+    db.execute("alter table bulk_sync_jobs enable trigger bulk_sync_jobs_guard")
+    assert db.execute("select bulk_sync_tick()").fetchone()[0]["import_batches"] == 1
+    assert job(db, jid)["status"] == "completed"
+    assert len(table(db, "orders")) == 3
+    # the runners' import message for it is stale now: dropped, not imported again
+    make_due(db)
+    assert claim(db) == []
+
+
+def test_bulk_queries_are_valid_for_shopify(db: psycopg.Connection) -> None:
+    """The queries bulk-sync sends pass the simulator's copy of Shopify's bulk-query rules."""
+    from runner.simulator.schema import bulk_query_errors
+
+    db.execute("select add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select enqueue_backfill('2025-09-01', '2025-09-01')")
+    queries = {t["entity"]: t["query"] for t in claim(db, qty=10)}
+    assert set(queries) == {"orders", "refunds", "skus"}
+    for query in queries.values():
+        assert bulk_query_errors(query, parse(query)) == []
+    assert "created_at:>='2025-09-01T00:00:00Z' created_at:<'2025-09-02T00:00:00Z'" in queries["orders"]
+    assert "sortKey: CREATED_AT" in queries["orders"]
+    assert "updated_at:>='2025-09-01T00:00:00Z'" in queries["refunds"] and "sortKey" not in queries["refunds"]
+    assert json.dumps(queries)  # plain text
