@@ -20,6 +20,7 @@ pytest: setup
 
 bench: setup
 	$(BIN)/python -m bench.dispatch
+	$(BIN)/python -m bench.import
 
 setup: system $(VENV)/.installed
 

@@ -1,0 +1,89 @@
+"""bench/import: lines per second from staging into shopify.* (orders with line items and refunds, as the
+simulator exports them), by batch size, on a private cluster with default durability.
+
+    python -m bench.import [--orders-per-day 2000] [--days 5]"""
+
+import argparse
+import datetime as dt
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+from runner.localpg import LocalCluster
+from runner.migrate import migrate
+from runner.simulator.data import Catalogue, Settings, ShopData
+from runner.simulator.export import Export
+from runner.simulator.graphql import parse
+
+
+def _lines(orders_per_day: int, days: int, query: str) -> list[str]:
+    first = dt.date(2025, 9, 1)
+    settings = Settings(first_day=first, last_day=first + dt.timedelta(days=days - 1), orders_per_day=orders_per_day)
+    shop = ShopData("DE", 1, settings, Catalogue(settings))
+    return [line for line, _ in Export(shop, parse(query)[0], {}, group_objects=False).lines()]
+
+
+def _import(db: psycopg.Connection, lines: list[str], batch: int, run: int) -> float:
+    """Stages the lines as a job of its own and imports it; returns seconds spent importing."""
+    db.execute("update bulk_sync_settings set import_batch_size = %s", (batch,))
+    day = dt.date(2025, 9, 1) + dt.timedelta(days=run)
+    db.execute("select enqueue_backfill(%s, %s, '{orders}')", (day, day))
+    (start,) = db.execute("select bulk_sync_claim('bench', 1)").fetchone()
+    jid = start["job_id"]
+    size = sum(len(line.encode()) for line in lines)
+    db.execute(
+        "select report_operation_started(%s, %s, %s)", (jid, start["fence"], f"gid://shopify/BulkOperation/{jid}")
+    )
+    db.execute("update pgmq.q_bulk_sync set vt = now()")
+    (poll,) = db.execute("select bulk_sync_claim('bench', 1)").fetchone()
+    db.execute("select report_poll_result(%s, %s, 'COMPLETED', null, %s, %s, 'https://x.example/e')",
+               (jid, poll["fence"], len(lines), size))  # fmt: skip
+    (dl,) = db.execute("select bulk_sync_claim('bench', 1)").fetchone()
+    with db.transaction():
+        with db.cursor().copy("copy bulk_sync_staging (job_id, line_no, line) from stdin") as copy:
+            for number, line in enumerate(lines, 1):
+                copy.write_row((jid, number, line.rstrip("\n")))
+        db.execute("select report_download_finished(%s, %s, %s, %s)", (jid, dl["fence"], len(lines), size))
+    (task,) = db.execute("select bulk_sync_claim('bench', 1)").fetchone()
+    started = time.perf_counter()
+    db.execute("call bulk_sync_import(%s, %s)", (jid, task["fence"]))
+    elapsed = time.perf_counter() - started
+    status = db.execute("select status from bulk_sync_jobs where id = %s", (jid,)).fetchone()[0]
+    assert status == "completed", status
+    db.execute("truncate shopify.orders, shopify.order_line_items, shopify.refunds")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders-per-day", type=int, default=2000)
+    parser.add_argument("--days", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp, LocalCluster(Path(tmp)) as cluster:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+            admin.execute("create database bench")
+        with psycopg.connect(cluster.dsn("bench")) as conn:
+            migrate(conn)
+        with psycopg.connect(cluster.dsn("bench"), autocommit=True) as db:
+            db.execute("select add_shop('DE', 'de.myshopify.com')")
+            # The fields bulk-sync's orders query selects, over every day of the data set.
+            query = (
+                "{ orders { edges { node { id name createdAt updatedAt processedAt cancelledAt cancelReason email "
+                "note currencyCode displayFinancialStatus displayFulfillmentStatus customer { id } "
+                "subtotalPriceSet { shopMoney { amount currencyCode } } totalPriceSet { shopMoney { amount "
+                "currencyCode } } totalRefundedSet { shopMoney { amount currencyCode } } refunds { id createdAt note "
+                "totalRefundedSet { shopMoney { amount currencyCode } } } lineItems { edges { node { id sku title "
+                "name quantity currentQuantity variant { id } product { id } originalUnitPriceSet { shopMoney { "
+                "amount currencyCode } } originalTotalSet { shopMoney { amount currencyCode } } } } } } } } }"
+            )
+            lines = _lines(args.orders_per_day, args.days, query)
+            print(f"{'batch size':>10} {'lines':>9} {'seconds':>8} {'lines/s':>9}")
+            for run, batch in enumerate((1000, 5000, 20000)):
+                seconds = _import(db, lines, batch, run)
+                print(f"{batch:>10} {len(lines):>9} {seconds:>8.2f} {len(lines) / seconds:>9.0f}")
+
+
+if __name__ == "__main__":
+    main()
