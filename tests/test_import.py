@@ -334,3 +334,14 @@ def test_bulk_queries_are_valid_for_shopify(db: psycopg.Connection) -> None:
     assert "sortKey: CREATED_AT" in queries["orders"]
     assert "updated_at:>='2025-09-01T00:00:00Z'" in queries["refunds"] and "sortKey" not in queries["refunds"]
     assert json.dumps(queries)  # plain text
+
+
+def test_staging_is_kept_for_the_retention_then_pruned(db: psycopg.Connection) -> None:
+    db.execute("update bulk_sync_settings set staging_retention_seconds = 3600")
+    task = export_job(db, FIXTURE)
+    import_job(db, task)
+    assert db.execute("select count(*) from bulk_sync_staging").fetchone() == (7,)
+    assert db.execute("select bulk_sync_tick()").fetchone()[0]["staging_lines_pruned"] == 0
+    db.execute("update bulk_sync_settings set staging_retention_seconds = 0")
+    assert db.execute("select bulk_sync_tick()").fetchone()[0]["staging_lines_pruned"] == 7
+    assert db.execute("select count(*) from bulk_sync_import_roots").fetchone() == (0,)
