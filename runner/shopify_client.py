@@ -1,0 +1,170 @@
+"""The Shopify Admin GraphQL client for bulk operations: a timeout on every call, cost-based throttling, and every
+failure turned into one of a few outcomes the database understands. It never logs or raises a token or a URL."""
+
+import threading
+import time
+from dataclasses import dataclass
+
+import httpx
+
+RUN = (
+    "mutation bulkSyncRun($query: String!) { bulkOperationRunQuery(query: $query) "
+    "{ bulkOperation { id status } userErrors { field message code } } }"
+)
+FIELDS = "id status errorCode objectCount rootObjectCount fileSize url partialDataUrl"
+POLL_BY_ID = f"query bulkSyncPoll($id: ID!) {{ bulkOperation(id: $id) {{ {FIELDS} }} }}"
+POLL_BY_NODE = f"query bulkSyncPoll($id: ID!) {{ node(id: $id) {{ ... on BulkOperation {{ {FIELDS} }} }} }}"
+CANCEL = "mutation bulkSyncCancel($id: ID!) { bulkOperationCancel(id: $id) { userErrors { message } } }"
+COSTS = {RUN: 10, CANCEL: 10}
+
+
+class ShopifyError(Exception):
+    """A failed call, already phrased for last_error (no token, no URL)."""
+
+
+class Transient(ShopifyError):
+    """5xx, a reset, a timeout: worth repeating after backoff."""
+
+
+class Fatal(ShopifyError):
+    """401/403, an invalid query: repeating will not help."""
+
+
+class Throttled(ShopifyError):
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"throttled, retry after {wait:.1f} s")
+        self.wait = wait
+
+
+class InProgress(ShopifyError):
+    """OPERATION_IN_PROGRESS: another operation of this app holds the shop."""
+
+
+@dataclass
+class Operation:
+    id: str
+    status: str
+    error_code: str | None
+    object_count: int
+    file_size: int | None
+    url: str | None
+
+
+def api_at_least(version: str, minimum: str) -> bool:
+    return version == "unstable" or version >= minimum
+
+
+class ShopifyClient:
+    """One shop's Admin API. Thread-safe; keeps the shop's cost bucket as the last response described it."""
+
+    def __init__(self, base_url: str, token: str, api_version: str, timeout: float = 30.0) -> None:
+        self.endpoint = f"{base_url.rstrip('/')}/admin/api/{api_version}/graphql.json"
+        self.api_version = api_version
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            headers={"X-Shopify-Access-Token": token, "Content-Type": "application/json"},
+        )
+        self._lock = threading.Lock()
+        self._available: float | None = None
+        self._restore = 50.0
+        self._seen = time.monotonic()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _wait_for_budget(self, cost: int) -> None:
+        """Waits until the bucket, as the last throttleStatus said, holds `cost` points."""
+        with self._lock:
+            if self._available is None:
+                return
+            now = time.monotonic()
+            available = self._available + (now - self._seen) * self._restore
+            wait = max(0.0, (cost - available) / self._restore)
+            self._available, self._seen = available - cost, now + wait
+        if wait:
+            time.sleep(min(wait, 60.0))
+
+    def _note_cost(self, body: dict) -> float | None:
+        """Remembers throttleStatus; returns the wait Shopify implies when the call was throttled."""
+        cost = (body.get("extensions") or {}).get("cost") or {}
+        status = cost.get("throttleStatus") or {}
+        if "currentlyAvailable" in status and status.get("restoreRate"):
+            with self._lock:
+                self._available = float(status["currentlyAvailable"])
+                self._restore = float(status["restoreRate"])
+                self._seen = time.monotonic()
+        errors = body.get("errors") or []
+        if any(isinstance(e, dict) and (e.get("extensions") or {}).get("code") == "THROTTLED" for e in errors):
+            requested = cost.get("requestedQueryCost") or 10
+            available = float(status.get("currentlyAvailable", 0))
+            return max(1.0, (requested - available) / float(status.get("restoreRate") or 50.0))
+        return None
+
+    def call(self, query: str, variables: dict) -> dict:
+        """POSTs one GraphQL request; returns `data` or raises Transient, Fatal or Throttled."""
+        self._wait_for_budget(COSTS.get(query, 1))
+        try:
+            response = self._http.post(self.endpoint, json={"query": query, "variables": variables})
+        except httpx.TimeoutException:
+            raise Transient("Shopify did not answer in time") from None
+        except httpx.TransportError as exc:
+            raise Transient(f"connection to Shopify failed ({type(exc).__name__})") from None
+        if response.status_code == 429:
+            raise Throttled(_retry_after(response))
+        if response.status_code in (401, 403):
+            raise Fatal(f"HTTP {response.status_code} from Shopify: the access token is invalid or lacks a scope")
+        if response.status_code in (402, 404, 423):
+            raise Fatal(f"HTTP {response.status_code} from Shopify: the shop is unavailable (frozen, unpaid or gone)")
+        if response.status_code >= 500:
+            raise Transient(f"HTTP {response.status_code} from Shopify")
+        if response.status_code != 200:
+            raise Fatal(f"HTTP {response.status_code} from Shopify")
+        try:
+            body = response.json()
+        except ValueError:
+            raise Transient("Shopify answered with a body that is not JSON") from None
+        wait = self._note_cost(body)
+        if wait is not None:
+            raise Throttled(wait)
+        if body.get("errors"):
+            messages = "; ".join(str(e.get("message", e)) for e in body["errors"] if isinstance(e, dict))
+            raise Fatal(f"GraphQL error: {messages[:500]}")
+        return body.get("data") or {}
+
+    def run_query(self, bulk_query: str) -> str:
+        """Starts a bulk operation; returns its id."""
+        payload = self.call(RUN, {"query": bulk_query})["bulkOperationRunQuery"]
+        errors = payload.get("userErrors") or []
+        if any(e.get("code") == "OPERATION_IN_PROGRESS" for e in errors):
+            raise InProgress(next(e["message"] for e in errors if e.get("code") == "OPERATION_IN_PROGRESS"))
+        if any(e.get("code") == "LIMIT_REACHED" for e in errors):
+            raise Transient("Shopify: bulk operations limit reached")
+        if errors:
+            raise Fatal("bulk query refused: " + "; ".join(e.get("message", "") for e in errors)[:500])
+        return payload["bulkOperation"]["id"]
+
+    def poll(self, operation_id: str) -> Operation:
+        if api_at_least(self.api_version, "2026-01"):
+            node = self.call(POLL_BY_ID, {"id": operation_id}).get("bulkOperation")
+        else:
+            node = self.call(POLL_BY_NODE, {"id": operation_id}).get("node")
+        if not node:
+            raise Fatal(f"Shopify does not know bulk operation {operation_id}")
+        return Operation(
+            id=node["id"],
+            status=node["status"],
+            error_code=node.get("errorCode"),
+            object_count=int(node.get("objectCount") or 0),
+            file_size=int(node["fileSize"]) if node.get("fileSize") is not None else None,
+            url=node.get("url"),
+        )
+
+    def cancel(self, operation_id: str) -> None:
+        self.call(CANCEL, {"id": operation_id})
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return max(1.0, float(response.headers.get("Retry-After", "2")))
+    except ValueError:
+        return 2.0
