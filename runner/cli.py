@@ -26,6 +26,24 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    import os
+    import socket
+
+    from runner.config import load_shops
+    from runner.db import connect, database_url
+    from runner.worker import Runner
+
+    if args.concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    with connect(args.database_url) as conn:
+        shops = load_shops(conn)
+    name = args.name or f"{socket.gethostname()}:{os.getpid()}"
+    runner = Runner(database_url(args.database_url), shops, args.concurrency, name, args.until_idle)
+    runner.install_signal_handlers()
+    return runner.run()
+
+
 def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -48,6 +66,18 @@ def parser() -> argparse.ArgumentParser:
         verb = verbs.add_parser(name, help=text, description=text)
         verb.add_argument("--database-url", help="overrides DATABASE_URL")
         verb.set_defaults(func=func)
+    run = verbs.add_parser(
+        "run",
+        help="the runner: take tasks from the database, call Shopify, report back",
+        description="Claims tasks (start, poll, download, import), performs their HTTP side and reports the "
+        "outcome through SQL functions. Needs DATABASE_URL and SHOP_<CODE>_TOKEN (optional SHOP_<CODE>_URL) for "
+        "every active shop. SIGTERM/SIGINT: finish or give back the steps in hand, then exit.",
+    )
+    run.add_argument("--database-url", help="overrides DATABASE_URL")
+    run.add_argument("--concurrency", type=int, default=2, help="tasks in flight at once (default: %(default)s)")
+    run.add_argument("--until-idle", action="store_true", help="exit once no job can make progress")
+    run.add_argument("--name", help="worker name in leases and the audit trail (default: host:pid)")
+    run.set_defaults(func=_run)
     demo = verbs.add_parser(
         "demo",
         help="run the core on a private local PostgreSQL with five example shops",

@@ -1,0 +1,173 @@
+"""The runner's worker loop: claim a task from the database, do its HTTP side, report what happened. Decides
+nothing: every outcome goes to a report function, which decides what comes next."""
+
+import signal
+import threading
+import time
+
+import psycopg
+
+from runner import log
+from runner.config import Shop
+from runner.download import Abandoned, DownloadError, download
+from runner.shopify_client import Fatal, InProgress, ShopifyClient, ShopifyError, Throttled, Transient
+
+HEARTBEAT_SECONDS = 20.0
+
+
+class Heartbeats:
+    """Keeps the leases of long downloads alive from a connection of its own."""
+
+    def __init__(self, dsn: str, stop: threading.Event) -> None:
+        self._dsn = dsn
+        self._stop = stop
+        self._lock = threading.Lock()
+        self._leases: dict[tuple[int, int], int] = {}
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def hold(self, job_id: int, fence: int, copied: int = 0) -> None:
+        with self._lock:
+            self._leases[(job_id, fence)] = copied
+
+    def drop(self, job_id: int, fence: int) -> None:
+        with self._lock:
+            self._leases.pop((job_id, fence), None)
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            with self._lock:
+                leases = dict(self._leases)
+            if not leases:
+                continue
+            try:
+                with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10) as db:
+                    for (job_id, fence), copied in leases.items():
+                        db.execute("select bulk_sync_heartbeat(%s, %s, %s)", (job_id, fence, copied or None))
+            except psycopg.Error as exc:
+                log.step(phase="heartbeat", outcome="error", detail=type(exc).__name__)
+
+
+class Runner:
+    def __init__(
+        self, dsn: str, shops: dict[str, Shop], concurrency: int = 1, name: str = "runner",
+        until_idle: bool = False, wait_seconds: float = 2.0,
+    ) -> None:  # fmt: skip
+        self.dsn = dsn
+        self.shops = shops
+        self.concurrency = concurrency
+        self.name = name
+        self.until_idle = until_idle
+        self.wait_seconds = wait_seconds
+        self.stop = threading.Event()
+        self.heartbeats = Heartbeats(dsn, self.stop)
+        self.clients = {code: ShopifyClient(s.base_url, s.token, s.api_version) for code, s in shops.items()}
+        self.errors = 0
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, _frame: object) -> None:
+            if self.stop.is_set():
+                raise SystemExit(128 + signum)  # a second signal: stop now, leases will expire
+            log.step(phase="shutdown", outcome="stopping", detail=f"signal {signum}: finishing the steps in hand")
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self) -> int:
+        self.heartbeats.start()
+        threads = [threading.Thread(target=self._loop, args=(i,), daemon=True) for i in range(self.concurrency)]
+        for thread in threads:
+            thread.start()
+        while any(t.is_alive() for t in threads):
+            for thread in threads:
+                thread.join(timeout=0.2)
+        for client in self.clients.values():
+            client.close()
+        return 0
+
+    def _loop(self, index: int) -> None:
+        worker = f"{self.name}/{index}"
+        while not self.stop.is_set():
+            try:
+                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as db:
+                    while not self.stop.is_set():
+                        rows = db.execute("select bulk_sync_claim(%s, 1, %s)", (worker, self.wait_seconds)).fetchall()
+                        for (task,) in rows:
+                            self._handle(db, task)
+                        if not rows and self.until_idle and db.execute("select bulk_sync_idle()").fetchone()[0]:
+                            log.step(worker=worker, phase="idle", outcome="done", detail="no job can make progress")
+                            self.stop.set()
+            except psycopg.OperationalError as exc:
+                self.errors += 1
+                log.step(worker=worker, phase="database", outcome="error", detail=_first_line(exc))
+                self.stop.wait(2.0)
+
+    # -- tasks ------------------------------------------------------------------------------------------------
+    def _handle(self, db: psycopg.Connection, task: dict) -> None:
+        job_id, fence, kind = task["job_id"], task["fence"], task["task"]
+        started = time.monotonic()
+        outcome, detail = "ok", ""
+        client = self.clients.get(task["shop"])
+        try:
+            if client is None:
+                raise Transient(f"this runner has no SHOP_{task['shop']}_TOKEN")
+            if kind == "start":
+                operation_id = client.run_query(task["query"])
+                self._report(db, "report_operation_started", job_id, fence, operation_id)
+                detail = operation_id
+            elif kind == "poll":
+                op = client.poll(task["operation_id"])
+                self._report(db, "report_poll_result", job_id, fence, op.status, op.error_code, op.object_count,
+                             op.file_size, op.url)  # fmt: skip
+                outcome, detail = op.status, f"{op.object_count} objects"
+            elif kind == "download":
+                self.heartbeats.hold(job_id, fence)
+                try:
+                    result = download(db, job_id, fence, task["export_url"], self.stop,
+                                      lambda copied: self.heartbeats.hold(job_id, fence, copied))  # fmt: skip
+                finally:
+                    self.heartbeats.drop(job_id, fence)
+                outcome = "ok" if result.accepted else "stale"
+                detail = f"{result.lines} lines, {result.bytes} bytes"
+            elif kind == "import":
+                db.execute("call bulk_sync_import(%s, %s)", (job_id, fence))
+            elif kind == "cancel":
+                client.cancel(task["operation_id"])
+        except Throttled as exc:
+            outcome, detail = "throttled", str(exc)
+            self._report(db, "report_throttled", job_id, fence, min(exc.wait, 3600.0))
+        except InProgress as exc:
+            outcome, detail = "in_progress", str(exc)
+            self._report(db, "report_operation_in_progress", job_id, fence, str(exc))
+        except Transient as exc:
+            outcome, detail = "transient", str(exc)
+            self._report(db, "report_transient_error", job_id, fence, str(exc))
+        except Fatal as exc:
+            outcome, detail = "fatal", str(exc)
+            self._report(db, "report_fatal_error", job_id, fence, str(exc))
+        except DownloadError as exc:
+            outcome, detail = "expired" if exc.expired else "download_error", str(exc)
+            self._report(db, "report_download_failed", job_id, fence, str(exc), exc.expired)
+        except Abandoned:
+            outcome = "given_back"
+            self._report(db, "bulk_sync_release", job_id, fence)
+        except ShopifyError as exc:  # pragma: no cover - every subclass is handled above
+            outcome, detail = "error", str(exc)
+        log.step(
+            job=job_id, shop=task["shop"], entity=task.get("entity"), phase=kind,
+            duration_ms=round((time.monotonic() - started) * 1000), outcome=outcome, detail=detail,
+        )  # fmt: skip
+
+    @staticmethod
+    def _report(db: psycopg.Connection, function: str, *args: object) -> bool:
+        marks = ", ".join(["%s"] * len(args))
+        return db.execute(f"select {function}({marks})", args).fetchone()[0]
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
