@@ -11,6 +11,7 @@ import json
 import re
 import socket
 import struct
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -166,6 +167,11 @@ class _Handler(BaseHTTPRequestHandler):
 class SimulatorServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Clients that hang up (killed runners, injected resets) are routine here, not errors to print."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def __init__(self, shopify: Shopify, host: str = "127.0.0.1", port: int = 0) -> None:
         self.shopify = shopify
