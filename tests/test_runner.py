@@ -1,0 +1,146 @@
+"""The runner against the simulator over real HTTP and a real database, as separate processes."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from runner.simulator.truth import TABLES
+from tests.simulator import TOKEN, start
+from tests.test_import import table
+
+SHOPS = {"DA": "2025-10", "DE": "2026-10", "NL": "2026-10", "INT": "2026-01", "CHF": "2026-10"}
+
+
+@pytest.fixture
+def shopify():
+    server = start(tuple(SHOPS), days=7, orders_per_day=40, start_latency=0.3, objects_per_second=20_000)
+    yield server
+    server.stop()
+
+
+def _env(dsn: str, server, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "DATABASE_URL": dsn, **extra}
+    for code in SHOPS:
+        env[f"SHOP_{code}_TOKEN"] = TOKEN
+        env[f"SHOP_{code}_URL"] = server.shop_url(code)
+    return env
+
+
+def _setup(db: psycopg.Connection) -> int:
+    db.execute("update bulk_sync_settings set poll_interval_seconds = 1, backoff_base_seconds = 1, "
+               "backoff_cap_seconds = 4, in_progress_retry_seconds = 2, lease_seconds = 10")  # fmt: skip
+    for code, version in SHOPS.items():
+        db.execute("select add_shop(%s, %s, %s)", (code, f"{code.lower()}-shop.myshopify.com", version))
+    return db.execute("select enqueue_backfill('2025-09-01', '2025-09-07')").fetchone()[0]
+
+
+def _runner(env: dict[str, str], *args: str, log: Path | None = None) -> subprocess.Popen:
+    out = log.open("a") if log else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", *args], env=env, stdout=out, stderr=out, start_new_session=True
+    )
+
+
+def _assert_equals_truth(db: psycopg.Connection, server) -> None:
+    statuses = db.execute("select status, count(*) from bulk_sync_jobs group by status").fetchall()
+    assert dict(statuses).keys() == {"completed"}, statuses
+    for name in TABLES:
+        truth = sorted((row for code in SHOPS for row in server.shopify.truth(code, name)), key=lambda r: r["id"])
+        assert table(db, name) == truth, name
+
+
+def test_a_week_of_five_shops_equals_the_ground_truth(db: psycopg.Connection, dsn: str, shopify, tmp_path) -> None:
+    created = _setup(db)
+    assert created == 5 * 7 * 2 + 5
+    log = tmp_path / "runner.log"
+    runner = _runner(_env(dsn, shopify), "--until-idle", "--concurrency", "4", log=log)
+    assert runner.wait(timeout=300) == 0, log.read_text()[-3000:]
+    _assert_equals_truth(db, shopify)
+    stats = httpx.get(f"{shopify.base_url}/_admin/stats").json()["shops"]
+    assert stats["DA"]["max_concurrent"] == 1 and all(s["max_concurrent"] <= 5 for s in stats.values())
+    assert sum(s["in_progress_refusals"] for s in stats.values()) == 0
+    lines = log.read_text().splitlines()
+    assert any("phase=download" in line and "outcome=ok" in line for line in lines)
+    assert not any("Signature=" in line or TOKEN in line for line in lines)
+
+
+def test_missing_token_is_one_clear_line(db: psycopg.Connection, dsn: str, shopify) -> None:
+    _setup(db)
+    env = _env(dsn, shopify)
+    del env["SHOP_NL_TOKEN"]
+    result = subprocess.run(
+        [sys.executable, "-m", "runner", "run", "--until-idle"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "bulk-sync: missing access token for an active shop: set SHOP_NL_TOKEN"
+
+
+def test_sigkilled_runners_lose_nothing(db: psycopg.Connection, dsn: str, shopify, tmp_path) -> None:
+    _setup(db)
+    env = _env(dsn, shopify)
+    log = tmp_path / "runner.log"
+    rng = random.Random(5)
+    kills = 0
+    while kills < 12:
+        runner = _runner(env, "--until-idle", "--concurrency", "3", log=log)
+        try:
+            runner.wait(timeout=rng.uniform(0.5, 2.5))
+            break  # it finished on its own
+        except subprocess.TimeoutExpired:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait()
+            kills += 1
+    assert kills >= 3
+    final = _runner(env, "--until-idle", "--concurrency", "4", log=log)
+    assert final.wait(timeout=300) == 0, log.read_text()[-3000:]
+    _assert_equals_truth(db, shopify)
+    # Every operation Shopify started is accounted for: reported by a runner, or started by one that vanished
+    # before it could report (its start claim then ended in lease recovery).
+    sim_ops = {
+        f"gid://shopify/BulkOperation/{n}" for n, op in shopify.shopify.operations.items() if op.foreign_until is None
+    }
+    reported = {
+        row[0].split()[1]
+        for row in db.execute("select message from bulk_sync_job_runs where phase = 'start' and status = 'ok'")
+    }
+    vanished = db.execute(
+        "select count(*) from bulk_sync_job_runs where phase = 'recover' and from_status = 'starting'"
+    ).fetchone()[0]
+    assert reported <= sim_ops
+    assert len(sim_ops - reported) <= vanished
+    print(f"\n{kills} SIGKILLs, {len(sim_ops)} operations, {len(sim_ops - reported)} started by a vanished runner")
+
+
+def test_two_runners_respect_limits_and_every_throttle(db: psycopg.Connection, dsn: str, tmp_path) -> None:
+    server = start(tuple(SHOPS), days=7, orders_per_day=40, start_latency=0.3, objects_per_second=20_000,
+                   bucket_size=30, restore_rate=10)  # fmt: skip
+    try:
+        _setup(db)
+        env = _env(dsn, server)
+        log = tmp_path / "runner.log"
+        runners = [_runner(env, "--until-idle", "--concurrency", "4", "--name", f"r{i}", log=log) for i in (1, 2)]
+        for runner in runners:
+            assert runner.wait(timeout=300) == 0, log.read_text()[-3000:]
+        _assert_equals_truth(db, server)
+        stats = httpx.get(f"{server.base_url}/_admin/stats").json()["shops"]
+        for code, version in SHOPS.items():
+            assert stats[code]["max_concurrent"] <= (1 if version < "2026-01" else 5)
+            assert stats[code]["in_progress_refusals"] == 0
+        throttled = sum(s["throttled"] for s in stats.values())
+        reported = db.execute(
+            "select count(*) from bulk_sync_job_runs where message like 'throttled by Shopify%'"
+        ).fetchone()[0]
+        stale = db.execute(
+            "select count(*) from bulk_sync_job_runs where phase = 'throttled' and status = 'stale'"
+        ).fetchone()[0]
+        assert throttled == reported + stale  # every throttled request was reported, and waited for
+        print(f"\n{throttled} throttled requests, all reported")
+    finally:
+        server.stop()
