@@ -21,6 +21,7 @@ pytest: setup
 bench: setup
 	$(BIN)/python -m bench.dispatch
 	$(BIN)/python -m bench.import
+	$(BIN)/python -m bench.runner_memory
 
 setup: system $(VENV)/.installed
 

@@ -1,0 +1,89 @@
+"""bench/runner_memory: the runner's peak RSS while it downloads a 1,000,000-line export into staging (and has it
+imported), end to end: a private PostgreSQL, the simulator and the runner as separate processes.
+
+    python -m bench.runner_memory [--orders-per-day 10500] [--days 24]"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+from runner.localpg import LocalCluster
+from runner.migrate import migrate
+
+TOKEN = "shpat_bench_token"  # noqa: S105 - a fake for the local simulator
+
+
+def _peak_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders-per-day", type=int, default=10_500)
+    parser.add_argument("--days", type=int, default=24)
+    args = parser.parse_args()
+    env = {**os.environ, "SHOP_BIG_TOKEN": TOKEN}
+    last = f"2025-09-{args.days:02d}"
+    with tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp, LocalCluster(Path(tmp)) as cluster:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+            admin.execute("create database bench")
+        with psycopg.connect(cluster.dsn("bench")) as conn:
+            migrate(conn)
+        simulator = subprocess.Popen(
+            [sys.executable, "-m", "runner", "simulate", "--shops", "BIG", "--port", "0", "--from", "2025-09-01",
+             "--to", last, "--orders-per-day", str(args.orders_per_day), "--objects-per-second", "1e9"],
+            env=env, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            base = simulator.stdout.readline().split(" at ")[1].split(" ")[0]
+            with psycopg.connect(cluster.dsn("bench"), autocommit=True) as db:
+                db.execute("update bulk_sync_settings set poll_interval_seconds = 1, lease_seconds = 60")
+                db.execute("select add_shop('BIG', 'big.myshopify.com')")
+                # One job over the whole data set: a single export of about a million lines.
+                db.execute(
+                    """insert into bulk_sync_jobs (shop, entity, filter_field, window_start, window_end, start_date,
+                       end_date, max_attempts) values ('BIG', 'orders', 'created_at', '2025-09-01', %s::date + 1,
+                       '2025-09-01', %s, 3)""",
+                    (last, last),
+                )
+            runner_env = {**env, "DATABASE_URL": cluster.dsn("bench"), "SHOP_BIG_URL": f"{base}/big"}
+            started = time.monotonic()
+            runner = subprocess.Popen(
+                [sys.executable, "-m", "runner", "run", "--until-idle", "--concurrency", "1"],
+                env=runner_env, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            peak = 0
+            while runner.poll() is None:
+                peak = max(peak, _peak_kib(runner.pid))
+                time.sleep(0.2)
+            elapsed = time.monotonic() - started
+            with psycopg.connect(cluster.dsn("bench")) as db:
+                status, lines, size = db.execute(
+                    "select status, lines_total, bytes_copied from bulk_sync_jobs"
+                ).fetchone()
+        finally:
+            simulator.terminate()
+            simulator.wait(10)
+    print(f"{'figure':<44} {'value':>12}")
+    print(f"{'job status':<44} {status:>12}")
+    print(f"{'export lines':<44} {lines:>12,}")
+    print(f"{'export MB':<44} {size / 1e6:>12.0f}")
+    print(f"{'runner peak RSS (VmHWM), MiB':<44} {peak / 1024:>12.1f}")
+    print(f"{'target: peak RSS, MiB':<44} {150 * 1e6 / 2**20:>12.1f}")
+    print(f"{'wall time (export, download, import), s':<44} {elapsed:>12.1f}")
+
+
+if __name__ == "__main__":
+    main()
