@@ -5,6 +5,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -26,11 +27,11 @@ def shopify():
 
 
 def _env(dsn: str, server, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "DATABASE_URL": dsn, **extra}
+    env = {**os.environ, "DATABASE_URL": dsn}
     for code in SHOPS:
         env[f"SHOP_{code}_TOKEN"] = TOKEN
         env[f"SHOP_{code}_URL"] = server.shop_url(code)
-    return env
+    return {**env, **extra}
 
 
 def _setup(db: psycopg.Connection) -> int:
@@ -144,3 +145,67 @@ def test_two_runners_respect_limits_and_every_throttle(db: psycopg.Connection, d
         print(f"\n{throttled} throttled requests, all reported")
     finally:
         server.stop()
+
+
+def test_shopify_failures_are_reported_and_survived(db: psycopg.Connection, dsn: str, tmp_path) -> None:
+    faults = {
+        "*": {"graphql_5xx": 0.05, "graphql_reset": 0.03, "graphql_429": 0.03},
+        "DE": {"download_cut": 2, "download_5xx": 1, "download_reset": 1, "op_failed_internal": 1},
+        "NL": {"op_failed_null": 1, "op_url_expired": 1, "op_failed_timeout": 1, "graphql_throttled": 2},
+    }
+    server = start(tuple(SHOPS), faults, days=7, orders_per_day=40, start_latency=0.3, objects_per_second=20_000)
+    try:
+        _setup(db)
+        db.execute("update bulk_sync_settings set max_attempts = 30")
+        log = tmp_path / "runner.log"
+        runner = _runner(_env(dsn, server), "--until-idle", "--concurrency", "4", log=log)
+        assert runner.wait(timeout=300) == 0, log.read_text()[-3000:]
+        statuses = dict(db.execute("select status, count(*) from bulk_sync_jobs group by status").fetchall())
+        assert set(statuses) <= {"completed", "split"}, statuses
+        for name in TABLES:
+            truth = sorted((r for code in SHOPS for r in server.shopify.truth(code, name)), key=lambda r: r["id"])
+            assert table(db, name) == truth, name
+        injected = httpx.get(f"{server.base_url}/_admin/stats").json()["faults"]
+        assert injected["DE"]["download_cut"] == 2 and injected["NL"]["op_failed_timeout"] == 1
+        retried = db.execute("select count(*) from bulk_sync_job_runs where status = 'retry'").fetchone()[0]
+        assert retried >= 8
+        assert statuses.get("split") == 1  # the TIMEOUT split a day in two
+        text = log.read_text()
+        assert "Signature=" not in text and TOKEN not in text
+        errors = " ".join(r[0] for r in db.execute("select coalesce(last_error, '') from bulk_sync_jobs"))
+        assert "Signature=" not in errors
+    finally:
+        server.stop()
+
+
+def test_a_wrong_token_fails_that_shops_jobs_with_the_reason(db: psycopg.Connection, dsn: str, shopify) -> None:
+    _setup(db)
+    env = _env(dsn, shopify, SHOP_CHF_TOKEN="shpat_wrong_token")  # noqa: S106 - a fake
+    runner = _runner(env, "--until-idle", "--concurrency", "4")
+    assert runner.wait(timeout=300) == 0
+    failed = db.execute("select distinct shop, last_error from bulk_sync_jobs where status = 'failed'").fetchall()
+    assert failed == [("CHF", "HTTP 401 from Shopify: the access token is invalid or lacks a scope")]
+    assert db.execute("select count(*) from bulk_sync_jobs where status = 'failed'").fetchone() == (15,)
+    assert db.execute("select count(*) from bulk_sync_jobs where status = 'completed'").fetchone() == (60,)
+
+
+def test_sigterm_gives_back_the_work_in_hand(db: psycopg.Connection, dsn: str, shopify, tmp_path) -> None:
+    _setup(db)
+    env = _env(dsn, shopify)
+    log = tmp_path / "runner.log"
+    runner = _runner(env, "--concurrency", "4", "--name", "leaving", log=log)
+    deadline = time.monotonic() + 30
+    while (
+        time.monotonic() < deadline
+        and not db.execute("select count(*) from bulk_sync_jobs where status = 'completed'").fetchone()[0]
+    ):
+        time.sleep(0.1)
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=60) == 0
+    held = db.execute(
+        "select count(*) from bulk_sync_jobs where leased_by like 'leaving%' and lease_expires_at is not null"
+    ).fetchone()[0]
+    assert held == 0  # nothing left waiting for a lease to expire
+    assert "phase=shutdown" in log.read_text()
+    assert _runner(env, "--until-idle", "--concurrency", "4", log=log).wait(timeout=300) == 0
+    _assert_equals_truth(db, shopify)
