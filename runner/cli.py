@@ -50,7 +50,7 @@ def _demo(args: argparse.Namespace) -> int:
     from runner.demo import run
 
     try:
-        return run(Path(args.dir), reset=args.reset, port=args.port)
+        return run(Path(args.dir), reset=args.reset, port=args.port, orders_per_day=args.orders_per_day)
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -80,13 +80,15 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     demo = verbs.add_parser(
         "demo",
-        help="run the core on a private local PostgreSQL with five example shops",
-        description="Starts a private PostgreSQL (pg_cron, pgmq), migrates, registers DA, DE, NL, INT and CHF, "
-        "queues the 2025-09-01..2025-10-31 backfill and shows what was dispatched.",
+        help="a whole backfill on this machine: private PostgreSQL, simulated shops, runners, progress",
+        description="Starts a private PostgreSQL (pg_cron, pgmq) and the Shopify simulator for DA, DE, NL, INT "
+        "and CHF, queues the 2025-09-01..2025-10-31 backfill, runs it to completion with progress, compares "
+        "every table with the simulator's ground truth, and stops what it started.",
     )
     demo.add_argument("--dir", default=".bulk-sync/demo", help="where the cluster lives (default: %(default)s)")
     demo.add_argument("--port", type=int, help="port for the cluster (default: a free one)")
     demo.add_argument("--reset", action="store_true", help="start over with an empty cluster")
+    demo.add_argument("--orders-per-day", type=int, default=300, help="per shop (default: %(default)s)")
     demo.set_defaults(func=_demo)
     from runner.simulator.cli import add_arguments, run
 

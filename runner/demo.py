@@ -1,37 +1,106 @@
-"""`bulk-sync demo`: the Postgres core on a private local cluster, with the five example shops and the
-2025-09-01..2025-10-31 backfill queued and dispatched."""
+"""`bulk-sync demo`: the whole pipeline on this machine. A private PostgreSQL (pg_cron, pgmq), the local Shopify
+simulator for DA, DE, NL, INT and CHF, the 2025-09-01..2025-10-31 backfill queued with one SQL call, runners
+working it to completion with progress shown, and the result checked against the simulator's ground truth."""
 
+import datetime as dt
+import secrets
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import psycopg
 
+from runner import log
+from runner.config import Shop
 from runner.localpg import LocalCluster
 from runner.migrate import migrate
-from runner.status import render
+from runner.simulator.data import Settings
+from runner.simulator.operations import Timing
+from runner.simulator.server import SimulatorServer
+from runner.simulator.shopify import Config, Shopify
+from runner.simulator.truth import TABLES
+from runner.worker import Runner
 
 SHOPS = ("DA", "DE", "NL", "INT", "CHF")
 DATABASE = "bulk_sync"
+FIRST, LAST = dt.date(2025, 9, 1), dt.date(2025, 10, 31)
 
 
-def run(directory: Path, reset: bool = False, port: int | None = None) -> int:
+def _database(cluster: LocalCluster) -> str:
+    with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+        if not admin.execute("select 1 from pg_database where datname = %s", (DATABASE,)).fetchone():
+            admin.execute(f"create database {DATABASE}")
+    with psycopg.connect(cluster.dsn(DATABASE)) as conn:
+        applied = migrate(conn)
+    print("migrated: " + (", ".join(applied) if applied else "already up to date"))
+    return cluster.dsn(DATABASE)
+
+
+def _progress(db: psycopg.Connection, started: float, last: list) -> str:
+    states = dict(db.execute("select status, sum(jobs)::int from bulk_sync_status group by status").fetchall())
+    rows, rejected = db.execute(
+        "select coalesce(sum(rows_imported), 0)::bigint, coalesce(sum(rows_rejected), 0)::bigint "
+        "from bulk_sync_progress"
+    ).fetchone()
+    elapsed = time.monotonic() - started
+    rate = (rows - last[0]) / max(elapsed - last[1], 1e-6)
+    last[:] = [rows, elapsed]
+    total = sum(n for s, n in states.items() if s not in ("split", "canceled"))
+    active = sum(n for s, n in states.items() if s not in ("queued", "completed", "failed", "split", "canceled"))
+    return (
+        f"{elapsed:6.0f}s  jobs {states.get('completed', 0)}/{total} completed, {active} active, "
+        f"{states.get('queued', 0)} queued, {states.get('failed', 0)} failed  |  lines imported {rows:,} "
+        f"({rate:,.0f}/s), quarantined {rejected}"
+    )
+
+
+def _summary(db: psycopg.Connection, shopify: Shopify) -> bool:
+    print(f"\n{'table':<26}{'rows':>12}{'ground truth':>15}  check")
+    same = True
+    for name in TABLES:
+        rows = db.execute(f"select count(*) from shopify.{name}").fetchone()[0]
+        truth = sum(1 for code in SHOPS for _ in shopify.truth(code, name))
+        same &= rows == truth
+        print(f"shopify.{name:<18}{rows:>12,}{truth:>15,}  {'equal' if rows == truth else 'DIFFERENT'}")
+    return same
+
+
+def run(directory: Path, reset: bool = False, port: int | None = None, orders_per_day: int = 300) -> int:
     if reset and directory.exists():
         shutil.rmtree(directory)
-    with LocalCluster(directory / "postgres", port=port) as cluster:
-        print(f"PostgreSQL with pg_cron on 127.0.0.1:{cluster.port} (data in {cluster.data})")
-        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
-            if not admin.execute("select 1 from pg_database where datname = %s", (DATABASE,)).fetchone():
-                admin.execute(f"create database {DATABASE}")
-        with psycopg.connect(cluster.dsn(DATABASE)) as conn:
-            applied = migrate(conn)
-        print("migrated: " + (", ".join(applied) if applied else "already up to date"))
-        with psycopg.connect(cluster.dsn(DATABASE), autocommit=True) as db:
-            for code in SHOPS:
-                db.execute("select add_shop(%s, %s)", (code, f"{code.lower()}-demo.myshopify.com"))
-            created = db.execute("select enqueue_backfill('2025-09-01', '2025-10-31')").fetchone()[0]
-            print(f"select enqueue_backfill('2025-09-01', '2025-10-31');  -> {created} jobs created\n")
-            print(render(db))
-            tasks = db.execute("select message ->> 'task', count(*) from pgmq.q_bulk_sync group by 1").fetchall()
-            print("\nwork waiting for runners in the pgmq queue: " + ", ".join(f"{t} {n}" for t, n in tasks))
-    print("\nstopped the demo cluster; run again to reuse it, or with --reset to start over")
-    return 0
+    directory.mkdir(parents=True, exist_ok=True)
+    tokens = {code: f"shpat_demo_{secrets.token_hex(8)}" for code in SHOPS}
+    settings = Settings(first_day=FIRST, last_day=LAST, orders_per_day=orders_per_day)
+    shopify = Shopify(Config(tokens, settings, Timing(start_latency=1.0, objects_per_second=20_000)))
+    server = SimulatorServer(shopify).start()
+    try:
+        with LocalCluster(directory / "postgres", port=port) as cluster:
+            print(f"PostgreSQL with pg_cron on 127.0.0.1:{cluster.port} (data in {cluster.data})")
+            print(f"Shopify simulator for {', '.join(SHOPS)} at {server.base_url}, {orders_per_day} orders a day")
+            dsn = _database(cluster)
+            with psycopg.connect(dsn, autocommit=True) as db:
+                db.execute("update bulk_sync_settings set poll_interval_seconds = 1")
+                for code in SHOPS:
+                    db.execute("select add_shop(%s, %s)", (code, f"{code.lower()}-demo.myshopify.com"))
+                created = db.execute("select enqueue_backfill(%s, %s)", (FIRST, LAST)).fetchone()[0]
+                print(f"select enqueue_backfill('{FIRST}', '{LAST}');  -> {created} jobs created")
+                shops = {c: Shop(c, server.shop_url(c), "2026-10", tokens[c]) for c in SHOPS}
+                with (directory / "runner.log").open("a") as runner_log:
+                    log.send_to(runner_log)
+                    runner = Runner(dsn, shops, concurrency=4, name="demo", until_idle=True)
+                    worker = threading.Thread(target=runner.run, daemon=True)
+                    started = time.monotonic()
+                    worker.start()
+                    print(f"runners working (step log: {directory / 'runner.log'})\n")
+                    last = [0, 0.0]
+                    while worker.is_alive():
+                        worker.join(timeout=3)
+                        print(_progress(db, started, last), flush=True)
+                    log.send_to(None)
+                print(f"\nbackfill finished in {time.monotonic() - started:.0f} s")
+                same = _summary(db, shopify)
+    finally:
+        server.stop()
+    print("\nstopped the demo cluster and simulator; run again to reuse the database, --reset to start over")
+    return 0 if same else 1

@@ -9,6 +9,13 @@ import time
 
 _SECRET = re.compile(r"(https?://[^\s?#\"']*)\?[^\s\"']*|shp[a-z]{2}_[A-Za-z0-9]+")
 _lock = threading.Lock()
+_sink = sys.stderr
+
+
+def send_to(stream) -> None:
+    """Where step lines go (None: back to stderr)."""
+    global _sink
+    _sink = stream or sys.stderr
 
 
 def redact(text: str) -> str:
@@ -24,4 +31,4 @@ def step(**fields: object) -> None:
     """Writes `ts=... key=value ...` to stderr."""
     line = " ".join(f"{k}={_value(v)}" for k, v in {"ts": time.strftime("%Y-%m-%dT%H:%M:%S"), **fields}.items())
     with _lock:
-        print(line, file=sys.stderr, flush=True)
+        print(line, file=_sink, flush=True)
