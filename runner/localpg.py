@@ -51,6 +51,7 @@ class LocalCluster:
             *options,
         )
         self._bin = bindir()
+        self.applied: list[str] = []
 
     def _run(self, *args: str) -> None:
         command = [str(self._bin / args[0]), *args[1:]]
@@ -81,6 +82,19 @@ class LocalCluster:
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
             self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data))
+
+    def create_database(self, dbname: str) -> str:
+        """Creates `dbname` unless it exists (and migrates it); returns its connection string."""
+        import psycopg
+
+        from runner.migrate import migrate
+
+        with psycopg.connect(self.dsn(), autocommit=True) as admin:
+            if not admin.execute("select 1 from pg_database where datname = %s", (dbname,)).fetchone():
+                admin.execute(f'create database "{dbname}"')
+        with psycopg.connect(self.dsn(dbname)) as conn:
+            self.applied = migrate(conn)
+        return self.dsn(dbname)
 
     def dsn(self, dbname: str = "postgres") -> str:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"

@@ -168,25 +168,20 @@ create function retry_failed(p_shop text default null) returns integer
 language plpgsql as $$
 declare
     v_count integer;
+    v_failed bigint[];
 begin
     perform bulk_sync_require_shop(p_shop);
-    -- A retried job exports afresh: what an earlier attempt staged goes.
-    delete from bulk_sync_staging as s
-    using bulk_sync_jobs as j
-    where s.job_id = j.id and j.status = 'failed' and (p_shop is null or j.shop = p_shop);
-    delete from bulk_sync_import_roots as r
-    using bulk_sync_jobs as j
-    where r.job_id = j.id and j.status = 'failed' and (p_shop is null or j.shop = p_shop);
-    delete from bulk_sync_rejects as r
-    using bulk_sync_jobs as j
-    where r.job_id = j.id and j.status = 'failed' and (p_shop is null or j.shop = p_shop);
+    -- A retried job exports afresh: what an earlier attempt staged or quarantined goes.
+    v_failed := array(select id from bulk_sync_jobs where status = 'failed' and (p_shop is null or shop = p_shop));
+    perform bulk_sync_clear_staging(v_failed);
+    delete from bulk_sync_rejects where job_id = any(v_failed);
     with retried as (
         update bulk_sync_jobs
            set status = 'queued', attempts = 0, next_attempt_at = now(), fence = fence + 1,
                operation_id = null, operation_status = null, operation_started_at = null, object_count = null,
                export_url = null, bytes_total = null, bytes_copied = 0, lines_total = null,
                lines_processed = 0, lines_rejected = 0
-         where status = 'failed' and (p_shop is null or shop = p_shop)
+         where id = any(v_failed)
         returning id, fence
     )
     select count(*) into v_count
@@ -240,7 +235,7 @@ declare
     v_recovered integer := bulk_sync_recover();
     v_dispatched integer := bulk_sync_dispatch();
     v_imported integer := bulk_sync_tick_import(make_interval(secs => (bulk_sync_settings()).tick_import_seconds));
-    v_staging integer := bulk_sync_prune_staging();
+    v_staging bigint := bulk_sync_prune_staging();
     v_pruned integer;
 begin
     delete from bulk_sync_job_runs as r

@@ -258,6 +258,19 @@ begin
 end;
 $$;
 
+-- Records the batch's orders as roots of the job, and whether each won (is in pg_temp.bulk_sync_won).
+create function bulk_sync_record_roots(p_job bulk_sync_jobs) returns void
+language plpgsql as $$
+begin
+    insert into bulk_sync_import_roots (job_id, gid, accepted)
+    select distinct on (b.gid) p_job.id, b.gid, w.gid is not null
+    from pg_temp.bulk_sync_batch as b
+    left join pg_temp.bulk_sync_won as w on w.gid = b.gid
+    where b.reason is null and b.kind = 'Order'
+    on conflict (job_id, gid) do update set accepted = excluded.accepted;
+end;
+$$;
+
 -- Upserts the batch's orders (newer or equal updated_at wins) and replaces the winners' line items and refunds.
 create function bulk_sync_import_orders(p_job bulk_sync_jobs) returns void
 language plpgsql as $$
@@ -300,12 +313,7 @@ begin
     )
     insert into pg_temp.bulk_sync_won (gid) select id from upserted;
 
-    insert into bulk_sync_import_roots (job_id, gid, accepted)
-    select distinct on (b.gid) p_job.id, b.gid, w.gid is not null
-    from pg_temp.bulk_sync_batch as b
-    left join pg_temp.bulk_sync_won as w on w.gid = b.gid
-    where b.reason is null and b.kind = 'Order'
-    on conflict (job_id, gid) do update set accepted = excluded.accepted;
+    perform bulk_sync_record_roots(p_job);
 
     -- The winners' children are replaced as a set: what this export no longer has disappears.
     delete from shopify.order_line_items as li
@@ -333,12 +341,7 @@ begin
               select from shopify.refunds as r
               where r.order_id = b.gid and r.order_updated_at > (b.doc ->> 'updatedAt')::timestamptz
           );
-        insert into bulk_sync_import_roots (job_id, gid, accepted)
-        select distinct on (b.gid) p_job.id, b.gid, w.gid is not null
-        from pg_temp.bulk_sync_batch as b
-        left join pg_temp.bulk_sync_won as w on w.gid = b.gid
-        where b.reason is null and b.kind = 'Order'
-        on conflict (job_id, gid) do update set accepted = excluded.accepted;
+        perform bulk_sync_record_roots(p_job);
     end if;
     delete from shopify.refunds as r
     using pg_temp.bulk_sync_won as w
@@ -481,8 +484,7 @@ begin
         format('%s lines: %s imported, %s quarantined', p_job.lines_total,
                p_job.lines_total - p_job.lines_rejected, p_job.lines_rejected));
     if (bulk_sync_settings()).staging_retention_seconds = 0 then
-        delete from bulk_sync_staging where job_id = p_job.id;
-        delete from bulk_sync_import_roots where job_id = p_job.id;
+        perform bulk_sync_clear_staging(array[p_job.id]);
     end if;
     perform bulk_sync_dispatch_imports();
     return 'completed';
@@ -545,24 +547,26 @@ begin
 end;
 $$;
 
--- Staged lines and import bookkeeping of completed jobs, kept for staging_retention_seconds, then removed.
-create function bulk_sync_prune_staging() returns integer
+-- Removes what jobs staged (lines and import bookkeeping); returns how many lines. Quarantined lines stay.
+create function bulk_sync_clear_staging(p_job_ids bigint[]) returns bigint
 language plpgsql as $$
 declare
-    v_count integer;
+    v_count bigint;
 begin
-    with done as (
-        select id from bulk_sync_jobs
-        where status in ('completed', 'canceled', 'split')
-          and finished_at < now() - make_interval(secs => (bulk_sync_settings()).staging_retention_seconds)
-    ),
-    gone as (
-        delete from bulk_sync_staging as s using done where s.job_id = done.id returning 1
-    ),
-    roots as (  -- runs to completion whether read or not
-        delete from bulk_sync_import_roots as r using done where r.job_id = done.id
-    )
-    select count(*) into v_count from gone;
+    delete from bulk_sync_import_roots where job_id = any(p_job_ids);
+    delete from bulk_sync_staging where job_id = any(p_job_ids);
+    get diagnostics v_count = row_count;
     return v_count;
 end;
+$$;
+
+-- Staged lines of finished jobs, kept for staging_retention_seconds, then removed; returns how many lines.
+create function bulk_sync_prune_staging() returns bigint
+language sql as $$
+    select bulk_sync_clear_staging(array(
+        select j.id from bulk_sync_jobs as j
+        where j.status in ('completed', 'canceled', 'split')
+          and j.finished_at < now() - make_interval(secs => (bulk_sync_settings()).staging_retention_seconds)
+          and exists (select from bulk_sync_staging as s where s.job_id = j.id)
+    ));
 $$;
