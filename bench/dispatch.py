@@ -16,7 +16,6 @@ from pathlib import Path
 import psycopg
 
 from runner.localpg import LocalCluster
-from runner.migrate import migrate
 
 
 def _raw_cycles(dsn: str, queue: str, cycles: int) -> None:
@@ -105,10 +104,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=3000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp, LocalCluster(Path(tmp)) as cluster:
-        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
-            admin.execute("create database bench")
-        with psycopg.connect(cluster.dsn("bench")) as conn:
-            migrate(conn)
+        cluster.create_database("bench")
         raw = raw_pgmq(cluster.dsn("bench"), args.cycles, args.sessions)
         rate, claims = lifecycle(cluster.dsn("bench"), args.jobs, args.sessions, args.shops)
     print(f"{'figure':<52} {'value':>10}")

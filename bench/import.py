@@ -12,7 +12,6 @@ from pathlib import Path
 import psycopg
 
 from runner.localpg import LocalCluster
-from runner.migrate import migrate
 from runner.simulator.data import Catalogue, Settings, ShopData
 from runner.simulator.export import Export
 from runner.simulator.graphql import parse
@@ -62,10 +61,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp, LocalCluster(Path(tmp)) as cluster:
-        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
-            admin.execute("create database bench")
-        with psycopg.connect(cluster.dsn("bench")) as conn:
-            migrate(conn)
+        cluster.create_database("bench")
         with psycopg.connect(cluster.dsn("bench"), autocommit=True) as db:
             db.execute("select add_shop('DE', 'de.myshopify.com')")
             # The fields bulk-sync's orders query selects, over every day of the data set.

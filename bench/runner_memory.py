@@ -14,7 +14,6 @@ from pathlib import Path
 import psycopg
 
 from runner.localpg import LocalCluster
-from runner.migrate import migrate
 
 TOKEN = "shpat_bench_token"  # noqa: S105 - a fake for the local simulator
 
@@ -37,10 +36,7 @@ def main() -> None:
     env = {**os.environ, "SHOP_BIG_TOKEN": TOKEN}
     last = f"2025-09-{args.days:02d}"
     with tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp, LocalCluster(Path(tmp)) as cluster:
-        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
-            admin.execute("create database bench")
-        with psycopg.connect(cluster.dsn("bench")) as conn:
-            migrate(conn)
+        cluster.create_database("bench")
         simulator = subprocess.Popen(
             [sys.executable, "-m", "runner", "simulate", "--shops", "BIG", "--port", "0", "--from", "2025-09-01",
              "--to", last, "--orders-per-day", str(args.orders_per_day), "--objects-per-second", "1e9"],

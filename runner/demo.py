@@ -14,7 +14,6 @@ import psycopg
 from runner import log
 from runner.config import Shop
 from runner.localpg import LocalCluster
-from runner.migrate import migrate
 from runner.simulator.data import Settings
 from runner.simulator.operations import Timing
 from runner.simulator.server import SimulatorServer
@@ -25,16 +24,6 @@ from runner.worker import Runner
 SHOPS = ("DA", "DE", "NL", "INT", "CHF")
 DATABASE = "bulk_sync"
 FIRST, LAST = dt.date(2025, 9, 1), dt.date(2025, 10, 31)
-
-
-def _database(cluster: LocalCluster) -> str:
-    with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
-        if not admin.execute("select 1 from pg_database where datname = %s", (DATABASE,)).fetchone():
-            admin.execute(f"create database {DATABASE}")
-    with psycopg.connect(cluster.dsn(DATABASE)) as conn:
-        applied = migrate(conn)
-    print("migrated: " + (", ".join(applied) if applied else "already up to date"))
-    return cluster.dsn(DATABASE)
 
 
 def _progress(db: psycopg.Connection, started: float, last: list) -> str:
@@ -78,7 +67,8 @@ def run(directory: Path, reset: bool = False, port: int | None = None, orders_pe
         with LocalCluster(directory / "postgres", port=port) as cluster:
             print(f"PostgreSQL with pg_cron on 127.0.0.1:{cluster.port} (data in {cluster.data})")
             print(f"Shopify simulator for {', '.join(SHOPS)} at {server.base_url}, {orders_per_day} orders a day")
-            dsn = _database(cluster)
+            dsn = cluster.create_database(DATABASE)
+            print("migrated: " + (", ".join(cluster.applied) if cluster.applied else "already up to date"))
             with psycopg.connect(dsn, autocommit=True) as db:
                 db.execute("update bulk_sync_settings set poll_interval_seconds = 1")
                 for code in SHOPS:
