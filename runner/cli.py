@@ -19,10 +19,34 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from runner.db import connect
-    from runner.status import render
+    from runner.status import render, snapshot, watch
 
     with connect(args.database_url, autocommit=True) as conn:
-        print(render(conn))
+        if args.watch:
+            watch(conn, args.interval)
+        else:
+            print(render(snapshot(conn)))
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from runner.db import connect
+
+    with connect(args.database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            """select id, shop, entity, status, coalesce(to_char(window_start at time zone 'UTC', 'YYYY-MM-DD HH24:MI'),
+                      start_date::text), attempts, coalesce(last_error, '')
+               from bulk_sync_jobs
+               where (not %(failed)s or status = 'failed') and (%(shop)s::text is null or shop = %(shop)s)
+               order by (status = 'failed') desc, updated_at desc limit %(limit)s""",
+            {"failed": args.failed, "shop": args.shop, "limit": args.limit},
+        ).fetchall()
+    if not rows:
+        print("no failed jobs" if args.failed else "no jobs")
+        return 0
+    print(f"{'id':>7}  {'shop':<5} {'entity':<8} {'status':<16}{'window (UTC)':<18}{'tries':>5}  last error")
+    for jid, shop, entity, status, window, attempts, error in rows:
+        print(f"{jid:>7}  {shop:<5} {entity:<8} {status:<16}{window or '':<18}{attempts:>5}  {error[:120]}")
     return 0
 
 
@@ -61,11 +85,19 @@ def parser() -> argparse.ArgumentParser:
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, func, text in (
         ("migrate", _migrate, "apply the sql/ migrations (idempotent)"),
-        ("status", _status, "show jobs and progress per shop and entity"),
+        ("status", _status, "progress per shop and entity, jobs by state, throughput, latest problems"),
+        ("jobs", _jobs, "list jobs, problems first, with their last errors"),
     ):
         verb = verbs.add_parser(name, help=text, description=text)
         verb.add_argument("--database-url", help="overrides DATABASE_URL")
         verb.set_defaults(func=func)
+        if name == "status":
+            verb.add_argument("--watch", action="store_true", help="redraw until interrupted")
+            verb.add_argument("--interval", type=float, default=2.0, help="seconds between redraws (default: 2)")
+        if name == "jobs":
+            verb.add_argument("--failed", action="store_true", help="only failed jobs")
+            verb.add_argument("--shop", help="only this shop")
+            verb.add_argument("--limit", type=int, default=50, help="at most this many (default: 50)")
     run = verbs.add_parser(
         "run",
         help="the runner: take tasks from the database, call Shopify, report back",

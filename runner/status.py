@@ -1,22 +1,94 @@
-"""A plain-text view of bulk_sync_progress and bulk_sync_status."""
+"""The operator's view of a database: a bar per shop and entity, jobs by state, rows imported and throughput, and
+the latest problems. `render` draws one frame; `watch` redraws it in place on a terminal."""
+
+import sys
+import time
+from dataclasses import dataclass, field
 
 import psycopg
 
-_COLUMNS = ("shop", "entity", "total", "completed", "failed", "queued", "active", "percent", "rows_imported")
+BAR = 30
+LIVE = ("starting", "waiting", "exporting", "copied", "ready_to_import", "importing")
 
 
-def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
-    cells = [header] + [tuple("" if v is None else str(v) for v in row) for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+@dataclass
+class Snapshot:
+    at: float
+    progress: list[tuple]  # shop, entity, total, completed, failed, queued, active, percent, rows_imported, rejected
+    states: dict[str, int]
+    problems: list[tuple] = field(default_factory=list)  # time, job, shop, entity, status, message
+
+    @property
+    def rows(self) -> int:
+        return sum(p[8] for p in self.progress)
+
+    @property
+    def done(self) -> bool:
+        return bool(self.progress) and not any(self.states.get(s) for s in ("queued", *LIVE))
 
 
-def render(conn: psycopg.Connection) -> str:
-    progress = conn.execute(f"select {', '.join(_COLUMNS)} from bulk_sync_progress order by shop, entity").fetchall()
-    if not progress:
-        return "no jobs yet: select enqueue_backfill('2025-09-01', '2025-10-31');"
-    states = conn.execute(
-        "select status, sum(jobs)::bigint from bulk_sync_status group by status order by status"
+def snapshot(conn: psycopg.Connection, problems: int = 5) -> Snapshot:
+    progress = conn.execute(
+        """select shop, entity, total, completed, failed, queued, active, percent, rows_imported::bigint,
+                  rows_rejected::bigint
+           from bulk_sync_progress order by shop, entity"""
     ).fetchall()
-    summary = ", ".join(f"{status} {count}" for status, count in states)
-    return _table(_COLUMNS, progress) + f"\n\njobs by state: {summary}"
+    states = dict(conn.execute("select status, sum(jobs)::bigint from bulk_sync_status group by status").fetchall())
+    recent = conn.execute(
+        """select to_char(r.created_at, 'HH24:MI:SS'), r.job_id, j.shop, j.entity, r.status, r.message
+           from bulk_sync_job_runs as r join bulk_sync_jobs as j on j.id = r.job_id
+           where r.status in ('retry', 'failed') order by r.id desc limit %s""",
+        (problems,),
+    ).fetchall()
+    return Snapshot(time.monotonic(), progress, states, recent)
+
+
+def _bar(done: int, total: int) -> str:
+    filled = round(BAR * done / total) if total else 0
+    return "[" + "#" * filled + "." * (BAR - filled) + "]"
+
+
+def render(snap: Snapshot, previous: Snapshot | None = None) -> str:
+    if not snap.progress:
+        return "no jobs yet: select enqueue_backfill('2025-09-01', '2025-10-31');"
+    total = sum(p[2] for p in snap.progress)
+    completed = sum(p[3] for p in snap.progress)
+    failed = sum(p[4] for p in snap.progress)
+    rate = ""
+    if previous is not None and snap.at > previous.at:
+        rate = f" ({(snap.rows - previous.rows) / (snap.at - previous.at):,.0f}/s)"
+    out = [
+        f"bulk-sync  {time.strftime('%H:%M:%S')}  jobs {completed}/{total} completed, {failed} failed  |  "
+        f"rows imported {snap.rows:,}{rate}",
+        "",
+        f"{'shop':<6}{'entity':<9}{'progress':<{BAR + 3}}{'done':>11}{'failed':>8}{'active':>8}{'rows':>12}"
+        f"{'quarantined':>13}",
+    ]
+    for shop, entity, n, done, bad, _queued, active, _pct, rows, rejected in snap.progress:
+        out.append(
+            f"{shop:<6}{entity:<9}{_bar(done, n):<{BAR + 3}}{f'{done}/{n}':>11}{bad:>8}{active:>8}{rows:>12,}"
+            f"{rejected:>13,}"
+        )
+    order = ("queued", *LIVE, "completed", "failed", "split", "canceled")
+    out += ["", "jobs by state: " + ", ".join(f"{s} {snap.states[s]}" for s in order if snap.states.get(s))]
+    if snap.problems:
+        out += ["", "latest problems:"]
+        out += [f"  {t}  job {job} {shop} {entity}  {status}: {msg}"[:160] for t, job, shop, entity, status, msg in
+                snap.problems]  # fmt: skip
+    return "\n".join(out)
+
+
+def watch(conn: psycopg.Connection, interval: float = 2.0, until_done: bool = False, stream=None) -> Snapshot:
+    """Redraws the view every `interval` s (in place on a terminal) until interrupted, or until done."""
+    stream = stream or sys.stdout
+    tty = stream.isatty()
+    previous = None
+    while True:
+        snap = snapshot(conn)
+        frame = render(snap, previous)
+        stream.write(("\x1b[H\x1b[J" + frame + "\n") if tty else (frame + "\n\n"))
+        stream.flush()
+        if until_done and snap.done:
+            return snap
+        previous = snap
+        time.sleep(interval)
