@@ -5,6 +5,7 @@ working it to completion with progress shown, and the result checked against the
 import datetime as dt
 import secrets
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from runner.simulator.operations import Timing
 from runner.simulator.server import SimulatorServer
 from runner.simulator.shopify import Config, Shopify
 from runner.simulator.truth import TABLES
+from runner.status import LIVE, Snapshot, render, snapshot
 from runner.worker import Runner
 
 SHOPS = ("DA", "DE", "NL", "INT", "CHF")
@@ -26,21 +28,15 @@ DATABASE = "bulk_sync"
 FIRST, LAST = dt.date(2025, 9, 1), dt.date(2025, 10, 31)
 
 
-def _progress(db: psycopg.Connection, started: float, last: list) -> str:
-    states = dict(db.execute("select status, sum(jobs)::int from bulk_sync_status group by status").fetchall())
-    rows, rejected = db.execute(
-        "select coalesce(sum(rows_imported), 0)::bigint, coalesce(sum(rows_rejected), 0)::bigint "
-        "from bulk_sync_progress"
-    ).fetchone()
-    elapsed = time.monotonic() - started
-    rate = (rows - last[0]) / max(elapsed - last[1], 1e-6)
-    last[:] = [rows, elapsed]
-    total = sum(n for s, n in states.items() if s not in ("split", "canceled"))
-    active = sum(n for s, n in states.items() if s not in ("queued", "completed", "failed", "split", "canceled"))
+def _line(snap: Snapshot, previous: Snapshot | None, started: float) -> str:
+    """One line of progress, for output that is not a terminal."""
+    total = sum(p[2] for p in snap.progress)
+    rate = (snap.rows - previous.rows) / (snap.at - previous.at) if previous and snap.at > previous.at else 0.0
+    active = sum(snap.states.get(s, 0) for s in LIVE)
     return (
-        f"{elapsed:6.0f}s  jobs {states.get('completed', 0)}/{total} completed, {active} active, "
-        f"{states.get('queued', 0)} queued, {states.get('failed', 0)} failed  |  lines imported {rows:,} "
-        f"({rate:,.0f}/s), quarantined {rejected}"
+        f"{time.monotonic() - started:6.0f}s  jobs {snap.states.get('completed', 0)}/{total} completed, {active} "
+        f"active, {snap.states.get('queued', 0)} queued, {snap.states.get('failed', 0)} failed  |  rows imported "
+        f"{snap.rows:,} ({rate:,.0f}/s)"
     )
 
 
@@ -83,10 +79,16 @@ def run(directory: Path, reset: bool = False, port: int | None = None, orders_pe
                     started = time.monotonic()
                     worker.start()
                     print(f"runners working (step log: {directory / 'runner.log'})\n")
-                    last = [0, 0.0]
+                    previous, tty = None, sys.stdout.isatty()
                     while worker.is_alive():
-                        worker.join(timeout=3)
-                        print(_progress(db, started, last), flush=True)
+                        worker.join(timeout=2 if tty else 3)
+                        snap = snapshot(db)
+                        if tty:  # the live view, redrawn in place
+                            sys.stdout.write("\x1b[H\x1b[J" + render(snap, previous) + "\n")
+                        else:
+                            sys.stdout.write(_line(snap, previous, started) + "\n")
+                        sys.stdout.flush()
+                        previous = snap
                     log.send_to(None)
                 print(f"\nbackfill finished in {time.monotonic() - started:.0f} s")
                 same = _summary(db, shopify)
