@@ -51,26 +51,3 @@ def test_cli_configuration_mistakes_are_one_line(dsn: str) -> None:
     unreachable = _cli("status", env={**env, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
     assert unreachable.returncode == 2
     assert "cannot connect" in unreachable.stderr and "Traceback" not in unreachable.stderr
-
-
-def test_cli_status_shows_progress_and_states(db: psycopg.Connection, five_shops: list[str], dsn: str) -> None:
-    env = {**os.environ, "DATABASE_URL": dsn}
-    assert "no jobs yet" in _cli("status", env=env).stdout
-    db.execute("select enqueue_backfill('2025-09-01', '2025-09-10', '{orders,skus}', '{DE,NL}')")
-    out = _cli("status", env=env)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert lines[0].split() == [
-        "shop",
-        "entity",
-        "total",
-        "completed",
-        "failed",
-        "queued",
-        "active",
-        "percent",
-        "rows_imported",
-    ]
-    assert lines[1].split() == ["DE", "orders", "10", "0", "0", "5", "5", "0.0", "0"]
-    assert lines[2].split() == ["DE", "skus", "1", "0", "0", "1", "0", "0.0", "0"]
-    assert lines[-1] == "jobs by state: queued 12, starting 10"

@@ -1,0 +1,96 @@
+"""What an operator sees: the demo's live view in a real pseudo-terminal, `status` and `jobs` against a database in
+the middle of a backfill."""
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+
+import psycopg
+
+from tests.jobs import claim, report, run_to_completion
+
+
+def test_demo_live_view_in_a_terminal(tmp_path) -> None:
+    primary, secondary = pty.openpty()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "runner", "demo", "--orders-per-day", "8", "--dir", str(tmp_path / "demo")],
+        stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True,
+    )  # fmt: skip
+    os.close(secondary)
+    screen = b""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([primary], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # the demo exited and closed the terminal
+                break
+            if not chunk:
+                break
+            screen += chunk
+        elif demo.poll() is not None:
+            break
+    assert demo.wait(timeout=30) == 0, screen.decode(errors="replace")[-2000:]
+    os.close(primary)
+    text = screen.decode(errors="replace")
+    frames = text.split("\x1b[H\x1b[J")[1:]
+    assert len(frames) >= 3, text[-2000:]
+    # a bar per shop and entity, redrawn in place, advancing
+    done = []
+    for frame in frames:
+        match = re.search(r"DE\s+orders\s+\[[#.]{30}\]\s+(\d+)/61", frame)
+        assert match, frame
+        done.append(int(match.group(1)))
+    assert done == sorted(done) and done[0] < done[-1] == 61
+    assert all(re.search(rf"{shop}\s+skus\s+\[", frames[-1]) for shop in ("DA", "DE", "NL", "INT", "CHF"))
+    assert "jobs by state:" in frames[0] and "completed 615" in frames[-1]
+    summary = frames[-1].split("backfill finished")[-1]
+    assert summary.count("equal") == 4 and "DIFFERENT" not in summary
+
+
+def _cli(*args: str, dsn: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": dsn}
+    return subprocess.run([sys.executable, "-m", "runner", *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_status_and_jobs_in_the_middle_of_a_backfill(db: psycopg.Connection, dsn: str) -> None:
+    for code in ("DE", "NL"):
+        db.execute("select add_shop(%s, %s)", (code, f"{code.lower()}-shop.myshopify.com"))
+    db.execute("select enqueue_backfill('2025-09-01', '2025-09-07', '{orders,skus}')")
+    tasks = claim(db, qty=100)
+    for task in tasks[:3]:
+        run_to_completion(db, task, lines=4)
+    report(db, "report_fatal_error", tasks[3]["job_id"], tasks[3]["fence"], "HTTP 403: the token lacks read_orders")
+    out = _cli("status", dsn=dsn)
+    assert out.returncode == 0, out.stderr
+    rows = {}
+    for line in out.stdout.splitlines():
+        if m := re.match(r"^(DE|NL)\s+(orders|skus)\s+\[[#.]+\]\s+(\d+)/(\d+)\s+(\d+)\s+(\d+)\s+([\d,]+)", line):
+            rows[(m[1], m[2])] = (int(m[3]), int(m[4]), int(m[5]), int(m[6]), int(m[7].replace(",", "")))
+    expected = {
+        (shop, entity): (done, total, failed, active, lines)
+        for shop, entity, done, total, failed, active, lines in db.execute(
+            """select shop, entity, count(*) filter (where status = 'completed'), count(*),
+                      count(*) filter (where status = 'failed'),
+                      count(*) filter (where status not in ('queued', 'completed', 'failed')),
+                      sum(lines_processed)
+               from bulk_sync_jobs group by shop, entity"""
+        ).fetchall()
+    }
+    assert rows == expected
+    assert sum(v[0] for v in rows.values()) == 3 and sum(v[2] for v in rows.values()) == 1
+    states = dict(db.execute("select status, count(*) from bulk_sync_jobs group by status").fetchall())
+    line = next(x for x in out.stdout.splitlines() if x.startswith("jobs by state:"))
+    for status, count in states.items():
+        assert f"{status} {count}" in line
+    assert "HTTP 403: the token lacks read_orders" in out.stdout  # latest problems
+    jobs = _cli("jobs", "--failed", dsn=dsn)
+    assert jobs.returncode == 0
+    listed = jobs.stdout.splitlines()
+    assert len(listed) == 2 and str(tasks[3]["job_id"]) in listed[1] and "lacks read_orders" in listed[1]
+    assert _cli("jobs", "--failed", "--shop", "XX", dsn=dsn).stdout.strip() == "no failed jobs"
