@@ -17,6 +17,7 @@ create table if not exists bulk_sync_settings (
     check (poll_interval_max_seconds between 1 and 3600),
     backoff_base_seconds integer not null default 10 check (backoff_base_seconds between 1 and 3600),
     backoff_cap_seconds integer not null default 1800 check (backoff_cap_seconds between 1 and 86400),
+    max_operation_seconds integer not null default 21600 check (max_operation_seconds >= 10),
     in_progress_retry_seconds integer not null default 30
     check (in_progress_retry_seconds between 1 and 3600),
     max_attempts integer not null default 8 check (max_attempts between 1 and 100),

@@ -133,6 +133,16 @@ language sql immutable as $$
     end;
 $$;
 
+-- Asks runners to cancel a Shopify operation nobody waits for any more (best effort, no lease, no report).
+create function bulk_sync_send_cancel(p_job_id bigint, p_operation_id text) returns bigint
+language plpgsql as $$
+begin
+    return pgmq.send(
+        'bulk_sync', jsonb_build_object('job_id', p_job_id, 'task', 'cancel', 'fence', 0, 'operation_id', p_operation_id)
+    );
+end;
+$$;
+
 -- Sends one task message {job_id, task, fence} to the runners' queue, visible after p_delay.
 create function bulk_sync_send(p_job_id bigint, p_task text, p_fence bigint, p_delay interval default '0 s')
 returns bigint

@@ -241,19 +241,18 @@ begin
             when 'poll' then 'waiting'
             when 'download' then 'exporting'
             when 'import' then 'ready_to_import'
-            when 'cancel' then 'canceled'
         end;
+        if v_task = 'cancel' and v_msg.message ->> 'operation_id' ~ '^gid://shopify/BulkOperation/[0-9]+$' then
+            -- Best effort, whatever the job does now: ask Shopify to stop an operation nobody waits for.
+            return next jsonb_build_object('job_id', v_job.id, 'task', v_task, 'fence', v_job.fence,
+                                           'shop', v_job.shop, 'operation_id', v_msg.message ->> 'operation_id')
+                        || bulk_sync_shop_endpoint(v_job.shop);
+            continue;
+        end if;
         if v_job.fence is distinct from v_fence or v_job.status is distinct from v_expected then
             perform bulk_sync_audit(v_job.id, v_task, 'stale', v_job.status, v_job.status, v_fence,
                 format('stale %s message dropped (message fence %s, job fence %s, status %s)',
                        v_task, v_fence, v_job.fence, v_job.status), p_worker);
-            continue;
-        end if;
-        if v_task = 'cancel' then
-            -- Best effort: ask Shopify to cancel the operation; no lease, no report expected.
-            return next jsonb_build_object('job_id', v_job.id, 'task', v_task, 'fence', v_job.fence,
-                                           'shop', v_job.shop, 'operation_id', v_job.operation_id)
-                        || bulk_sync_shop_endpoint(v_job.shop);
             continue;
         end if;
         update bulk_sync_jobs

@@ -262,7 +262,13 @@ begin
     if v_job is null then
         return false;
     end if;
-    if p_status in ('CREATED', 'RUNNING', 'CANCELING') then
+    if p_status in ('CREATED', 'RUNNING') and now() - v_job.operation_started_at
+       > make_interval(secs => v_s.max_operation_seconds) then
+        -- Too long: cancel it and export the window in halves (or again, when it cannot be split).
+        perform bulk_sync_send_cancel(v_job.id, v_job.operation_id);
+        perform bulk_sync_split(v_job, 'poll', format('operation still %s after %s s (max_operation_seconds)',
+                                                     p_status, v_s.max_operation_seconds));
+    elsif p_status in ('CREATED', 'RUNNING', 'CANCELING') then
         update bulk_sync_jobs
            set operation_status = p_status, object_count = coalesce(p_object_count, object_count)
          where id = v_job.id

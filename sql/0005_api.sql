@@ -216,7 +216,7 @@ begin
         returning j.id, j.fence, j.operation_id, old.status as from_status
     loop
         if v_job.from_status = 'waiting' then
-            perform bulk_sync_send(v_job.id, 'cancel', v_job.fence);
+            perform bulk_sync_send_cancel(v_job.id, v_job.operation_id);
         end if;
         perform bulk_sync_audit(v_job.id, 'cancel', 'canceled', v_job.from_status, 'canceled', v_job.fence,
                                 'canceled by cancel_jobs()');

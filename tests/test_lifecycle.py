@@ -288,3 +288,15 @@ def test_malformed_messages_are_dropped_not_poisonous(db: psycopg.Connection, on
     tasks = claim(db)
     assert [t["task"] for t in tasks] == ["start"]
     assert db.execute("select count(*) from pgmq.q_bulk_sync").fetchone() == (0,)
+
+
+def test_an_operation_running_too_long_is_canceled_and_split(db: psycopg.Connection, one_job: dict) -> None:
+    poll = _to_waiting(db, one_job)
+    db.execute("update bulk_sync_settings set max_operation_seconds = 60")
+    db.execute("update bulk_sync_jobs set operation_started_at = now() - interval '61 s'")
+    assert report(db, "report_poll_result", poll["job_id"], poll["fence"], "RUNNING", None, 10)
+    parent = job(db, poll["job_id"])
+    assert parent["status"] == "split" and "max_operation_seconds" in parent["last_error"]
+    make_due(db)
+    cancels = [t for t in claim(db, qty=10) if t["task"] == "cancel"]
+    assert [(t["job_id"], t["operation_id"]) for t in cancels] == [(poll["job_id"], "gid://shopify/BulkOperation/42")]

@@ -150,13 +150,13 @@ def test_two_runners_respect_limits_and_every_throttle(db: psycopg.Connection, d
 def test_shopify_failures_are_reported_and_survived(db: psycopg.Connection, dsn: str, tmp_path) -> None:
     faults = {
         "*": {"graphql_5xx": 0.05, "graphql_reset": 0.03, "graphql_429": 0.03},
-        "DE": {"download_cut": 2, "download_5xx": 1, "download_reset": 1, "op_failed_internal": 1},
+        "DE": {"download_cut": 2, "download_5xx": 1, "download_reset": 1, "op_failed_internal": 1, "op_stuck": 1},
         "NL": {"op_failed_null": 1, "op_url_expired": 1, "op_failed_timeout": 1, "graphql_throttled": 2},
     }
     server = start(tuple(SHOPS), faults, days=7, orders_per_day=40, start_latency=0.3, objects_per_second=20_000)
     try:
         _setup(db)
-        db.execute("update bulk_sync_settings set max_attempts = 30")
+        db.execute("update bulk_sync_settings set max_attempts = 30, max_operation_seconds = 10")
         log = tmp_path / "runner.log"
         runner = _runner(_env(dsn, server), "--until-idle", "--concurrency", "4", log=log)
         assert runner.wait(timeout=300) == 0, log.read_text()[-3000:]
@@ -169,7 +169,9 @@ def test_shopify_failures_are_reported_and_survived(db: psycopg.Connection, dsn:
         assert injected["DE"]["download_cut"] == 2 and injected["NL"]["op_failed_timeout"] == 1
         retried = db.execute("select count(*) from bulk_sync_job_runs where status = 'retry'").fetchone()[0]
         assert retried >= 8
-        assert statuses.get("split") == 1  # the TIMEOUT split a day in two
+        assert statuses.get("split") == 2  # the TIMEOUT and the stuck operation each split a day in two
+        stuck = [op for op in server.shopify.operations.values() if op.stuck]
+        assert len(stuck) == 1 and stuck[0].canceled_at is not None  # and the stuck one was canceled
         text = log.read_text()
         assert "Signature=" not in text and TOKEN not in text
         errors = " ".join(r[0] for r in db.execute("select coalesce(last_error, '') from bulk_sync_jobs"))
