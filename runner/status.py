@@ -17,6 +17,7 @@ class Snapshot:
     progress: list[tuple]  # shop, entity, total, completed, failed, queued, active, percent, rows_imported, rejected
     states: dict[str, int]
     problems: list[tuple] = field(default_factory=list)  # time, job, shop, entity, status, message
+    stuck: list[tuple] = field(default_factory=list)  # job, shop, entity, status, idle for, reason
 
     @property
     def rows(self) -> int:
@@ -40,7 +41,11 @@ def snapshot(conn: psycopg.Connection, problems: int = 5) -> Snapshot:
            where r.status in ('retry', 'failed') order by r.id desc limit %s""",
         (problems,),
     ).fetchall()
-    return Snapshot(time.monotonic(), progress, states, recent)
+    stuck = conn.execute(
+        """select id, shop, entity, status, date_trunc('second', idle_for)::text, reason
+           from bulk_sync_stuck order by since"""
+    ).fetchall()
+    return Snapshot(time.monotonic(), progress, states, recent, stuck)
 
 
 def _bar(done: int, total: int) -> str:
@@ -71,6 +76,10 @@ def render(snap: Snapshot, previous: Snapshot | None = None) -> str:
         )
     order = ("queued", *LIVE, "completed", "failed", "split", "canceled")
     out += ["", "jobs by state: " + ", ".join(f"{s} {snap.states[s]}" for s in order if snap.states.get(s))]
+    if snap.stuck:
+        out += ["", f"stuck: {len(snap.stuck)} jobs not progressing (select * from bulk_sync_stuck)"]
+        out += [f"  job {job} {shop} {entity} {status}, idle {idle}: {reason}"[:160]
+                for job, shop, entity, status, idle, reason in snap.stuck[:5]]  # fmt: skip
     if snap.problems:
         out += ["", "latest problems:"]
         out += [f"  {t}  job {job} {shop} {entity}  {status}: {msg}"[:160] for t, job, shop, entity, status, msg in

@@ -300,3 +300,25 @@ def test_an_operation_running_too_long_is_canceled_and_split(db: psycopg.Connect
     make_due(db)
     cancels = [t for t in claim(db, qty=10) if t["task"] == "cancel"]
     assert [(t["job_id"], t["operation_id"]) for t in cancels] == [(poll["job_id"], "gid://shopify/BulkOperation/42")]
+
+
+def test_stuck_jobs_are_listed_with_why(db: psycopg.Connection, dsn: str, one_job: dict) -> None:
+    db.execute("update bulk_sync_settings set stuck_after_seconds = 10")
+    assert db.execute("select count(*) from bulk_sync_stuck").fetchone() == (0,)
+    db.execute("select enqueue_backfill('2025-09-02', '2025-09-02', '{orders}')")  # a second job, dispatched
+    db.execute("alter table bulk_sync_jobs disable trigger bulk_sync_jobs_guard")  # to backdate updated_at
+    db.execute("update bulk_sync_jobs set updated_at = now() - interval '1 min'")
+    db.execute(
+        "update bulk_sync_jobs set lease_expires_at = now() - interval '1 s', leased_by = 'gone' where id = %s",
+        (one_job["job_id"],),
+    )
+    db.execute("alter table bulk_sync_jobs enable trigger bulk_sync_jobs_guard")
+    reasons = dict(db.execute("select id, reason from bulk_sync_stuck").fetchall())
+    assert reasons[one_job["job_id"]].startswith("the lease of gone expired")
+    (other,) = set(reasons) - {one_job["job_id"]}
+    assert reasons[other] == "no runner has taken its task: is a runner running?"
+    from runner.status import render, snapshot
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        text = render(snapshot(conn))
+    assert "stuck: 2 jobs not progressing" in text and "the lease of gone expired" in text
