@@ -174,8 +174,20 @@ def test_shopify_failures_are_reported_and_survived(db: psycopg.Connection, dsn:
         assert len(stuck) == 1 and stuck[0].canceled_at is not None  # and the stuck one was canceled
         text = log.read_text()
         assert "Signature=" not in text and TOKEN not in text
-        errors = " ".join(r[0] for r in db.execute("select coalesce(last_error, '') from bulk_sync_jobs"))
-        assert "Signature=" not in errors
+        # secrets: the signed URL lives only in bulk_sync_jobs.export_url; the token nowhere in the database
+        written = " ".join(
+            r[0] or ""
+            for r in db.execute(
+                """select last_error from bulk_sync_jobs union all select message from bulk_sync_job_runs
+                   union all select reason from bulk_sync_rejects"""
+            )
+        )
+        assert "Signature=" not in written and "Expires=" not in written and TOKEN not in written
+        everything = db.execute(
+            "select string_agg(j::text, ' ') from (select to_jsonb(x) - 'export_url' as j from bulk_sync_jobs as x) t"
+        ).fetchone()[0]
+        assert "Signature=" not in everything and TOKEN not in everything
+        assert db.execute("select count(*) from bulk_sync_jobs where export_url like '%Signature=%'").fetchone()[0]
     finally:
         server.stop()
 
