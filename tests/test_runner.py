@@ -15,6 +15,7 @@ import pytest
 from runner.simulator.truth import TABLES
 from tests.simulator import TOKEN, start
 from tests.test_import import table
+from tests.test_roles import _login
 
 SHOPS = {"DA": "2025-10", "DE": "2026-10", "NL": "2026-10", "INT": "2026-01", "CHF": "2026-10"}
 
@@ -61,7 +62,9 @@ def test_a_week_of_five_shops_equals_the_ground_truth(db: psycopg.Connection, ds
     created = _setup(db)
     assert created == 5 * 7 * 2 + 5
     log = tmp_path / "runner.log"
-    runner = _runner(_env(dsn, shopify), "--until-idle", "--concurrency", "4", log=log)
+    _login(db, dsn, "bulk_sync_runner").close()  # the runner connects with the least privilege it needs
+    runner_dsn = dsn.replace(f"user={db.info.user}", "user=bulk_sync_runner_login")
+    runner = _runner(_env(runner_dsn, shopify), "--until-idle", "--concurrency", "4", log=log)
     assert runner.wait(timeout=300) == 0, log.read_text()[-3000:]
     _assert_equals_truth(db, shopify)
     stats = httpx.get(f"{shopify.base_url}/_admin/stats").json()["shops"]

@@ -1,0 +1,91 @@
+"""Least privilege: what each role may do, and what it must not."""
+
+import psycopg
+import pytest
+
+from tests.jobs import claim, download, order_lines, report
+
+
+def _login(db: psycopg.Connection, dsn: str, role: str) -> psycopg.Connection:
+    login = f"{role}_login"
+    if not db.execute("select 1 from pg_roles where rolname = %s", (login,)).fetchone():
+        db.execute(f"create role {login} login in role {role}")
+    user = dsn.split("user=")[1].split()[0]
+    return psycopg.connect(dsn.replace(f"user={user}", f"user={login}"), autocommit=True)
+
+
+def _denied(conn: psycopg.Connection, sql: str, *args: object) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(sql, args or None)
+
+
+@pytest.fixture
+def backfill(db: psycopg.Connection) -> None:
+    db.execute("select add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select enqueue_backfill('2025-09-01', '2025-09-02', '{orders}')")
+
+
+def test_the_runner_does_its_job_and_nothing_else(db: psycopg.Connection, dsn: str, backfill: None) -> None:
+    with _login(db, dsn, "bulk_sync_runner") as runner:
+        (task,) = claim(runner, qty=1)
+        jid = task["job_id"]
+        assert report(runner, "report_operation_started", jid, task["fence"], "gid://shopify/BulkOperation/9")
+        db.execute("update pgmq.q_bulk_sync set vt = now()")  # the first poll comes due
+        (poll,) = [t for t in claim(runner, qty=5) if t["job_id"] == jid]
+        lines = order_lines(jid, 3)
+        size = sum(len(line.encode()) for line in lines)
+        assert report(runner, "report_poll_result", jid, poll["fence"], "COMPLETED", None, 3, size, "https://x/e")
+        (dl,) = [t for t in claim(runner, qty=5) if t["job_id"] == jid and t["task"] == "download"]
+        assert download(runner, dl, lines)  # COPY into staging and the report, as the runner role
+        (imp,) = [t for t in claim(runner, qty=5) if t["job_id"] == jid and t["task"] == "import"]
+        runner.execute("call bulk_sync_import(%s, %s)", (jid, imp["fence"]))
+        assert db.execute("select status from bulk_sync_jobs where id = %s", (jid,)).fetchone() == ("completed",)
+        assert runner.execute("select code, domain from bulk_sync_shops").fetchall() == [
+            ("DE", "de-shop.myshopify.com")
+        ]
+        _denied(runner, "update bulk_sync_jobs set status = 'completed'")
+        _denied(runner, "select * from bulk_sync_jobs")
+        _denied(runner, "select * from shopify.orders")
+        _denied(runner, "select enqueue_backfill('2025-09-03', '2025-09-03')")
+        _denied(runner, "select retry_failed()")
+        _denied(runner, "select * from pgmq.q_bulk_sync")
+        _denied(runner, "select bulk_sync_fail(j, 'x', 'y') from bulk_sync_jobs as j")
+        _denied(runner, "delete from bulk_sync_staging")
+
+
+def test_the_operator_steers_but_cannot_report_or_edit(db: psycopg.Connection, dsn: str, backfill: None) -> None:
+    with _login(db, dsn, "bulk_sync_operator") as operator:
+        assert operator.execute("select enqueue_backfill('2025-09-03', '2025-09-03', '{orders}')").fetchone() == (1,)
+        assert operator.execute("select cancel_jobs('DE')").fetchone()[0] == 3
+        assert operator.execute("select retry_failed()").fetchone() == (0,)
+        operator.execute("select bulk_sync_tick()")
+        assert operator.execute("select count(*) from bulk_sync_progress").fetchone() == (0,)  # all canceled
+        assert operator.execute("select count(*) from bulk_sync_job_runs").fetchone()[0] > 0
+        operator.execute("select * from bulk_sync_stuck")
+        _denied(operator, "update bulk_sync_jobs set attempts = 0")
+        _denied(operator, "select report_fatal_error(1, 1, 'x')")
+        _denied(operator, "select bulk_sync_claim('me', 1)")
+        _denied(operator, "select * from shopify.orders")
+        _denied(operator, "insert into bulk_sync_staging values (1, 1, 'x')")
+
+
+def test_the_reader_reads(db: psycopg.Connection, dsn: str, backfill: None) -> None:
+    with _login(db, dsn, "bulk_sync_reader") as reader:
+        for table in ("orders", "order_line_items", "refunds", "skus"):
+            assert reader.execute(f"select count(*) from shopify.{table}").fetchone() == (0,)
+        assert reader.execute("select count(*) from bulk_sync_progress").fetchone() == (1,)
+        _denied(reader, "select enqueue_backfill('2025-09-03', '2025-09-03')")
+        _denied(reader, "select * from bulk_sync_jobs")
+        _denied(reader, "delete from shopify.orders")
+
+
+def test_entry_points_cannot_be_redirected_by_search_path(db: psycopg.Connection) -> None:
+    unsafe = db.execute(
+        """select p.proname from pg_proc as p
+           where p.prosecdef and not exists (
+               select from unnest(p.proconfig) as c where c like 'search_path=%'
+           )"""
+    ).fetchall()
+    assert unsafe == []
+    definers = db.execute("select count(*) from pg_proc where prosecdef").fetchone()[0]
+    assert definers == 18
