@@ -79,6 +79,12 @@ class LocalCluster:
         )  # fmt: skip
         return self
 
+    def restart(self, mode: str = "immediate") -> None:
+        """Restarts the server; `immediate` is a crash as far as the database is concerned."""
+        self._run(
+            "pg_ctl", "restart", "-w", "-m", mode, "-D", str(self.data), "-l", str(self.directory / "postgres.log")
+        )
+
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
             self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data))

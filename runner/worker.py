@@ -10,7 +10,7 @@ import psycopg
 from runner import log
 from runner.config import Shop
 from runner.download import Abandoned, DownloadError, download
-from runner.shopify_client import Fatal, InProgress, ShopifyClient, ShopifyError, Throttled, Transient
+from runner.shopify_client import Fatal, InProgress, ShopifyClient, Throttled, Transient
 
 HEARTBEAT_SECONDS = 20.0
 
@@ -155,8 +155,11 @@ class Runner:
         except Abandoned:
             outcome = "given_back"
             self._report(db, "bulk_sync_release", job_id, fence)
-        except ShopifyError as exc:  # pragma: no cover - every subclass is handled above
-            outcome, detail = "error", str(exc)
+        except psycopg.Error:
+            raise  # the database connection is the loop's to handle
+        except Exception as exc:  # noqa: BLE001 - a bug here must not stall the job until its lease expires
+            outcome, detail = "error", f"runner error: {type(exc).__name__}"
+            self._report(db, "report_transient_error", job_id, fence, detail)
         log.step(
             job=job_id, shop=task["shop"], entity=task.get("entity"), phase=kind,
             duration_ms=round((time.monotonic() - started) * 1000), outcome=outcome, detail=detail,
