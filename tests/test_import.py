@@ -1,7 +1,6 @@
 """The import: staged JSONL as Shopify writes it into shopify.*, in batches, newer wins, nothing lost."""
 
 import datetime as dt
-import decimal
 import json
 import threading
 import time
@@ -13,34 +12,17 @@ import pytest
 from runner.simulator.data import Catalogue, Settings, ShopData
 from runner.simulator.export import Export
 from runner.simulator.graphql import parse
+from runner.simulator.truth import COLUMNS as TRUTH_COLUMNS
+from runner.simulator.truth import database_rows
 from runner.simulator.truth import rows as truth_rows
 from tests.jobs import claim, claim_task, download, import_job, job, make_due, report
 
 FIXTURE = (Path(__file__).parent / "fixtures" / "orders_export.jsonl").read_text().splitlines(keepends=True)
-COLUMNS = {
-    "orders": "id, shop, name, created_at, updated_at, processed_at, cancelled_at, currency, subtotal_price, "
-    "total_price, current_total_price, total_tax, total_refunded, financial_status, fulfillment_status, "
-    "customer_id, email",
-    "order_line_items": "id, shop, order_id, sku, quantity, current_quantity, variant_id, product_id, title, "
-    "unit_price, total_price",
-    "refunds": "id, shop, order_id, created_at, note, total_refunded, currency",
-    "skus": "id, shop, sku, product_id, product_title, title, price, inventory_quantity, updated_at",
-}
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    return value
+COLUMNS = TRUTH_COLUMNS
 
 
 def table(db: psycopg.Connection, name: str) -> list[dict]:
-    """A shopify.* table as plain rows (the truth's shape), ordered by id."""
-    cur = db.execute(f"select {COLUMNS[name]} from shopify.{name} order by id")
-    names = [c.name for c in cur.description]
-    return [{k: _plain(v) for k, v in zip(names, row, strict=True)} for row in cur.fetchall()]
+    return database_rows(db, name)
 
 
 def export_job(

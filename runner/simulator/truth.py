@@ -1,10 +1,36 @@
 """Ground truth: the exact rows a correct sync of a shop must produce, per table, from the simulator's data."""
 
+import datetime as dt
+import decimal
 from collections.abc import Iterator
 
 from runner.simulator.data import ShopData, money
 
 TABLES = ("orders", "order_line_items", "refunds", "skus")
+COLUMNS = {
+    "orders": "id, shop, name, created_at, updated_at, processed_at, cancelled_at, currency, subtotal_price, "
+    "total_price, current_total_price, total_tax, total_refunded, financial_status, fulfillment_status, "
+    "customer_id, email",
+    "order_line_items": "id, shop, order_id, sku, quantity, current_quantity, variant_id, product_id, title, "
+    "unit_price, total_price",
+    "refunds": "id, shop, order_id, created_at, note, total_refunded, currency",
+    "skus": "id, shop, sku, product_id, product_title, title, price, inventory_quantity, updated_at",
+}
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    return value
+
+
+def database_rows(db, table: str) -> list[dict]:
+    """A shopify.* table in the truth's shape (plain values), ordered by id: what a sync must equal."""
+    cur = db.execute(f"select {COLUMNS[table]} from shopify.{table} order by id")
+    names = [c.name for c in cur.description]
+    return [{k: _plain(v) for k, v in zip(names, row, strict=True)} for row in cur.fetchall()]
 
 
 def _amount(bag: tuple[int, str] | None) -> str | None:
