@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint pytest bench setup system clean
+.PHONY: demo test lint pytest bench chaos setup system clean
 
 demo: setup
 	$(BIN)/bulk-sync demo
@@ -22,6 +22,9 @@ bench: setup
 	$(BIN)/python -m bench.dispatch
 	$(BIN)/python -m bench.import
 	$(BIN)/python -m bench.runner_memory
+
+chaos: setup
+	$(BIN)/python -m bench.chaos --seed 1 --seed 2 --seed 3
 
 setup: system $(VENV)/.installed
 
