@@ -16,20 +16,6 @@ begin
 end;
 $$;
 
--- The import procedure commits between batches, so it cannot run as its owner; each batch can.
-create or replace procedure bulk_sync_import(p_job_id bigint, p_fence bigint)
-language plpgsql as $$
-declare
-    v_result text;
-begin
-    loop
-        v_result := bulk_sync_import_batch(p_job_id, p_fence);
-        commit;
-        exit when v_result <> 'more';
-    end loop;
-end;
-$$;
-
 do $$
 declare
     v_schema text := current_schema();
@@ -64,6 +50,7 @@ begin
         execute format('alter function %s security definer set search_path = %I, pg_temp', v_entry.fn, v_schema);
         execute format('grant execute on function %s to %I', v_entry.fn, v_entry.grantee);
     end loop;
+    -- The import procedure commits between batches, so it cannot run as its owner; each batch function does.
     execute format('revoke execute on procedure %I.bulk_sync_import(bigint, bigint) from public', v_schema);
     execute format('grant execute on procedure %I.bulk_sync_import(bigint, bigint) to bulk_sync_runner', v_schema);
     foreach v_role in array array['bulk_sync_runner', 'bulk_sync_operator', 'bulk_sync_reader'] loop
