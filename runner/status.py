@@ -23,10 +23,6 @@ class Snapshot:
     def rows(self) -> int:
         return sum(p[8] for p in self.progress)
 
-    @property
-    def done(self) -> bool:
-        return bool(self.progress) and not any(self.states.get(s) for s in ("queued", *LIVE))
-
 
 def snapshot(conn: psycopg.Connection, problems: int = 5) -> Snapshot:
     progress = conn.execute(
@@ -87,8 +83,8 @@ def render(snap: Snapshot, previous: Snapshot | None = None) -> str:
     return "\n".join(out)
 
 
-def watch(conn: psycopg.Connection, interval: float = 2.0, until_done: bool = False, stream=None) -> Snapshot:
-    """Redraws the view every `interval` s (in place on a terminal) until interrupted, or until done."""
+def watch(conn: psycopg.Connection, interval: float = 2.0, stream=None) -> None:
+    """Redraws the view every `interval` s (in place on a terminal) until interrupted."""
     stream = stream or sys.stdout
     tty = stream.isatty()
     previous = None
@@ -97,7 +93,5 @@ def watch(conn: psycopg.Connection, interval: float = 2.0, until_done: bool = Fa
         frame = render(snap, previous)
         stream.write(("\x1b[H\x1b[J" + frame + "\n") if tty else (frame + "\n\n"))
         stream.flush()
-        if until_done and snap.done:
-            return snap
         previous = snap
         time.sleep(interval)

@@ -4,9 +4,8 @@ per app-and-shop concurrency, the export file, and signed download URLs."""
 import datetime as dt
 import hashlib
 import hmac
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from runner.simulator.export import Export
@@ -49,7 +48,6 @@ class BulkOperation:
     written: bool = False
     canceled_at: float | None = None
     error: str | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def gid(self) -> str:
