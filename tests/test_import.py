@@ -327,3 +327,24 @@ def test_staging_is_kept_for_the_retention_then_pruned(db: psycopg.Connection) -
     db.execute("update bulk_sync_settings set staging_retention_seconds = 0")
     assert db.execute("select bulk_sync_tick()").fetchone()[0]["staging_lines_pruned"] == 7
     assert db.execute("select count(*) from bulk_sync_import_roots").fetchone() == (0,)
+
+
+def test_a_long_lived_import_session_keeps_its_temp_tables_small(db: psycopg.Connection) -> None:
+    """Nothing vacuums temp tables: without truncation the batch table grew by every batch a session imported."""
+    db.execute("update bulk_sync_settings set import_batch_size = 500")
+    note = "x" * 1000
+    sizes = []
+    for day in range(1, 11):
+        lines = [
+            f'{{"id":"gid:\\/\\/shopify\\/Order\\/{day * 10_000 + i}","updatedAt":"2025-09-01T00:00:00Z",'
+            f'"note":"{note}"}}\n'
+            for i in range(1000)
+        ]
+        task = export_job(db, lines, day=f"2025-09-{day:02d}")
+        import_job(db, task)
+        assert job(db, task["job_id"])["status"] == "completed"
+        sizes.append(db.execute("select pg_relation_size('pg_temp.bulk_sync_batch')").fetchone()[0])
+    # 10 jobs x 1,000 lines of ~2 kB (text and jsonb) went through one session's batch table: ~20 MB without
+    # truncation; bounded by the 4 MB threshold plus one batch with it.
+    assert max(sizes) < 6 * 1024 * 1024, sizes
+    assert db.execute("select count(*) from shopify.orders").fetchone()[0] == 10_000
