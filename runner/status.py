@@ -14,7 +14,8 @@ LIVE = ("starting", "waiting", "exporting", "copied", "ready_to_import", "import
 @dataclass
 class Snapshot:
     at: float
-    progress: list[tuple]  # shop, entity, total, completed, failed, queued, active, percent, rows_imported, rejected
+    progress: list[tuple]  # shop, entity, total, completed, failed, queued, active, percent (of the time covered),
+    # rows_imported, rejected
     states: dict[str, int]
     problems: list[tuple] = field(default_factory=list)  # time, job, shop, entity, status, message
     stuck: list[tuple] = field(default_factory=list)  # job, shop, entity, status, idle for, reason
@@ -44,8 +45,8 @@ def snapshot(conn: psycopg.Connection, problems: int = 5) -> Snapshot:
     return Snapshot(time.monotonic(), progress, states, recent, stuck)
 
 
-def _bar(done: int, total: int) -> str:
-    filled = round(BAR * done / total) if total else 0
+def _bar(percent: float) -> str:
+    filled = round(BAR * percent / 100)
     return "[" + "#" * filled + "." * (BAR - filled) + "]"
 
 
@@ -62,13 +63,13 @@ def render(snap: Snapshot, previous: Snapshot | None = None) -> str:
         f"bulk-sync  {time.strftime('%H:%M:%S')}  jobs {completed}/{total} completed, {failed} failed  |  "
         f"rows imported {snap.rows:,}{rate}",
         "",
-        f"{'shop':<6}{'entity':<9}{'progress':<{BAR + 3}}{'done':>11}{'failed':>8}{'active':>8}{'rows':>12}"
+        f"{'shop':<6}{'entity':<9}{'progress':<{BAR + 3}}{'done':>7}{'jobs':>10}{'failed':>8}{'active':>8}{'rows':>12}"
         f"{'quarantined':>13}",
     ]
-    for shop, entity, n, done, bad, _queued, active, _pct, rows, rejected in snap.progress:
+    for shop, entity, n, done, bad, _queued, active, pct, rows, rejected in snap.progress:
         out.append(
-            f"{shop:<6}{entity:<9}{_bar(done, n):<{BAR + 3}}{f'{done}/{n}':>11}{bad:>8}{active:>8}{rows:>12,}"
-            f"{rejected:>13,}"
+            f"{shop:<6}{entity:<9}{_bar(pct):<{BAR + 3}}{f'{pct:.0f}%':>7}{f'{done}/{n}':>10}{bad:>8}{active:>8}"
+            f"{rows:>12,}{rejected:>13,}"
         )
     order = ("queued", *LIVE, "completed", "failed", "split", "canceled")
     out += ["", "jobs by state: " + ", ".join(f"{s} {snap.states[s]}" for s in order if snap.states.get(s))]

@@ -72,3 +72,14 @@ def claim_task(db: psycopg.Connection, job_id: int, task: str) -> list[dict]:
     """Claims until the given job's task is handed out (other tasks claimed meanwhile are returned to the queue)."""
     make_due(db)
     return [t for t in claim(db, qty=100) if t["job_id"] == job_id and t["task"] == task]
+
+
+def windows_tile(db: psycopg.Connection) -> dict[tuple[str, str], tuple[str, str, float]]:
+    """Per shop and entity, the completed windows' first start, last end and total days: a window per day or merged
+    ones, they must tile the range exactly (total days = end - start, overlaps being impossible)."""
+    rows = db.execute(
+        """select shop, entity, min(window_start)::date::text, max(window_end)::date::text,
+                  extract(epoch from sum(window_end - window_start)) / 86400
+           from bulk_sync_jobs where status = 'completed' and window_start is not null group by shop, entity"""
+    ).fetchall()
+    return {(shop, entity): (first, end, float(days)) for shop, entity, first, end, days in rows}
