@@ -19,9 +19,7 @@ pytest: setup
 	$(BIN)/pytest
 
 bench: setup
-	$(BIN)/python -m bench.dispatch
-	$(BIN)/python -m bench.import
-	$(BIN)/python -m bench.runner_memory
+	$(BIN)/python -m bench
 
 chaos: setup
 	$(BIN)/python -m bench.chaos --seed 1 --seed 2 --seed 3

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench.table import print_table
 from runner.localpg import LocalCluster
 
 
@@ -96,24 +97,28 @@ def lifecycle(dsn: str, jobs: int, sessions: int, shops: int) -> tuple[float, in
     return total / elapsed, len(counts)
 
 
-def main() -> None:
+def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1500)
     parser.add_argument("--sessions", type=int, default=4)
     parser.add_argument("--shops", type=int, default=20, help="each with 5 slots")
     parser.add_argument("--cycles", type=int, default=3000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp, LocalCluster(Path(tmp)) as cluster:
         cluster.create_database("bench")
         raw = raw_pgmq(cluster.dsn("bench"), args.cycles, args.sessions)
         rate, claims = lifecycle(cluster.dsn("bench"), args.jobs, args.sessions, args.shops)
-    print(f"{'figure':<52} {'value':>10}")
-    print(f"{f'raw pgmq send+read+delete cycles/s ({args.sessions} sessions)':<52} {raw:>10.0f}")
-    label = f"jobs/s, full lifecycle ({args.sessions} sessions, {args.shops} shops)"
-    print(f"{label:<52} {rate:>10.1f}")
-    print(f"{'lifecycle messages/s / raw pgmq cycles/s':<52} {4 * rate / raw:>10.2f}")
-    print(f"{'jobs/s / raw pgmq cycles/s':<52} {rate / raw:>10.3f}")
-    print(f"{'target: jobs/s on 2 cores':<52} {300:>10}")
+    return [
+        (f"raw pgmq send+read+delete cycles/s ({args.sessions} sessions)", f"{raw:.0f}"),
+        (f"jobs/s, full lifecycle ({args.sessions} sessions, {args.shops} shops)", f"{rate:.1f}"),
+        ("lifecycle messages/s / raw pgmq cycles/s", f"{4 * rate / raw:.2f}"),
+        ("jobs/s / raw pgmq cycles/s", f"{rate / raw:.3f}"),
+        ("target: jobs/s on 2 cores", "300"),
+    ]
+
+
+def main() -> None:
+    print_table(figures())
 
 
 if __name__ == "__main__":

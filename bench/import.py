@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench.table import print_table
 from runner.localpg import LocalCluster
 from runner.simulator.data import Catalogue, Settings, ShopData
 from runner.simulator.export import Export
@@ -55,11 +56,12 @@ def _import(db: psycopg.Connection, lines: list[str], batch: int, run: int) -> f
     return elapsed
 
 
-def main() -> None:
+def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders-per-day", type=int, default=2000)
     parser.add_argument("--days", type=int, default=5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    out = []
     with tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp, LocalCluster(Path(tmp)) as cluster:
         cluster.create_database("bench")
         with psycopg.connect(cluster.dsn("bench"), autocommit=True) as db:
@@ -75,10 +77,16 @@ def main() -> None:
                 "amount currencyCode } } originalTotalSet { shopMoney { amount currencyCode } } } } } } } } }"
             )
             lines = _lines(args.orders_per_day, args.days, query)
-            print(f"{'batch size':>10} {'lines':>9} {'seconds':>8} {'lines/s':>9}")
             for run, batch in enumerate((1000, 5000, 20000)):
                 seconds = _import(db, lines, batch, run)
-                print(f"{batch:>10} {len(lines):>9} {seconds:>8.2f} {len(lines) / seconds:>9.0f}")
+                out.append(
+                    (f"import lines/s, batches of {batch:,} ({len(lines):,} lines)", f"{len(lines) / seconds:.0f}")
+                )
+    return out
+
+
+def main() -> None:
+    print_table(figures())
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench.table import print_table
 from runner.localpg import LocalCluster
 
 TOKEN = "shpat_bench_token"  # noqa: S105 - a fake for the local simulator
@@ -28,11 +29,11 @@ def _peak_kib(pid: int) -> int:
     return 0
 
 
-def main() -> None:
+def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders-per-day", type=int, default=10_500)
     parser.add_argument("--days", type=int, default=24)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     env = {**os.environ, "SHOP_BIG_TOKEN": TOKEN}
     last = f"2025-09-{args.days:02d}"
     with tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp, LocalCluster(Path(tmp)) as cluster:
@@ -72,13 +73,18 @@ def main() -> None:
         finally:
             simulator.terminate()
             simulator.wait(10)
-    print(f"{'figure':<44} {'value':>12}")
-    print(f"{'job status':<44} {status:>12}")
-    print(f"{'export lines':<44} {lines:>12,}")
-    print(f"{'export MB':<44} {size / 1e6:>12.0f}")
-    print(f"{'runner peak RSS (VmHWM), MiB':<44} {peak / 1024:>12.1f}")
-    print(f"{'target: peak RSS, MiB':<44} {150 * 1e6 / 2**20:>12.1f}")
-    print(f"{'wall time (export, download, import), s':<44} {elapsed:>12.1f}")
+    return [
+        ("runner memory: job status", status),
+        ("runner memory: export lines", f"{lines:,}"),
+        ("runner memory: export MB", f"{size / 1e6:.0f}"),
+        ("runner peak RSS (VmHWM), MiB", f"{peak / 1024:.1f}"),
+        ("target: peak RSS, MiB", f"{150 * 1e6 / 2**20:.1f}"),
+        ("runner memory: wall time (export, download, import), s", f"{elapsed:.1f}"),
+    ]
+
+
+def main() -> None:
+    print_table(figures())
 
 
 if __name__ == "__main__":

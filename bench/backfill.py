@@ -1,0 +1,157 @@
+"""bench/backfill: the wall time of a whole backfill against Shopify's limits. Every operation costs a fixed start-up
+plus time per object (20 s + 2,000 objects/s by default, all times divided by --scale so the run stays short) and a
+shop runs at most 5 at once. Three runs on the same simulated shops, each with a private database:
+
+  sized     this design: days merged into right-sized windows, the shop's full concurrency, exports pipelined
+  original  the first design: one day per operation, one operation per shop at a time
+  ingest    this design against a Shopify that answers at once: how fast this machine downloads and imports
+
+and the lower bound Shopify imposes: per shop, one start-up plus its objects spread over its concurrency.
+
+    python -m bench.backfill [--scale 4] [--orders-per-day 1000] [--days 61] [--skip-original]"""
+
+import argparse
+import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from bench.table import print_table
+from runner.localpg import LocalCluster
+from runner.simulator.truth import TABLES
+
+SHOPS = ("DA", "DE", "NL", "INT", "CHF")
+TOKEN = "shpat_bench_token"  # noqa: S105 - a fake for the local simulator
+FIRST = dt.date(2025, 9, 1)
+
+
+@dataclass
+class Run:
+    name: str
+    seconds: float
+    jobs: int
+    operations: int
+    rows: dict[str, int]
+    objects: dict[str, int]  # per shop, what Shopify exported
+
+
+def _simulator(args: argparse.Namespace, startup: float, rate: float) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, **{f"SHOP_{code}_TOKEN": TOKEN for code in SHOPS}}
+    last = FIRST + dt.timedelta(days=args.days - 1)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", "simulate", "--shops", ",".join(SHOPS), "--port", "0",
+         "--from", FIRST.isoformat(), "--to", last.isoformat(), "--orders-per-day", str(args.orders_per_day),
+         "--start-latency", str(startup), "--objects-per-second", str(rate),
+         "--bucket-size", "1e9", "--restore-rate", "1e9"],
+        env=env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    return process, process.stdout.readline().split(" at ")[1].split(" ")[0]
+
+
+def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: float, rate: float) -> Run:
+    """One backfill of every shop from a fresh database to the last import; returns what it took."""
+    dsn = cluster.create_database(f"bench_{name}")
+    simulator, base = _simulator(args, startup, rate)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute("update bulk_sync_settings set poll_interval_seconds = 1, poll_interval_max_seconds = 1")
+            if name == "original":
+                db.execute("update bulk_sync_settings set window_sizing = false")
+            for code in SHOPS:
+                ops = 1 if name == "original" else None
+                db.execute("select add_shop(%s, %s, '2026-10', %s)", (code, f"{code.lower()}.myshopify.com", ops))
+            env = {**os.environ, "DATABASE_URL": dsn}
+            for code in SHOPS:
+                env[f"SHOP_{code}_URL"] = f"{base}/{code.lower()}"
+                env[f"SHOP_{code}_TOKEN"] = TOKEN
+            last = FIRST + dt.timedelta(days=args.days - 1)
+            started = time.monotonic()
+            db.execute("select enqueue_backfill(%s, %s)", (FIRST, last))
+            runner = subprocess.run(
+                [sys.executable, "-m", "runner", "run", "--until-idle", "--concurrency", str(args.concurrency)],
+                env=env, stderr=subprocess.DEVNULL, check=False,
+            )  # fmt: skip
+            seconds = time.monotonic() - started
+            if runner.returncode != 0:
+                raise RuntimeError(f"the {name} run's runner exited with {runner.returncode}")
+            left = db.execute("select count(*) from bulk_sync_jobs where status <> 'completed'").fetchone()[0]
+            if left:
+                raise RuntimeError(f"the {name} run left {left} jobs not completed")
+            jobs = db.execute("select count(*) from bulk_sync_jobs").fetchone()[0]
+            rows = {t: db.execute(f"select count(*) from shopify.{t}").fetchone()[0] for t in TABLES}
+            objects = dict(
+                db.execute("select shop, sum(object_count)::bigint from bulk_sync_jobs group by shop").fetchall()
+            )
+        stats = httpx.get(f"{base}/_admin/stats", timeout=30).json()["shops"]
+        operations = sum(s["operations_started"] for s in stats.values())
+        if name != "original" and args.truth:
+            truth = {t: sum(_truth_count(base, code, t) for code in SHOPS) for t in TABLES}
+            if truth != rows:
+                raise RuntimeError(f"the {name} run's tables differ from the ground truth: {rows} != {truth}")
+    finally:
+        simulator.terminate()
+        simulator.wait(10)
+    return Run(name, seconds, jobs, operations, rows, objects)
+
+
+def _truth_count(base: str, code: str, table: str) -> int:
+    with httpx.stream("GET", f"{base}/_admin/truth/{code.lower()}/{table}", timeout=600) as response:
+        return sum(chunk.count(b"\n") for chunk in response.iter_bytes())
+
+
+def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=4.0, help="divide every Shopify time by this")
+    parser.add_argument("--startup", type=float, default=20.0, help="seconds an operation takes to start")
+    parser.add_argument("--rate", type=float, default=2000.0, help="objects an operation exports per second")
+    parser.add_argument("--orders-per-day", type=int, default=1000)
+    parser.add_argument("--days", type=int, default=61)
+    parser.add_argument("--concurrency", type=int, default=8, help="runner threads")
+    parser.add_argument("--skip-original", action="store_true", help="leave out the (long) original design run")
+    parser.add_argument("--no-truth", dest="truth", action="store_false", help="skip the ground-truth check")
+    args = parser.parse_args(argv)
+    startup, rate = args.startup / args.scale, args.rate * args.scale
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp, LocalCluster(Path(tmp)) as cluster:
+        runs["sized"] = _run("sized", cluster, args, startup, rate)
+        runs["ingest"] = _run("ingest", cluster, args, 0.0, 1e9)
+        if not args.skip_original:
+            runs["original"] = _run("original", cluster, args, startup, rate)
+    sized = runs["sized"]
+    if "original" in runs and runs["original"].rows != sized.rows:
+        raise RuntimeError(f"the runs imported different rows: {runs['original'].rows} != {sized.rows}")
+    # Shopify's limit: a shop's export work (one start-up, then its objects over 5 concurrent operations).
+    bound = max(startup + objects / (5 * rate) for objects in sized.objects.values())
+    machine = runs["ingest"].seconds
+    rows = [
+        ("shops x days x orders/day", f"{len(SHOPS)} x {args.days} x {args.orders_per_day}"),
+        ("objects exported", f"{sum(sized.objects.values()):,}"),
+        ("rows imported (orders, line items, refunds, skus)", "/".join(f"{n:,}" for n in sized.rows.values())),
+        (f"operation cost (20 s + n/2,000 s) / {args.scale:g}", f"{startup:g}s+n/{rate:g}"),
+    ]
+    for run in runs.values():
+        rows.append((f"{run.name} run: wall s ({run.jobs} jobs, {run.operations} operations)", f"{run.seconds:.1f}"))
+    rows += [
+        ("lower bound, Shopify (per shop: 1 start-up + objects / 5 ops), s", f"{bound:.1f}"),
+        ("machine bound (the ingest run), s", f"{machine:.1f}"),
+        ("sized / Shopify lower bound (target <= 1.2)", f"{sized.seconds / bound:.2f}"),
+        ("sized / max(Shopify bound, machine bound)", f"{sized.seconds / max(bound, machine):.2f}"),
+    ]
+    if "original" in runs:
+        rows.append(("original / sized (target >= 5)", f"{runs['original'].seconds / sized.seconds:.2f}"))
+    return rows
+
+
+def main() -> None:
+    print_table(figures())
+
+
+if __name__ == "__main__":
+    main()
