@@ -47,26 +47,35 @@ def _dumps(obj: dict) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).replace("/", "\\/")
 
 
-def _project(obj: dict | None, fields: list[Field], type_name: str):
+def _plan(fields: list[Field], type_name: str) -> list[tuple]:
+    """The selection compiled once per export: (key, field name, money bag?, list?, sub-plan, type) per field."""
+    plan = []
+    for f in fields:
+        if f.name == "__typename":
+            plan.append((f.key, None, False, False, None, type_name))
+            continue
+        field_type = TYPES[type_name][f.name]
+        target = base_type(field_type)
+        sub = _plan(fields_of(f.selections, target), target) if f.selections else None
+        plan.append((f.key, f.name, field_type == MONEY_BAG, is_list(field_type), sub, target))
+    return plan
+
+
+def _project(obj: dict | None, plan: list[tuple]):
     """The object with exactly the selected fields, in selection order, under their aliases."""
     if obj is None:
         return None
     out = {}
-    for f in fields:
-        if f.name == "__typename":
-            out[f.key] = type_name
+    for key, name, money, many, sub, type_name in plan:
+        if name is None:
+            out[key] = type_name
             continue
-        field_type = TYPES[type_name][f.name]
-        value = obj.get(f.name)
-        if field_type == MONEY_BAG and isinstance(value, tuple):
+        value = obj.get(name)
+        if money and isinstance(value, tuple):
             value = money_bag(value)
-        if f.selections:
-            target = base_type(field_type)
-            sub = fields_of(f.selections, target)
-            value = (
-                [_project(v, sub, target) for v in value or []] if is_list(field_type) else _project(value, sub, target)
-            )
-        out[f.key] = value
+        if sub is not None:
+            value = [_project(v, sub) for v in value or []] if many else _project(value, sub)
+        out[key] = value
     return out
 
 
@@ -107,12 +116,12 @@ class Export:
             root_type = base_type(TYPES["QueryRoot"][conn.name])
             node = connection_node(conn)
             fields = fields_of(node.selections, root_type)
-            plain = [f for f in fields if not is_connection(TYPES[root_type].get(f.name, ""))]
-            nested = [f for f in fields if is_connection(TYPES[root_type].get(f.name, ""))]
+            plain = _plan([f for f in fields if not is_connection(TYPES[root_type].get(f.name, ""))], root_type)
+            nested = [self._child_plan(f, root_type) for f in fields if is_connection(TYPES[root_type].get(f.name, ""))]
             held: deque[tuple[int, list[str]]] = deque()
             for count, obj in enumerate(self._source(conn)):
-                yield _dumps(_project(obj, plain, root_type)) + "\n", True
-                children = list(self._children(obj, nested, root_type))
+                yield _dumps(_project(obj, plain)) + "\n", True
+                children = list(_children(obj, nested))
                 if self.group:
                     for line in children:
                         yield line, False
@@ -126,14 +135,18 @@ class Export:
                 for line in children:
                     yield line, False
 
-    def _children(self, obj: dict, nested: list[Field], parent_type: str) -> Iterator[str]:
-        for conn in nested:
-            child_type = base_type(TYPES[parent_type][conn.name])
-            fields = fields_of(connection_node(conn).selections, child_type)
-            for child in _child_objects(obj, conn.name):
-                line = _project(child, fields, child_type)
-                line["__parentId"] = obj["id"]
-                yield _dumps(line) + "\n"
+    @staticmethod
+    def _child_plan(conn: Field, parent_type: str) -> tuple[str, list[tuple]]:
+        child_type = base_type(TYPES[parent_type][conn.name])
+        return conn.name, _plan(fields_of(connection_node(conn).selections, child_type), child_type)
+
+
+def _children(obj: dict, nested: list[tuple[str, list[tuple]]]) -> Iterator[str]:
+    for name, plan in nested:
+        for child in _child_objects(obj, name):
+            line = _project(child, plan)
+            line["__parentId"] = obj["id"]
+            yield _dumps(line) + "\n"
 
 
 def _child_objects(obj: dict, name: str) -> list[dict]:
