@@ -1,4 +1,6 @@
--- A runner's import session keeps its temp tables for hours; keep them from growing without bound.
+-- The import's session temp tables: bounded in size, and analyzed once filled. Nothing vacuums or analyzes temp
+-- tables; without statistics the planner guessed their size and joined them to shopify.order_line_items and
+-- shopify.refunds by scanning those whole tables, once per batch (imports slowed as the tables grew).
 
 -- Reads the job's next batch of staged lines into pg_temp.bulk_sync_batch, classified; returns how many.
 create or replace function bulk_sync_stage_batch(p_job bulk_sync_jobs, p_size integer) returns integer
@@ -63,6 +65,7 @@ begin
                 offset 0
             ) as classified;
             get diagnostics v_count = row_count;
+            analyze pg_temp.bulk_sync_batch;
             return v_count;
         exception when others then
             -- A malformed line in this batch: parse it again line by line.
@@ -72,5 +75,20 @@ begin
             v_safe := true;
         end;
     end loop;
+end;
+$$;
+
+-- Records the batch's orders as roots of the job, and whether each won (is in pg_temp.bulk_sync_won, analyzed here:
+-- every caller has just filled it and joins it to a shopify table next).
+create or replace function bulk_sync_record_roots(p_job bulk_sync_jobs) returns void
+language plpgsql as $$
+begin
+    analyze pg_temp.bulk_sync_won;
+    insert into bulk_sync_import_roots (job_id, gid, accepted)
+    select distinct on (b.gid) p_job.id, b.gid, w.gid is not null
+    from pg_temp.bulk_sync_batch as b
+    left join pg_temp.bulk_sync_won as w on w.gid = b.gid
+    where b.reason is null and b.kind = 'Order'
+    on conflict (job_id, gid) do update set accepted = excluded.accepted;
 end;
 $$;

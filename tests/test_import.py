@@ -348,3 +348,46 @@ def test_a_long_lived_import_session_keeps_its_temp_tables_small(db: psycopg.Con
     # truncation; bounded by the 4 MB threshold plus one batch with it.
     assert max(sizes) < 6 * 1024 * 1024, sizes
     assert db.execute("select count(*) from shopify.orders").fetchone()[0] == 10_000
+
+
+def test_a_batch_never_scans_the_whole_line_items_or_refunds_table(db: psycopg.Connection) -> None:
+    """The temp tables get statistics once filled: joined to big shopify tables, they are looked up by index."""
+    db.execute(
+        """insert into shopify.orders (id, shop, updated_at, raw, import_job)
+           select 'gid://shopify/Order/' || n, 'DE', '2025-08-01', '{}', 0 from generate_series(1, 100000) as n"""
+    )
+    db.execute(
+        """insert into shopify.order_line_items (id, shop, order_id, raw, import_job)
+           select 'gid://shopify/LineItem/' || n, 'DE', 'gid://shopify/Order/' || (n / 3 + 1), '{}', 0
+           from generate_series(1, 60000) as n"""
+    )
+    db.execute(
+        """insert into shopify.refunds (id, shop, order_id, raw, import_job)
+           select 'gid://shopify/Refund/' || n, 'DE', 'gid://shopify/Order/' || n, '{}', 0
+           from generate_series(1, 100000) as n"""
+    )
+    db.execute("analyze shopify.orders, shopify.order_line_items, shopify.refunds")
+    db.execute("update bulk_sync_settings set import_batch_size = 200")
+    lines = []
+    for i in range(1, 1001):  # newer versions of existing orders, each with a line item
+        order = f"gid:\\/\\/shopify\\/Order\\/{i}"
+        lines.append(f'{{"id":"{order}","updatedAt":"2025-09-01T00:00:00Z","refunds":[]}}\n')
+        lines.append(f'{{"id":"gid:\\/\\/shopify\\/LineItem\\/{9_000_000 + i}","__parentId":"{order}"}}\n')
+
+    def scans() -> dict[str, int]:
+        db.execute("select pg_stat_force_next_flush()")
+        return dict(
+            db.execute(
+                """select relname, seq_scan from pg_stat_user_tables
+                   where schemaname = 'shopify' and relname in ('order_line_items', 'refunds')"""
+            ).fetchall()
+        )
+
+    task = export_job(db, lines)
+    before = scans()
+    import_job(db, task)
+    assert job(db, task["job_id"])["status"] == "completed"
+    assert scans() == before  # 10 batches, not one sequential scan of either table
+    # orders 1..1000 won: their 2,999 old line items replaced by the export's 1,000, their refunds by none
+    assert db.execute("select count(*) from shopify.order_line_items").fetchone()[0] == 60000 - 2999 + 1000
+    assert db.execute("select count(*) from shopify.refunds").fetchone()[0] == 100000 - 1000
