@@ -98,6 +98,7 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
     finally:
         simulator.terminate()
         simulator.wait(10)
+    print(f"   {name} run: {seconds:.1f} s, {jobs} jobs, {operations} operations", file=sys.stderr, flush=True)
     return Run(name, seconds, jobs, operations, rows, objects)
 
 

@@ -6,7 +6,7 @@
 
 alter table bulk_sync_settings
 add column window_sizing boolean not null default true,
-add column min_operation_objects bigint not null default 10000 check (min_operation_objects >= 0),
+add column min_operation_objects bigint not null default 40000 check (min_operation_objects >= 0),
 add column max_operation_objects bigint not null default 250000 check (max_operation_objects >= 1),
 add column split_operation_objects bigint not null default 5000000 check (split_operation_objects >= 1000),
 add constraint bulk_sync_settings_operation_objects check (min_operation_objects <= max_operation_objects);
