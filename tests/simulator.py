@@ -31,7 +31,8 @@ def start(
     settings = Settings(
         first_day=dt.date(2025, 9, 1), last_day=dt.date(2025, 9, days), orders_per_day=orders_per_day, spike_day=None
     )
-    bucket = {k: timing.pop(k) for k in ("bucket_size", "restore_rate", "throttle_with_429") if k in timing}
+    keys = ("bucket_size", "restore_rate", "throttle_with_429", "webhook_url", "webhook_secret")
+    bucket = {k: timing.pop(k) for k in keys if k in timing}
     options = {"start_latency": 0.05, "objects_per_second": 100_000.0, **timing}
     config = Config({code: TOKEN for code in shops}, settings, Timing(**options), **bucket)
     return SimulatorServer(Shopify(config, Faults(faults or {}))).start()

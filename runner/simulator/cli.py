@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fault", action="append", default=[], metavar="SHOP:KIND=VALUE",
         help=f"one fault rule (SHOP may be *); kinds: {', '.join(KINDS)}",
     )  # fmt: skip
+    parser.add_argument(
+        "--webhook-url", help="POST bulk_operations/finish notifications here, signed with SHOPIFY_WEBHOOK_SECRET"
+    )
     parser.add_argument("--dump-truth", type=Path, metavar="DIR", help="write the ground truth as JSONL and exit")
 
 
@@ -72,6 +75,11 @@ def build(args: argparse.Namespace) -> Shopify:
                         orders_per_day=args.orders_per_day)  # fmt: skip
     timing = Timing(args.start_latency, args.objects_per_second, url_lifetime=args.url_lifetime)
     config = Config(_tokens(codes), settings, timing, args.bucket_size, args.restore_rate, args.throttle_429)
+    if args.webhook_url:
+        config.webhook_url = args.webhook_url
+        config.webhook_secret = os.environ.get("SHOPIFY_WEBHOOK_SECRET") or ""
+        if not config.webhook_secret:
+            raise ConfigError("--webhook-url needs SHOPIFY_WEBHOOK_SECRET to sign the notifications")
     return Shopify(config, _faults(args))
 
 

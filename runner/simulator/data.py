@@ -144,7 +144,8 @@ class ShopData:
             for i, sec in enumerate(seconds)
         )
 
-    def _make_order(self, rng: random.Random, created: dt.datetime, day_index: int, i: int) -> dict:
+    def _make_order(self, rng: random.Random, created: dt.datetime, day_index: int, i: int, live: bool = False) -> dict:
+        """An order created at `created` and, unless it is created live (now), what happened to it later."""
         number = 6_000_000_000_000 + self.index * 10_000_000_000 + day_index * 1_000_000 + i
         lines = []
         for j in range(rng.randint(1, 5)):
@@ -183,6 +184,8 @@ class ShopData:
             "_lines": lines,
         }
         updated = created
+        if live:  # nothing has happened to it yet: its later life comes through live changes
+            return _finish(order)
         if rng.random() < 0.9:  # fulfilled within two days
             updated = created + dt.timedelta(seconds=rng.randrange(3_600, 172_800))
             order["displayFulfillmentStatus"] = "FULFILLED"
@@ -204,7 +207,7 @@ class ShopData:
         with self._lock:
             base = len(self._added)
             made = [
-                _finish(self._make_order(rng, now, 9_000 + (base + k) // 1_000_000, (base + k) % 1_000_000))
+                self._make_order(rng, now, 9_000 + (base + k) // 1_000_000, (base + k) % 1_000_000, live=True)
                 for k in range(count)
             ]
             self._added.extend(made)
@@ -228,6 +231,19 @@ class ShopData:
                 self._changed[order["id"]] = _finish(order)
             refunded.append(order["id"])
         return refunded
+
+    def edit_orders(self, count: int, now: dt.datetime, rng: random.Random) -> list[str]:
+        """Edits existing orders now: a new note (and fulfilment), updatedAt moves to now."""
+        edited = []
+        for _ in range(count):
+            order = dict(self.current(rng.choice(self._day_orders(rng.choice(self.days())))))
+            order["note"] = f"edited at {stamp(now)}: {rng.choice(('gift wrap', 'new address', 'call first'))}"
+            order["displayFulfillmentStatus"] = "FULFILLED"
+            order["updatedAt"] = stamp(now)
+            with self._lock:
+                self._changed[order["id"]] = _finish(order)
+            edited.append(order["id"])
+        return edited
 
     def current(self, order: dict) -> dict:
         return self._changed.get(order["id"], order)

@@ -5,7 +5,7 @@ GET  /<code>/bulk/bulk-<id>[.partial].jsonl?...   signed URL; Range supported; a
 GET  /_admin/stats                                counters per shop and faults injected
 GET  /_admin/truth/<code>/<table>                 ground truth rows as JSONL
 POST /_admin/faults                               replace the fault rules (JSON)
-POST /_admin/shops/<code>/changes                 {"new_orders": n, "refunds": n}: live data changes"""
+POST /_admin/shops/<code>/changes                 {"new_orders": n, "refunds": n, "edits": n}: live data changes"""
 
 import json
 import re
@@ -91,7 +91,8 @@ class _Handler(BaseHTTPRequestHandler):
             if code not in sim.shops:
                 return self._json(404, {"error": f"unknown shop {code}"})
             spec = json.loads(self._body() or b"{}")
-            return self._json(200, sim.change(code, int(spec.get("new_orders", 0)), int(spec.get("refunds", 0))))
+            counts = {k: int(spec.get(k, 0)) for k in ("new_orders", "refunds", "edits")}
+            return self._json(200, sim.change(code, **counts))
         return self._json(404, {"errors": "Not Found"})
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming

@@ -69,6 +69,8 @@ class Config:
     restore_rate: float = 100.0
     throttle_with_429: bool = False
     directory: Path | None = None
+    webhook_url: str | None = None  # where bulk_operations/finish notifications go (none: not sent)
+    webhook_secret: str = ""
 
 
 def version_at_least(version: str, minimum: str) -> bool:
@@ -100,8 +102,16 @@ class Shopify:
         self._lock = threading.Lock()
         self._next = FIRST_OPERATION
         self._rng = random.Random(f"{config.data.seed}:changes")
+        self.notifier = None
+        if config.webhook_url:
+            from runner.simulator.webhooks import Notifier
+
+            self.notifier = Notifier(self, config.webhook_url, config.webhook_secret)
+            self.notifier.start()
 
     def close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -326,16 +336,18 @@ class Shopify:
                 for name in ("requests", "operations_started", "in_progress_refusals", "throttled")
             }
             shops[code]["max_concurrent"] = self.max_concurrent[code]
-        return {"shops": shops, "faults": self.faults.summary()}
+        delivered = self.notifier.delivered if self.notifier else 0
+        return {"shops": shops, "faults": self.faults.summary(), "webhooks_delivered": delivered}
 
-    def change(self, shop: str, new_orders: int = 0, refunds: int = 0) -> dict:
-        """Live changes at the current time: new orders and refunds of existing orders."""
+    def change(self, shop: str, new_orders: int = 0, refunds: int = 0, edits: int = 0) -> dict:
+        """Live changes at the current time: new orders, refunds and edits of existing orders."""
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         data = self.shops[shop]
         with self._lock:
             added = data.add_orders(new_orders, now, self._rng)
             refunded = data.refund_orders(refunds, now, self._rng)
-        return {"added": added, "refunded": refunded}
+            edited = data.edit_orders(edits, now, self._rng)
+        return {"added": added, "refunded": refunded, "edited": edited}
 
     def truth(self, shop: str, table: str) -> Iterator[dict]:
         from runner.simulator.truth import rows
