@@ -1,5 +1,5 @@
--- Schedules bulk-sync's safety net with pg_cron. Run it in the database where pg_cron is installed
--- (cron.database_name, usually postgres). bulk_sync_tick() runs every minute in the project's database:
+-- Schedules bulk-sync with pg_cron. Run it in the database where pg_cron is installed (cron.database_name,
+-- usually postgres). bulk_sync_tick() runs every minute and enqueue_incremental() every five in the project's database:
 -- the current one, or the one named by the setting bulk_sync.database, e.g.
 --   PGOPTIONS='-c bulk_sync.database=shop_data' psql -d postgres -f pg_cron.sql
 -- Running it again updates the schedules in place.
@@ -10,6 +10,14 @@ select cron.schedule_in_database(
     'bulk_sync_tick',
     '* * * * *',
     'select bulk_sync_tick()',
+    coalesce(nullif(current_setting('bulk_sync.database', true), ''), current_database())
+);
+
+-- Keeps every active shop's orders current: the changes since its watermark, every five minutes.
+select cron.schedule_in_database(
+    'bulk_sync_incremental',
+    '*/5 * * * *',
+    'select enqueue_incremental()',
     coalesce(nullif(current_setting('bulk_sync.database', true), ''), current_database())
 );
 

@@ -24,8 +24,12 @@ def test_pg_cron_runs_the_tick(postgresql: psycopg.Connection, db: psycopg.Conne
     with psycopg.connect(cron_dsn, autocommit=True, options=f"-c bulk_sync.database={dbname}") as cron:
         cron.execute(PG_CRON_SQL.read_text())
         cron.execute(PG_CRON_SQL.read_text())  # idempotent: still one job of each name
-        jobs = cron.execute("select jobname, database from cron.job order by jobname").fetchall()
-        assert jobs == [("bulk_sync_prune_cron_log", "postgres"), ("bulk_sync_tick", dbname)]
+        jobs = cron.execute("select jobname, database, schedule, command from cron.job order by jobname").fetchall()
+        assert jobs == [
+            ("bulk_sync_incremental", dbname, "*/5 * * * *", "select enqueue_incremental()"),
+            ("bulk_sync_prune_cron_log", "postgres", "17 3 * * *", jobs[1][3]),
+            ("bulk_sync_tick", dbname, "* * * * *", "select bulk_sync_tick()"),
+        ]
         try:
             deadline = time.monotonic() + 130
             while time.monotonic() < deadline:

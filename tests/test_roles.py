@@ -51,6 +51,12 @@ def test_the_runner_does_its_job_and_nothing_else(db: psycopg.Connection, dsn: s
         _denied(runner, "select * from pgmq.q_bulk_sync")
         _denied(runner, "select bulk_sync_fail(j, 'x', 'y') from bulk_sync_jobs as j")
         _denied(runner, "delete from bulk_sync_staging")
+        # the webhook receiver's one call; incremental sync is the operator's
+        assert runner.execute("select bulk_sync_webhook_finished('w1', 'de-shop.myshopify.com', 'x')").fetchone() == (
+            "ignored",
+        )
+        _denied(runner, "select enqueue_incremental()")
+        _denied(runner, "select * from bulk_sync_webhooks")
 
 
 def test_the_operator_steers_but_cannot_report_or_edit(db: psycopg.Connection, dsn: str, backfill: None) -> None:
@@ -67,6 +73,12 @@ def test_the_operator_steers_but_cannot_report_or_edit(db: psycopg.Connection, d
         _denied(operator, "select bulk_sync_claim('me', 1)")
         _denied(operator, "select * from shopify.orders")
         _denied(operator, "insert into bulk_sync_staging values (1, 1, 'x')")
+        assert operator.execute("select enqueue_incremental(null, now() - interval '1 hour')").fetchone() == (1,)
+        assert operator.execute("select shop from bulk_sync_freshness").fetchall() == [("DE",)]
+        _denied(operator, "select bulk_sync_webhook_finished('w1', 'de-shop.myshopify.com', 'x')")
+        _denied(operator, "update bulk_sync_watermarks set watermark = now()")
+        failed = operator.execute("select id, kind, last_error from bulk_sync_jobs where status = 'failed'").fetchall()
+        assert failed == [], failed
 
 
 def test_the_reader_reads(db: psycopg.Connection, dsn: str, backfill: None) -> None:
@@ -88,4 +100,4 @@ def test_entry_points_cannot_be_redirected_by_search_path(db: psycopg.Connection
     ).fetchall()
     assert unsafe == []
     definers = db.execute("select count(*) from pg_proc where prosecdef").fetchone()[0]
-    assert definers == 18
+    assert definers == 20  # 18 from the roles migration, enqueue_incremental and bulk_sync_webhook_finished
