@@ -65,8 +65,24 @@ def _run(args: argparse.Namespace) -> int:
         shops = load_shops(conn)
     name = args.name or f"{socket.gethostname()}:{os.getpid()}"
     runner = Runner(database_url(args.database_url), shops, args.concurrency, name, args.until_idle)
+    webhooks = None
+    if args.webhook_port is not None:
+        from runner.webhook import WebhookServer
+
+        secret = os.environ.get("SHOPIFY_WEBHOOK_SECRET")
+        if not secret:
+            raise ConfigError("--webhook-port needs SHOPIFY_WEBHOOK_SECRET: the app's client secret signs webhooks")
+        try:
+            webhooks = WebhookServer(database_url(args.database_url), secret, args.webhook_port, args.webhook_host)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {args.webhook_host}:{args.webhook_port}: {exc.strerror}") from None
+        webhooks.start()
     runner.install_signal_handlers()
-    return runner.run()
+    try:
+        return runner.run()
+    finally:
+        if webhooks is not None:
+            webhooks.stop()
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -110,6 +126,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--concurrency", type=int, default=2, help="tasks in flight at once (default: %(default)s)")
     run.add_argument("--until-idle", action="store_true", help="exit once no job can make progress")
     run.add_argument("--name", help="worker name in leases and the audit trail (default: host:pid)")
+    run.add_argument(
+        "--webhook-port", type=int,
+        help="receive Shopify's bulk_operations/finish webhook on this port (needs SHOPIFY_WEBHOOK_SECRET)",
+    )  # fmt: skip
+    run.add_argument("--webhook-host", default="0.0.0.0", help="address to listen on (default: %(default)s)")  # noqa: S104
     run.set_defaults(func=_run)
     demo = verbs.add_parser(
         "demo",

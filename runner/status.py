@@ -19,6 +19,7 @@ class Snapshot:
     states: dict[str, int]
     problems: list[tuple] = field(default_factory=list)  # time, job, shop, entity, status, message
     stuck: list[tuple] = field(default_factory=list)  # job, shop, entity, status, idle for, reason
+    fresh: list[tuple] = field(default_factory=list)  # shop, entity, synced through, behind
 
     @property
     def rows(self) -> int:
@@ -42,7 +43,12 @@ def snapshot(conn: psycopg.Connection, problems: int = 5) -> Snapshot:
         """select id, shop, entity, status, date_trunc('second', idle_for)::text, reason
            from bulk_sync_stuck order by since"""
     ).fetchall()
-    return Snapshot(time.monotonic(), progress, states, recent, stuck)
+    fresh = conn.execute(
+        """select shop, entity, to_char(synced_through at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'),
+                  behind::text
+           from bulk_sync_freshness order by shop, entity"""
+    ).fetchall()
+    return Snapshot(time.monotonic(), progress, states, recent, stuck, fresh)
 
 
 def _bar(percent: float) -> str:
@@ -73,6 +79,10 @@ def render(snap: Snapshot, previous: Snapshot | None = None) -> str:
         )
     order = ("queued", *LIVE, "completed", "failed", "split", "canceled")
     out += ["", "jobs by state: " + ", ".join(f"{s} {snap.states[s]}" for s in order if snap.states.get(s))]
+    if snap.fresh:
+        out += ["", "freshness (incremental sync): " + ", ".join(
+            f"{shop} {entity} through {through} ({behind} behind)" for shop, entity, through, behind in snap.fresh
+        )]  # fmt: skip
     if snap.stuck:
         out += ["", f"stuck: {len(snap.stuck)} jobs not progressing (select * from bulk_sync_stuck)"]
         out += [f"  job {job} {shop} {entity} {status}, idle {idle}: {reason}"[:160]
