@@ -43,10 +43,10 @@ class Run:
 
 
 def _simulator(args: argparse.Namespace, startup: float, rate: float) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, **{f"SHOP_{code}_TOKEN": TOKEN for code in SHOPS}}
+    env = {**os.environ, **{f"SHOP_{code}_TOKEN": TOKEN for code in args.shop_codes}}
     last = FIRST + dt.timedelta(days=args.days - 1)
     process = subprocess.Popen(
-        [sys.executable, "-m", "runner", "simulate", "--shops", ",".join(SHOPS), "--port", "0",
+        [sys.executable, "-m", "runner", "simulate", "--shops", ",".join(args.shop_codes), "--port", "0",
          "--from", FIRST.isoformat(), "--to", last.isoformat(), "--orders-per-day", str(args.orders_per_day),
          "--start-latency", str(startup), "--objects-per-second", str(rate),
          "--bucket-size", "1e9", "--restore-rate", "1e9"],
@@ -64,11 +64,11 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
             db.execute("update bulk_sync_settings set poll_interval_seconds = 1, poll_interval_max_seconds = 1")
             if name == "original":
                 db.execute("update bulk_sync_settings set window_sizing = false")
-            for code in SHOPS:
+            for code in args.shop_codes:
                 ops = 1 if name == "original" else None
                 db.execute("select add_shop(%s, %s, '2026-10', %s)", (code, f"{code.lower()}.myshopify.com", ops))
             env = {**os.environ, "DATABASE_URL": dsn}
-            for code in SHOPS:
+            for code in args.shop_codes:
                 env[f"SHOP_{code}_URL"] = f"{base}/{code.lower()}"
                 env[f"SHOP_{code}_TOKEN"] = TOKEN
             last = FIRST + dt.timedelta(days=args.days - 1)
@@ -92,7 +92,7 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
         stats = httpx.get(f"{base}/_admin/stats", timeout=30).json()["shops"]
         operations = sum(s["operations_started"] for s in stats.values())
         if name != "original" and args.truth:
-            truth = {t: sum(_truth_count(base, code, t) for code in SHOPS) for t in TABLES}
+            truth = {t: sum(_truth_count(base, code, t) for code in args.shop_codes) for t in TABLES}
             if truth != rows:
                 raise RuntimeError(f"the {name} run's tables differ from the ground truth: {rows} != {truth}")
     finally:
@@ -114,10 +114,12 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
     parser.add_argument("--rate", type=float, default=2000.0, help="objects an operation exports per second")
     parser.add_argument("--orders-per-day", type=int, default=1000)
     parser.add_argument("--days", type=int, default=61)
+    parser.add_argument("--shops", type=int, default=5, choices=range(1, 6), help="how many of DA, DE, NL, INT, CHF")
     parser.add_argument("--concurrency", type=int, default=8, help="runner threads")
     parser.add_argument("--skip-original", action="store_true", help="leave out the (long) original design run")
     parser.add_argument("--no-truth", dest="truth", action="store_false", help="skip the ground-truth check")
     args = parser.parse_args(argv)
+    args.shop_codes = SHOPS[: args.shops]
     startup, rate = args.startup / args.scale, args.rate * args.scale
     runs = {}
     with tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp, LocalCluster(Path(tmp)) as cluster:
@@ -132,7 +134,7 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
     bound = max(startup + objects / (5 * rate) for objects in sized.objects.values())
     machine = runs["ingest"].seconds
     rows = [
-        ("shops x days x orders/day", f"{len(SHOPS)} x {args.days} x {args.orders_per_day}"),
+        ("shops x days x orders/day", f"{len(args.shop_codes)} x {args.days} x {args.orders_per_day}"),
         ("objects exported", f"{sum(sized.objects.values()):,}"),
         ("rows imported (orders, line items, refunds, skus)", "/".join(f"{n:,}" for n in sized.rows.values())),
         (f"operation cost (20 s + n/2,000 s) / {args.scale:g}", f"{startup:g}s+n/{rate:g}"),
