@@ -40,6 +40,7 @@ class Run:
     operations: int
     rows: dict[str, int]
     objects: dict[str, int]  # per shop, what Shopify exported
+    simulator_cpu: float  # CPU seconds the simulated Shopify spent on this machine (writing exports, serving them)
 
 
 def _simulator(args: argparse.Namespace, startup: float, rate: float) -> tuple[subprocess.Popen, str]:
@@ -95,11 +96,18 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
             truth = {t: sum(_truth_count(base, code, t) for code in args.shop_codes) for t in TABLES}
             if truth != rows:
                 raise RuntimeError(f"the {name} run's tables differ from the ground truth: {rows} != {truth}")
+        simulator_cpu = _cpu_seconds(simulator.pid)
     finally:
         simulator.terminate()
         simulator.wait(10)
     print(f"   {name} run: {seconds:.1f} s, {jobs} jobs, {operations} operations", file=sys.stderr, flush=True)
-    return Run(name, seconds, jobs, operations, rows, objects)
+    return Run(name, seconds, jobs, operations, rows, objects, simulator_cpu)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time a process used so far (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _truth_count(base: str, code: str, table: str) -> int:
@@ -117,12 +125,20 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
     parser.add_argument("--shops", type=int, default=5, choices=range(1, 6), help="how many of DA, DE, NL, INT, CHF")
     parser.add_argument("--concurrency", type=int, default=8, help="runner threads")
     parser.add_argument("--skip-original", action="store_true", help="leave out the (long) original design run")
+    parser.add_argument(
+        "--pg-setting", action="append", default=[], metavar="NAME=VALUE",
+        help="a server setting for the private cluster, e.g. max_wal_size=4GB (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--no-truth", dest="truth", action="store_false", help="skip the ground-truth check")
     args = parser.parse_args(argv)
     args.shop_codes = SHOPS[: args.shops]
     startup, rate = args.startup / args.scale, args.rate * args.scale
     runs = {}
-    with tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp, LocalCluster(Path(tmp)) as cluster:
+    tuning = tuple(f"-c {setting}" for setting in args.pg_setting)
+    with (
+        tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp,
+        LocalCluster(Path(tmp), options=tuning) as cluster,
+    ):
         runs["sized"] = _run("sized", cluster, args, startup, rate)
         runs["ingest"] = _run("ingest", cluster, args, 0.0, 1e9)
         if not args.skip_original:
@@ -141,6 +157,7 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
     ]
     for run in runs.values():
         rows.append((f"{run.name} run: wall s ({run.jobs} jobs, {run.operations} operations)", f"{run.seconds:.1f}"))
+        rows.append((f"{run.name} run: CPU s of the simulated Shopify on this machine", f"{run.simulator_cpu:.1f}"))
     rows += [
         ("lower bound, Shopify (per shop: 1 start-up + objects / 5 ops), s", f"{bound:.1f}"),
         ("machine bound (the ingest run), s", f"{machine:.1f}"),
