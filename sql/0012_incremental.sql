@@ -42,6 +42,11 @@ create table if not exists bulk_sync_webhooks (
 
 create index if not exists bulk_sync_webhooks_received on bulk_sync_webhooks (received_at);
 
+-- bulk_sync_density's recent backfill operations, among however many incremental jobs a shop has run.
+create index if not exists bulk_sync_jobs_density
+on bulk_sync_jobs (shop, entity, updated_at desc)
+where operation_status = 'COMPLETED' and kind = 'backfill' and window_start is not null;
+
 -- Split halves inherit their parent's kind.
 create function bulk_sync_jobs_inherit_kind() returns trigger
 language plpgsql as $$
@@ -125,6 +130,10 @@ begin
         )
         on conflict (shop, entity) do nothing;
         v_mark := bulk_sync_advance_watermark(v_shop.code, 'orders');
+        -- Twelve windows an hour add up: completed ones go after audit_retention_days (the watermark keeps their sum).
+        delete from bulk_sync_jobs as j
+        where j.shop = v_shop.code and j.kind = 'incremental' and j.status = 'completed'
+          and j.finished_at < now() - make_interval(days => v_s.audit_retention_days);
         continue when v_now - v_mark < make_interval(secs => v_s.incremental_min_seconds)
             or exists (
                 select from bulk_sync_jobs as j

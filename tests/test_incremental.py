@@ -163,3 +163,21 @@ def test_status_shows_each_shops_freshness(db: psycopg.Connection, dsn: str) -> 
     behind = db.execute("select behind from bulk_sync_freshness").fetchone()[0]
     assert "DE orders through 2026-01-02 03:04:05 UTC" in line and "NL" not in line
     assert f"({str(behind).split(',')[0]}" in line  # e.g. "(331 days, 12:56:00 behind)"
+
+
+def test_old_completed_incremental_jobs_are_pruned_and_the_watermark_stays(db: psycopg.Connection) -> None:
+    _shop(db)
+    since = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(hours=1)
+    db.execute("select enqueue_incremental(null, %s)", (since,))
+    (inc,) = _incremental(db)
+    run_to_completion(db, _start(db, inc["id"]), lines=2)
+    mark = _mark(db)
+    assert mark == inc["window_end"]
+    db.execute("update bulk_sync_settings set audit_retention_days = 1, incremental_min_seconds = 0")
+    db.execute("update bulk_sync_jobs set finished_at = now() - interval '2 days' where id = %s", (inc["id"],))
+    assert db.execute("select enqueue_incremental()").fetchone()[0] == 1
+    (new,) = _incremental(db)  # the old one is gone, with its audit trail
+    assert new["id"] != inc["id"]
+    assert db.execute("select count(*) from bulk_sync_job_runs where job_id = %s", (inc["id"],)).fetchone()[0] == 0
+    assert _mark(db) == mark
+    assert new["window_start"] == mark - dt.timedelta(seconds=300)
