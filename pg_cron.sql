@@ -1,5 +1,6 @@
 -- Schedules bulk-sync with pg_cron. Run it in the database where pg_cron is installed (cron.database_name,
--- usually postgres). bulk_sync_tick() runs every minute and enqueue_incremental() every five in the project's database:
+-- usually postgres). In the project's database bulk_sync_tick() runs every minute, enqueue_incremental() every five
+-- and a SKU snapshot nightly; the project's database is
 -- the current one, or the one named by the setting bulk_sync.database, e.g.
 --   PGOPTIONS='-c bulk_sync.database=shop_data' psql -d postgres -f pg_cron.sql
 -- Running it again updates the schedules in place.
@@ -18,6 +19,14 @@ select cron.schedule_in_database(
     'bulk_sync_incremental',
     '*/5 * * * *',
     'select enqueue_incremental()',
+    coalesce(nullif(current_setting('bulk_sync.database', true), ''), current_database())
+);
+
+-- Keeps SKUs current: a fresh snapshot of every active shop's variants each night.
+select cron.schedule_in_database(
+    'bulk_sync_skus',
+    '30 2 * * *',
+    $$select enqueue_backfill(current_date, current_date, '{skus}')$$,
     coalesce(nullif(current_setting('bulk_sync.database', true), ''), current_database())
 );
 

@@ -28,8 +28,12 @@ def test_pg_cron_runs_the_tick(postgresql: psycopg.Connection, db: psycopg.Conne
         assert jobs == [
             ("bulk_sync_incremental", dbname, "*/5 * * * *", "select enqueue_incremental()"),
             ("bulk_sync_prune_cron_log", "postgres", "17 3 * * *", jobs[1][3]),
+            ("bulk_sync_skus", dbname, "30 2 * * *", "select enqueue_backfill(current_date, current_date, '{skus}')"),
             ("bulk_sync_tick", dbname, "* * * * *", "select bulk_sync_tick()"),
         ]
+        # what the nightly SKU schedule runs: a snapshot per active shop, once a day
+        for created in (1, 0):
+            assert db.execute(jobs[2][3]).fetchone()[0] == created
         try:
             deadline = time.monotonic() + 130
             while time.monotonic() < deadline:
