@@ -137,7 +137,8 @@ def parser() -> argparse.ArgumentParser:
         help="a whole backfill on this machine: private PostgreSQL, simulated shops, runners, progress",
         description="Starts a private PostgreSQL (pg_cron, pgmq) and the Shopify simulator for DA, DE, NL, INT "
         "and CHF, queues the 2025-09-01..2025-10-31 backfill, runs it to completion with progress, compares "
-        "every table with the simulator's ground truth, and stops what it started.",
+        "every table with the simulator's ground truth, changes the shops' data and runs one incremental round, "
+        "compares again, and stops what it started.",
     )
     demo.add_argument("--dir", default=".bulk-sync/demo", help="where the cluster lives (default: %(default)s)")
     demo.add_argument("--port", type=int, help="port for the cluster (default: a free one)")

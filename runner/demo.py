@@ -1,6 +1,7 @@
 """`bulk-sync demo`: the whole pipeline on this machine. A private PostgreSQL (pg_cron, pgmq), the local Shopify
 simulator for DA, DE, NL, INT and CHF, the 2025-09-01..2025-10-31 backfill queued with one SQL call, runners
-working it to completion with progress shown, and the result checked against the simulator's ground truth."""
+working it to completion with progress shown, the result checked against the simulator's ground truth; then the
+shops' data changes and one incremental round brings the database up to date again."""
 
 import datetime as dt
 import os
@@ -53,6 +54,30 @@ def _summary(db: psycopg.Connection, base_url: str) -> bool:
         same &= rows == truth
         print(f"shopify.{name:<18}{rows:>12,}{truth:>15,}  {'equal' if rows == truth else 'DIFFERENT'}")
     return same
+
+
+def _keep_current(db: psycopg.Connection, dsn: str, base_url: str, shops: dict[str, Shop], directory: Path) -> bool:
+    """Shopify data changes; one incremental round brings the database up to date again."""
+    changes = {"new_orders": 50, "refunds": 20, "edits": 20}
+    for code in SHOPS:
+        httpx.post(f"{base_url}/_admin/shops/{code.lower()}/changes", json=changes, timeout=60).raise_for_status()
+    print(f"\nmeanwhile on each shop: {changes['new_orders']} new orders, {changes['refunds']} refunds and "
+          f"{changes['edits']} edits of existing orders")  # fmt: skip
+    time.sleep(1.1)  # updated_at has whole seconds: the window must end after the changes
+    created = db.execute("select enqueue_incremental()").fetchone()[0]
+    print(f"select enqueue_incremental();  -> {created} jobs created (pg_cron runs it every five minutes)")
+    started = time.monotonic()
+    with (directory / "runner.log").open("a") as runner_log:
+        log.send_to(runner_log)
+        Runner(dsn, shops, concurrency=4, name="demo", until_idle=True).run()
+        log.send_to(None)
+    print(f"incremental sync finished in {time.monotonic() - started:.0f} s; freshness:")
+    for shop, through, behind in db.execute(
+        """select shop, to_char(synced_through, 'YYYY-MM-DD HH24:MI:SS TZ'), behind
+           from bulk_sync_freshness order by shop"""
+    ).fetchall():
+        print(f"  {shop:<4} orders synced through {through} ({behind} behind)")
+    return _summary(db, base_url)
 
 
 def _simulator(tokens: dict[str, str], orders_per_day: int) -> tuple[subprocess.Popen, str]:
@@ -111,6 +136,7 @@ def run(directory: Path, reset: bool = False, port: int | None = None, orders_pe
                     log.send_to(None)
                 print(f"\nbackfill finished in {time.monotonic() - started:.0f} s")
                 same = _summary(db, base_url)
+                same &= _keep_current(db, dsn, base_url, shops, directory)
     finally:
         simulator.terminate()
         simulator.wait(10)

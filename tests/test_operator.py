@@ -52,7 +52,11 @@ def test_demo_live_view_in_a_terminal(tmp_path) -> None:
     assert "jobs by state:" in frames[0]
     assert re.search(r"jobs by state: completed \d+\r?\n", frames[-1]), frames[-1]  # nothing queued, failed or live
     summary = frames[-1].split("backfill finished")[-1]
-    assert summary.count("equal") == 4 and "DIFFERENT" not in summary
+    # the backfill's summary, then data changes, one incremental round, freshness and the summary again
+    backfill, current = summary.split("select enqueue_incremental();")
+    assert backfill.count("equal") == 4 and "DIFFERENT" not in summary
+    assert "-> 5 jobs created" in current and current.count("orders synced through") == 5
+    assert current.count("equal") == 4
 
 
 def _cli(*args: str, dsn: str) -> subprocess.CompletedProcess:
