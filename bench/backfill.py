@@ -3,7 +3,8 @@ plus time per object (20 s + 2,000 objects/s by default, all times divided by --
 shop runs at most 5 at once. Three runs on the same simulated shops, each with a private database:
 
   sized     this design: days merged into right-sized windows, the shop's full concurrency, exports pipelined
-  original  the first design: one day per operation, one operation per shop at a time
+  original  the first design: one day per operation, one operation per shop at a time, the next export only
+            once the previous one is imported
   ingest    this design against a Shopify that answers at once: how fast this machine downloads and imports
 
 and the lower bound Shopify imposes: per shop, one start-up plus its objects spread over its concurrency.
@@ -73,15 +74,20 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
                 env[f"SHOP_{code}_URL"] = f"{base}/{code.lower()}"
                 env[f"SHOP_{code}_TOKEN"] = TOKEN
             last = FIRST + dt.timedelta(days=args.days - 1)
+            command = [sys.executable, "-m", "runner", "run", "--concurrency", str(args.concurrency)]
             started = time.monotonic()
-            db.execute("select enqueue_backfill(%s, %s)", (FIRST, last))
-            runner = subprocess.run(
-                [sys.executable, "-m", "runner", "run", "--until-idle", "--concurrency", str(args.concurrency)],
-                env=env, stderr=subprocess.DEVNULL, check=False,
-            )  # fmt: skip
-            seconds = time.monotonic() - started
-            if runner.returncode != 0:
-                raise RuntimeError(f"the {name} run's runner exited with {runner.returncode}")
+            if name == "original":
+                runner = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+                _one_at_a_time(db, args.shop_codes, last)
+                seconds = time.monotonic() - started
+                runner.terminate()
+                returncode = runner.wait(60)
+            else:
+                db.execute("select enqueue_backfill(%s, %s)", (FIRST, last))
+                returncode = subprocess.run([*command, "--until-idle"], env=env, stderr=subprocess.DEVNULL).returncode
+                seconds = time.monotonic() - started
+            if returncode != 0:
+                raise RuntimeError(f"the {name} run's runner exited with {returncode}")
             left = db.execute("select count(*) from bulk_sync_jobs where status <> 'completed'").fetchone()[0]
             if left:
                 raise RuntimeError(f"the {name} run left {left} jobs not completed")
@@ -102,6 +108,29 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
         simulator.wait(10)
     print(f"   {name} run: {seconds:.1f} s, {jobs} jobs, {operations} operations", file=sys.stderr, flush=True)
     return Run(name, seconds, jobs, operations, rows, objects, simulator_cpu)
+
+
+def _one_at_a_time(db: psycopg.Connection, shops: tuple[str, ...], last: dt.date) -> None:
+    """The original design's schedule: per shop one job at a time (each day's orders, then each day's refunds, then
+    the skus), the next one queued only once the previous one is imported (within 50 ms)."""
+    days = [FIRST + dt.timedelta(days=i) for i in range((last - FIRST).days + 1)]
+    plan = {code: [(d, d, e) for e in ("orders", "refunds") for d in days] + [(FIRST, last, "skus")] for code in shops}
+    current: dict[str, int] = {}
+    while plan or current:
+        if current:
+            done = db.execute("select id, status from bulk_sync_jobs where id = any(%s)", (list(current.values()),))
+            for job_id, status in done.fetchall():
+                if status == "failed":
+                    raise RuntimeError(f"job {job_id} of the original run failed")
+                if status == "completed":
+                    current = {code: j for code, j in current.items() if j != job_id}
+        for code in [c for c in plan if c not in current]:
+            first, end, entity = plan[code].pop(0)
+            db.execute("select enqueue_backfill(%s, %s, %s, %s)", (first, end, [entity], [code]))
+            current[code] = db.execute("select max(id) from bulk_sync_jobs where shop = %s", (code,)).fetchone()[0]
+            if not plan[code]:
+                del plan[code]
+        time.sleep(0.05)
 
 
 def _cpu_seconds(pid: int) -> float:
