@@ -77,7 +77,11 @@ def lifecycle(dsn: str, jobs: int, sessions: int, shops: int) -> tuple[float, in
     """Jobs per second from enqueue to completed, and the number of claims made."""
     days = jobs // shops
     with psycopg.connect(dsn, autocommit=True) as db:
-        db.execute("update bulk_sync_settings set poll_interval_seconds = 0, max_concurrent_imports = 16")
+        # Every job its own operation (no merging of days): this measures the state machine per job.
+        db.execute(
+            """update bulk_sync_settings
+               set poll_interval_seconds = 0, max_concurrent_imports = 16, window_sizing = false"""
+        )
         for i in range(shops):
             db.execute("select add_shop(%s, %s)", (f"S{i}", f"s{i}.myshopify.com"))
         done, counts = threading.Event(), []
