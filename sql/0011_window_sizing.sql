@@ -48,8 +48,10 @@ begin
           and j.window_start = v_end and j.filter_field = p_job.filter_field
           and j.next_attempt_at <= now() and j.fence = 1 and j.attempts = 0 and j.parent_id is null
         for update skip locked;
+        -- Whole days only: take the next one while the target lies beyond its middle.
         exit when not found
-            or p_density * extract(epoch from v_next.window_end - p_job.window_start) > p_target;
+            or p_density * (extract(epoch from v_next.window_end - p_job.window_start)
+                            - extract(epoch from v_next.window_end - v_next.window_start) / 2) > p_target;
         v_absorbed := v_absorbed || v_next.id;
         v_end := v_next.window_end;
         v_end_date := v_next.end_date;
@@ -86,16 +88,21 @@ begin
         where shop = p_shop and status in ('starting', 'waiting') group by entity
     ) as r;
     if v_s.window_sizing then
-        -- The right size: what is left to export, spread over the shop's concurrency, within the bounds.
+        -- The right size: what is left to export (queued, or being exported) spread evenly over the shop's slots,
+        -- less those that snapshot jobs (skus: not windowed, small) will take, within the bounds.
         select coalesce(jsonb_object_agg(d.entity, d.density) filter (where d.density is not null), '{}'),
                least(v_s.max_operation_objects, greatest(v_s.min_operation_objects,
-                     sum(d.density * d.seconds) / (select max_concurrent_ops from bulk_sync_shops where code = p_shop)))
+                     sum(d.density * d.seconds) / greatest(1, max(d.slots) - max(d.snapshots))))
           into v_density, v_target
         from (
             select q.entity, bulk_sync_density(p_shop, q.entity) as density,
-                   sum(extract(epoch from q.window_end - q.window_start)) as seconds
+                   sum(extract(epoch from q.window_end - q.window_start)) as seconds,
+                   (select max_concurrent_ops from bulk_sync_shops where code = p_shop) as slots,
+                   (select count(*) from bulk_sync_jobs as n
+                    where n.shop = p_shop and n.window_start is null
+                      and n.status in ('queued', 'starting', 'waiting')) as snapshots
             from bulk_sync_jobs as q
-            where q.shop = p_shop and q.status = 'queued' and q.window_start is not null
+            where q.shop = p_shop and q.status in ('queued', 'starting', 'waiting') and q.window_start is not null
             group by q.entity
         ) as d;
     end if;

@@ -51,21 +51,21 @@ def test_days_merge_into_windows_sized_from_what_the_shop_exported(db: psycopg.C
     probes = _starts(db)
     assert [_days(t) for t in probes] == [1.0] * 5  # nothing known yet: one day each, the shop's 5 slots
     run_to_completion(db, probes[0], lines=1000)  # 1,000 objects in a day
-    # 25 days left ~ 25,000 objects over 5 slots: windows of ~5,000 objects, 5 days each
+    # 25 days queued and 4 being exported ~ 29,000 objects over 5 slots: ~5,800 objects a window, so 6 whole days
     merged = _starts(db)
-    assert [_days(t) for t in merged] == [5.0]
-    assert "created_at:>='2025-09-06T00:00:00Z' created_at:<'2025-09-11T00:00:00Z'" in merged[0]["query"]
+    assert [_days(t) for t in merged] == [6.0]
+    assert "created_at:>='2025-09-06T00:00:00Z' created_at:<'2025-09-12T00:00:00Z'" in merged[0]["query"]
     took = db.execute(
         "select message from bulk_sync_job_runs where job_id = %s and status = 'merged'", (merged[0]["job_id"],)
     ).fetchone()[0]
-    assert took.startswith("took over 4 queued jobs")
+    assert took.startswith("took over 5 queued jobs")
     # the windows still tile the range: no day lost, none twice
     windows = _windows(db)
     assert windows[0][0] == dt.datetime(2025, 9, 1, tzinfo=UTC) and windows[-1][1] == dt.datetime(
         2025, 10, 1, tzinfo=UTC
     )
     assert all(a[1] == b[0] for a, b in zip(windows, windows[1:], strict=False))
-    assert db.execute("select count(*) from bulk_sync_jobs").fetchone()[0] == 30 - 4
+    assert db.execute("select count(*) from bulk_sync_jobs").fetchone()[0] == 30 - 5
 
 
 def test_max_operation_objects_caps_a_merged_window(db: psycopg.Connection) -> None:
@@ -128,6 +128,19 @@ def test_days_that_have_not_ended_are_not_merged(db: psycopg.Connection) -> None
         "select count(*) from bulk_sync_jobs where status = 'queued' and next_attempt_at > now()"
     ).fetchone()[0]
     assert waiting == 2
+
+
+def test_windows_keep_their_size_as_slots_fill_and_a_snapshot_keeps_a_slot(db: psycopg.Connection) -> None:
+    _setup(db, 31, entities="{orders,skus}")
+    probes = _starts(db)  # 4 orders days and the skus snapshot
+    assert sorted(t["entity"] for t in probes) == ["orders"] * 4 + ["skus"]
+    for task in probes:
+        if task["entity"] == "orders":
+            run_to_completion(db, task, lines=1000)
+    # 27 days left, one slot kept by the snapshot, so 4 windows, filled one slot at a time as the probes finish.
+    # What is being exported counts as left, so they stay near 27,000 / 4 instead of shrinking by a fifth each time:
+    # 30 days / 4 -> 8 (7.5 rounds up), then 29 / 4 -> 7, 28 / 4 -> 7, and the last 5
+    assert sorted(_days(t) for t in _starts(db)) == [5.0, 7.0, 7.0, 8.0]
 
 
 def test_entities_share_a_shops_slots(db: psycopg.Connection) -> None:
