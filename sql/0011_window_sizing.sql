@@ -79,6 +79,7 @@ declare
     v_running jsonb;
     v_density jsonb;
     v_target double precision;
+    v_slots integer;
     v_picked bigint[] := '{}';
     v_job bulk_sync_jobs;
 begin
@@ -90,17 +91,16 @@ begin
     if v_s.window_sizing then
         -- The right size: what is left to export (queued, or being exported) spread evenly over the shop's slots,
         -- less those that snapshot jobs (skus: not windowed, small) will take, within the bounds.
+        v_slots := (select max_concurrent_ops from bulk_sync_shops where code = p_shop)
+            - (select count(*) from bulk_sync_jobs
+               where shop = p_shop and window_start is null and status in ('queued', 'starting', 'waiting'));
         select coalesce(jsonb_object_agg(d.entity, d.density) filter (where d.density is not null), '{}'),
                least(v_s.max_operation_objects, greatest(v_s.min_operation_objects,
-                     sum(d.density * d.seconds) / greatest(1, max(d.slots) - max(d.snapshots))))
+                     sum(d.density * d.seconds) / greatest(1, v_slots)))
           into v_density, v_target
         from (
             select q.entity, bulk_sync_density(p_shop, q.entity) as density,
-                   sum(extract(epoch from q.window_end - q.window_start)) as seconds,
-                   (select max_concurrent_ops from bulk_sync_shops where code = p_shop) as slots,
-                   (select count(*) from bulk_sync_jobs as n
-                    where n.shop = p_shop and n.window_start is null
-                      and n.status in ('queued', 'starting', 'waiting')) as snapshots
+                   sum(extract(epoch from q.window_end - q.window_start)) as seconds
             from bulk_sync_jobs as q
             where q.shop = p_shop and q.status in ('queued', 'starting', 'waiting') and q.window_start is not null
             group by q.entity
