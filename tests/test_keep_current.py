@@ -175,3 +175,10 @@ def test_the_finish_webhook_polls_at_once_and_forgeries_are_refused(db: psycopg.
             runner.send_signal(signal.SIGTERM)
             runner.wait(timeout=30)
         server.stop()
+
+
+def test_the_signature_is_shopifys_base64_hmac_sha256_of_the_raw_body() -> None:
+    # The receiver and the simulator share runner.webhook.signature: pin it to a value computed with
+    # `openssl dgst -sha256 -hmac hush -binary | base64`, so neither can drift with the other.
+    body = b'{"admin_graphql_api_id":"gid://shopify/BulkOperation/720918","status":"completed"}'
+    assert signature(b"hush", body) == "g9/vCeQ1/NkJlXrUfLNEaJkyq9sRnN/8EOKhTTgt8s0="

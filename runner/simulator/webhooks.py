@@ -1,9 +1,6 @@
 """The bulk_operations/finish webhook: once an operation completes, fails or is canceled, a signed POST to the
 app's endpoint, as Shopify sends it (lowercase status and error code, X-Shopify-* headers, HMAC of the raw body)."""
 
-import base64
-import hashlib
-import hmac
 import json
 import threading
 import time
@@ -12,6 +9,7 @@ import uuid
 import httpx
 
 from runner.simulator.operations import iso
+from runner.webhook import signature
 
 FINISHED = ("COMPLETED", "FAILED", "CANCELED")
 
@@ -59,7 +57,7 @@ class Notifier:
         headers = {
             "Content-Type": "application/json",
             "X-Shopify-Topic": "bulk_operations/finish",
-            "X-Shopify-Hmac-SHA256": base64.b64encode(hmac.new(self.secret, body, hashlib.sha256).digest()).decode(),
+            "X-Shopify-Hmac-SHA256": signature(self.secret, body),
             "X-Shopify-Shop-Domain": domain(op.shop),
             "X-Shopify-Webhook-Id": str(uuid.uuid4()),
             "X-Shopify-API-Version": "2026-10",
