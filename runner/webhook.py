@@ -46,18 +46,17 @@ class WebhookServer:
     def finished(self, webhook_id: str, domain: str, operation_id: str) -> str:
         """Hands a verified notification to the database; one connection, reopened when it broke."""
         with self._db_lock:
-            for attempt in (1, 2):
-                try:
-                    if self._db is None or self._db.closed:
-                        self._db = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
-                    return self._db.execute(
-                        "select bulk_sync_webhook_finished(%s, %s, %s)", (webhook_id, domain, operation_id)
-                    ).fetchone()[0]
-                except psycopg.OperationalError:
-                    self._db = None
-                    if attempt == 2:
-                        raise
-        raise AssertionError("unreachable")
+            try:
+                return self._call(webhook_id, domain, operation_id)
+            except psycopg.OperationalError:
+                self._db = None
+                return self._call(webhook_id, domain, operation_id)
+
+    def _call(self, webhook_id: str, domain: str, operation_id: str) -> str:
+        if self._db is None or self._db.closed:
+            self._db = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+        query = "select bulk_sync_webhook_finished(%s, %s, %s)"
+        return self._db.execute(query, (webhook_id, domain, operation_id)).fetchone()[0]
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
