@@ -51,13 +51,20 @@ def import_job(db: psycopg.Connection, task: dict) -> None:
     db.execute("call bulk_sync_import(%s, %s)", (task["job_id"], task["fence"]))
 
 
+def operation_running(db: psycopg.Connection, task: dict) -> dict:
+    """Reports the operation of a claimed start task (gid BulkOperation/<job id>); returns its first poll task."""
+    jid = task["job_id"]
+    assert report(db, "report_operation_started", jid, task["fence"], f"gid://shopify/BulkOperation/{jid}")
+    (poll,) = claim_task(db, jid, "poll")
+    return poll
+
+
 def run_to_completion(db: psycopg.Connection, task: dict, lines: int = 3) -> None:
     """Simulates a runner doing every step of a job successfully from a claimed start task."""
     jid = task["job_id"]
     content = order_lines(jid, lines)
     size = sum(len(line.encode()) for line in content)
-    assert report(db, "report_operation_started", jid, task["fence"], f"gid://shopify/BulkOperation/{jid}")
-    (poll,) = claim_task(db, jid, "poll")
+    poll = operation_running(db, task)
     url = f"https://storage.example/bulk-{jid}.jsonl?Signature=abc"
     assert report(db, "report_poll_result", jid, poll["fence"], "COMPLETED", None, lines, size, url)
     (dl,) = claim_task(db, jid, "download")

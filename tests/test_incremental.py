@@ -5,7 +5,7 @@ import datetime as dt
 import psycopg
 import pytest
 
-from tests.jobs import claim, claim_task, job, report, run_to_completion
+from tests.jobs import claim, claim_task, job, operation_running, report, run_to_completion
 
 UTC = dt.UTC
 
@@ -50,9 +50,7 @@ def test_the_watermark_moves_only_when_the_window_is_imported(db: psycopg.Connec
     since = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(hours=1)
     db.execute("select enqueue_incremental(null, %s)", (since,))
     (inc,) = _incremental(db)
-    task = _start(db, inc["id"])
-    report(db, "report_operation_started", inc["id"], task["fence"], "gid://shopify/BulkOperation/1")
-    (poll,) = claim_task(db, inc["id"], "poll")
+    poll = operation_running(db, _start(db, inc["id"]))
     url = "https://storage.example/bulk.jsonl"
     report(db, "report_poll_result", inc["id"], poll["fence"], "COMPLETED", None, 3, 300, url)
     assert _mark(db) == since  # exported, not imported: the watermark stays
@@ -74,9 +72,7 @@ def test_halves_of_a_split_window_move_the_watermark_in_order(db: psycopg.Connec
     since = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(hours=6)
     db.execute("select enqueue_incremental(null, %s)", (since,))
     (inc,) = _incremental(db)
-    task = _start(db, inc["id"])
-    report(db, "report_operation_started", inc["id"], task["fence"], "gid://shopify/BulkOperation/1")
-    (poll,) = claim_task(db, inc["id"], "poll")
+    poll = operation_running(db, _start(db, inc["id"]))
     report(db, "report_poll_result", inc["id"], poll["fence"], "FAILED", "TIMEOUT", 10)
     first, second = (j for j in _incremental(db) if j["parent_id"] == inc["id"])
     assert first["window_end"] == second["window_start"]  # the halves are incremental too

@@ -4,7 +4,7 @@ import datetime as dt
 
 import psycopg
 
-from tests.jobs import claim, claim_task, job, report, run_to_completion
+from tests.jobs import claim, claim_task, job, operation_running, report, run_to_completion
 
 UTC = dt.UTC
 
@@ -96,8 +96,7 @@ def test_split_halves_never_merge(db: psycopg.Connection) -> None:
     run_to_completion(db, probes[0], lines=1000)
     # a TIMEOUT on day 2: its halves are queued and due, beside the untouched days 6..10
     jid = probes[1]["job_id"]
-    report(db, "report_operation_started", jid, probes[1]["fence"], f"gid://shopify/BulkOperation/{jid}")
-    (poll,) = claim_task(db, jid, "poll")
+    poll = operation_running(db, probes[1])
     report(db, "report_poll_result", jid, poll["fence"], "FAILED", "TIMEOUT", 10)
     assert job(db, jid)["status"] == "split"
     halves = {h[0] for h in db.execute("select id from bulk_sync_jobs where parent_id = %s", (jid,)).fetchall()}
@@ -155,8 +154,7 @@ def test_an_operation_far_larger_than_planned_is_canceled_and_split(db: psycopg.
     (task, _) = _starts(db)
     jid = task["job_id"]
     operation = f"gid://shopify/BulkOperation/{jid}"
-    report(db, "report_operation_started", jid, task["fence"], operation)
-    (poll,) = claim_task(db, jid, "poll")
+    poll = operation_running(db, task)
     report(db, "report_poll_result", jid, poll["fence"], "RUNNING", None, 4000)
     assert job(db, jid)["status"] == "waiting"  # under the threshold: it runs on
     (poll,) = claim_task(db, jid, "poll")
