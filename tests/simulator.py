@@ -5,6 +5,7 @@ import time
 
 import httpx
 
+from runner.simulator.clock import Clock
 from runner.simulator.data import Settings
 from runner.simulator.faults import Faults
 from runner.simulator.operations import Timing
@@ -26,21 +27,24 @@ def start(
     faults: dict | None = None,
     days: int = 3,
     orders_per_day: int = 20,
+    clock: Clock | None = None,
     **timing: float,
 ) -> SimulatorServer:
+    """A simulator on a free port; pass a frozen Clock to move its time by hand."""
     settings = Settings(
         first_day=dt.date(2025, 9, 1), last_day=dt.date(2025, 9, days), orders_per_day=orders_per_day, spike_day=None
     )
     keys = ("bucket_size", "restore_rate", "throttle_with_429", "webhook_url", "webhook_secret")
     bucket = {k: timing.pop(k) for k in keys if k in timing}
     options = {"start_latency": 0.05, "objects_per_second": 100_000.0, **timing}
-    config = Config({code: TOKEN for code in shops}, settings, Timing(**options), **bucket)
+    config = Config({code: TOKEN for code in shops}, settings, Timing(**options), **bucket, clock=clock or Clock())
     return SimulatorServer(Shopify(config, Faults(faults or {}))).start()
 
 
 class Client:
     def __init__(self, server: SimulatorServer, shop: str = "DE", version: str = "2026-10") -> None:
         self.server = server
+        self.version = version
         self.url = f"{server.shop_url(shop)}/admin/api/{version}/graphql.json"
         self.http = httpx.Client(headers={"X-Shopify-Access-Token": TOKEN}, timeout=10)
 
@@ -56,16 +60,27 @@ class Client:
         return self.gql(RUN, q=bulk_query, g=group)["data"]["bulkOperationRunQuery"]
 
     def poll(self, op_id: str) -> dict:
+        if self.version < "2026-01":  # bulkOperation(id:) came with 2026-01; node(id:) before
+            return self.gql(POLL.replace("bulkOperation(id: $id) {", "node(id: $id) { ... on BulkOperation {") + " }",
+                            id=op_id)["data"]["node"]  # fmt: skip
         return self.gql(POLL, id=op_id)["data"]["bulkOperation"]
 
     def wait(self, op_id: str, until: tuple[str, ...] = ("COMPLETED", "FAILED", "CANCELED", "EXPIRED")) -> dict:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120  # guards a hang only
         while time.monotonic() < deadline:
             op = self.poll(op_id)
             if op["status"] in until:
                 return op
             time.sleep(0.02)
         raise AssertionError(f"operation {op_id} still {op['status']}")
+
+    def written(self, op_id: str) -> None:
+        """Waits until the simulator has written the operation's whole export (it does so in a thread)."""
+        op = self.server.shopify.operations[int(op_id.rsplit("/", 1)[1])]
+        deadline = time.monotonic() + 120  # guards a hang only
+        while not op.written:
+            assert time.monotonic() < deadline, f"export of {op_id} never written"
+            time.sleep(0.01)
 
     def export(self, bulk_query: str, group: bool | None = None) -> tuple[dict, list[str]]:
         """Runs a bulk query to completion and downloads it: (final operation, lines)."""

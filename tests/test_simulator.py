@@ -1,11 +1,11 @@
 """The simulator over real HTTP: Shopify's validation messages, limits, lifecycle, JSONL, throttling and faults."""
 
 import json
-import time
 
 import httpx
 import pytest
 
+from runner.simulator.clock import Clock
 from tests.simulator import RUN, TOKEN, Client, day_query, start
 
 
@@ -85,7 +85,8 @@ def test_a_query_of_exactly_the_limit_is_accepted(client: Client) -> None:
 
 @pytest.mark.parametrize(("version", "limit"), [("2026-01", 5), ("2026-10", 5), ("2025-10", 1)])
 def test_concurrent_operations_are_limited_per_version(version: str, limit: int) -> None:
-    server = start(start_latency=30)
+    clock = Clock(frozen=True)
+    server = start(clock=clock, start_latency=3600)
     try:
         client = Client(server, version=version)
         ids = [client.run(EDGES)["bulkOperation"]["id"] for _ in range(limit)]
@@ -99,9 +100,12 @@ def test_concurrent_operations_are_limited_per_version(version: str, limit: int)
             limit,
             1,
         )
-        # a canceled operation frees its slot once it is CANCELED
+        # a canceled operation frees its slot once it is CANCELED, not while CANCELING
         client.gql("mutation($id: ID!) { bulkOperationCancel(id: $id) { userErrors { message } } }", id=ids[0])
-        time.sleep(0.6)
+        assert client.poll(ids[0])["status"] == "CANCELING"
+        assert client.run(EDGES)["userErrors"][0]["code"] == "OPERATION_IN_PROGRESS"
+        clock.advance(0.5)  # cancel_seconds
+        assert client.poll(ids[0])["status"] == "CANCELED"
         assert client.run(EDGES)["userErrors"] == []
     finally:
         server.stop()
@@ -149,17 +153,22 @@ def test_children_are_not_adjacent_without_grouping(client: Client) -> None:
 
 
 def test_lifecycle_counts_and_empty_result(client: Client) -> None:
-    server = start(start_latency=0.3, objects_per_second=200, orders_per_day=30)
+    clock = Clock(frozen=True)
+    server = start(start_latency=0.25, objects_per_second=200, orders_per_day=30, clock=clock)
     try:
         slow = Client(server)
         op_id = slow.run(day_query("2025-09-01", "2025-09-03"))["bulkOperation"]["id"]
+        slow.written(op_id)
         assert slow.poll(op_id)["status"] == "CREATED"
+        clock.advance(0.25)
         counts = []
         while (op := slow.poll(op_id))["status"] != "COMPLETED":
+            assert op["status"] == "RUNNING"
             counts.append(int(op["objectCount"]))
             assert isinstance(op["objectCount"], str) and op["url"] is None and op["fileSize"] is None
-            time.sleep(0.05)
-        assert counts == sorted(counts) and len(set(counts)) > 2
+            clock.advance(0.125)  # 25 objects at 200 a second
+        lines = int(op["objectCount"])
+        assert counts == [25 * i for i in range(len(counts))] and counts[-1] < lines <= counts[-1] + 25
         assert op["completedAt"] is not None and op["url"].startswith(server.base_url)
     finally:
         server.stop()
@@ -184,14 +193,18 @@ def test_polling_by_node_and_current_operation_before_2026_01(sim) -> None:
 
 
 def test_cancel(client: Client) -> None:
-    server = start(start_latency=30)
+    clock = Clock(frozen=True)
+    server = start(clock=clock)
     try:
         slow = Client(server)
         op_id = slow.run(EDGES)["bulkOperation"]["id"]
         cancel = "mutation($id: ID!) { bulkOperationCancel(id: $id) { bulkOperation { id status } userErrors { field message } } }"  # noqa: E501
         result = slow.gql(cancel, id=op_id)["data"]["bulkOperationCancel"]
         assert result == {"bulkOperation": {"id": op_id, "status": "CANCELING"}, "userErrors": []}
-        assert slow.wait(op_id)["status"] == "CANCELED"
+        clock.advance(0.25)
+        assert slow.poll(op_id)["status"] == "CANCELING"
+        clock.advance(0.25)
+        assert slow.poll(op_id)["status"] == "CANCELED"
         unknown = slow.gql(cancel, id="gid://shopify/BulkOperation/1")["data"]["bulkOperationCancel"]
         assert unknown["userErrors"] == [{"field": ["id"], "message": "Bulk operation does not exist"}]
     finally:
@@ -204,14 +217,21 @@ def test_cancel(client: Client) -> None:
 
 
 def test_urls_expire_and_signatures_are_checked() -> None:
-    server = start(url_lifetime=1.0)
+    clock = Clock(frozen=True)
+    server = start(clock=clock, start_latency=0, url_lifetime=7 * 86_400)
     try:
         client = Client(server)
-        op, lines = client.export(EDGES)
-        assert lines
+        op_id = client.run(EDGES)["bulkOperation"]["id"]
+        client.written(op_id)
+        clock.advance(1)
+        op = client.poll(op_id)
+        assert op["status"] == "COMPLETED" and httpx.get(op["url"]).status_code == 200
         forged = op["url"].replace("Signature=", "Signature=0")
         assert httpx.get(forged).status_code == 403
-        time.sleep(1.2)
+        clock.advance(7 * 86_400 - 2)  # a second before the URL's expiry it still works
+        assert client.poll(op["id"])["status"] == "COMPLETED"
+        assert httpx.get(op["url"]).status_code == 200
+        clock.advance(2)
         assert client.poll(op["id"])["status"] == "EXPIRED"
         expired = httpx.get(op["url"])
         assert expired.status_code == 400 and b"ExpiredToken" in expired.content
@@ -228,7 +248,7 @@ def test_range_requests_resume_a_download(client: Client) -> None:
 
 
 def test_cost_based_throttling() -> None:
-    server = start(bucket_size=25, restore_rate=1)
+    server = start(bucket_size=25, restore_rate=1, clock=Clock(frozen=True))
     try:
         client = Client(server)
         first = client.post(RUN, q=EDGES).json()
@@ -244,7 +264,7 @@ def test_cost_based_throttling() -> None:
         assert client.stats()["shops"]["DE"]["throttled"] == 1
     finally:
         server.stop()
-    server = start(bucket_size=5, restore_rate=1, throttle_with_429=True)
+    server = start(bucket_size=5, restore_rate=1, throttle_with_429=True, clock=Clock(frozen=True))
     try:
         response = Client(server).post(RUN, q=EDGES)
         assert response.status_code == 429 and int(response.headers["Retry-After"]) == 5
@@ -252,8 +272,8 @@ def test_cost_based_throttling() -> None:
         server.stop()
 
 
-def _with_fault(kind: str, **timing: float):
-    return start(faults={"DE": {kind: 1}}, **timing)
+def _with_fault(kind: str, clock: Clock | None = None, **timing: float):
+    return start(faults={"DE": {kind: 1}}, clock=clock, **timing)
 
 
 @pytest.mark.parametrize(
@@ -282,36 +302,50 @@ def test_failed_operations(kind: str, code: str | None, partial: bool) -> None:
 
 
 def test_stuck_operation_stays_running() -> None:
-    server = _with_fault("op_stuck")
+    clock = Clock(frozen=True)
+    server = _with_fault("op_stuck", clock)
     try:
         client = Client(server)
         op_id = client.run(EDGES)["bulkOperation"]["id"]
-        time.sleep(0.5)
-        assert client.poll(op_id)["status"] == "RUNNING"
+        client.written(op_id)
+        clock.advance(86_400)
+        op = client.poll(op_id)
+        assert op["status"] == "RUNNING" and int(op["objectCount"]) > 0
     finally:
         server.stop()
 
 
 def test_expired_url_fault() -> None:
-    server = _with_fault("op_url_expired")
+    clock = Clock(frozen=True)
+    server = _with_fault("op_url_expired", clock)
     try:
         client = Client(server)
-        op = client.wait(client.run(EDGES)["bulkOperation"]["id"], until=("COMPLETED",))
-        time.sleep(1.1)
-        assert httpx.get(op["url"]).status_code == 400
+        op_id = client.run(EDGES)["bulkOperation"]["id"]
+        client.written(op_id)
+        clock.advance(1)
+        op = client.poll(op_id)  # the poll that hands out the URL sees COMPLETED ...
+        assert op["status"] == "COMPLETED" and op["url"]
+        assert httpx.get(op["url"]).status_code == 400  # ... which has expired when it is used, the clock unmoved
         assert client.poll(op["id"])["status"] == "EXPIRED"
+        again = client.run(EDGES)["bulkOperation"]["id"]  # a count of 1: the next one is not affected
+        client.written(again)
+        clock.advance(1)
+        assert httpx.get(client.poll(again)["url"]).status_code == 200
     finally:
         server.stop()
 
 
 def test_foreign_operation_occupies_a_slot() -> None:
-    server = _with_fault("foreign_op", foreign_op_seconds=0.5)
+    clock = Clock(frozen=True)
+    server = _with_fault("foreign_op", clock, foreign_op_seconds=5)
     try:
         client = Client(server, version="2025-10")
         refused = client.run(EDGES)
         assert refused["userErrors"][0]["code"] == "OPERATION_IN_PROGRESS"
         assert "gid://shopify/BulkOperation/" in refused["userErrors"][0]["message"]
-        time.sleep(0.6)
+        clock.advance(4.5)
+        assert client.run(EDGES)["userErrors"][0]["code"] == "OPERATION_IN_PROGRESS"
+        clock.advance(0.5)
         assert client.run(EDGES)["userErrors"] == []
     finally:
         server.stop()

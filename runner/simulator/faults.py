@@ -13,7 +13,7 @@ KINDS = {
     "op_failed_null": "operation FAILED with a null errorCode (partialDataUrl set)",
     "op_access_denied": "operation FAILED with ACCESS_DENIED",
     "op_stuck": "operation stays RUNNING forever",
-    "op_url_expired": "the export URL expires one second after completion",
+    "op_url_expired": "the export URL handed out has expired by the time it is used",
     "foreign_op": "another operation of the same app occupies a slot for a while",
     "malformed_line": "one line of the export is not valid JSON",
     "graphql_5xx": "HTTP 503 on a GraphQL request",

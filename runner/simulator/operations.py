@@ -47,6 +47,7 @@ class BulkOperation:
     partial_size: int = 0
     written: bool = False
     canceled_at: float | None = None
+    expire_on_handout: bool = False  # the op_url_expired fault: the first URL handed out is already expired
     error: str | None = None
 
     @property

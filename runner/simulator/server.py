@@ -189,7 +189,8 @@ class SimulatorServer(ThreadingHTTPServer):
         return f"{self.base_url}/{code.lower()}"
 
     def start(self) -> "SimulatorServer":
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        # A short poll interval: stop() waits for the loop to notice, up to one interval.
+        self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         return self
 

@@ -7,12 +7,12 @@ import random
 import secrets
 import tempfile
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner.simulator.clock import Clock
 from runner.simulator.data import Catalogue, Settings, ShopData
 from runner.simulator.export import Export
 from runner.simulator.faults import Faults
@@ -71,6 +71,7 @@ class Config:
     directory: Path | None = None
     webhook_url: str | None = None  # where bulk_operations/finish notifications go (none: not sent)
     webhook_secret: str = ""
+    clock: Clock = field(default_factory=Clock)  # what "now" is for every operation, URL and bucket
 
 
 def version_at_least(version: str, minimum: str) -> bool:
@@ -82,6 +83,7 @@ class Shopify:
 
     def __init__(self, config: Config, faults: Faults | None = None) -> None:
         self.config = config
+        self.clock = config.clock
         self.faults = faults or Faults(seed=config.data.seed)
         self.secret = secrets.token_bytes(32)
         self._tmp = None
@@ -92,7 +94,7 @@ class Shopify:
         self.shops = {
             code: ShopData(code, index, config.data, catalogue) for index, code in enumerate(sorted(config.tokens))
         }
-        now = time.time()
+        now = self.clock()
         self.buckets = {
             code: Bucket(config.bucket_size, config.restore_rate, config.bucket_size, now) for code in self.shops
         }
@@ -130,7 +132,7 @@ class Shopify:
         cost = sum(COSTS.get(f.name, 1) for f in operation.selections if isinstance(f, Field))
         bucket = self.buckets[shop]
         with self._lock:
-            wait = bucket.take(cost, time.time())
+            wait = bucket.take(cost, self.clock())
         forced = self.faults.hit(shop, "graphql_throttled")
         as_429 = not (wait or forced) and self.faults.hit(shop, "graphql_429")
         if wait or forced or as_429:
@@ -199,7 +201,7 @@ class Shopify:
             bulk, errors = None, [f"Invalid bulk query: {exc}"]
         if errors:
             return self._payload(sel, None, [_user_error(m, "INVALID") for m in errors], base_url)
-        now = time.time()
+        now = self.clock()
         limit = 5 if version_at_least(version, "2026-01") else 1
         with self._lock:
             if self.faults.hit(shop, "foreign_op"):
@@ -218,8 +220,7 @@ class Shopify:
             if op.fail_with is None and self.faults.hit(shop, kind):
                 op.fail_with = code
         op.stuck = op.fail_with is None and self.faults.hit(shop, "op_stuck")
-        if self.faults.hit(shop, "op_url_expired"):
-            op.lifetime = 1.0
+        op.expire_on_handout = self.faults.hit(shop, "op_url_expired")
         export = Export(self.shops[shop], bulk[0], {}, bool(group))
         malformed = self.faults.hit(shop, "malformed_line")
         threading.Thread(target=write_export, args=(op, export, self.config.directory, malformed), daemon=True).start()
@@ -238,11 +239,11 @@ class Shopify:
         op = self._lookup(shop, args.get("id"), strict=False)
         if op is None or op.foreign_until is not None:
             return self._payload(sel, None, [{"field": ["id"], "message": "Bulk operation does not exist"}], base_url)
-        status = op.state(time.time())["status"]
+        status = op.state(self.clock())["status"]
         if status not in ("CREATED", "RUNNING"):
             message = f"A bulk operation cannot be canceled when it is {status.lower()}"
             return self._payload(sel, op, [{"field": None, "message": message}], base_url)
-        op.canceled_at = time.time()
+        op.canceled_at = self.clock()
         return self._payload(sel, op, [], base_url)
 
     def _payload(self, sel: Field, op: BulkOperation | None, user_errors: list[dict], base_url: str) -> dict:
@@ -275,12 +276,16 @@ class Shopify:
 
     def describe(self, op: BulkOperation, base_url: str) -> dict:
         """Every field of a BulkOperation as the API returns it (counts as strings)."""
-        now = time.time()
+        now = self.clock()
         state = op.state(now)
         status, count = state["status"], state["objectCount"]
         completed = status == "COMPLETED"
         roots = op.roots if completed else (op.roots * count // op.lines if op.lines else 0)
         has_partial = status == "FAILED" and state["errorCode"] in (None, "INTERNAL_SERVER_ERROR") and op.partial_lines
+        if completed and op.lines and op.expire_on_handout:
+            # The fault: the URL handed out now has expired by the time anyone uses it, and so has the operation.
+            op.expire_on_handout = False
+            op.lifetime = now - state["completedAt"] - 1e-6
         return {
             "id": op.gid,
             "status": status,
@@ -317,7 +322,7 @@ class Shopify:
                     "The request signature we calculated does not match the signature you provided.",
                 ),
             )
-        if int(expires) < time.time():
+        if int(expires) < self.clock():
             return 400, "ExpiredToken", _gcs_error("ExpiredToken", "The provided token has expired.")
         name = path.rsplit("/", 1)[-1]
         number = name.removeprefix("bulk-").split(".")[0]
@@ -341,7 +346,7 @@ class Shopify:
 
     def change(self, shop: str, new_orders: int = 0, refunds: int = 0, edits: int = 0) -> dict:
         """Live changes at the current time: new orders, refunds and edits of existing orders."""
-        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        now = dt.datetime.fromtimestamp(int(self.clock()), dt.UTC)
         data = self.shops[shop]
         with self._lock:
             added = data.add_orders(new_orders, now, self._rng)

@@ -3,7 +3,6 @@ app's endpoint, as Shopify sends it (lowercase status and error code, X-Shopify-
 
 import json
 import threading
-import time
 import uuid
 
 import httpx
@@ -43,7 +42,7 @@ class Notifier:
             for op in list(self.shopify.operations.values()):
                 if op.number in self.sent or op.foreign_until is not None:
                     continue
-                state = op.state(time.time())
+                state = op.state(self.shopify.clock())
                 if state["status"] in FINISHED:
                     self.sent.add(op.number)
                     self._deliver(op, state)
