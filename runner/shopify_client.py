@@ -3,6 +3,7 @@ failure turned into one of a few outcomes the database understands. It never log
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -57,7 +58,10 @@ def api_at_least(version: str, minimum: str) -> bool:
 class ShopifyClient:
     """One shop's Admin API. Thread-safe; keeps the shop's cost bucket as the last response described it."""
 
-    def __init__(self, base_url: str, token: str, api_version: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, token: str, api_version: str, timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+    ) -> None:  # fmt: skip
         self.endpoint = f"{base_url.rstrip('/')}/admin/api/{api_version}/graphql.json"
         self.api_version = api_version
         self._http = httpx.Client(
@@ -67,7 +71,8 @@ class ShopifyClient:
         self._lock = threading.Lock()
         self._available: float | None = None
         self._restore = 50.0
-        self._seen = time.monotonic()
+        self._clock, self._sleep = clock, sleep
+        self._seen = clock()
 
     def close(self) -> None:
         self._http.close()
@@ -77,12 +82,12 @@ class ShopifyClient:
         with self._lock:
             if self._available is None:
                 return
-            now = time.monotonic()
+            now = self._clock()
             available = self._available + (now - self._seen) * self._restore
             wait = max(0.0, (cost - available) / self._restore)
             self._available, self._seen = available - cost, now + wait
         if wait:
-            time.sleep(min(wait, 60.0))
+            self._sleep(min(wait, 60.0))
 
     def _note_cost(self, body: dict) -> float | None:
         """Remembers throttleStatus; returns the wait Shopify implies when the call was throttled."""
@@ -92,7 +97,7 @@ class ShopifyClient:
             with self._lock:
                 self._available = float(status["currentlyAvailable"])
                 self._restore = float(status["restoreRate"])
-                self._seen = time.monotonic()
+                self._seen = self._clock()
         errors = body.get("errors") or []
         if any(isinstance(e, dict) and (e.get("extensions") or {}).get("code") == "THROTTLED" for e in errors):
             requested = cost.get("requestedQueryCost") or 10

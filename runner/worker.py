@@ -4,6 +4,8 @@ nothing: every outcome goes to a report function, which decides what comes next.
 import signal
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import psycopg
 
@@ -12,39 +14,61 @@ from runner.config import Shop
 from runner.download import Abandoned, DownloadError, download
 from runner.shopify_client import Fatal, InProgress, ShopifyClient, Throttled, Transient
 
-HEARTBEAT_SECONDS = 20.0
+HEARTBEAT_SECONDS = 20.0  # at most this long between heartbeats of a held lease; a third of the lease if shorter
+TICK_SECONDS = 1.0
+
+
+@dataclass
+class _Lease:
+    copied: int
+    every: float
+    due: float
 
 
 class Heartbeats:
-    """Keeps the leases of long downloads alive from a connection of its own."""
+    """Keeps the leases of long downloads alive from a connection of its own: each lease is extended every third
+    of its length (at most every HEARTBEAT_SECONDS), so a short lease survives a slow download too."""
 
-    def __init__(self, dsn: str, stop: threading.Event) -> None:
+    def __init__(self, dsn: str, stop: threading.Event, clock: Callable[[], float] = time.monotonic) -> None:
         self._dsn = dsn
         self._stop = stop
+        self._clock = clock
         self._lock = threading.Lock()
-        self._leases: dict[tuple[int, int], int] = {}
+        self._leases: dict[tuple[int, int], _Lease] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def hold(self, job_id: int, fence: int, copied: int = 0) -> None:
+    def hold(self, job_id: int, fence: int, copied: int = 0, lease_seconds: float = 120.0) -> None:
+        """Starts keeping a lease alive, or records the bytes copied so far under one already held."""
         with self._lock:
-            self._leases[(job_id, fence)] = copied
+            if lease := self._leases.get((job_id, fence)):
+                lease.copied = copied
+            else:
+                every = min(HEARTBEAT_SECONDS, lease_seconds / 3)
+                self._leases[(job_id, fence)] = _Lease(copied, every, self._clock() + every)
 
     def drop(self, job_id: int, fence: int) -> None:
         with self._lock:
             self._leases.pop((job_id, fence), None)
 
+    def due(self) -> dict[tuple[int, int], int]:
+        """The leases whose heartbeat is due now, with their bytes copied; each is next due a period later."""
+        now = self._clock()
+        with self._lock:
+            due = {key: lease for key, lease in self._leases.items() if lease.due <= now}
+            for lease in due.values():
+                lease.due = now + lease.every
+            return {key: lease.copied for key, lease in due.items()}
+
     def _run(self) -> None:
-        while not self._stop.wait(HEARTBEAT_SECONDS):
-            with self._lock:
-                leases = dict(self._leases)
-            if not leases:
+        while not self._stop.wait(TICK_SECONDS):
+            if not (due := self.due()):
                 continue
             try:
                 with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10) as db:
-                    for (job_id, fence), copied in leases.items():
+                    for (job_id, fence), copied in due.items():
                         db.execute("select bulk_sync_heartbeat(%s, %s, %s)", (job_id, fence, copied or None))
             except psycopg.Error as exc:
                 log.step(phase="heartbeat", outcome="error", detail=type(exc).__name__)
@@ -125,7 +149,7 @@ class Runner:
                              op.file_size, op.url)  # fmt: skip
                 outcome, detail = op.status, f"{op.object_count} objects"
             elif kind == "download":
-                self.heartbeats.hold(job_id, fence)
+                self.heartbeats.hold(job_id, fence, 0, task.get("lease_seconds") or 120)
                 try:
                     result = download(db, job_id, fence, task["export_url"], self.stop,
                                       lambda copied: self.heartbeats.hold(job_id, fence, copied))  # fmt: skip
