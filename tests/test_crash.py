@@ -8,7 +8,7 @@ import time
 
 import psycopg
 
-from tests.jobs import claim, job, report
+from tests.jobs import claim, job, make_due, report
 
 CLAIM_AND_HANG = textwrap.dedent(
     """
@@ -28,7 +28,6 @@ def _one_job(db: psycopg.Connection) -> int:
 
 
 def test_runner_killed_holding_a_lease_is_replaced_and_fenced_out(db: psycopg.Connection, dsn: str) -> None:
-    db.execute("update bulk_sync_settings set lease_seconds = 5")
     jid = _one_job(db)
     runner = subprocess.Popen([sys.executable, "-c", CLAIM_AND_HANG, dsn], stdout=subprocess.PIPE, text=True)
     try:
@@ -38,12 +37,11 @@ def test_runner_killed_holding_a_lease_is_replaced_and_fenced_out(db: psycopg.Co
         runner.wait()
     assert claimed_job == jid
     assert job(db, jid)["leased_by"] == "doomed"
-    assert claim(db, "rescuer") == []  # the lease still runs: nobody else may take the job
-    deadline = time.monotonic() + 15
-    tasks: list[dict] = []
-    while not tasks and time.monotonic() < deadline:
-        tasks = claim(db, "rescuer")
-        time.sleep(0.2)
+    assert claim(db, "rescuer") == []  # the lease still runs (120 s): nobody else may take the job
+    # Time passes: the lease and the message's visibility run out (moved in the database, not waited for).
+    db.execute("update bulk_sync_jobs set lease_expires_at = now() - interval '1 s' where id = %s", (jid,))
+    make_due(db)
+    tasks = claim(db, "rescuer")
     assert [t["task"] for t in tasks] == ["start"] and tasks[0]["fence"] > dead_fence
     # The vanished runner's report, had it come late, is rejected; the rescuer's is applied.
     assert report(db, "report_operation_started", jid, dead_fence, "gid://shopify/BulkOperation/1") is False
@@ -70,10 +68,13 @@ def test_claim_waits_for_work_then_returns_it(db: psycopg.Connection) -> None:
     jid = _one_job(db)
     (start,) = claim(db)
     report(db, "report_throttled", jid, start["fence"], 1)
+    (visible,) = db.execute("select vt from pgmq.q_bulk_sync").fetchone()  # the start task again, a second from now
     started = time.monotonic()
-    tasks = [r[0] for r in db.execute("select bulk_sync_claim('w', 1, 5)").fetchall()]
+    tasks = [r[0] for r in db.execute("select bulk_sync_claim('w', 1, 60)").fetchall()]
     waited = time.monotonic() - started
-    assert [t["task"] for t in tasks] == ["start"] and 0.5 <= waited < 3
+    (returned,) = db.execute("select clock_timestamp()").fetchone()
+    assert [t["task"] for t in tasks] == ["start"] and returned >= visible
+    assert waited < 45  # it returned once the task was visible, not at the end of its 60 s wait
     started = time.monotonic()
     assert db.execute("select bulk_sync_claim('w', 1, 0.5)").fetchall() == []
-    assert 0.4 <= time.monotonic() - started < 2
+    assert 0.5 <= time.monotonic() - started < 45  # no work: it waits its whole wait, then gives up

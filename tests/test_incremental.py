@@ -25,6 +25,10 @@ def _incremental(db: psycopg.Connection) -> list[dict]:
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
+def _now(db: psycopg.Connection) -> dt.datetime:
+    return db.execute("select clock_timestamp()").fetchone()[0]
+
+
 def _start(db: psycopg.Connection, job_id: int) -> dict:
     (task,) = [t for t in claim(db, qty=100) if t["job_id"] == job_id and t["task"] == "start"]
     return task
@@ -33,11 +37,13 @@ def _start(db: psycopg.Connection, job_id: int) -> dict:
 def test_the_window_runs_from_the_watermark_less_the_overlap_to_now(db: psycopg.Connection) -> None:
     _shop(db)
     since = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(hours=2)
+    before = _now(db)
     assert db.execute("select enqueue_incremental(null, %s)", (since,)).fetchone()[0] == 1
+    after = _now(db)
     (inc,) = _incremental(db)
     assert (inc["entity"], inc["filter_field"]) == ("orders", "updated_at")
     assert inc["window_start"] == since - dt.timedelta(seconds=300)
-    assert abs(inc["window_end"] - dt.datetime.now(UTC)) < dt.timedelta(seconds=5)
+    assert before.replace(microsecond=0) <= inc["window_end"] <= after  # now, in whole seconds
     assert _mark(db) == since
     task = _start(db, inc["id"])
     assert "updated_at:>=" in task["query"]
@@ -87,10 +93,12 @@ def test_the_first_watermark_is_the_end_of_the_backfill(db: psycopg.Connection) 
     _shop(db, "DE")
     _shop(db, "NL")
     db.execute("select enqueue_backfill('2025-09-01', '2025-09-30', '{orders}', '{DE}')")
+    before = _now(db)
     db.execute("select enqueue_incremental()")
+    after = _now(db)
     assert _mark(db, "DE") == dt.datetime(2025, 10, 1, tzinfo=UTC)
     nl = _mark(db, "NL")  # no backfill: from now on
-    assert nl is not None and abs(nl - dt.datetime.now(UTC)) < dt.timedelta(seconds=5)
+    assert nl is not None and before.replace(microsecond=0) <= nl <= after
     assert [j["shop"] for j in _incremental(db)] == ["DE"]  # NL: less than incremental_min_seconds so far
 
 

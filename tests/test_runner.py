@@ -51,6 +51,10 @@ def _runner(env: dict[str, str], *args: str, log: Path | None = None) -> subproc
     )
 
 
+def _steps(db: psycopg.Connection) -> int:
+    return db.execute("select count(*) from bulk_sync_job_runs").fetchone()[0]
+
+
 def _assert_equals_truth(db: psycopg.Connection, server) -> None:
     statuses = db.execute("select status, count(*) from bulk_sync_jobs group by status").fetchall()
     assert dict(statuses).keys() == {"completed"}, statuses
@@ -94,14 +98,18 @@ def test_sigkilled_runners_lose_nothing(db: psycopg.Connection, dsn: str, shopif
     rng = random.Random(5)
     kills = 0
     while kills < 12:
+        # Killed after a random number of steps recorded, not of seconds: as many kills on any machine.
+        target = _steps(db) + rng.randint(1, 12)
         runner = _runner(env, "--until-idle", "--concurrency", "3", log=log)
-        try:
-            runner.wait(timeout=rng.uniform(0.5, 2.5))
+        deadline = time.monotonic() + 120  # guards a hang only
+        while runner.poll() is None and _steps(db) < target:
+            assert time.monotonic() < deadline, "the runner made no progress"
+            time.sleep(0.02)
+        if runner.poll() is not None:
             break  # it finished on its own
-        except subprocess.TimeoutExpired:
-            os.killpg(runner.pid, signal.SIGKILL)
-            runner.wait()
-            kills += 1
+        os.killpg(runner.pid, signal.SIGKILL)
+        runner.wait()
+        kills += 1
     assert kills >= 3
     final = _runner(env, "--until-idle", "--concurrency", "4", log=log)
     assert final.wait(timeout=300) == 0, log.read_text()[-3000:]
