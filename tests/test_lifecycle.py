@@ -1,5 +1,7 @@
 """The state machine driven through claim and the report functions, as a runner would."""
 
+import datetime as dt
+
 import psycopg
 import pytest
 
@@ -93,6 +95,15 @@ def test_unknown_job_and_bad_arguments_are_clear_errors(db: psycopg.Connection, 
     assert job(db, one_job["job_id"])["status"] == "starting"
 
 
+def _now(db: psycopg.Connection) -> dt.datetime:
+    """The database's clock: delays are checked between its readings before and after the call that set them."""
+    return db.execute("select clock_timestamp()").fetchone()[0]
+
+
+def seconds(value: float) -> dt.timedelta:
+    return dt.timedelta(seconds=value)
+
+
 def _to_waiting(db: psycopg.Connection, task: dict) -> dict:
     report(db, "report_operation_started", task["job_id"], task["fence"], "gid://shopify/BulkOperation/42")
     (poll,) = claim_task(db, task["job_id"], "poll")
@@ -101,11 +112,13 @@ def _to_waiting(db: psycopg.Connection, task: dict) -> dict:
 
 def test_running_operation_is_polled_again(db: psycopg.Connection, one_job: dict) -> None:
     poll = _to_waiting(db, one_job)
+    before = _now(db)
     assert report(db, "report_poll_result", poll["job_id"], poll["fence"], "RUNNING", None, 500)
+    after = _now(db)
     j = job(db, poll["job_id"])
     assert j["status"] == "waiting" and j["object_count"] == 500 and j["attempts"] == 0
-    (vt,) = db.execute("select vt - now() from pgmq.q_bulk_sync").fetchone()
-    assert 9 <= vt.total_seconds() <= 11
+    (vt,) = db.execute("select vt from pgmq.q_bulk_sync").fetchone()
+    assert before + seconds(9) <= vt <= after + seconds(11)
 
 
 def test_empty_export_completes_without_download(db: psycopg.Connection, one_job: dict) -> None:
@@ -135,12 +148,14 @@ def test_failed_operation_is_exported_again_after_backoff(
     db: psycopg.Connection, one_job: dict, status: str, code: str | None
 ) -> None:
     poll = _to_waiting(db, one_job)
+    before = _now(db)
     report(db, "report_poll_result", poll["job_id"], poll["fence"], status, code)
+    after = _now(db)
     j = job(db, poll["job_id"])
     assert (j["status"], j["attempts"], j["operation_id"], j["slot"]) == ("queued", 1, None, None)
     assert status in j["last_error"]
-    (wait,) = db.execute("select next_attempt_at - now() from bulk_sync_jobs").fetchone()
-    assert 5 <= wait.total_seconds() <= 10  # backoff of the first attempt: [base/2, base]
+    # backoff of the first attempt: [base/2, base] from the report's moment
+    assert before + seconds(5) <= j["next_attempt_at"] <= after + seconds(10)
 
 
 def test_timeout_splits_the_window_into_halves(db: psycopg.Connection, one_job: dict) -> None:
@@ -171,20 +186,23 @@ def test_timeout_on_a_minimal_window_is_retried_not_split(db: psycopg.Connection
 
 def test_operation_in_progress_waits_without_spending_attempts(db: psycopg.Connection, one_job: dict) -> None:
     msg = "A bulk query operation for this app and shop is already in progress: gid://shopify/BulkOperation/7."
+    before = _now(db)
     assert report(db, "report_operation_in_progress", one_job["job_id"], one_job["fence"], msg)
+    after = _now(db)
     j = job(db, one_job["job_id"])
     assert (j["status"], j["attempts"], j["slot"]) == ("queued", 0, None)
     assert "OPERATION_IN_PROGRESS" in j["last_error"]
-    (wait,) = db.execute("select next_attempt_at - now() from bulk_sync_jobs").fetchone()
-    assert 22 <= wait.total_seconds() <= 46
+    assert before + seconds(22) <= j["next_attempt_at"] <= after + seconds(46)
 
 
 def test_throttled_step_is_repeated_after_retry_after(db: psycopg.Connection, one_job: dict) -> None:
+    before = _now(db)
     assert report(db, "report_throttled", one_job["job_id"], one_job["fence"], 2.5)
+    after = _now(db)
     j = job(db, one_job["job_id"])
     assert (j["status"], j["attempts"], j["slot"]) == ("starting", 0, 1)  # keeps its slot
-    (task, delay) = db.execute("select message ->> 'task', vt - now() from pgmq.q_bulk_sync").fetchone()
-    assert task == "start" and 2 <= delay.total_seconds() <= 3
+    (task, vt) = db.execute("select message ->> 'task', vt from pgmq.q_bulk_sync").fetchone()
+    assert task == "start" and before + seconds(2.5) <= vt <= after + seconds(2.5)
 
 
 def test_transient_errors_back_off_until_attempts_are_exhausted(db: psycopg.Connection, one_job: dict) -> None:
