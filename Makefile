@@ -3,20 +3,26 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint pytest bench chaos setup system clean
+.PHONY: demo test test-under-load lint pytest bench chaos setup system clean
 
 demo: setup
 	$(BIN)/bulk-sync demo
 
 test: setup lint pytest
 
+# The same, on a deliberately slow machine: a busy loop pinned to each core beside the suite.
+test-under-load:
+	scripts/under-load $(MAKE) test
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/sqlfluff lint sql pg_cron.sql
 
+# Three workers, each with its own PostgreSQL cluster: most tests wait on Shopify-like latencies, so they overlap.
+PYTEST_WORKERS ?= 3
 pytest: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 bench: setup
 	$(BIN)/python -m bench
