@@ -40,14 +40,17 @@ class Heartbeats:
     def start(self) -> None:
         self._thread.start()
 
-    def hold(self, job_id: int, fence: int, copied: int = 0, lease_seconds: float = 120.0) -> None:
-        """Starts keeping a lease alive, or records the bytes copied so far under one already held."""
+    def hold(self, job_id: int, fence: int, lease_seconds: float) -> None:
+        """Starts keeping a lease of `lease_seconds` alive."""
+        every = min(HEARTBEAT_SECONDS, lease_seconds / 3)
+        with self._lock:
+            self._leases[(job_id, fence)] = _Lease(0, every, self._clock() + every)
+
+    def copied(self, job_id: int, fence: int, count: int) -> None:
+        """Records the bytes copied so far under a held lease (sent with its next heartbeat)."""
         with self._lock:
             if lease := self._leases.get((job_id, fence)):
-                lease.copied = copied
-            else:
-                every = min(HEARTBEAT_SECONDS, lease_seconds / 3)
-                self._leases[(job_id, fence)] = _Lease(copied, every, self._clock() + every)
+                lease.copied = count
 
     def drop(self, job_id: int, fence: int) -> None:
         with self._lock:
@@ -149,10 +152,10 @@ class Runner:
                              op.file_size, op.url)  # fmt: skip
                 outcome, detail = op.status, f"{op.object_count} objects"
             elif kind == "download":
-                self.heartbeats.hold(job_id, fence, 0, task.get("lease_seconds") or 120)
+                self.heartbeats.hold(job_id, fence, task["lease_seconds"])
                 try:
                     result = download(db, job_id, fence, task["export_url"], self.stop,
-                                      lambda copied: self.heartbeats.hold(job_id, fence, copied))  # fmt: skip
+                                      lambda copied: self.heartbeats.copied(job_id, fence, copied))  # fmt: skip
                 finally:
                     self.heartbeats.drop(job_id, fence)
                 outcome = "ok" if result.accepted else "stale"
