@@ -5,6 +5,7 @@ import time
 
 import httpx
 
+from runner.shopify_client import api_at_least
 from runner.simulator.clock import Clock
 from runner.simulator.data import Settings
 from runner.simulator.faults import Faults
@@ -14,7 +15,10 @@ from runner.simulator.shopify import Config, Shopify
 
 TOKEN = "shpat_test_token_0123456789"  # noqa: S105 - a recognisable fake
 RUN = "mutation run($q: String!, $g: Boolean) { bulkOperationRunQuery(query: $q, groupObjects: $g) { bulkOperation { id status } userErrors { field message code } } }"  # noqa: E501
-POLL = "query poll($id: ID!) { bulkOperation(id: $id) { id status errorCode objectCount rootObjectCount fileSize url partialDataUrl completedAt } }"  # noqa: E501
+FIELDS = "id status errorCode objectCount rootObjectCount fileSize url partialDataUrl completedAt"
+POLL = f"query poll($id: ID!) {{ bulkOperation(id: $id) {{ {FIELDS} }} }}"
+POLL_BY_NODE = f"query poll($id: ID!) {{ node(id: $id) {{ ... on BulkOperation {{ {FIELDS} }} }} }}"  # before 2026-01
+EDGES = "{ orders { edges { node { id } } } }"
 ORDERS = (
     "{{ orders(query: \"created_at:>='{}' created_at:<'{}'\") {{ edges {{ node {{ id name createdAt "
     "total: totalPriceSet {{ shopMoney {{ amount currencyCode }} }} refunds {{ id createdAt }} "
@@ -60,10 +64,9 @@ class Client:
         return self.gql(RUN, q=bulk_query, g=group)["data"]["bulkOperationRunQuery"]
 
     def poll(self, op_id: str) -> dict:
-        if self.version < "2026-01":  # bulkOperation(id:) came with 2026-01; node(id:) before
-            return self.gql(POLL.replace("bulkOperation(id: $id) {", "node(id: $id) { ... on BulkOperation {") + " }",
-                            id=op_id)["data"]["node"]  # fmt: skip
-        return self.gql(POLL, id=op_id)["data"]["bulkOperation"]
+        if api_at_least(self.version, "2026-01"):
+            return self.gql(POLL, id=op_id)["data"]["bulkOperation"]
+        return self.gql(POLL_BY_NODE, id=op_id)["data"]["node"]
 
     def wait(self, op_id: str, until: tuple[str, ...] = ("COMPLETED", "FAILED", "CANCELED", "EXPIRED")) -> dict:
         deadline = time.monotonic() + 120  # guards a hang only

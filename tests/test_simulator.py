@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from runner.simulator.clock import Clock
-from tests.simulator import RUN, TOKEN, Client, day_query, start
+from tests.simulator import EDGES, RUN, TOKEN, Client, day_query, start
 
 
 @pytest.fixture
@@ -31,7 +31,6 @@ def test_tokens_are_checked(sim) -> None:
     )
 
 
-EDGES = "{ orders { edges { node { id } } } }"
 SIX = "{ " + " ".join(f"o{i}: orders {{ edges {{ node {{ id }} }} }}" for i in range(6)) + " }"
 INVALID = [
     ("{ shop { name } }", "Bulk queries must contain at least one connection."),
