@@ -1,5 +1,5 @@
 -- Schedules bulk-sync with pg_cron. Run it in the database where pg_cron is installed (cron.database_name,
--- usually postgres). In the project's database bulk_sync_tick() runs every minute, enqueue_incremental() every five
+-- usually postgres). In the project's database bulk_sync.tick() runs every minute, bulk_sync.enqueue_incremental() every five
 -- and a SKU snapshot nightly; the project's database is
 -- the current one, or the one named by the setting bulk_sync.database, e.g.
 --   PGOPTIONS='-c bulk_sync.database=shop_data' psql -d postgres -f pg_cron.sql
@@ -10,7 +10,7 @@ create extension if not exists pg_cron;
 select cron.schedule_in_database(
     'bulk_sync_tick',
     '* * * * *',
-    'select bulk_sync_tick()',
+    'select bulk_sync.tick()',
     coalesce(nullif(current_setting('bulk_sync.database', true), ''), current_database())
 );
 
@@ -18,7 +18,7 @@ select cron.schedule_in_database(
 select cron.schedule_in_database(
     'bulk_sync_incremental',
     '*/5 * * * *',
-    'select enqueue_incremental()',
+    'select bulk_sync.enqueue_incremental()',
     coalesce(nullif(current_setting('bulk_sync.database', true), ''), current_database())
 );
 
@@ -26,7 +26,7 @@ select cron.schedule_in_database(
 select cron.schedule_in_database(
     'bulk_sync_skus',
     '30 2 * * *',
-    $$select enqueue_backfill(current_date, current_date, '{skus}')$$,
+    $$select bulk_sync.enqueue_backfill(current_date, current_date, '{skus}')$$,
     coalesce(nullif(current_setting('bulk_sync.database', true), ''), current_database())
 );
 

@@ -63,12 +63,14 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
     simulator, base = _simulator(args, startup, rate)
     try:
         with psycopg.connect(dsn, autocommit=True) as db:
-            db.execute("update bulk_sync_settings set poll_interval_seconds = 1, poll_interval_max_seconds = 1")
+            db.execute("update bulk_sync.settings set poll_interval_seconds = 1, poll_interval_max_seconds = 1")
             if name == "original":
-                db.execute("update bulk_sync_settings set window_sizing = false")
+                db.execute("update bulk_sync.settings set window_sizing = false")
             for code in args.shop_codes:
                 ops = 1 if name == "original" else None
-                db.execute("select add_shop(%s, %s, '2026-10', %s)", (code, f"{code.lower()}.myshopify.com", ops))
+                db.execute(
+                    "select bulk_sync.add_shop(%s, %s, '2026-10', %s)", (code, f"{code.lower()}.myshopify.com", ops)
+                )
             env = {**os.environ, "DATABASE_URL": dsn}
             for code in args.shop_codes:
                 env[f"SHOP_{code}_URL"] = f"{base}/{code.lower()}"
@@ -79,9 +81,12 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
             if name == "sized" and args.warm_days:
                 # An earlier backfill of the same shops (untimed): the timed one is sized from what it saw.
                 first = FIRST + dt.timedelta(days=args.warm_days)
-                db.execute("select enqueue_backfill(%s, %s, '{orders,refunds}')", (FIRST, first - dt.timedelta(days=1)))
+                db.execute(
+                    "select bulk_sync.enqueue_backfill(%s, %s, '{orders,refunds}')",
+                    (FIRST, first - dt.timedelta(days=1)),
+                )
                 subprocess.run([*command, "--until-idle"], env=env, stderr=subprocess.DEVNULL, check=True)
-                timed_after = db.execute("select max(id) from bulk_sync_jobs").fetchone()[0]
+                timed_after = db.execute("select max(id) from bulk_sync.jobs").fetchone()[0]
                 ops_before = _operations(base)
             started = time.monotonic()
             if name == "original":
@@ -91,19 +96,19 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
                 runner.terminate()
                 returncode = runner.wait(60)
             else:
-                db.execute("select enqueue_backfill(%s, %s)", (first, last))
+                db.execute("select bulk_sync.enqueue_backfill(%s, %s)", (first, last))
                 returncode = subprocess.run([*command, "--until-idle"], env=env, stderr=subprocess.DEVNULL).returncode
                 seconds = time.monotonic() - started
             if returncode != 0:
                 raise RuntimeError(f"the {name} run's runner exited with {returncode}")
-            left = db.execute("select count(*) from bulk_sync_jobs where status <> 'completed'").fetchone()[0]
+            left = db.execute("select count(*) from bulk_sync.jobs where status <> 'completed'").fetchone()[0]
             if left:
                 raise RuntimeError(f"the {name} run left {left} jobs not completed")
-            jobs = db.execute("select count(*) from bulk_sync_jobs where id > %s", (timed_after,)).fetchone()[0]
+            jobs = db.execute("select count(*) from bulk_sync.jobs where id > %s", (timed_after,)).fetchone()[0]
             rows = {t: db.execute(f"select count(*) from shopify.{t}").fetchone()[0] for t in TABLES}
             objects = dict(
                 db.execute(
-                    "select shop, sum(object_count)::bigint from bulk_sync_jobs where id > %s group by shop",
+                    "select shop, sum(object_count)::bigint from bulk_sync.jobs where id > %s group by shop",
                     (timed_after,),
                 ).fetchall()
             )
@@ -128,7 +133,7 @@ def _one_at_a_time(db: psycopg.Connection, shops: tuple[str, ...], last: dt.date
     current: dict[str, int] = {}
     while plan or current:
         if current:
-            done = db.execute("select id, status from bulk_sync_jobs where id = any(%s)", (list(current.values()),))
+            done = db.execute("select id, status from bulk_sync.jobs where id = any(%s)", (list(current.values()),))
             for job_id, status in done.fetchall():
                 if status == "failed":
                     raise RuntimeError(f"job {job_id} of the original run failed")
@@ -136,8 +141,8 @@ def _one_at_a_time(db: psycopg.Connection, shops: tuple[str, ...], last: dt.date
                     current = {code: j for code, j in current.items() if j != job_id}
         for code in [c for c in plan if c not in current]:
             first, end, entity = plan[code].pop(0)
-            db.execute("select enqueue_backfill(%s, %s, %s, %s)", (first, end, [entity], [code]))
-            current[code] = db.execute("select max(id) from bulk_sync_jobs where shop = %s", (code,)).fetchone()[0]
+            db.execute("select bulk_sync.enqueue_backfill(%s, %s, %s, %s)", (first, end, [entity], [code]))
+            current[code] = db.execute("select max(id) from bulk_sync.jobs where shop = %s", (code,)).fetchone()[0]
             if not plan[code]:
                 del plan[code]
         time.sleep(0.05)

@@ -59,7 +59,7 @@ def _expected(db: psycopg.Connection, shopify: Shopify) -> tuple[dict, dict]:
     lost_orders: set[str] = set()
     lost: dict[str, set[str]] = {t: set() for t in TABLES}
     for shop, entity, start, end in db.execute(
-        "select shop, entity, window_start, window_end from bulk_sync_jobs where status = 'failed'"
+        "select shop, entity, window_start, window_end from bulk_sync.jobs where status = 'failed'"
     ):
         if entity == "orders":
             lost_orders |= {
@@ -70,7 +70,7 @@ def _expected(db: psycopg.Connection, shopify: Shopify) -> tuple[dict, dict]:
             lost["skus"] |= {s["id"] for s in truth["skus"].values() if s["shop"] == shop}
     quarantined = 0
     for entity, line in db.execute(
-        "select j.entity, r.line from bulk_sync_rejects r join bulk_sync_jobs j on j.id = r.job_id"
+        "select j.entity, r.line from bulk_sync.rejects r join bulk_sync.jobs j on j.id = r.job_id"
     ):
         quarantined += 1
         match = _ID.search(line)
@@ -82,7 +82,7 @@ def _expected(db: psycopg.Connection, shopify: Shopify) -> tuple[dict, dict]:
     lost["order_line_items"] |= {i for i, r in truth["order_line_items"].items() if r["order_id"] in lost_orders}
     # A lost order's refunds still arrive with a refunds export whose updated_at window holds the order.
     windows = db.execute(
-        "select shop, window_start, window_end from bulk_sync_jobs where entity = 'refunds' and status = 'completed'"
+        "select shop, window_start, window_end from bulk_sync.jobs where entity = 'refunds' and status = 'completed'"
     ).fetchall()
 
     def refunds_exported(order: dict) -> bool:
@@ -110,12 +110,14 @@ def run(seed: int, days: int, orders_per_day: int) -> dict:
         with tempfile.TemporaryDirectory(prefix="bulk-sync-chaos-") as tmp, LocalCluster(Path(tmp)) as cluster:
             dsn = cluster.create_database("chaos")
             with psycopg.connect(dsn, autocommit=True) as db:
-                db.execute("update bulk_sync_settings set poll_interval_seconds = 1, backoff_base_seconds = 1, "
+                db.execute("update bulk_sync.settings set poll_interval_seconds = 1, backoff_base_seconds = 1, "
                            "backoff_cap_seconds = 4, in_progress_retry_seconds = 2, lease_seconds = 10, "
                            "max_attempts = 60, max_operation_seconds = 15")  # fmt: skip
                 for code, version in SHOPS.items():
-                    db.execute("select add_shop(%s, %s, %s)", (code, f"{code.lower()}.myshopify.com", version))
-                db.execute("select enqueue_backfill('2025-09-01', %s)", (settings.last_day,))
+                    db.execute(
+                        "select bulk_sync.add_shop(%s, %s, %s)", (code, f"{code.lower()}.myshopify.com", version)
+                    )
+                db.execute("select bulk_sync.enqueue_backfill('2025-09-01', %s)", (settings.last_day,))
             env = {**os.environ, "DATABASE_URL": dsn}
             for code in SHOPS:
                 env[f"SHOP_{code}_TOKEN"], env[f"SHOP_{code}_URL"] = TOKEN, server.shop_url(code)
@@ -143,15 +145,15 @@ def run(seed: int, days: int, orders_per_day: int) -> dict:
                 if r.poll() is None:
                     r.wait(timeout=60)
             with psycopg.connect(dsn, autocommit=True) as db:
-                statuses = dict(db.execute("select status, count(*) from bulk_sync_jobs group by status").fetchall())
+                statuses = dict(db.execute("select status, count(*) from bulk_sync.jobs group by status").fetchall())
                 unexplained = db.execute(
-                    "select count(*) from bulk_sync_jobs where status = 'failed' and last_error is null"
+                    "select count(*) from bulk_sync.jobs where status = 'failed' and last_error is null"
                 ).fetchone()[0]
                 expected, lost = _expected(db, shopify)
                 mismatched = [t for t in TABLES if _rows(db, t) != expected[t]]
                 rows = sum(len(expected[t]) for t in TABLES)
                 secrets = db.execute(
-                    "select count(*) from bulk_sync_job_runs where message ~ 'Signature=|shpat_'"
+                    "select count(*) from bulk_sync.job_runs where message ~ 'Signature=|shpat_'"
                 ).fetchone()[0]
             text = log.read_text()
     finally:

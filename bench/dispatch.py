@@ -46,18 +46,20 @@ def raw_pgmq(dsn: str, cycles: int, sessions: int) -> float:
 def _respond(db: psycopg.Connection, task: dict) -> None:
     jid, fence = task["job_id"], task["fence"]
     if task["task"] == "start":
-        db.execute("select report_operation_started(%s, %s, %s)", (jid, fence, f"gid://shopify/BulkOperation/{jid}"))
+        db.execute(
+            "select bulk_sync.report_operation_started(%s, %s, %s)", (jid, fence, f"gid://shopify/BulkOperation/{jid}")
+        )
     elif task["task"] == "poll":
         db.execute(
-            "select report_poll_result(%s, %s, 'COMPLETED', null, 1, %s, %s)",
+            "select bulk_sync.report_poll_result(%s, %s, 'COMPLETED', null, 1, %s, %s)",
             (jid, fence, len(_line(jid)) + 1, f"https://storage.example/{jid}.jsonl"),
         )
     elif task["task"] == "download":
         with db.transaction():
-            db.execute("insert into bulk_sync_staging (job_id, line_no, line) values (%s, 1, %s)", (jid, _line(jid)))
-            db.execute("select report_download_finished(%s, %s, 1, %s)", (jid, fence, len(_line(jid)) + 1))
+            db.execute("insert into bulk_sync.staging (job_id, line_no, line) values (%s, 1, %s)", (jid, _line(jid)))
+            db.execute("select bulk_sync.report_download_finished(%s, %s, 1, %s)", (jid, fence, len(_line(jid)) + 1))
     elif task["task"] == "import":
-        db.execute("call bulk_sync_import(%s, %s)", (jid, fence))
+        db.execute("call bulk_sync.import(%s, %s)", (jid, fence))
 
 
 def _line(job_id: int) -> str:
@@ -67,7 +69,7 @@ def _line(job_id: int) -> str:
 def _worker(dsn: str, name: str, done: threading.Event, counts: list[int]) -> None:
     with psycopg.connect(dsn, autocommit=True) as db:
         while not done.is_set():
-            tasks = [r[0] for r in db.execute("select bulk_sync_claim(%s, 10, 0.2)", (name,)).fetchall()]
+            tasks = [r[0] for r in db.execute("select bulk_sync.claim(%s, 10, 0.2)", (name,)).fetchall()]
             for task in tasks:
                 _respond(db, task)
             counts.append(len(tasks))
@@ -79,20 +81,20 @@ def lifecycle(dsn: str, jobs: int, sessions: int, shops: int) -> tuple[float, in
     with psycopg.connect(dsn, autocommit=True) as db:
         # Every job its own operation (no merging of days): this measures the state machine per job.
         db.execute(
-            """update bulk_sync_settings
+            """update bulk_sync.settings
                set poll_interval_seconds = 0, max_concurrent_imports = 16, window_sizing = false"""
         )
         for i in range(shops):
-            db.execute("select add_shop(%s, %s)", (f"S{i}", f"s{i}.myshopify.com"))
+            db.execute("select bulk_sync.add_shop(%s, %s)", (f"S{i}", f"s{i}.myshopify.com"))
         done, counts = threading.Event(), []
         threads = [threading.Thread(target=_worker, args=(dsn, f"bench{i}", done, counts)) for i in range(sessions)]
         started = time.perf_counter()
         total = db.execute(
-            "select enqueue_backfill('2020-01-01'::date, '2020-01-01'::date + %s, '{orders}')", (days - 1,)
+            "select bulk_sync.enqueue_backfill('2020-01-01'::date, '2020-01-01'::date + %s, '{orders}')", (days - 1,)
         ).fetchone()[0]
         for t in threads:
             t.start()
-        while db.execute("select count(*) from bulk_sync_jobs where status <> 'completed'").fetchone()[0]:
+        while db.execute("select count(*) from bulk_sync.jobs where status <> 'completed'").fetchone()[0]:
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
         done.set()

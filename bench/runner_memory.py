@@ -46,11 +46,11 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
         try:
             base = simulator.stdout.readline().split(" at ")[1].split(" ")[0]
             with psycopg.connect(cluster.dsn("bench"), autocommit=True) as db:
-                db.execute("update bulk_sync_settings set poll_interval_seconds = 1, lease_seconds = 60")
-                db.execute("select add_shop('BIG', 'big.myshopify.com')")
+                db.execute("update bulk_sync.settings set poll_interval_seconds = 1, lease_seconds = 60")
+                db.execute("select bulk_sync.add_shop('BIG', 'big.myshopify.com')")
                 # One job over the whole data set: a single export of about a million lines.
                 db.execute(
-                    """insert into bulk_sync_jobs (shop, entity, filter_field, window_start, window_end, start_date,
+                    """insert into bulk_sync.jobs (shop, entity, filter_field, window_start, window_end, start_date,
                        end_date, max_attempts) values ('BIG', 'orders', 'created_at', '2025-09-01', %s::date + 1,
                        '2025-09-01', %s, 3)""",
                     (last, last),
@@ -68,7 +68,7 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
             elapsed = time.monotonic() - started
             with psycopg.connect(cluster.dsn("bench")) as db:
                 status, lines, size = db.execute(
-                    "select status, lines_total, bytes_copied from bulk_sync_jobs"
+                    "select status, lines_total, bytes_copied from bulk_sync.jobs"
                 ).fetchone()
         finally:
             simulator.terminate()

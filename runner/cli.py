@@ -8,11 +8,16 @@ from runner.errors import ConfigError
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    import psycopg
+
     from runner.db import connect
     from runner.migrate import migrate
 
     with connect(args.database_url) as conn:
-        applied = migrate(conn)
+        try:
+            applied = migrate(conn)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise ConfigError(f"migrate lacks a privilege: {str(exc).splitlines()[0]}") from None
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
     return 0
 
@@ -37,7 +42,7 @@ def _jobs(args: argparse.Namespace) -> int:
         rows = conn.execute(
             """select id, shop, entity, status, coalesce(to_char(window_start at time zone 'UTC', 'YYYY-MM-DD HH24:MI'),
                       start_date::text), attempts, coalesce(last_error, '')
-               from bulk_sync_jobs
+               from bulk_sync.jobs
                where (not %(failed)s or status = 'failed') and (%(shop)s::text is null or shop = %(shop)s)
                order by (status = 'failed') desc, updated_at desc limit %(limit)s""",
             {"failed": args.failed, "shop": args.shop, "limit": args.limit},

@@ -64,8 +64,8 @@ def _keep_current(db: psycopg.Connection, dsn: str, base_url: str, shops: dict[s
     print(f"\nmeanwhile on each shop: {changes['new_orders']} new orders, {changes['refunds']} refunds and "
           f"{changes['edits']} edits of existing orders")  # fmt: skip
     time.sleep(1.1)  # updated_at has whole seconds: the window must end after the changes
-    created = db.execute("select enqueue_incremental()").fetchone()[0]
-    print(f"select enqueue_incremental();  -> {created} jobs created (pg_cron runs it every five minutes)")
+    created = db.execute("select bulk_sync.enqueue_incremental()").fetchone()[0]
+    print(f"select bulk_sync.enqueue_incremental();  -> {created} jobs created (pg_cron runs it every five minutes)")
     started = time.monotonic()
     with (directory / "runner.log").open("a") as runner_log:
         log.send_to(runner_log)
@@ -74,7 +74,7 @@ def _keep_current(db: psycopg.Connection, dsn: str, base_url: str, shops: dict[s
     print(f"incremental sync finished in {time.monotonic() - started:.0f} s; freshness:")
     for shop, through, behind in db.execute(
         """select shop, to_char(synced_through, 'YYYY-MM-DD HH24:MI:SS TZ'), behind
-           from bulk_sync_freshness order by shop"""
+           from bulk_sync.freshness order by shop"""
     ).fetchall():
         print(f"  {shop:<4} orders synced through {through} ({behind} behind)")
     return _summary(db, base_url)
@@ -110,11 +110,11 @@ def run(directory: Path, reset: bool = False, port: int | None = None, orders_pe
             print("migrated: " + (", ".join(cluster.applied) if cluster.applied else "already up to date"))
             with psycopg.connect(dsn, autocommit=True) as db:
                 db.execute("set jit = off")  # the live view's queries are small; compiling them costs more
-                db.execute("update bulk_sync_settings set poll_interval_seconds = 1")
+                db.execute("update bulk_sync.settings set poll_interval_seconds = 1")
                 for code in SHOPS:
-                    db.execute("select add_shop(%s, %s)", (code, f"{code.lower()}-demo.myshopify.com"))
-                created = db.execute("select enqueue_backfill(%s, %s)", (FIRST, LAST)).fetchone()[0]
-                print(f"select enqueue_backfill('{FIRST}', '{LAST}');  -> {created} jobs created")
+                    db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}-demo.myshopify.com"))
+                created = db.execute("select bulk_sync.enqueue_backfill(%s, %s)", (FIRST, LAST)).fetchone()[0]
+                print(f"select bulk_sync.enqueue_backfill('{FIRST}', '{LAST}');  -> {created} jobs created")
                 shops = {c: Shop(c, f"{base_url}/{c.lower()}", "2026-10", tokens[c]) for c in SHOPS}
                 with (directory / "runner.log").open("a") as runner_log:
                     log.send_to(runner_log)

@@ -1,4 +1,4 @@
-"""Streaming an export URL into bulk_sync_staging with COPY, in bounded memory, and reporting it in the same
+"""Streaming an export URL into bulk_sync.staging with COPY, in bounded memory, and reporting it in the same
 transaction, so the staged lines exist only together with a download the job accepted."""
 
 import threading
@@ -66,7 +66,7 @@ def download(
                 raise DownloadError(f"HTTP {response.status_code} for the export URL", expired=True)
             if response.status_code != 200:
                 raise DownloadError(f"HTTP {response.status_code} for the export URL")
-            with conn.cursor().copy("copy bulk_sync_staging (job_id, line_no, line) from stdin") as copy:
+            with conn.cursor().copy("copy bulk_sync.staging (job_id, line_no, line) from stdin") as copy:
                 for line in _lines(response.iter_bytes(CHUNK), counter):
                     lines += 1
                     copy.write_row((job_id, lines, line))
@@ -75,7 +75,7 @@ def download(
                             raise Abandoned()
                         progress(counter[0])
             accepted = conn.execute(
-                "select report_download_finished(%s, %s, %s, %s)", (job_id, fence, lines, counter[0])
+                "select bulk_sync.report_download_finished(%s, %s, %s, %s)", (job_id, fence, lines, counter[0])
             ).fetchone()[0]
             if not accepted:
                 raise _Stale()

@@ -1,4 +1,6 @@
-"""Applies sql/ migrations in order, once each, recording them in bulk_sync_migrations."""
+"""Brings a database to the current bulk-sync: the extensions it needs, the append-only migrations in
+sql/migrations/ (tables, indexes, data), then the definition files sql/NN_<area>.sql (functions, views, grants),
+re-applied whenever one of them changes. Everything is recorded in bulk_sync.migrations."""
 
 import hashlib
 import re
@@ -7,14 +9,19 @@ from pathlib import Path
 
 import psycopg
 
+from runner.errors import ConfigError
+
 _LOCK_KEY = 0x62756C6B  # serialises concurrent migrate runs
-_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_MIGRATION = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_DEFINITION = re.compile(r"^(\d{2})_([a-z0-9_]+)\.sql$")
+# A database of release 0.1 kept its migrations in public; these must all be there to upgrade it.
+_RELEASE_0_1 = {1: "schema", 2: "state_machine", 3: "claim", 4: "reports", 5: "api", 6: "import", 7: "runner",
+                8: "stuck", 9: "roles", 10: "import_temp_tables", 11: "window_sizing", 12: "incremental"}  # fmt: skip
 
 
 @dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
+class SqlFile:
+    name: str  # migrations/0001_baseline.sql, 10_state_machine.sql
     sql: str
 
     @property
@@ -30,59 +37,198 @@ def sql_dir() -> Path:
     raise FileNotFoundError("the sql/ directory of bulk-sync is missing")
 
 
-def migrations(directory: Path | None = None) -> list[Migration]:
+def _files(directory: Path, pattern: re.Pattern, prefix: str) -> list[SqlFile]:
     found = []
-    for path in sorted((directory or sql_dir()).glob("*.sql")):
-        match = _NAME.match(path.name)
-        if not match:
-            raise ValueError(f"migration file name {path.name!r} is not NNNN_name.sql")
-        found.append(Migration(int(match[1]), match[2], path.read_text()))
+    for path in sorted(directory.glob("*.sql")):
+        if not pattern.match(path.name):
+            raise ValueError(f"SQL file name {prefix}{path.name!r} does not follow {pattern.pattern}")
+        found.append(SqlFile(prefix + path.name, path.read_text()))
     return found
 
 
-def _install_pgmq(conn: psycopg.Connection) -> str:
-    """pgmq as an extension where the server has it (Supabase), else the SQL shipped in the pgmq package."""
-    if conn.execute("select to_regnamespace('pgmq') is not null").fetchone()[0]:
-        return "present"
-    if conn.execute("select exists (select from pg_available_extensions where name = 'pgmq')").fetchone()[0]:
-        conn.execute("create extension if not exists pgmq")
-        return "extension"
+def migrations(root: Path | None = None) -> list[SqlFile]:
+    """The append-only migrations, in order."""
+    return _files((root or sql_dir()) / "migrations", _MIGRATION, "migrations/")
+
+
+def definitions(root: Path | None = None) -> list[SqlFile]:
+    """The definition files (functions, views, grants), in the order they are applied."""
+    return _files(root or sql_dir(), _DEFINITION, "")
+
+
+def _one(conn: psycopg.Connection, query: str, params: tuple = ()) -> object:
+    return conn.execute(query, params).fetchone()[0]
+
+
+def _extension_schema(conn: psycopg.Connection) -> str:
+    """Where an extension bulk-sync creates goes: Supabase's `extensions` schema, else a schema of its own."""
+    return "extensions" if _one(conn, "select to_regnamespace('extensions') is not null") else "btree_gist"
+
+
+def _ensure_btree_gist(conn: psycopg.Connection) -> str | None:
+    """btree_gist (the jobs' exclusion constraint) where it is, else created outside public; moved out of public
+    when release 0.1 put it there (it did, and this role owns it)."""
+    row = conn.execute(
+        "select e.extnamespace::regnamespace::text = 'public' and pg_has_role(e.extowner, 'usage') "
+        "and to_regclass('public.bulk_sync_migrations') is not null "
+        "from pg_extension as e where e.extname = 'btree_gist'"
+    ).fetchone()
+    if row and not row[0]:
+        return None
+    schema = _extension_schema(conn)
+    conn.execute(f'create schema if not exists "{schema}"')
+    if row:
+        conn.execute(f'alter extension btree_gist set schema "{schema}"')
+        return f"btree_gist (moved from public to {schema})"
+    conn.execute(f'create extension btree_gist schema "{schema}"')
+    return f"btree_gist (extension in {schema})"
+
+
+def _pgmq_unusable(conn: psycopg.Connection) -> str | None:
+    """Why this role cannot create bulk-sync's queue with the installed pgmq, or None when it can."""
+    if not _one(conn, "select has_schema_privilege('pgmq', 'usage')"):
+        return "permission denied for schema pgmq"
+    if _one(conn, "select to_regclass('pgmq.q_bulk_sync') is not null"):
+        return None  # the queue exists: nothing to create
+    if not _one(conn, "select has_schema_privilege('pgmq', 'create')"):
+        return "permission denied for schema pgmq"
+    owner_ok = _one(
+        conn, "select coalesce((select pg_has_role(extowner, 'usage') from pg_extension where extname = 'pgmq'), true)"
+    )
+    return None if owner_ok else "the pgmq extension belongs to another role"
+
+
+def _ensure_pgmq(conn: psycopg.Connection) -> str | None:
+    """pgmq as found; else the server's extension; else the SQL shipped in the pgmq package."""
+    if _one(conn, "select to_regnamespace('pgmq') is not null"):
+        reason = _pgmq_unusable(conn)
+        if reason:
+            raise ConfigError(
+                f"pgmq is installed but {_one(conn, 'select current_user')} cannot use it ({reason}); on Supabase, "
+                "disable and re-enable the pgmq extension (Database > Extensions) so that postgres owns it"
+            )
+        return None
+    if _one(conn, "select exists (select from pg_available_extensions where name = 'pgmq')"):
+        conn.execute("create extension pgmq")
+        return "pgmq (extension)"
     from pgmq.install import get_embedded_install_sql
 
     conn.execute(get_embedded_install_sql())
-    return "embedded sql"
+    return "pgmq (embedded sql)"
 
 
-def migrate(conn: psycopg.Connection, directory: Path | None = None) -> list[str]:
-    """Brings the database up to date; returns the names of the migrations it applied (none on a second run)."""
-    todo = migrations(directory)
-    applied = []
+def _bootstrap(conn: psycopg.Connection) -> None:
+    conn.execute("create schema if not exists bulk_sync")
+    conn.execute(
+        """create table if not exists bulk_sync.migrations (
+               name text primary key,
+               checksum text not null,
+               applied_at timestamptz not null default now())"""
+    )
+
+
+def _is_release_0_1(conn: psycopg.Connection) -> bool:
+    """True for a database of release 0.1 (its migrations in public.bulk_sync_migrations); refuses an older one."""
+    if not _one(conn, "select to_regclass('public.bulk_sync_migrations') is not null"):
+        return False
+    done = dict(conn.execute("select version, name from public.bulk_sync_migrations").fetchall())
+    missing = [f"{v:04d}_{n}" for v, n in _RELEASE_0_1.items() if done.get(v) != n]
+    if missing:
+        raise ConfigError(
+            f"this database has an older bulk-sync without migration {missing[0]}: run `bulk-sync migrate` of "
+            "release 0.1 first, then this one"
+        )
+    return True
+
+
+def _upgrade_release_0_1(conn: psycopg.Connection, root: Path, baseline: SqlFile) -> str | None:
+    """Moves a database of release 0.1 into the new schemas and records the baseline as applied."""
+    if not _is_release_0_1(conn):
+        return None
+    conn.execute((root / "upgrades" / "from_0.1.sql").read_text())
+    conn.execute(
+        "insert into bulk_sync.migrations (name, checksum) values (%s, %s)", (baseline.name, baseline.checksum)
+    )
+    return "upgraded from release 0.1"
+
+
+def _drop_definitions(conn: psycopg.Connection) -> None:
+    """Drops every view, trigger, function and procedure in bulk_sync, so that the definition files re-create exactly
+    what they define (a user's object that depends on one of them stops the migration with PostgreSQL's error)."""
+    views = _one(
+        conn,
+        "select string_agg(c.oid::regclass::text, ', ') from pg_class as c "
+        "where c.relnamespace = 'bulk_sync'::regnamespace and c.relkind in ('v', 'm')",
+    )
+    if views:
+        conn.execute(f"drop view {views}")
+    triggers = conn.execute(
+        "select format('drop trigger %I on %s', t.tgname, t.tgrelid::regclass) from pg_trigger as t "
+        "join pg_class as c on c.oid = t.tgrelid "
+        "where c.relnamespace = 'bulk_sync'::regnamespace and not t.tgisinternal"
+    ).fetchall()
+    for (statement,) in triggers:
+        conn.execute(statement)
+    routines = _one(
+        conn,
+        "select string_agg(p.oid::regprocedure::text, ', ') from pg_proc as p "
+        "where p.pronamespace = 'bulk_sync'::regnamespace",
+    )
+    if routines:
+        conn.execute(f"drop routine {routines}")
+
+
+def migrate(conn: psycopg.Connection, root: Path | None = None) -> list[str]:
+    """Brings the database up to date; returns what it did (nothing on a second run). Extensions are created in
+    transactions of their own (an extension's after-create hook may change search_path for the rest of its
+    transaction); everything else in one transaction, under a lock that serialises concurrent runs."""
+    root = root or sql_dir()
+    todo, defs = migrations(root), definitions(root)
+    done: list[str] = []
+    conn.commit()
+    with conn.transaction():
+        _is_release_0_1(conn)  # an unfinished older release stops here, before anything changes
+    for ensure in (_ensure_pgmq, _ensure_btree_gist):
+        with conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+            note = ensure(conn)
+        done += [note] if note else []
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        conn.execute(
-            """create table if not exists bulk_sync_migrations (
-                   version integer primary key,
-                   name text not null,
-                   checksum text not null,
-                   applied_at timestamptz not null default now())"""
-        )
-        done = dict(conn.execute("select version, checksum from bulk_sync_migrations").fetchall())
-        if any(m.version not in done for m in todo):
-            pgmq = _install_pgmq(conn)
-            if pgmq != "present":
-                applied.append(f"pgmq ({pgmq})")
+        _bootstrap(conn)
+        upgraded = _upgrade_release_0_1(conn, root, todo[0])
+        done += [upgraded] if upgraded else []
+        applied = dict(conn.execute("select name, checksum from bulk_sync.migrations").fetchall())
         for m in todo:
-            if m.version in done:
-                if done[m.version] != m.checksum:
-                    raise RuntimeError(
-                        f"migration {m.version:04d}_{m.name} changed after it was applied; "
-                        "add a new migration instead of editing an applied one"
+            if m.name in applied:
+                if applied[m.name] != m.checksum:
+                    raise ConfigError(
+                        f"migration {m.name} changed after it was applied; add a new migration instead of editing "
+                        "an applied one"
                     )
                 continue
             conn.execute(m.sql)
+            conn.execute("insert into bulk_sync.migrations (name, checksum) values (%s, %s)", (m.name, m.checksum))
+            done.append(m.name)
+        stale = [d for d in defs if applied.get(d.name) != d.checksum]
+        gone = {name for name in applied if "/" not in name} - {d.name for d in defs}
+        if stale or gone:
+            try:
+                with conn.transaction():
+                    _drop_definitions(conn)
+            except psycopg.errors.DependentObjectsStillExist as exc:
+                detail = (exc.diag.message_detail or "").splitlines()[0]
+                raise ConfigError(
+                    f"cannot apply bulk-sync's definitions again: {detail}; drop that object, migrate, then create "
+                    "it again"
+                ) from None
+            for d in defs:
+                conn.execute(d.sql)
+            conn.execute("delete from bulk_sync.migrations where name = any(%s)", (sorted(gone),))
             conn.execute(
-                "insert into bulk_sync_migrations (version, name, checksum) values (%s, %s, %s)",
-                (m.version, m.name, m.checksum),
+                "insert into bulk_sync.migrations (name, checksum) select * from unnest(%s::text[], %s::text[]) "
+                "on conflict (name) do update set checksum = excluded.checksum, applied_at = now()",
+                ([d.name for d in defs], [d.checksum for d in defs]),
             )
-            applied.append(f"{m.version:04d}_{m.name}")
-    return applied
+            done.append(f"definitions ({', '.join(d.name for d in stale) or 'unchanged files, re-applied'})")
+    return done

@@ -30,23 +30,23 @@ def snapshot(conn: psycopg.Connection, problems: int = 5) -> Snapshot:
     progress = conn.execute(
         """select shop, entity, total, completed, failed, queued, active, percent, rows_imported::bigint,
                   rows_rejected::bigint
-           from bulk_sync_progress order by shop, entity"""
+           from bulk_sync.progress order by shop, entity"""
     ).fetchall()
-    states = dict(conn.execute("select status, sum(jobs)::bigint from bulk_sync_status group by status").fetchall())
+    states = dict(conn.execute("select status, sum(jobs)::bigint from bulk_sync.status group by status").fetchall())
     recent = conn.execute(
         """select to_char(r.created_at, 'HH24:MI:SS'), r.job_id, j.shop, j.entity, r.status, r.message
-           from bulk_sync_job_runs as r join bulk_sync_jobs as j on j.id = r.job_id
+           from bulk_sync.job_runs as r join bulk_sync.jobs as j on j.id = r.job_id
            where r.status in ('retry', 'failed') order by r.id desc limit %s""",
         (problems,),
     ).fetchall()
     stuck = conn.execute(
         """select id, shop, entity, status, date_trunc('second', idle_for)::text, reason
-           from bulk_sync_stuck order by since"""
+           from bulk_sync.stuck order by since"""
     ).fetchall()
     fresh = conn.execute(
         """select shop, entity, to_char(synced_through at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'),
                   behind::text
-           from bulk_sync_freshness order by shop, entity"""
+           from bulk_sync.freshness order by shop, entity"""
     ).fetchall()
     return Snapshot(time.monotonic(), progress, states, recent, stuck, fresh)
 
@@ -58,7 +58,7 @@ def _bar(percent: float) -> str:
 
 def render(snap: Snapshot, previous: Snapshot | None = None) -> str:
     if not snap.progress:
-        return "no jobs yet: select enqueue_backfill('2025-09-01', '2025-10-31');"
+        return "no jobs yet: select bulk_sync.enqueue_backfill('2025-09-01', '2025-10-31');"
     total = sum(p[2] for p in snap.progress)
     completed = sum(p[3] for p in snap.progress)
     failed = sum(p[4] for p in snap.progress)
@@ -84,7 +84,7 @@ def render(snap: Snapshot, previous: Snapshot | None = None) -> str:
             f"{shop} {entity} through {through} ({behind} behind)" for shop, entity, through, behind in snap.fresh
         )]  # fmt: skip
     if snap.stuck:
-        out += ["", f"stuck: {len(snap.stuck)} jobs not progressing (select * from bulk_sync_stuck)"]
+        out += ["", f"stuck: {len(snap.stuck)} jobs not progressing (select * from bulk_sync.stuck)"]
         out += [f"  job {job} {shop} {entity} {status}, idle {idle}: {reason}"[:160]
                 for job, shop, entity, status, idle, reason in snap.stuck[:5]]  # fmt: skip
     if snap.problems:

@@ -1,6 +1,6 @@
 """The runner's optional webhook receiver (`bulk-sync run --webhook-port`): Shopify's bulk_operations/finish
 notification, verified (X-Shopify-Hmac-SHA256 over the raw body with the app's client secret) and handed to
-bulk_sync_webhook_finished(), which dedupes on X-Shopify-Webhook-Id and makes the job poll at once. Polling stays
+bulk_sync.webhook_finished(), which dedupes on X-Shopify-Webhook-Id and makes the job poll at once. Polling stays
 the fallback: a lost notification only costs the time until the next poll."""
 
 import base64
@@ -55,7 +55,7 @@ class WebhookServer:
     def _call(self, webhook_id: str, domain: str, operation_id: str) -> str:
         if self._db is None or self._db.closed:
             self._db = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
-        query = "select bulk_sync_webhook_finished(%s, %s, %s)"
+        query = "select bulk_sync.webhook_finished(%s, %s, %s)"
         return self._db.execute(query, (webhook_id, domain, operation_id)).fetchone()[0]
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

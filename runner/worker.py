@@ -72,7 +72,7 @@ class Heartbeats:
             try:
                 with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10) as db:
                     for (job_id, fence), copied in due.items():
-                        db.execute("select bulk_sync_heartbeat(%s, %s, %s)", (job_id, fence, copied or None))
+                        db.execute("select bulk_sync.heartbeat(%s, %s, %s)", (job_id, fence, copied or None))
             except psycopg.Error as exc:
                 log.step(phase="heartbeat", outcome="error", detail=type(exc).__name__)
 
@@ -122,10 +122,10 @@ class Runner:
             try:
                 with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as db:
                     while not self.stop.is_set():
-                        rows = db.execute("select bulk_sync_claim(%s, 1, %s)", (worker, self.wait_seconds)).fetchall()
+                        rows = db.execute("select bulk_sync.claim(%s, 1, %s)", (worker, self.wait_seconds)).fetchall()
                         for (task,) in rows:
                             self._handle(db, task)
-                        if not rows and self.until_idle and db.execute("select bulk_sync_idle()").fetchone()[0]:
+                        if not rows and self.until_idle and db.execute("select bulk_sync.idle()").fetchone()[0]:
                             log.step(worker=worker, phase="idle", outcome="done", detail="no job can make progress")
                             self.stop.set()
             except psycopg.OperationalError as exc:
@@ -161,7 +161,7 @@ class Runner:
                 outcome = "ok" if result.accepted else "stale"
                 detail = f"{result.lines} lines, {result.bytes} bytes"
             elif kind == "import":
-                db.execute("call bulk_sync_import(%s, %s)", (job_id, fence))
+                db.execute("call bulk_sync.import(%s, %s)", (job_id, fence))
             elif kind == "cancel":
                 client.cancel(task["operation_id"])
         except Throttled as exc:
@@ -181,7 +181,7 @@ class Runner:
             self._report(db, "report_download_failed", job_id, fence, str(exc), exc.expired)
         except Abandoned:
             outcome = "given_back"
-            self._report(db, "bulk_sync_release", job_id, fence)
+            self._report(db, "release", job_id, fence)
         except psycopg.Error:
             raise  # the database connection is the loop's to handle
         except Exception as exc:  # noqa: BLE001 - a bug here must not stall the job until its lease expires
@@ -195,7 +195,7 @@ class Runner:
     @staticmethod
     def _report(db: psycopg.Connection, function: str, *args: object) -> bool:
         marks = ", ".join(["%s"] * len(args))
-        return db.execute(f"select {function}({marks})", args).fetchone()[0]
+        return db.execute(f"select bulk_sync.{function}({marks})", args).fetchone()[0]
 
 
 def _first_line(exc: Exception) -> str:

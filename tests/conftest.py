@@ -60,5 +60,5 @@ def db(dsn: str):
 def five_shops(db: psycopg.Connection) -> list[str]:
     codes = ["DA", "DE", "NL", "INT", "CHF"]
     for code in codes:
-        db.execute("select add_shop(%s, %s)", (code, f"{code.lower()}-shop.myshopify.com"))
+        db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}-shop.myshopify.com"))
     return codes

@@ -4,16 +4,16 @@ import psycopg
 
 
 def claim(db: psycopg.Connection, worker: str = "w1", qty: int = 10) -> list[dict]:
-    return [row[0] for row in db.execute("select bulk_sync_claim(%s, %s)", (worker, qty)).fetchall()]
+    return [row[0] for row in db.execute("select bulk_sync.claim(%s, %s)", (worker, qty)).fetchall()]
 
 
 def report(db: psycopg.Connection, function: str, *args: object) -> bool:
     marks = ", ".join(["%s"] * len(args))
-    return db.execute(f"select {function}({marks})", args).fetchone()[0]
+    return db.execute(f"select bulk_sync.{function}({marks})", args).fetchone()[0]
 
 
 def job(db: psycopg.Connection, job_id: int) -> dict:
-    cur = db.execute("select * from bulk_sync_jobs where id = %s", (job_id,))
+    cur = db.execute("select * from bulk_sync.jobs where id = %s", (job_id,))
     names = [c.name for c in cur.description]
     return dict(zip(names, cur.fetchone(), strict=True))
 
@@ -21,7 +21,7 @@ def job(db: psycopg.Connection, job_id: int) -> dict:
 def make_due(db: psycopg.Connection) -> None:
     """Makes every delayed message and backoff due now (what waiting would do)."""
     db.execute("update pgmq.q_bulk_sync set vt = now()")
-    db.execute("update bulk_sync_jobs set next_attempt_at = now() where status in ('queued', 'copied')")
+    db.execute("update bulk_sync.jobs set next_attempt_at = now() where status in ('queued', 'copied')")
 
 
 def order_lines(job_id: int, count: int) -> list[str]:
@@ -34,7 +34,7 @@ def order_lines(job_id: int, count: int) -> list[str]:
 
 def stage(db: psycopg.Connection, job_id: int, lines: list[str]) -> int:
     """Copies export lines into staging as a runner does; returns their bytes."""
-    with db.cursor().copy("copy bulk_sync_staging (job_id, line_no, line) from stdin") as copy:
+    with db.cursor().copy("copy bulk_sync.staging (job_id, line_no, line) from stdin") as copy:
         for number, line in enumerate(lines, 1):
             copy.write_row((job_id, number, line.rstrip("\n")))
     return sum(len(line.encode()) for line in lines)
@@ -48,7 +48,7 @@ def download(db: psycopg.Connection, task: dict, lines: list[str]) -> bool:
 
 
 def import_job(db: psycopg.Connection, task: dict) -> None:
-    db.execute("call bulk_sync_import(%s, %s)", (task["job_id"], task["fence"]))
+    db.execute("call bulk_sync.import(%s, %s)", (task["job_id"], task["fence"]))
 
 
 def operation_running(db: psycopg.Connection, task: dict) -> dict:
@@ -87,6 +87,6 @@ def windows_tile(db: psycopg.Connection) -> dict[tuple[str, str], tuple[str, str
     rows = db.execute(
         """select shop, entity, min(window_start)::date::text, max(window_end)::date::text,
                   extract(epoch from sum(window_end - window_start)) / 86400
-           from bulk_sync_jobs where status = 'completed' and window_start is not null group by shop, entity"""
+           from bulk_sync.jobs where status = 'completed' and window_start is not null group by shop, entity"""
     ).fetchall()
     return {(shop, entity): (first, end, float(days)) for shop, entity, first, end, days in rows}

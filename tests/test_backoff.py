@@ -9,8 +9,8 @@ settings.register_profile("db", deadline=None, suppress_health_check=[HealthChec
 
 def _backoff(db: psycopg.Connection, attempt: int, rand: float | None = None) -> float:
     if rand is None:
-        return db.execute("select extract(epoch from bulk_sync_backoff(%s))::float8", (attempt,)).fetchone()[0]
-    return db.execute("select extract(epoch from bulk_sync_backoff(%s, %s))::float8", (attempt, rand)).fetchone()[0]
+        return db.execute("select extract(epoch from bulk_sync.backoff(%s))::float8", (attempt,)).fetchone()[0]
+    return db.execute("select extract(epoch from bulk_sync.backoff(%s, %s))::float8", (attempt, rand)).fetchone()[0]
 
 
 @settings(settings.get_profile("db"), max_examples=200)
@@ -24,7 +24,7 @@ def test_backoff_is_within_half_and_whole_of_the_capped_exponential(
     db: psycopg.Connection, attempt: int, base: int, cap_factor: int, rand: float
 ) -> None:
     cap = min(base * cap_factor, 86400)
-    db.execute("update bulk_sync_settings set backoff_base_seconds = %s, backoff_cap_seconds = %s", (base, cap))
+    db.execute("update bulk_sync.settings set backoff_base_seconds = %s, backoff_cap_seconds = %s", (base, cap))
     ceiling = min(cap, base * 2.0 ** (attempt - 1))
     value = _backoff(db, attempt, rand)
     assert ceiling / 2 - 1e-6 <= value <= ceiling + 1e-6
@@ -35,7 +35,7 @@ def test_backoff_is_within_half_and_whole_of_the_capped_exponential(
 
 
 def test_backoff_grows_until_the_cap(db: psycopg.Connection) -> None:
-    db.execute("update bulk_sync_settings set backoff_base_seconds = 10, backoff_cap_seconds = 1800")
+    db.execute("update bulk_sync.settings set backoff_base_seconds = 10, backoff_cap_seconds = 1800")
     ceilings = [_backoff(db, n, 1.0) for n in range(1, 12)]
     assert ceilings == [10, 20, 40, 80, 160, 320, 640, 1280, 1800, 1800, 1800]
 

@@ -18,8 +18,8 @@ def _worker(dsn: str, seed: int, stop: threading.Event, errors: list[str]) -> No
         while not stop.is_set():
             try:
                 if rng.random() < 0.3:
-                    db.execute("select bulk_sync_tick()")
-                tasks = [r[0] for r in db.execute("select bulk_sync_claim(%s, 2)", (f"w{seed}",)).fetchall()]
+                    db.execute("select bulk_sync.tick()")
+                tasks = [r[0] for r in db.execute("select bulk_sync.claim(%s, 2)", (f"w{seed}",)).fetchall()]
                 for t in tasks:
                     _respond(db, rng, t)
                 if not tasks:
@@ -34,22 +34,25 @@ def _respond(db: psycopg.Connection, rng: random.Random, t: dict) -> None:
     roll = rng.random()
     if t["task"] == "start":
         if roll < 0.1:
-            db.execute("select report_operation_in_progress(%s, %s, 'busy')", (jid, fence))
+            db.execute("select bulk_sync.report_operation_in_progress(%s, %s, 'busy')", (jid, fence))
         elif roll < 0.2:
-            db.execute("select report_throttled(%s, %s, 0.2)", (jid, fence))
+            db.execute("select bulk_sync.report_throttled(%s, %s, 0.2)", (jid, fence))
         else:
             db.execute(
-                "select report_operation_started(%s, %s, %s)", (jid, fence, f"gid://shopify/BulkOperation/{jid}")
+                "select bulk_sync.report_operation_started(%s, %s, %s)",
+                (jid, fence, f"gid://shopify/BulkOperation/{jid}"),
             )
     elif t["task"] == "poll":
         if roll < 0.3:
-            db.execute("select report_poll_result(%s, %s, 'RUNNING', null, 1)", (jid, fence))
+            db.execute("select bulk_sync.report_poll_result(%s, %s, 'RUNNING', null, 1)", (jid, fence))
         elif roll < 0.4:
-            db.execute("select report_transient_error(%s, %s, 'HTTP 502')", (jid, fence))
+            db.execute("select bulk_sync.report_transient_error(%s, %s, 'HTTP 502')", (jid, fence))
         else:
             url = f"https://storage.example/{jid}.jsonl"
             size = sum(len(line.encode()) for line in order_lines(jid, 2))
-            db.execute("select report_poll_result(%s, %s, 'COMPLETED', null, 2, %s, %s)", (jid, fence, size, url))
+            db.execute(
+                "select bulk_sync.report_poll_result(%s, %s, 'COMPLETED', null, 2, %s, %s)", (jid, fence, size, url)
+            )
     elif t["task"] == "download":
         download(db, t, order_lines(jid, 2))
     elif t["task"] == "import":
@@ -60,7 +63,7 @@ def _sample(dsn: str, stop: threading.Event, maxima: dict[str, int], samples: li
     with psycopg.connect(dsn, autocommit=True) as db:
         while not stop.is_set():
             rows = db.execute(
-                "select shop, count(*) from bulk_sync_jobs where status in ('starting', 'waiting') group by shop"
+                "select shop, count(*) from bulk_sync.jobs where status in ('starting', 'waiting') group by shop"
             ).fetchall()
             for shop, n in rows:
                 maxima[shop] = max(maxima.get(shop, 0), n)
@@ -68,15 +71,15 @@ def _sample(dsn: str, stop: threading.Event, maxima: dict[str, int], samples: li
 
 
 def test_shop_slots_never_exceed_the_limit_and_everything_is_dispatched(db: psycopg.Connection, dsn: str) -> None:
-    db.execute("select add_shop('ONE', 'one.myshopify.com', '2025-10')")
-    db.execute("select add_shop('FIVE', 'five.myshopify.com', '2026-10')")
+    db.execute("select bulk_sync.add_shop('ONE', 'one.myshopify.com', '2025-10')")
+    db.execute("select bulk_sync.add_shop('FIVE', 'five.myshopify.com', '2026-10')")
     db.execute(
-        """update bulk_sync_settings set poll_interval_seconds = 1, backoff_base_seconds = 1,
+        """update bulk_sync.settings set poll_interval_seconds = 1, backoff_base_seconds = 1,
            backoff_cap_seconds = 1, in_progress_retry_seconds = 1, max_attempts = 100"""
     )
     created = db.execute(
-        """select enqueue_backfill('2025-09-01', '2025-09-15', '{orders,refunds}', '{FIVE}')
-                + enqueue_backfill('2025-09-01', '2025-09-04', '{orders,refunds}', '{ONE}')"""
+        """select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-15', '{orders,refunds}', '{FIVE}')
+                + bulk_sync.enqueue_backfill('2025-09-01', '2025-09-04', '{orders,refunds}', '{ONE}')"""
     ).fetchone()[0]
     assert created == 38
     stop, errors, maxima, samples = threading.Event(), [], {}, [0]
@@ -87,7 +90,7 @@ def test_shop_slots_never_exceed_the_limit_and_everything_is_dispatched(db: psyc
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline and not errors:
-            left = db.execute("select count(*) from bulk_sync_jobs where status <> 'completed'").fetchone()[0]
+            left = db.execute("select count(*) from bulk_sync.jobs where status <> 'completed'").fetchone()[0]
             if left == 0:
                 break
             time.sleep(0.2)
@@ -97,7 +100,7 @@ def test_shop_slots_never_exceed_the_limit_and_everything_is_dispatched(db: psyc
             t.join()
     assert errors == []
     # every job completed; merged or not, the windows tile each range exactly
-    assert db.execute("select distinct status from bulk_sync_jobs").fetchall() == [("completed",)]
+    assert db.execute("select distinct status from bulk_sync.jobs").fetchall() == [("completed",)]
     assert windows_tile(db) == {
         ("FIVE", "orders"): ("2025-09-01", "2025-09-16", 15.0), ("FIVE", "refunds"): ("2025-09-01", "2025-09-16", 15.0),
         ("ONE", "orders"): ("2025-09-01", "2025-09-05", 4.0), ("ONE", "refunds"): ("2025-09-01", "2025-09-05", 4.0),
@@ -107,28 +110,28 @@ def test_shop_slots_never_exceed_the_limit_and_everything_is_dispatched(db: psyc
     assert 1 < maxima["FIVE"] <= 5
     # the audit trail shows every job went through start, poll, download and import
     steps = db.execute(
-        """select count(distinct job_id) from bulk_sync_job_runs
+        """select count(distinct job_id) from bulk_sync.job_runs
            where phase = 'import' and status = 'ok' and to_status = 'completed'"""
     ).fetchone()[0]
-    assert steps == db.execute("select count(*) from bulk_sync_jobs").fetchone()[0]
+    assert steps == db.execute("select count(*) from bulk_sync.jobs").fetchone()[0]
 
 
 def test_the_schema_refuses_a_second_job_in_a_taken_slot(db: psycopg.Connection) -> None:
-    db.execute("select add_shop('ONE', 'one.myshopify.com', '2025-10')")
-    db.execute("select enqueue_backfill('2025-09-01', '2025-09-02', '{orders}')")
-    queued = db.execute("select id from bulk_sync_jobs where status = 'queued'").fetchone()[0]
+    db.execute("select bulk_sync.add_shop('ONE', 'one.myshopify.com', '2025-10')")
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-02', '{orders}')")
+    queued = db.execute("select id from bulk_sync.jobs where status = 'queued'").fetchone()[0]
     with pytest.raises(psycopg.errors.UniqueViolation):
-        db.execute("update bulk_sync_jobs set status = 'starting', slot = 1 where id = %s", (queued,))
+        db.execute("update bulk_sync.jobs set status = 'starting', slot = 1 where id = %s", (queued,))
 
 
 def test_a_lowered_limit_is_respected_by_dispatch(db: psycopg.Connection) -> None:
-    db.execute("select add_shop('FIVE', 'five.myshopify.com')")
-    db.execute("select enqueue_backfill('2025-09-01', '2025-09-10', '{orders}')")
-    assert db.execute("select count(*) from bulk_sync_jobs where status = 'starting'").fetchone() == (5,)
-    db.execute("select add_shop('FIVE', 'five.myshopify.com', '2026-10', 2)")
-    for jid, fence in db.execute("select id, fence from bulk_sync_jobs where slot in (1, 2, 3)").fetchall():
-        db.execute("update bulk_sync_jobs set lease_expires_at = now() + interval '1 min' where id = %s", (jid,))
-        db.execute("select report_fatal_error(%s, %s, 'gone')", (jid, fence))
+    db.execute("select bulk_sync.add_shop('FIVE', 'five.myshopify.com')")
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-10', '{orders}')")
+    assert db.execute("select count(*) from bulk_sync.jobs where status = 'starting'").fetchone() == (5,)
+    db.execute("select bulk_sync.add_shop('FIVE', 'five.myshopify.com', '2026-10', 2)")
+    for jid, fence in db.execute("select id, fence from bulk_sync.jobs where slot in (1, 2, 3)").fetchall():
+        db.execute("update bulk_sync.jobs set lease_expires_at = now() + interval '1 min' where id = %s", (jid,))
+        db.execute("select bulk_sync.report_fatal_error(%s, %s, 'gone')", (jid, fence))
     # slots 4 and 5 are still held: with a limit of 2 nothing more may start
-    assert db.execute("select bulk_sync_dispatch()").fetchone() == (0,)
-    assert db.execute("select count(*) from bulk_sync_jobs where status = 'starting'").fetchone() == (2,)
+    assert db.execute("select bulk_sync.dispatch()").fetchone() == (0,)
+    assert db.execute("select count(*) from bulk_sync.jobs where status = 'starting'").fetchone() == (2,)

@@ -14,7 +14,7 @@ CLAIM_AND_HANG = textwrap.dedent(
     """
     import sys, time, psycopg
     with psycopg.connect(sys.argv[1], autocommit=True) as db:
-        (task,) = db.execute("select bulk_sync_claim('doomed', 1)").fetchone()
+        (task,) = db.execute("select bulk_sync.claim('doomed', 1)").fetchone()
         print(task["job_id"], task["fence"], flush=True)
         time.sleep(600)
     """
@@ -22,9 +22,9 @@ CLAIM_AND_HANG = textwrap.dedent(
 
 
 def _one_job(db: psycopg.Connection) -> int:
-    db.execute("select add_shop('DE', 'de-shop.myshopify.com')")
-    db.execute("select enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
-    return db.execute("select id from bulk_sync_jobs").fetchone()[0]
+    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
+    return db.execute("select id from bulk_sync.jobs").fetchone()[0]
 
 
 def test_runner_killed_holding_a_lease_is_replaced_and_fenced_out(db: psycopg.Connection, dsn: str) -> None:
@@ -39,7 +39,7 @@ def test_runner_killed_holding_a_lease_is_replaced_and_fenced_out(db: psycopg.Co
     assert job(db, jid)["leased_by"] == "doomed"
     assert claim(db, "rescuer") == []  # the lease still runs (120 s): nobody else may take the job
     # Time passes: the lease and the message's visibility run out (moved in the database, not waited for).
-    db.execute("update bulk_sync_jobs set lease_expires_at = now() - interval '1 s' where id = %s", (jid,))
+    db.execute("update bulk_sync.jobs set lease_expires_at = now() - interval '1 s' where id = %s", (jid,))
     make_due(db)
     tasks = claim(db, "rescuer")
     assert [t["task"] for t in tasks] == ["start"] and tasks[0]["fence"] > dead_fence
@@ -54,7 +54,7 @@ def test_backend_killed_inside_a_claim_loses_nothing(db: psycopg.Connection, dsn
     jid = _one_job(db)
     victim = psycopg.connect(dsn)
     pid = victim.info.backend_pid
-    (task,) = victim.execute("select bulk_sync_claim('victim', 1)").fetchone()  # claimed, not committed
+    (task,) = victim.execute("select bulk_sync.claim('victim', 1)").fetchone()  # claimed, not committed
     assert task["job_id"] == jid
     db.execute("select pg_terminate_backend(%s)", (pid,))
     victim.close()
@@ -70,11 +70,11 @@ def test_claim_waits_for_work_then_returns_it(db: psycopg.Connection) -> None:
     report(db, "report_throttled", jid, start["fence"], 1)
     (visible,) = db.execute("select vt from pgmq.q_bulk_sync").fetchone()  # the start task again, a second from now
     started = time.monotonic()
-    tasks = [r[0] for r in db.execute("select bulk_sync_claim('w', 1, 60)").fetchall()]
+    tasks = [r[0] for r in db.execute("select bulk_sync.claim('w', 1, 60)").fetchall()]
     waited = time.monotonic() - started
     (returned,) = db.execute("select clock_timestamp()").fetchone()
     assert [t["task"] for t in tasks] == ["start"] and returned >= visible
     assert waited < 45  # it returned once the task was visible, not at the end of its 60 s wait
     started = time.monotonic()
-    assert db.execute("select bulk_sync_claim('w', 1, 0.5)").fetchall() == []
+    assert db.execute("select bulk_sync.claim('w', 1, 0.5)").fetchall() == []
     assert 0.5 <= time.monotonic() - started < 45  # no work: it waits its whole wait, then gives up

@@ -7,15 +7,15 @@ ALL = ("orders", "refunds", "skus")
 
 
 def _jobs(db: psycopg.Connection) -> int:
-    return db.execute("select count(*) from bulk_sync_jobs").fetchone()[0]
+    return db.execute("select count(*) from bulk_sync.jobs").fetchone()[0]
 
 
 def test_backfill_covers_every_day_once_and_is_idempotent(db: psycopg.Connection, five_shops: list[str]) -> None:
-    created = db.execute("select enqueue_backfill('2025-09-01', '2025-10-31')").fetchone()[0]
+    created = db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-10-31')").fetchone()[0]
     assert created == 5 * 61 * 2 + 5
     windows = db.execute(
         """select shop, entity, filter_field, window_start, window_end
-           from bulk_sync_jobs where window_start is not null order by shop, entity, window_start"""
+           from bulk_sync.jobs where window_start is not null order by shop, entity, window_start"""
     ).fetchall()
     by_key: dict[tuple[str, str], list[tuple[dt.datetime, dt.datetime]]] = {}
     for shop, entity, field, start, end in windows:
@@ -29,40 +29,43 @@ def test_backfill_covers_every_day_once_and_is_idempotent(db: psycopg.Connection
         for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
             assert end == start  # no gap, no overlap
         assert len(spans) == 61
-    snapshots = db.execute("select shop, start_date, end_date from bulk_sync_jobs where entity = 'skus'").fetchall()
+    snapshots = db.execute("select shop, start_date, end_date from bulk_sync.jobs where entity = 'skus'").fetchall()
     assert sorted(snapshots) == sorted((s, dt.date(2025, 9, 1), dt.date(2025, 10, 31)) for s in five_shops)
-    assert db.execute("select enqueue_backfill('2025-09-01', '2025-10-31')").fetchone()[0] == 0
+    assert db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-10-31')").fetchone()[0] == 0
     assert _jobs(db) == created
     # every job has its audit row
-    assert db.execute("select count(distinct job_id) from bulk_sync_job_runs where phase = 'enqueue'").fetchone() == (
+    assert db.execute("select count(distinct job_id) from bulk_sync.job_runs where phase = 'enqueue'").fetchone() == (
         created,
     )
 
 
 def test_overlapping_backfill_adds_only_the_new_days(db: psycopg.Connection, five_shops: list[str]) -> None:
-    db.execute("select enqueue_backfill('2025-09-01', '2025-09-10', '{orders}', '{DE}')")
-    assert db.execute("select enqueue_backfill('2025-09-05', '2025-09-15', '{orders}', '{DE}')").fetchone()[0] == 5
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-10', '{orders}', '{DE}')")
+    assert (
+        db.execute("select bulk_sync.enqueue_backfill('2025-09-05', '2025-09-15', '{orders}', '{DE}')").fetchone()[0]
+        == 5
+    )
 
 
 def test_days_follow_the_shop_time_zone(db: psycopg.Connection) -> None:
-    db.execute("select add_shop('DE', 'de-shop.myshopify.com', '2026-10', null, 'Europe/Berlin')")
-    db.execute("select enqueue_backfill('2025-10-25', '2025-10-27', '{orders}')")
+    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com', '2026-10', null, 'Europe/Berlin')")
+    db.execute("select bulk_sync.enqueue_backfill('2025-10-25', '2025-10-27', '{orders}')")
     rows = db.execute(
-        "select start_date, window_end - window_start from bulk_sync_jobs order by window_start"
+        "select start_date, window_end - window_start from bulk_sync.jobs order by window_start"
     ).fetchall()
     hours = [(d, span.total_seconds() / 3600) for d, span in rows]
     # 2025-10-26 is the end of daylight saving time in Berlin: a 25-hour day.
     assert hours == [(dt.date(2025, 10, 25), 24), (dt.date(2025, 10, 26), 25), (dt.date(2025, 10, 27), 24)]
-    first = db.execute("select min(window_start) from bulk_sync_jobs").fetchone()[0]
+    first = db.execute("select min(window_start) from bulk_sync.jobs").fetchone()[0]
     assert first == dt.datetime(2025, 10, 24, 22, tzinfo=dt.UTC)
 
 
 def test_enqueue_dispatches_at_once_within_the_shop_limit(db: psycopg.Connection) -> None:
-    db.execute("select add_shop('DA', 'da-shop.myshopify.com', '2025-10')")
-    db.execute("select add_shop('NL', 'nl-shop.myshopify.com', '2026-10')")
-    db.execute("select enqueue_backfill('2025-09-01', '2025-09-30')")
+    db.execute("select bulk_sync.add_shop('DA', 'da-shop.myshopify.com', '2025-10')")
+    db.execute("select bulk_sync.add_shop('NL', 'nl-shop.myshopify.com', '2026-10')")
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-30')")
     starting = dict(
-        db.execute("select shop, count(*) from bulk_sync_jobs where status = 'starting' group by shop").fetchall()
+        db.execute("select shop, count(*) from bulk_sync.jobs where status = 'starting' group by shop").fetchall()
     )
     assert starting == {"DA": 1, "NL": 5}
     queued = db.execute("select count(*) from pgmq.q_bulk_sync where message ->> 'task' = 'start'").fetchone()[0]
@@ -70,9 +73,9 @@ def test_enqueue_dispatches_at_once_within_the_shop_limit(db: psycopg.Connection
 
 
 def test_future_days_wait_until_they_are_over(db: psycopg.Connection) -> None:
-    db.execute("select add_shop('DA', 'da-shop.myshopify.com')")
-    db.execute("select enqueue_backfill(current_date, current_date + 1, '{orders}')")
-    rows = db.execute("select status, next_attempt_at >= window_end from bulk_sync_jobs").fetchall()
+    db.execute("select bulk_sync.add_shop('DA', 'da-shop.myshopify.com')")
+    db.execute("select bulk_sync.enqueue_backfill(current_date, current_date + 1, '{orders}')")
+    rows = db.execute("select status, next_attempt_at >= window_end from bulk_sync.jobs").fetchall()
     assert rows == [("queued", True), ("queued", True)]
 
 
@@ -95,10 +98,10 @@ BAD = [
 def test_bad_input_raises_clearly_and_creates_nothing(
     db: psycopg.Connection, five_shops: list[str], args: str, sqlstate: str, text: str
 ) -> None:
-    db.execute("select add_shop('OFF', 'off-shop.myshopify.com')")
-    db.execute("update bulk_sync_shops set active = false where code = 'OFF'")
+    db.execute("select bulk_sync.add_shop('OFF', 'off-shop.myshopify.com')")
+    db.execute("update bulk_sync.shops set active = false where code = 'OFF'")
     with pytest.raises(psycopg.Error) as err:
-        db.execute(f"select enqueue_backfill({args})")
+        db.execute(f"select bulk_sync.enqueue_backfill({args})")
     assert err.value.sqlstate == sqlstate
     assert text in str(err.value)
     assert _jobs(db) == 0
@@ -107,7 +110,7 @@ def test_bad_input_raises_clearly_and_creates_nothing(
 
 def test_no_shop_registered_is_a_clear_error(db: psycopg.Connection) -> None:
     with pytest.raises(psycopg.Error, match="no active shop") as err:
-        db.execute("select enqueue_backfill('2025-09-01', '2025-09-02')")
+        db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-02')")
     assert err.value.sqlstate == "BS002"
 
 
@@ -124,13 +127,13 @@ def test_no_shop_registered_is_a_clear_error(db: psycopg.Connection) -> None:
 )
 def test_add_shop_rejects_bad_definitions(db: psycopg.Connection, args: str, text: str) -> None:
     with pytest.raises(psycopg.Error, match=text) as err:
-        db.execute(f"select add_shop({args})")
+        db.execute(f"select bulk_sync.add_shop({args})")
     assert err.value.sqlstate == "BS006"
-    assert db.execute("select count(*) from bulk_sync_shops").fetchone() == (0,)
+    assert db.execute("select count(*) from bulk_sync.shops").fetchone() == (0,)
 
 
 def test_add_shop_defaults_concurrency_from_the_api_version(db: psycopg.Connection) -> None:
-    db.execute("select add_shop('OLD', 'old.myshopify.com', '2025-10')")
-    db.execute("select add_shop('NEW', 'new.myshopify.com', '2026-01')")
-    limits = dict(db.execute("select code, max_concurrent_ops from bulk_sync_shops").fetchall())
+    db.execute("select bulk_sync.add_shop('OLD', 'old.myshopify.com', '2025-10')")
+    db.execute("select bulk_sync.add_shop('NEW', 'new.myshopify.com', '2026-01')")
+    limits = dict(db.execute("select code, max_concurrent_ops from bulk_sync.shops").fetchall())
     assert limits == {"OLD": 1, "NEW": 5}

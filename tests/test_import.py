@@ -30,8 +30,8 @@ def export_job(
 ) -> dict:
     """Takes one job of `entity` through start, poll and download of `lines`; returns its claimed import task
     (or, with take=False, the download task, leaving the import task to whoever claims it)."""
-    db.execute("select add_shop('DE', 'de-shop.myshopify.com')")
-    db.execute("select enqueue_backfill(%s, %s, %s)", (day, day, [entity]))
+    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select bulk_sync.enqueue_backfill(%s, %s, %s)", (day, day, [entity]))
     (start,) = [t for t in claim(db, qty=100) if t["task"] == "start" and t["entity"] == entity]
     jid = start["job_id"]
     report(db, "report_operation_started", jid, start["fence"], f"gid://shopify/BulkOperation/{jid}")
@@ -48,7 +48,7 @@ def export_job(
 
 
 def test_shopify_shaped_export_imports_every_field(db: psycopg.Connection) -> None:
-    db.execute("update bulk_sync_settings set import_batch_size = 2")  # parents and children in different batches
+    db.execute("update bulk_sync.settings set import_batch_size = 2")  # parents and children in different batches
     task = export_job(db, FIXTURE)
     import_job(db, task)
     done = job(db, task["job_id"])
@@ -82,7 +82,7 @@ def test_shopify_shaped_export_imports_every_field(db: psycopg.Connection) -> No
     ).fetchone()[0]
     assert item_raw["unfulfilledQuantity"] == 0 and "__parentId" not in item_raw
     # staging is gone once the job completed
-    assert db.execute("select count(*) from bulk_sync_staging").fetchone() == (0,)
+    assert db.execute("select count(*) from bulk_sync.staging").fetchone() == (0,)
 
 
 def _reimport(db: psycopg.Connection, lines: list[str], day: str) -> dict:
@@ -142,23 +142,23 @@ BAD_LINES = [
 
 
 def test_malformed_lines_are_quarantined_and_everything_else_imports(db: psycopg.Connection) -> None:
-    db.execute("update bulk_sync_settings set import_batch_size = 3")
+    db.execute("update bulk_sync.settings set import_batch_size = 3")
     lines = list(FIXTURE[:3]) + [line + "\n" for line, _ in BAD_LINES] + list(FIXTURE[3:])
     task = export_job(db, lines)
     import_job(db, task)
     done = job(db, task["job_id"])
     assert (done["status"], done["lines_total"], done["lines_rejected"]) == ("completed", 15, len(BAD_LINES))
-    rejects = db.execute("select line_no, reason, line from bulk_sync_rejects order by line_no").fetchall()
+    rejects = db.execute("select line_no, reason, line from bulk_sync.rejects order by line_no").fetchall()
     assert [(n, r) for n, r, _ in rejects] == [(4 + i, reason) for i, (_, reason) in enumerate(BAD_LINES)]
     assert rejects[0][2] == BAD_LINES[0][0]
     assert len(table(db, "orders")) == 3 and len(table(db, "order_line_items")) == 4
-    progress = db.execute("select rows_imported, rows_rejected from bulk_sync_progress").fetchone()
+    progress = db.execute("select rows_imported, rows_rejected from bulk_sync.progress").fetchone()
     assert progress == (15 - len(BAD_LINES), len(BAD_LINES))
 
 
 def test_a_lost_staged_line_fails_the_job_loudly(db: psycopg.Connection) -> None:
     task = export_job(db, FIXTURE)
-    db.execute("delete from bulk_sync_staging where line_no = 7")
+    db.execute("delete from bulk_sync.staging where line_no = 7")
     import_job(db, task)
     failed = job(db, task["job_id"])
     assert failed["status"] == "failed"
@@ -168,8 +168,8 @@ def test_a_lost_staged_line_fails_the_job_loudly(db: psycopg.Connection) -> None
 
 
 def test_download_must_match_what_is_staged(db: psycopg.Connection) -> None:
-    db.execute("select add_shop('DE', 'de-shop.myshopify.com')")
-    db.execute("select enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
+    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
     (start,) = claim(db)
     jid = start["job_id"]
     report(db, "report_operation_started", jid, start["fence"], "gid://shopify/BulkOperation/1")
@@ -178,7 +178,7 @@ def test_download_must_match_what_is_staged(db: psycopg.Connection) -> None:
     report(db, "report_poll_result", jid, poll["fence"], "COMPLETED", None, 7, size, "https://x.example/a")
     (dl,) = claim_task(db, jid, "download")
     with db.transaction():
-        db.execute("insert into bulk_sync_staging values (%s, 1, '{}'), (%s, 3, '{}')", (jid, jid))
+        db.execute("insert into bulk_sync.staging values (%s, 1, '{}'), (%s, 3, '{}')", (jid, jid))
         report(db, "report_download_finished", jid, dl["fence"], 7, size)
     failed = job(db, jid)
     assert failed["status"] == "exporting" and "(-1 staged)" in failed["last_error"]
@@ -199,13 +199,13 @@ def _snapshot(db: psycopg.Connection) -> dict[str, list[dict]]:
 
 
 def test_import_equals_the_simulators_ground_truth(db: psycopg.Connection, shop_data: ShopData) -> None:
-    db.execute("update bulk_sync_settings set import_batch_size = 500")
+    db.execute("update bulk_sync.settings set import_batch_size = 500")
     for entity, day in (("orders", "2025-09-02"), ("skus", "2025-09-02")):
-        db.execute("select add_shop('DE', 'de-shop.myshopify.com')")
-        db.execute("select enqueue_backfill(%s, %s, %s)", (day, day, [entity]))
+        db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+        db.execute("select bulk_sync.enqueue_backfill(%s, %s, %s)", (day, day, [entity]))
         (start,) = [t for t in claim(db, qty=100) if t["task"] == "start"]
         lines = _simulated_export(shop_data, start["query"])  # the query bulk-sync sends, run by the simulator
-        db.execute("select cancel_jobs()")
+        db.execute("select bulk_sync.cancel_jobs()")
         task = export_job(db, lines, day, entity)
         import_job(db, task)
         assert job(db, task["job_id"])["status"] == "completed"
@@ -220,7 +220,7 @@ def test_import_equals_the_simulators_ground_truth(db: psycopg.Connection, shop_
 
 
 def test_killed_import_resumes_to_the_same_result(db: psycopg.Connection, dsn: str, shop_data: ShopData) -> None:
-    db.execute("update bulk_sync_settings set import_batch_size = 100")
+    db.execute("update bulk_sync.settings set import_batch_size = 100")
     query = "{ orders { edges { node { id name createdAt updatedAt totalPriceSet { shopMoney { amount currencyCode } } refunds { id createdAt note totalRefundedSet { shopMoney { amount currencyCode } } } lineItems { edges { node { id sku quantity currentQuantity variant { id } } } } } } } }"  # noqa: E501
     lines = _simulated_export(shop_data, query)
     task = export_job(db, lines)
@@ -245,7 +245,7 @@ def test_killed_import_resumes_to_the_same_result(db: psycopg.Connection, dsn: s
     halfway = job(db, task["job_id"])
     assert halfway["status"] == "importing" and halfway["lines_processed"] == at // 100 * 100 >= 1000  # whole batches
     # the runner is gone: its lease expires, the job is handed out again and resumes where it stopped
-    db.execute("update bulk_sync_jobs set lease_expires_at = now() - interval '1 s' where id = %s", (task["job_id"],))
+    db.execute("update bulk_sync.jobs set lease_expires_at = now() - interval '1 s' where id = %s", (task["job_id"],))
     make_due(db)
     (again,) = claim_task(db, task["job_id"], "import")
     import_job(db, again)
@@ -254,8 +254,8 @@ def test_killed_import_resumes_to_the_same_result(db: psycopg.Connection, dsn: s
     interrupted = _snapshot(db)
     # the same export imported in one go, from scratch, gives the same rows
     db.execute("truncate shopify.orders, shopify.order_line_items, shopify.refunds, shopify.skus")
-    db.execute("update bulk_sync_settings set import_batch_size = 100000")
-    db.execute("select cancel_jobs()")
+    db.execute("update bulk_sync.settings set import_batch_size = 100000")
+    db.execute("select bulk_sync.cancel_jobs()")
     import_job(db, export_job(db, lines, "2025-09-02"))
     assert _snapshot(db) == interrupted
     assert len(interrupted["orders"]) > 1000
@@ -263,7 +263,7 @@ def test_killed_import_resumes_to_the_same_result(db: psycopg.Connection, dsn: s
 
 def _call_import(conn: psycopg.Connection, task: dict) -> None:
     try:
-        conn.execute("call bulk_sync_import(%s, %s)", (task["job_id"], task["fence"]))
+        conn.execute("call bulk_sync.import(%s, %s)", (task["job_id"], task["fence"]))
     except psycopg.OperationalError:
         pass  # terminated, as intended
     finally:
@@ -271,14 +271,14 @@ def _call_import(conn: psycopg.Connection, task: dict) -> None:
 
 
 def test_two_callers_never_import_twice(db: psycopg.Connection, dsn: str, shop_data: ShopData) -> None:
-    db.execute("update bulk_sync_settings set import_batch_size = 50")
+    db.execute("update bulk_sync.settings set import_batch_size = 50")
     lines = _simulated_export(shop_data, "{ productVariants { edges { node { id sku price updatedAt } } } }")
     task = export_job(db, lines, entity="skus")
     results = []
 
     def caller() -> None:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("call bulk_sync_import(%s, %s)", (task["job_id"], task["fence"]))
+            conn.execute("call bulk_sync.import(%s, %s)", (task["job_id"], task["fence"]))
             results.append(True)
 
     threads = [threading.Thread(target=caller) for _ in range(3)]
@@ -290,7 +290,7 @@ def test_two_callers_never_import_twice(db: psycopg.Connection, dsn: str, shop_d
     assert (done["status"], done["lines_processed"]) == ("completed", len(lines))
     assert db.execute("select count(*) from shopify.skus").fetchone() == (len(lines),)
     stale = db.execute(
-        "select count(*) from bulk_sync_job_runs where job_id = %s and status = 'stale'", (task["job_id"],)
+        "select count(*) from bulk_sync.job_runs where job_id = %s and status = 'stale'", (task["job_id"],)
     ).fetchone()[0]
     assert stale >= 2 and len(results) == 3
 
@@ -298,11 +298,11 @@ def test_two_callers_never_import_twice(db: psycopg.Connection, dsn: str, shop_d
 def test_the_tick_imports_what_no_runner_took(db: psycopg.Connection) -> None:
     jid = export_job(db, FIXTURE, take=False)["job_id"]
     assert job(db, jid)["status"] == "ready_to_import"
-    assert db.execute("select bulk_sync_tick()").fetchone()[0]["import_batches"] == 0  # runners get 5 s first
-    db.execute("alter table bulk_sync_jobs disable trigger bulk_sync_jobs_guard")  # to backdate updated_at
-    db.execute("update bulk_sync_jobs set updated_at = now() - interval '1 min' where id = %s", (jid,))
-    db.execute("alter table bulk_sync_jobs enable trigger bulk_sync_jobs_guard")
-    assert db.execute("select bulk_sync_tick()").fetchone()[0]["import_batches"] == 1
+    assert db.execute("select bulk_sync.tick()").fetchone()[0]["import_batches"] == 0  # runners get 5 s first
+    db.execute("alter table bulk_sync.jobs disable trigger jobs_guard")  # to backdate updated_at
+    db.execute("update bulk_sync.jobs set updated_at = now() - interval '1 min' where id = %s", (jid,))
+    db.execute("alter table bulk_sync.jobs enable trigger jobs_guard")
+    assert db.execute("select bulk_sync.tick()").fetchone()[0]["import_batches"] == 1
     assert job(db, jid)["status"] == "completed"
     assert len(table(db, "orders")) == 3
     # the runners' import message for it is stale now: dropped, not imported again
@@ -314,8 +314,8 @@ def test_bulk_queries_are_valid_for_shopify(db: psycopg.Connection) -> None:
     """The queries bulk-sync sends pass the simulator's copy of Shopify's bulk-query rules."""
     from runner.simulator.schema import bulk_query_errors
 
-    db.execute("select add_shop('DE', 'de-shop.myshopify.com')")
-    db.execute("select enqueue_backfill('2025-09-01', '2025-09-01')")
+    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01')")
     queries = {t["entity"]: t["query"] for t in claim(db, qty=10)}
     assert set(queries) == {"orders", "refunds", "skus"}
     for query in queries.values():
@@ -327,19 +327,19 @@ def test_bulk_queries_are_valid_for_shopify(db: psycopg.Connection) -> None:
 
 
 def test_staging_is_kept_for_the_retention_then_pruned(db: psycopg.Connection) -> None:
-    db.execute("update bulk_sync_settings set staging_retention_seconds = 3600")
+    db.execute("update bulk_sync.settings set staging_retention_seconds = 3600")
     task = export_job(db, FIXTURE)
     import_job(db, task)
-    assert db.execute("select count(*) from bulk_sync_staging").fetchone() == (7,)
-    assert db.execute("select bulk_sync_tick()").fetchone()[0]["staging_lines_pruned"] == 0
-    db.execute("update bulk_sync_settings set staging_retention_seconds = 0")
-    assert db.execute("select bulk_sync_tick()").fetchone()[0]["staging_lines_pruned"] == 7
-    assert db.execute("select count(*) from bulk_sync_import_roots").fetchone() == (0,)
+    assert db.execute("select count(*) from bulk_sync.staging").fetchone() == (7,)
+    assert db.execute("select bulk_sync.tick()").fetchone()[0]["staging_lines_pruned"] == 0
+    db.execute("update bulk_sync.settings set staging_retention_seconds = 0")
+    assert db.execute("select bulk_sync.tick()").fetchone()[0]["staging_lines_pruned"] == 7
+    assert db.execute("select count(*) from bulk_sync.import_roots").fetchone() == (0,)
 
 
 def test_a_long_lived_import_session_keeps_its_temp_tables_small(db: psycopg.Connection) -> None:
     """Nothing vacuums temp tables: without truncation the batch table grew by every batch a session imported."""
-    db.execute("update bulk_sync_settings set import_batch_size = 500")
+    db.execute("update bulk_sync.settings set import_batch_size = 500")
     note = "x" * 1000
     sizes = []
     for day in range(1, 11):
@@ -375,7 +375,7 @@ def test_a_batch_never_scans_the_whole_line_items_or_refunds_table(db: psycopg.C
            from generate_series(1, 100000) as n"""
     )
     db.execute("analyze shopify.orders, shopify.order_line_items, shopify.refunds")
-    db.execute("update bulk_sync_settings set import_batch_size = 200")
+    db.execute("update bulk_sync.settings set import_batch_size = 200")
     lines = []
     for i in range(1, 1001):  # newer versions of existing orders, each with a line item
         order = f"gid:\\/\\/shopify\\/Order\\/{i}"

@@ -11,16 +11,16 @@ UTC = dt.UTC
 
 
 def _shop(db: psycopg.Connection, code: str = "DE") -> None:
-    db.execute("select add_shop(%s, %s)", (code, f"{code.lower()}-shop.myshopify.com"))
+    db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}-shop.myshopify.com"))
 
 
 def _mark(db: psycopg.Connection, shop: str = "DE") -> dt.datetime | None:
-    row = db.execute("select watermark from bulk_sync_watermarks where shop = %s", (shop,)).fetchone()
+    row = db.execute("select watermark from bulk_sync.watermarks where shop = %s", (shop,)).fetchone()
     return row[0] if row else None
 
 
 def _incremental(db: psycopg.Connection) -> list[dict]:
-    cur = db.execute("select * from bulk_sync_jobs where kind = 'incremental' order by id")
+    cur = db.execute("select * from bulk_sync.jobs where kind = 'incremental' order by id")
     names = [c.name for c in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
@@ -38,7 +38,7 @@ def test_the_window_runs_from_the_watermark_less_the_overlap_to_now(db: psycopg.
     _shop(db)
     since = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(hours=2)
     before = _now(db)
-    assert db.execute("select enqueue_incremental(null, %s)", (since,)).fetchone()[0] == 1
+    assert db.execute("select bulk_sync.enqueue_incremental(null, %s)", (since,)).fetchone()[0] == 1
     after = _now(db)
     (inc,) = _incremental(db)
     assert (inc["entity"], inc["filter_field"]) == ("orders", "updated_at")
@@ -48,13 +48,13 @@ def test_the_window_runs_from_the_watermark_less_the_overlap_to_now(db: psycopg.
     task = _start(db, inc["id"])
     assert "updated_at:>=" in task["query"]
     # one at a time per shop: nothing new while it works
-    assert db.execute("select enqueue_incremental()").fetchone()[0] == 0
+    assert db.execute("select bulk_sync.enqueue_incremental()").fetchone()[0] == 0
 
 
 def test_the_watermark_moves_only_when_the_window_is_imported(db: psycopg.Connection) -> None:
     _shop(db)
     since = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(hours=1)
-    db.execute("select enqueue_incremental(null, %s)", (since,))
+    db.execute("select bulk_sync.enqueue_incremental(null, %s)", (since,))
     (inc,) = _incremental(db)
     poll = operation_running(db, _start(db, inc["id"]))
     url = "https://storage.example/bulk.jsonl"
@@ -63,10 +63,10 @@ def test_the_watermark_moves_only_when_the_window_is_imported(db: psycopg.Connec
     (dl,) = claim_task(db, inc["id"], "download")
     report(db, "report_download_failed", inc["id"], dl["fence"], "connection reset", False)
     assert _mark(db) == since
-    db.execute("update bulk_sync_jobs set status = 'failed' where id = %s", (inc["id"],))
+    db.execute("update bulk_sync.jobs set status = 'failed' where id = %s", (inc["id"],))
     assert _mark(db) == since  # a failed window never moves it
     # the next window starts from the same watermark: the failed range is exported again
-    assert db.execute("select enqueue_incremental()").fetchone()[0] == 1
+    assert db.execute("select bulk_sync.enqueue_incremental()").fetchone()[0] == 1
     second = _incremental(db)[1]
     assert second["window_start"] == since - dt.timedelta(seconds=300)
     run_to_completion(db, _start(db, second["id"]), lines=3)
@@ -76,7 +76,7 @@ def test_the_watermark_moves_only_when_the_window_is_imported(db: psycopg.Connec
 def test_halves_of_a_split_window_move_the_watermark_in_order(db: psycopg.Connection) -> None:
     _shop(db)
     since = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(hours=6)
-    db.execute("select enqueue_incremental(null, %s)", (since,))
+    db.execute("select bulk_sync.enqueue_incremental(null, %s)", (since,))
     (inc,) = _incremental(db)
     poll = operation_running(db, _start(db, inc["id"]))
     report(db, "report_poll_result", inc["id"], poll["fence"], "FAILED", "TIMEOUT", 10)
@@ -92,9 +92,9 @@ def test_halves_of_a_split_window_move_the_watermark_in_order(db: psycopg.Connec
 def test_the_first_watermark_is_the_end_of_the_backfill(db: psycopg.Connection) -> None:
     _shop(db, "DE")
     _shop(db, "NL")
-    db.execute("select enqueue_backfill('2025-09-01', '2025-09-30', '{orders}', '{DE}')")
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-30', '{orders}', '{DE}')")
     before = _now(db)
-    db.execute("select enqueue_incremental()")
+    db.execute("select bulk_sync.enqueue_incremental()")
     after = _now(db)
     assert _mark(db, "DE") == dt.datetime(2025, 10, 1, tzinfo=UTC)
     nl = _mark(db, "NL")  # no backfill: from now on
@@ -107,24 +107,24 @@ def test_bad_input_changes_nothing(db: psycopg.Connection) -> None:
     future = dt.datetime.now(UTC) + dt.timedelta(days=1)
     for args, code in (((None, future), "BS001"), ((["XX"], None), "BS002"), (([], None), "BS005")):
         with pytest.raises(psycopg.Error) as raised:
-            db.execute("select enqueue_incremental(%s, %s)", args)
+            db.execute("select bulk_sync.enqueue_incremental(%s, %s)", args)
         assert raised.value.sqlstate == code
-    assert db.execute("select count(*) from bulk_sync_watermarks").fetchone()[0] == 0
+    assert db.execute("select count(*) from bulk_sync.watermarks").fetchone()[0] == 0
     assert _incremental(db) == []
 
 
 def test_a_finish_webhook_polls_at_once_and_only_once(db: psycopg.Connection) -> None:
     _shop(db)
-    db.execute("update bulk_sync_settings set poll_interval_seconds = 600, poll_interval_max_seconds = 600")
-    db.execute("select enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
-    (jid,) = db.execute("select id from bulk_sync_jobs").fetchone()
+    db.execute("update bulk_sync.settings set poll_interval_seconds = 600, poll_interval_max_seconds = 600")
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
+    (jid,) = db.execute("select id from bulk_sync.jobs").fetchone()
     task = _start(db, jid)
     operation = "gid://shopify/BulkOperation/77"
     report(db, "report_operation_started", jid, task["fence"], operation)
     assert [t for t in claim(db, qty=100) if t["job_id"] == jid] == []  # the next poll is 10 minutes away
 
     def finished(webhook_id: str, domain: str = "de-shop.myshopify.com", op: str = operation) -> str:
-        return db.execute("select bulk_sync_webhook_finished(%s, %s, %s)", (webhook_id, domain, op)).fetchone()[0]
+        return db.execute("select bulk_sync.webhook_finished(%s, %s, %s)", (webhook_id, domain, op)).fetchone()[0]
 
     assert finished("w-1") == "polled"
     assert finished("w-1") == "duplicate"  # Shopify delivers again: nothing more happens
@@ -133,23 +133,23 @@ def test_a_finish_webhook_polls_at_once_and_only_once(db: psycopg.Connection) ->
     assert finished("w-2", op="gid://shopify/BulkOperation/78") == "ignored"  # not an operation we wait for
     assert finished("w-3", domain="other.myshopify.com") == "ignored"
     assert job(db, jid)["status"] == "waiting"
-    outcomes = db.execute("select webhook_id, outcome from bulk_sync_webhooks order by webhook_id").fetchall()
+    outcomes = db.execute("select webhook_id, outcome from bulk_sync.webhooks order by webhook_id").fetchall()
     assert outcomes == [("w-1", "polled"), ("w-2", "ignored"), ("w-3", "ignored")]
 
 
 def test_freshness_shows_how_far_behind_each_shop_is(db: psycopg.Connection) -> None:
     _shop(db)
     since = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(hours=3)
-    db.execute("select enqueue_incremental(null, %s)", (since,))
+    db.execute("select bulk_sync.enqueue_incremental(null, %s)", (since,))
     shop, entity, through, behind = db.execute(
-        "select shop, entity, synced_through, behind from bulk_sync_freshness"
+        "select shop, entity, synced_through, behind from bulk_sync.freshness"
     ).fetchone()
     assert (shop, entity, through) == ("DE", "orders", since)
     assert dt.timedelta(hours=3) <= behind < dt.timedelta(hours=3, seconds=10)
     (inc,) = _incremental(db)
     run_to_completion(db, _start(db, inc["id"]), lines=2)
     progress = db.execute(
-        "select synced_through, behind from bulk_sync_progress where shop = 'DE' and entity = 'orders'"
+        "select synced_through, behind from bulk_sync.progress where shop = 'DE' and entity = 'orders'"
     ).fetchone()
     assert progress[0] == inc["window_end"] and progress[1] < dt.timedelta(seconds=10)
 
@@ -160,11 +160,11 @@ def test_status_shows_each_shops_freshness(db: psycopg.Connection, dsn: str) -> 
     _shop(db, "DE")
     _shop(db, "NL")
     since = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    db.execute("select enqueue_incremental('{DE}', %s)", (since,))
+    db.execute("select bulk_sync.enqueue_incremental('{DE}', %s)", (since,))
     out = _cli("status", dsn=dsn)
     assert out.returncode == 0, out.stderr
     (line,) = [x for x in out.stdout.splitlines() if x.startswith("freshness")]
-    behind = db.execute("select behind from bulk_sync_freshness").fetchone()[0]
+    behind = db.execute("select behind from bulk_sync.freshness").fetchone()[0]
     assert "DE orders through 2026-01-02 03:04:05 UTC" in line and "NL" not in line
     assert f"({str(behind).split(',')[0]}" in line  # e.g. "(331 days, 12:56:00 behind)"
 
@@ -172,16 +172,16 @@ def test_status_shows_each_shops_freshness(db: psycopg.Connection, dsn: str) -> 
 def test_old_completed_incremental_jobs_are_pruned_and_the_watermark_stays(db: psycopg.Connection) -> None:
     _shop(db)
     since = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(hours=1)
-    db.execute("select enqueue_incremental(null, %s)", (since,))
+    db.execute("select bulk_sync.enqueue_incremental(null, %s)", (since,))
     (inc,) = _incremental(db)
     run_to_completion(db, _start(db, inc["id"]), lines=2)
     mark = _mark(db)
     assert mark == inc["window_end"]
-    db.execute("update bulk_sync_settings set audit_retention_days = 1, incremental_min_seconds = 0")
-    db.execute("update bulk_sync_jobs set finished_at = now() - interval '2 days' where id = %s", (inc["id"],))
-    assert db.execute("select enqueue_incremental()").fetchone()[0] == 1
+    db.execute("update bulk_sync.settings set audit_retention_days = 1, incremental_min_seconds = 0")
+    db.execute("update bulk_sync.jobs set finished_at = now() - interval '2 days' where id = %s", (inc["id"],))
+    assert db.execute("select bulk_sync.enqueue_incremental()").fetchone()[0] == 1
     (new,) = _incremental(db)  # the old one is gone, with its audit trail
     assert new["id"] != inc["id"]
-    assert db.execute("select count(*) from bulk_sync_job_runs where job_id = %s", (inc["id"],)).fetchone()[0] == 0
+    assert db.execute("select count(*) from bulk_sync.job_runs where job_id = %s", (inc["id"],)).fetchone()[0] == 0
     assert _mark(db) == mark
     assert new["window_start"] == mark - dt.timedelta(seconds=300)

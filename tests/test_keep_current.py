@@ -28,10 +28,10 @@ def _free_port() -> int:
 
 
 def _setup(db: psycopg.Connection) -> None:
-    db.execute("""update bulk_sync_settings set poll_interval_seconds = 1, backoff_base_seconds = 1,
+    db.execute("""update bulk_sync.settings set poll_interval_seconds = 1, backoff_base_seconds = 1,
                   backoff_cap_seconds = 2, lease_seconds = 5, incremental_min_seconds = 0""")  # fmt: skip
     for code in SHOPS:
-        db.execute("select add_shop(%s, %s)", (code, domain(code)))
+        db.execute("select bulk_sync.add_shop(%s, %s)", (code, domain(code)))
 
 
 def _orders_truth(server) -> dict[str, str]:
@@ -42,7 +42,7 @@ def _check_watermarks(db: psycopg.Connection, server) -> int:
     """Every order whose current version changed before its shop's watermark is in the database at that version."""
     stored = {r["id"]: r["updated_at"] for r in table(db, "orders")}
     checked = 0
-    for code, mark in db.execute("select shop, watermark from bulk_sync_watermarks").fetchall():
+    for code, mark in db.execute("select shop, watermark from bulk_sync.watermarks").fetchall():
         for order in server.shopify.truth(code, "orders"):
             if order["updated_at"] < mark.strftime("%Y-%m-%dT%H:%M:%SZ"):
                 assert stored.get(order["id"]) == order["updated_at"], (code, mark, order["id"])
@@ -92,7 +92,7 @@ def test_incremental_runs_keep_up_with_changes_and_kills_never_pass_the_watermar
     env = _env(dsn, shopify)
     env = {k: v for k, v in env.items() if not k.startswith(("SHOP_DA", "SHOP_INT", "SHOP_CHF"))}
     log = tmp_path / "runner.log"
-    db.execute("select enqueue_backfill('2025-09-01', '2025-09-03')")
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-03')")
     assert _runner(env, "--until-idle", "--concurrency", "3", log=log).wait(timeout=120) == 0
     _equals_truth(db, shopify)
     rng = random.Random(7)
@@ -101,7 +101,7 @@ def test_incremental_runs_keep_up_with_changes_and_kills_never_pass_the_watermar
         changed = {code: _change(shopify, code, new_orders=8, refunds=4, edits=4) for code in SHOPS}
         assert all(len(c["added"]) == 8 and len(c["refunded"]) == 4 for c in changed.values())
         _next_second(db, shopify)  # updated_at has whole seconds: the window's end must lie after the changes
-        assert db.execute("select enqueue_incremental()").fetchone()[0] == len(SHOPS)
+        assert db.execute("select bulk_sync.enqueue_incremental()").fetchone()[0] == len(SHOPS)
         if round_ > 0:  # the first round ends untouched; later ones lose their runner at random moments
             for _ in range(4):
                 runner = _runner(env, "--concurrency", "3", log=log)
@@ -113,16 +113,16 @@ def test_incremental_runs_keep_up_with_changes_and_kills_never_pass_the_watermar
         assert _runner(env, "--until-idle", "--concurrency", "3", log=log).wait(timeout=120) == 0
         checked += _check_watermarks(db, shopify)
         _equals_truth(db, shopify)  # new orders, later refunds and edits: all there
-        marks = dict(db.execute("select shop, watermark from bulk_sync_watermarks").fetchall())
-        ends = dict(db.execute("""select shop, max(window_end) from bulk_sync_jobs
+        marks = dict(db.execute("select shop, watermark from bulk_sync.watermarks").fetchall())
+        ends = dict(db.execute("""select shop, max(window_end) from bulk_sync.jobs
                                   where kind = 'incremental' group by shop""").fetchall())  # fmt: skip
         assert marks == ends  # each round's window imported, each watermark at its end
     assert kills == 8 and checked > 0
     print(f"kills {kills}, order versions checked under a watermark {checked}")
-    statuses = dict(db.execute("select status, count(*) from bulk_sync_jobs group by status").fetchall())
+    statuses = dict(db.execute("select status, count(*) from bulk_sync.jobs group by status").fetchall())
     assert set(statuses) == {"completed"}, statuses
     # refunds reached existing orders through updated_at: an incremental job imported refunds
-    refunded = db.execute("""select count(*) from shopify.refunds r join bulk_sync_jobs j on j.id = r.import_job
+    refunded = db.execute("""select count(*) from shopify.refunds r join bulk_sync.jobs j on j.id = r.import_job
                              where j.kind = 'incremental'""").fetchone()[0]  # fmt: skip
     assert refunded >= 3 * 4 * len(SHOPS)
 
@@ -135,7 +135,7 @@ def test_the_finish_webhook_polls_at_once_and_forgeries_are_refused(db: psycopg.
     try:
         _setup(db)
         # Polls an hour apart: only the webhook can make a job finish within the test's deadline.
-        db.execute("update bulk_sync_settings set poll_interval_seconds = 3600, poll_interval_max_seconds = 3600")
+        db.execute("update bulk_sync.settings set poll_interval_seconds = 3600, poll_interval_max_seconds = 3600")
         env = {**_env(dsn, server), "SHOPIFY_WEBHOOK_SECRET": SECRET}
         log = tmp_path / "runner.log"
         runner = _runner(env, "--concurrency", "2", "--webhook-port", str(port), "--webhook-host", "127.0.0.1", log=log)
@@ -154,23 +154,23 @@ def test_the_finish_webhook_polls_at_once_and_forgeries_are_refused(db: psycopg.
             "X-Shopify-Shop-Domain": domain("DE"), "X-Shopify-Hmac-SHA256": signature(b"not the secret", body),
         }  # fmt: skip
         assert httpx.post(hook, content=body, headers=headers, timeout=5).status_code == 401
-        assert db.execute("select count(*) from bulk_sync_webhooks").fetchone()[0] == 0
+        assert db.execute("select count(*) from bulk_sync.webhooks").fetchone()[0] == 0
         started = time.monotonic()
-        db.execute("select enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
+        db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
         while time.monotonic() - started < 600:  # a deadline far inside the hour to the next poll
-            statuses = {s for (s,) in db.execute("select status from bulk_sync_jobs").fetchall()}
+            statuses = {s for (s,) in db.execute("select status from bulk_sync.jobs").fetchall()}
             if statuses == {"completed"}:
                 break
             time.sleep(0.2)
         elapsed = time.monotonic() - started
         assert statuses == {"completed"}, (statuses, elapsed)
         print(f"backfill of 2 shop-days with polls an hour apart completed in {elapsed:.1f} s")
-        hooks = db.execute("select shop, outcome from bulk_sync_webhooks order by shop").fetchall()
+        hooks = db.execute("select shop, outcome from bulk_sync.webhooks order by shop").fetchall()
         assert hooks == [("DE", "polled"), ("NL", "polled")]
-        polled = db.execute("select count(*) from bulk_sync_job_runs where phase = 'webhook'").fetchone()[0]
+        polled = db.execute("select count(*) from bulk_sync.job_runs where phase = 'webhook'").fetchone()[0]
         assert polled == 2
         # Shopify delivers again: a duplicate, nothing more happens
-        (webhook_id,) = db.execute("select webhook_id from bulk_sync_webhooks limit 1").fetchone()
+        (webhook_id,) = db.execute("select webhook_id from bulk_sync.webhooks limit 1").fetchone()
         headers = {
             **headers,
             "X-Shopify-Webhook-Id": webhook_id,

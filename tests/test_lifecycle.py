@@ -11,8 +11,8 @@ from tests.jobs import claim, claim_task, job, make_due, report, run_to_completi
 @pytest.fixture
 def one_job(db: psycopg.Connection) -> dict:
     """One shop, one day of orders, dispatched: returns the claimed start task."""
-    db.execute("select add_shop('DE', 'de-shop.myshopify.com')")
-    assert db.execute("select enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')").fetchone() == (1,)
+    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    assert db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')").fetchone() == (1,)
     (task,) = claim(db)
     assert task["task"] == "start" and task["shop"] == "DE" and task["entity"] == "orders"
     assert task["filter_field"] == "created_at" and task["api_version"] == "2026-10"
@@ -21,7 +21,7 @@ def one_job(db: psycopg.Connection) -> dict:
 
 def _history(db: psycopg.Connection, job_id: int) -> list[tuple[str, str, str | None]]:
     return db.execute(
-        "select phase, status, to_status from bulk_sync_job_runs where job_id = %s order by id", (job_id,)
+        "select phase, status, to_status from bulk_sync.job_runs where job_id = %s order by id", (job_id,)
     ).fetchall()
 
 
@@ -75,7 +75,7 @@ def test_duplicate_message_is_claimed_once(db: psycopg.Connection, one_job: dict
 
 def test_illegal_transition_raises(db: psycopg.Connection, one_job: dict) -> None:
     with pytest.raises(psycopg.Error, match="illegal transition") as err:
-        db.execute("update bulk_sync_jobs set status = 'completed', slot = null where id = %s", (one_job["job_id"],))
+        db.execute("update bulk_sync.jobs set status = 'completed', slot = null where id = %s", (one_job["job_id"],))
     assert err.value.sqlstate == "BS010"
 
 
@@ -164,7 +164,7 @@ def test_timeout_splits_the_window_into_halves(db: psycopg.Connection, one_job: 
     parent = job(db, poll["job_id"])
     assert parent["status"] == "split" and parent["finished_at"] is not None
     children = db.execute(
-        "select window_start, window_end, status from bulk_sync_jobs where parent_id = %s order by window_start",
+        "select window_start, window_end, status from bulk_sync.jobs where parent_id = %s order by window_start",
         (poll["job_id"],),
     ).fetchall()
     assert len(children) == 2
@@ -172,12 +172,12 @@ def test_timeout_splits_the_window_into_halves(db: psycopg.Connection, one_job: 
     assert children[0][1] == children[1][0]
     # both halves are dispatched at once (the shop has 5 slots)
     assert [c[2] for c in children] == ["starting", "starting"]
-    progress = db.execute("select total, completed from bulk_sync_progress").fetchone()
+    progress = db.execute("select total, completed from bulk_sync.progress").fetchone()
     assert progress == (2, 0)
 
 
 def test_timeout_on_a_minimal_window_is_retried_not_split(db: psycopg.Connection, one_job: dict) -> None:
-    db.execute("update bulk_sync_settings set min_split_seconds = 86400")
+    db.execute("update bulk_sync.settings set min_split_seconds = 86400")
     poll = _to_waiting(db, one_job)
     report(db, "report_poll_result", poll["job_id"], poll["fence"], "FAILED", "TIMEOUT")
     j = job(db, poll["job_id"])
@@ -206,7 +206,7 @@ def test_throttled_step_is_repeated_after_retry_after(db: psycopg.Connection, on
 
 
 def test_transient_errors_back_off_until_attempts_are_exhausted(db: psycopg.Connection, one_job: dict) -> None:
-    db.execute("update bulk_sync_jobs set max_attempts = 3")
+    db.execute("update bulk_sync.jobs set max_attempts = 3")
     jid, task = one_job["job_id"], one_job
     for attempt in (1, 2):
         assert report(db, "report_transient_error", jid, task["fence"], "HTTP 503")
@@ -232,14 +232,14 @@ def test_short_download_is_retried_and_expired_url_exports_again(db: psycopg.Con
     assert report(db, "report_download_failed", jid, download["fence"], f"HTTP 403 from {url}", True)
     j = job(db, jid)
     assert (j["status"], j["export_url"], j["attempts"]) == ("queued", None, 2)
-    logged = db.execute("select string_agg(message, ' ') from bulk_sync_job_runs").fetchone()[0]
+    logged = db.execute("select string_agg(message, ' ') from bulk_sync.job_runs").fetchone()[0]
     assert "SECRET" not in logged and "SECRET" not in j["last_error"]
 
 
 def test_lease_expiry_redispatches_and_fences_out_the_vanished_runner(db: psycopg.Connection, one_job: dict) -> None:
     jid = one_job["job_id"]
     poll = _to_waiting(db, one_job)
-    db.execute("update bulk_sync_jobs set lease_expires_at = now() - interval '1 s' where id = %s", (jid,))
+    db.execute("update bulk_sync.jobs set lease_expires_at = now() - interval '1 s' where id = %s", (jid,))
     (again,) = claim_task(db, jid, "poll")  # the claim itself recovers the lease
     assert again["fence"] > poll["fence"]
     assert job(db, jid)["attempts"] == 1
@@ -249,8 +249,8 @@ def test_lease_expiry_redispatches_and_fences_out_the_vanished_runner(db: psycop
 
 
 def test_tick_recovers_expired_leases(db: psycopg.Connection, one_job: dict) -> None:
-    db.execute("update bulk_sync_jobs set lease_expires_at = now() - interval '1 s'")
-    result = db.execute("select bulk_sync_tick()").fetchone()[0]
+    db.execute("update bulk_sync.jobs set lease_expires_at = now() - interval '1 s'")
+    result = db.execute("select bulk_sync.tick()").fetchone()[0]
     assert result["recovered"] == 1
     j = job(db, one_job["job_id"])
     assert j["status"] == "starting" and j["lease_expires_at"] is None and "vanished" in j["last_error"]
@@ -258,40 +258,40 @@ def test_tick_recovers_expired_leases(db: psycopg.Connection, one_job: dict) -> 
 
 def test_heartbeat_extends_only_the_current_lease(db: psycopg.Connection, one_job: dict) -> None:
     jid, fence = one_job["job_id"], one_job["fence"]
-    assert report(db, "bulk_sync_heartbeat", jid, fence, None) is True
-    assert report(db, "bulk_sync_heartbeat", jid, fence - 1, None) is False
+    assert report(db, "heartbeat", jid, fence, None) is True
+    assert report(db, "heartbeat", jid, fence - 1, None) is False
 
 
 def test_cancel_and_retry(db: psycopg.Connection, one_job: dict) -> None:
     jid = one_job["job_id"]
     _to_waiting(db, one_job)
-    assert db.execute("select cancel_jobs('DE')").fetchone() == (1,)
+    assert db.execute("select bulk_sync.cancel_jobs('DE')").fetchone() == (1,)
     j = job(db, jid)
     assert (j["status"], j["slot"]) == ("canceled", None)
     make_due(db)
     (cancel,) = claim(db)
     assert cancel["task"] == "cancel" and cancel["operation_id"] == "gid://shopify/BulkOperation/42"
     # a canceled window can be queued again
-    assert db.execute("select enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')").fetchone() == (1,)
+    assert db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')").fetchone() == (1,)
     (start,) = claim(db)
     report(db, "report_fatal_error", start["job_id"], start["fence"], "HTTP 403")
-    assert db.execute("select retry_failed()").fetchone() == (1,)
+    assert db.execute("select bulk_sync.retry_failed()").fetchone() == (1,)
     j = job(db, start["job_id"])
     assert (j["status"], j["attempts"]) == ("starting", 0)
     with pytest.raises(psycopg.Error) as err:
-        db.execute("select retry_failed('NOPE')")
+        db.execute("select bulk_sync.retry_failed('NOPE')")
     assert err.value.sqlstate == "BS002"
 
 
 def test_views_report_progress(db: psycopg.Connection, five_shops: list[str]) -> None:
-    db.execute("select enqueue_backfill('2025-09-01', '2025-09-02', '{orders}', '{DE}')")
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-02', '{orders}', '{DE}')")
     (first, _second) = claim(db)
     run_to_completion(db, first, lines=5)
     progress = db.execute(
-        "select shop, entity, total, completed, failed, percent, rows_imported from bulk_sync_progress"
+        "select shop, entity, total, completed, failed, percent, rows_imported from bulk_sync.progress"
     ).fetchall()
     assert progress == [("DE", "orders", 2, 1, 0, 50.0, 5)]
-    status = dict(db.execute("select status, jobs from bulk_sync_status").fetchall())
+    status = dict(db.execute("select status, jobs from bulk_sync.status").fetchall())
     assert status == {"completed": 1, "starting": 1}
 
 
@@ -310,8 +310,8 @@ def test_malformed_messages_are_dropped_not_poisonous(db: psycopg.Connection, on
 
 def test_an_operation_running_too_long_is_canceled_and_split(db: psycopg.Connection, one_job: dict) -> None:
     poll = _to_waiting(db, one_job)
-    db.execute("update bulk_sync_settings set max_operation_seconds = 60")
-    db.execute("update bulk_sync_jobs set operation_started_at = now() - interval '61 s'")
+    db.execute("update bulk_sync.settings set max_operation_seconds = 60")
+    db.execute("update bulk_sync.jobs set operation_started_at = now() - interval '61 s'")
     assert report(db, "report_poll_result", poll["job_id"], poll["fence"], "RUNNING", None, 10)
     parent = job(db, poll["job_id"])
     assert parent["status"] == "split" and "max_operation_seconds" in parent["last_error"]
@@ -321,17 +321,17 @@ def test_an_operation_running_too_long_is_canceled_and_split(db: psycopg.Connect
 
 
 def test_stuck_jobs_are_listed_with_why(db: psycopg.Connection, dsn: str, one_job: dict) -> None:
-    db.execute("update bulk_sync_settings set stuck_after_seconds = 10")
-    assert db.execute("select count(*) from bulk_sync_stuck").fetchone() == (0,)
-    db.execute("select enqueue_backfill('2025-09-02', '2025-09-02', '{orders}')")  # a second job, dispatched
-    db.execute("alter table bulk_sync_jobs disable trigger bulk_sync_jobs_guard")  # to backdate updated_at
-    db.execute("update bulk_sync_jobs set updated_at = now() - interval '1 min'")
+    db.execute("update bulk_sync.settings set stuck_after_seconds = 10")
+    assert db.execute("select count(*) from bulk_sync.stuck").fetchone() == (0,)
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-02', '2025-09-02', '{orders}')")  # a second job, dispatched
+    db.execute("alter table bulk_sync.jobs disable trigger jobs_guard")  # to backdate updated_at
+    db.execute("update bulk_sync.jobs set updated_at = now() - interval '1 min'")
     db.execute(
-        "update bulk_sync_jobs set lease_expires_at = now() - interval '1 s', leased_by = 'gone' where id = %s",
+        "update bulk_sync.jobs set lease_expires_at = now() - interval '1 s', leased_by = 'gone' where id = %s",
         (one_job["job_id"],),
     )
-    db.execute("alter table bulk_sync_jobs enable trigger bulk_sync_jobs_guard")
-    reasons = dict(db.execute("select id, reason from bulk_sync_stuck").fetchall())
+    db.execute("alter table bulk_sync.jobs enable trigger jobs_guard")
+    reasons = dict(db.execute("select id, reason from bulk_sync.stuck").fetchall())
     assert reasons[one_job["job_id"]].startswith("the lease of gone expired")
     (other,) = set(reasons) - {one_job["job_id"]}
     assert reasons[other] == "no runner has taken its task: is a runner running?"

@@ -1,44 +1,101 @@
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from runner.migrate import migrate, migrations
+from runner.errors import ConfigError
+from runner.migrate import definitions, migrate, migrations, sql_dir
+from tests.catalog import differences, snapshot
+from tests.jobs import claim, report
+from tests.releases import install_release_0_1
 
 
-def test_migrations_recorded_once_and_second_run_changes_nothing(db: psycopg.Connection) -> None:
-    recorded = db.execute("select version from bulk_sync_migrations order by version").fetchall()
-    assert [v for (v,) in recorded] == [m.version for m in migrations()]
-    before = db.execute("select count(*) from pg_proc").fetchone()
+@pytest.fixture
+def new_database(postgresql: psycopg.Connection, dsn: str):
+    """Makes empty databases beside the test's own; yields a function returning a connection string for one."""
+    made = []
+
+    def make(name: str) -> str:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f"create database {name}")
+        made.append(name)
+        return dsn.replace(f"dbname={postgresql.info.dbname}", f"dbname={name}")
+
+    yield make
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        for name in made:
+            admin.execute(f"drop database if exists {name} with (force)")
+
+
+def test_recorded_once_and_a_second_run_changes_nothing(db: psycopg.Connection) -> None:
+    recorded = [n for (n,) in db.execute("select name from bulk_sync.migrations order by name").fetchall()]
+    assert recorded == sorted([m.name for m in migrations()] + [d.name for d in definitions()])
+    before = snapshot(db)
     assert migrate(db) == []
-    assert db.execute("select count(*) from pg_proc").fetchone() == before
+    assert differences(snapshot(db), before) == {}
+
+
+def test_nothing_of_bulk_sync_in_public(db: psycopg.Connection) -> None:
+    public = db.execute(
+        """select (select count(*) from pg_class where relnamespace = 'public'::regnamespace)
+                + (select count(*) from pg_proc where pronamespace = 'public'::regnamespace)
+                + (select count(*) from pg_extension where extnamespace = 'public'::regnamespace)"""
+    ).fetchone()[0]
+    assert public == 0
+    assert db.execute("select count(*) from pgmq.meta where queue_name = 'bulk_sync'").fetchone() == (1,)
+    for table in ("bulk_sync.shops", "bulk_sync.jobs", "bulk_sync.job_runs", "bulk_sync.settings", "shopify.orders"):
+        assert db.execute("select to_regclass(%s) is not null", (table,)).fetchone() == (True,)
 
 
 def test_edited_migration_is_refused(db: psycopg.Connection) -> None:
-    db.execute("update bulk_sync_migrations set checksum = 'x' where version = 1")
-    with pytest.raises(RuntimeError, match="changed after it was applied"):
+    db.execute("update bulk_sync.migrations set checksum = 'x' where name = 'migrations/0001_baseline.sql'")
+    with pytest.raises(ConfigError, match="changed after it was applied"):
         migrate(db)
 
 
-def test_queue_and_core_tables_exist(db: psycopg.Connection) -> None:
-    assert db.execute("select count(*) from pgmq.meta where queue_name = 'bulk_sync'").fetchone() == (1,)
-    for table in ("bulk_sync_shops", "bulk_sync_jobs", "bulk_sync_job_runs", "bulk_sync_settings"):
-        assert db.execute("select to_regclass(%s) is not null", (table,)).fetchone() == (True,)
+def _copy_sql(tmp_path: Path) -> Path:
+    root = tmp_path / "sql"
+    shutil.copytree(sql_dir(), root)
+    return root
+
+
+def test_a_changed_definition_file_is_applied_again_and_leaves_nothing_behind(
+    db: psycopg.Connection, tmp_path: Path
+) -> None:
+    root = _copy_sql(tmp_path)
+    api = root / "70_api.sql"
+    text = api.read_text()
+    assert "default '2026-10'" in text
+    # A new default version, and require_shop gone: the database must follow the file exactly.
+    start = text.index("-- Raises BS002 when p_shop is given but not registered.")
+    end = text.index("$$;", start) + 3
+    api.write_text((text[:start] + text[end:]).replace("default '2026-10'", "default '2027-01'"))
+    done = migrate(db, root)
+    assert done == ["definitions (70_api.sql)"]
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
+    assert db.execute("select api_version from bulk_sync.shops").fetchone() == ("2027-01",)
+    assert db.execute("select to_regprocedure('bulk_sync.require_shop(text)')").fetchone() == (None,)
+    # Grants are re-applied with the rest: the operator may still call the API.
+    assert db.execute(
+        "select has_function_privilege('bulk_sync_operator', 'bulk_sync.add_shop(text,text,text,integer,text)', "
+        "'execute')"
+    ).fetchone() == (True,)
+    assert migrate(db, root) == []
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "runner", *args], capture_output=True, text=True, env=env, timeout=60)
 
 
-def test_cli_migrate_on_an_empty_database(postgresql: psycopg.Connection, dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute("create database fresh_cli")
-    env = {**os.environ, "DATABASE_URL": dsn.replace(f"dbname={postgresql.info.dbname}", "dbname=fresh_cli")}
+def test_cli_migrate_on_an_empty_database(new_database) -> None:
+    env = {**os.environ, "DATABASE_URL": new_database("fresh_cli")}
     first = _cli("migrate", env=env)
     assert first.returncode == 0, first.stderr
-    assert "0001_schema" in first.stdout and "pgmq" in first.stdout
+    assert "migrations/0001_baseline.sql" in first.stdout and "pgmq" in first.stdout
     second = _cli("migrate", env=env)
     assert second.returncode == 0 and "up to date" in second.stdout
 
@@ -51,3 +108,102 @@ def test_cli_configuration_mistakes_are_one_line(dsn: str) -> None:
     unreachable = _cli("status", env={**env, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
     assert unreachable.returncode == 2
     assert "cannot connect" in unreachable.stderr and "Traceback" not in unreachable.stderr
+
+
+# What a release-0.1 database holds, table by table (old name, new name).
+TABLES = [
+    ("bulk_sync_settings", "bulk_sync.settings"), ("bulk_sync_shops", "bulk_sync.shops"),
+    ("bulk_sync_jobs", "bulk_sync.jobs"), ("bulk_sync_job_runs", "bulk_sync.job_runs"),
+    ("bulk_sync_transitions", "bulk_sync.transitions"), ("bulk_sync_staging", "bulk_sync.staging"),
+    ("bulk_sync_import_roots", "bulk_sync.import_roots"), ("bulk_sync_rejects", "bulk_sync.rejects"),
+    ("bulk_sync_watermarks", "bulk_sync.watermarks"), ("bulk_sync_webhooks", "bulk_sync.webhooks"),
+    ("shopify.orders", "shopify.orders"), ("shopify.order_line_items", "shopify.order_line_items"),
+    ("shopify.refunds", "shopify.refunds"), ("shopify.skus", "shopify.skus"),
+]  # fmt: skip
+
+
+def _rows(conn: psycopg.Connection, table: str) -> list[tuple]:
+    return conn.execute(f"select t::text from {table} as t order by 1").fetchall()
+
+
+def _fill_release_0_1(old: psycopg.Connection) -> None:
+    """Jobs in several states with their audit trail, staged and quarantined lines, data, a watermark, a webhook."""
+    old.execute("update bulk_sync_settings set lease_seconds = 300, max_concurrent_imports = 3")
+    for code in ("DE", "NL"):
+        old.execute("select add_shop(%s, %s, '2025-10')", (code, f"{code.lower()}-shop.myshopify.com"))
+    old.execute("select enqueue_backfill('2025-09-01', '2025-09-03', '{orders,skus}')")
+    first, second = [t for (t,) in old.execute("select bulk_sync_claim('old-runner', 10)").fetchall()]
+    operation = "gid://shopify/BulkOperation/7"
+    old.execute("select report_operation_started(%s, %s, %s)", (first["job_id"], first["fence"], operation))
+    old.execute("select report_fatal_error(%s, %s, 'ACCESS_DENIED')", (second["job_id"], second["fence"]))
+    job = old.execute("select min(id) from bulk_sync_jobs").fetchone()[0]
+    old.execute('insert into bulk_sync_staging values (%s, 1, \'{"id": "x"}\')', (job,))
+    old.execute("insert into bulk_sync_import_roots values (%s, 'gid://shopify/Order/1', true)", (job,))
+    old.execute("insert into bulk_sync_rejects (job_id, line_no, reason, line) values (%s, 2, 'not JSON', 'x')", (job,))
+    old.execute("insert into bulk_sync_watermarks (shop, entity, watermark) values ('DE', 'orders', now())")
+    old.execute("insert into bulk_sync_webhooks (webhook_id, shop, outcome) values ('w1', 'DE', 'polled')")
+    old.execute(
+        """insert into shopify.orders (id, shop, total_price, raw, import_job)
+           values ('gid://shopify/Order/1', 'DE', 12.30, '{}', %s)""", (job,)
+    )  # fmt: skip
+    old.execute(
+        """insert into shopify.order_line_items (id, shop, order_id, raw, import_job)
+           values ('gid://shopify/LineItem/1', 'DE', 'gid://shopify/Order/1', '{}', %s)""", (job,)
+    )  # fmt: skip
+    old.execute(
+        """insert into shopify.refunds (id, shop, order_id, raw, import_job)
+           values ('gid://shopify/Refund/1', 'DE', 'gid://shopify/Order/1', '{}', %s)""", (job,)
+    )  # fmt: skip
+    old.execute(
+        "insert into shopify.skus (id, shop, raw, import_job) values ('gid://shopify/ProductVariant/1', 'DE', '{}', 1)"
+    )
+
+
+def test_a_release_0_1_database_is_upgraded_identical_to_a_fresh_one_with_its_data_kept(new_database) -> None:
+    with psycopg.connect(new_database("fresh_db")) as fresh:
+        migrate(fresh)
+        fresh_catalog = snapshot(fresh)
+    with psycopg.connect(new_database("release_0_1"), autocommit=True) as old:
+        install_release_0_1(old)
+        _fill_release_0_1(old)
+        before = {new: _rows(old, name) for name, new in TABLES}
+        statuses = dict(old.execute("select status, count(*) from bulk_sync_jobs group by 1").fetchall())
+        assert {"failed", "queued", "waiting", "starting"} <= set(statuses)  # a varied release-0.1 database
+        queued = old.execute("select count(*) from pgmq.q_bulk_sync").fetchone()[0]
+        done = migrate(old)
+        assert "upgraded from release 0.1" in done
+        assert differences(snapshot(old), fresh_catalog) == {}
+        assert {new: _rows(old, new) for new in before} == before
+        assert old.execute("select count(*) from pgmq.q_bulk_sync").fetchone()[0] == queued
+        assert old.execute("select to_regclass('public.bulk_sync_migrations')").fetchone() == (None,)
+        # It goes on where it stopped: the messages of release 0.1 are claimed and reported as before.
+        old.execute("update pgmq.q_bulk_sync set vt = now()")  # the poll, due in a few seconds, due now
+        tasks = claim(old, "new-runner", qty=100)
+        assert {t["task"] for t in tasks} >= {"start", "poll"}
+        start = next(t for t in tasks if t["task"] == "start")
+        assert report(old, "report_operation_started", start["job_id"], start["fence"], "gid://shopify/BulkOperation/8")
+        assert migrate(old) == []
+
+
+def test_a_partial_release_0_1_database_is_refused_with_what_to_do(new_database) -> None:
+    with psycopg.connect(new_database("partial"), autocommit=True) as old:
+        install_release_0_1(old)
+        old.execute("delete from bulk_sync_migrations where version = 12")
+        with pytest.raises(ConfigError, match="without migration 0012_incremental: run `bulk-sync migrate` of release"):
+            migrate(old)
+        assert old.execute("select to_regclass('public.bulk_sync_jobs') is not null").fetchone() == (True,)
+
+
+def test_a_users_view_on_a_bulk_sync_view_stops_a_reapply_and_changes_nothing(
+    db: psycopg.Connection, tmp_path: Path
+) -> None:
+    root = _copy_sql(tmp_path)
+    views = root / "80_views.sql"
+    views.write_text(views.read_text() + "\n-- changed\n")
+    db.execute("create view my_report as select shop, percent from bulk_sync.progress")
+    before = snapshot(db)
+    with pytest.raises(ConfigError, match="view my_report depends on view bulk_sync.progress; drop that object"):
+        migrate(db, root)
+    assert differences(snapshot(db), before) == {}
+    db.execute("drop view my_report")
+    assert migrate(db, root) == ["definitions (80_views.sql)"]

@@ -53,7 +53,7 @@ def test_demo_live_view_in_a_terminal(tmp_path) -> None:
     assert re.search(r"jobs by state: completed \d+\r?\n", frames[-1]), frames[-1]  # nothing queued, failed or live
     summary = frames[-1].split("backfill finished")[-1]
     # the backfill's summary, then data changes, one incremental round, freshness and the summary again
-    backfill, current = summary.split("select enqueue_incremental();")
+    backfill, current = summary.split("select bulk_sync.enqueue_incremental();")
     assert backfill.count("equal") == 4 and "DIFFERENT" not in summary
     assert "-> 5 jobs created" in current and current.count("orders synced through") == 5
     assert current.count("equal") == 4
@@ -66,8 +66,8 @@ def _cli(*args: str, dsn: str) -> subprocess.CompletedProcess:
 
 def test_status_and_jobs_in_the_middle_of_a_backfill(db: psycopg.Connection, dsn: str) -> None:
     for code in ("DE", "NL"):
-        db.execute("select add_shop(%s, %s)", (code, f"{code.lower()}-shop.myshopify.com"))
-    db.execute("select enqueue_backfill('2025-09-01', '2025-09-07', '{orders,skus}')")
+        db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}-shop.myshopify.com"))
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-07', '{orders,skus}')")
     tasks = claim(db, qty=100)
     for task in tasks[:3]:
         run_to_completion(db, task, lines=4)
@@ -90,12 +90,12 @@ def test_status_and_jobs_in_the_middle_of_a_backfill(db: psycopg.Connection, dsn
                       count(*) filter (where status = 'failed'),
                       count(*) filter (where status not in ('queued', 'completed', 'failed')),
                       sum(lines_processed - lines_rejected)
-               from bulk_sync_jobs group by shop, entity"""
+               from bulk_sync.jobs group by shop, entity"""
         ).fetchall()
     }
     assert rows == expected
     assert sum(v[1] for v in rows.values()) == 3 and sum(v[3] for v in rows.values()) == 1
-    states = dict(db.execute("select status, count(*) from bulk_sync_jobs group by status").fetchall())
+    states = dict(db.execute("select status, count(*) from bulk_sync.jobs group by status").fetchall())
     line = next(x for x in out.stdout.splitlines() if x.startswith("jobs by state:"))
     for status, count in states.items():
         assert f"{status} {count}" in line

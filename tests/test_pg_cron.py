@@ -1,4 +1,4 @@
-"""pg_cron itself runs bulk_sync_tick() in the project's database (waits for the next minute boundary)."""
+"""pg_cron itself runs bulk_sync.tick() in the project's database (waits for the next minute boundary)."""
 
 import time
 from pathlib import Path
@@ -12,12 +12,12 @@ PG_CRON_SQL = Path(__file__).parent.parent / "pg_cron.sql"
 @pytest.mark.pg_cron
 def test_pg_cron_runs_the_tick(postgresql: psycopg.Connection, db: psycopg.Connection, dsn: str) -> None:
     dbname = postgresql.info.dbname
-    db.execute("select add_shop('DE', 'de-shop.myshopify.com')")
-    db.execute("select enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
-    (jid,) = db.execute("select id from bulk_sync_jobs").fetchone()
+    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
+    (jid,) = db.execute("select id from bulk_sync.jobs").fetchone()
     # A runner took the start task and vanished; from here on nothing but pg_cron calls the tick.
     db.execute(
-        "update bulk_sync_jobs set lease_expires_at = now() - interval '1 s', leased_by = 'gone' where id = %s",
+        "update bulk_sync.jobs set lease_expires_at = now() - interval '1 s', leased_by = 'gone' where id = %s",
         (jid,),
     )
     cron_dsn = dsn.replace(f"dbname={dbname}", "dbname=postgres")
@@ -26,10 +26,15 @@ def test_pg_cron_runs_the_tick(postgresql: psycopg.Connection, db: psycopg.Conne
         cron.execute(PG_CRON_SQL.read_text())  # idempotent: still one job of each name
         jobs = cron.execute("select jobname, database, schedule, command from cron.job order by jobname").fetchall()
         assert jobs == [
-            ("bulk_sync_incremental", dbname, "*/5 * * * *", "select enqueue_incremental()"),
+            ("bulk_sync_incremental", dbname, "*/5 * * * *", "select bulk_sync.enqueue_incremental()"),
             ("bulk_sync_prune_cron_log", "postgres", "17 3 * * *", jobs[1][3]),
-            ("bulk_sync_skus", dbname, "30 2 * * *", "select enqueue_backfill(current_date, current_date, '{skus}')"),
-            ("bulk_sync_tick", dbname, "* * * * *", "select bulk_sync_tick()"),
+            (
+                "bulk_sync_skus",
+                dbname,
+                "30 2 * * *",
+                "select bulk_sync.enqueue_backfill(current_date, current_date, '{skus}')",
+            ),
+            ("bulk_sync_tick", dbname, "* * * * *", "select bulk_sync.tick()"),
         ]
         # what the nightly SKU schedule runs: a snapshot per active shop, once a day
         for created in (1, 0):
@@ -48,6 +53,6 @@ def test_pg_cron_runs_the_tick(postgresql: psycopg.Connection, db: psycopg.Conne
             cron.execute("select cron.unschedule(jobname) from cron.job")
     assert runs and runs[0][0] == "succeeded", runs
     recovered = db.execute(
-        "select count(*) from bulk_sync_job_runs where job_id = %s and phase = 'recover'", (jid,)
+        "select count(*) from bulk_sync.job_runs where job_id = %s and phase = 'recover'", (jid,)
     ).fetchone()[0]
     assert recovered == 1  # the tick, run by pg_cron, recovered the vanished runner's lease

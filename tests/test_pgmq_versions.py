@@ -48,7 +48,7 @@ LATER_OVERLOADS = (
 
 def test_every_pgmq_function_called_exists_in_1_4_4() -> None:
     called: dict[str, set[str]] = {}
-    files = [*ROOT.glob("sql/*.sql"), ROOT / "pg_cron.sql", *ROOT.glob("runner/**/*.py")]
+    files = [*ROOT.glob("sql/**/*.sql"), ROOT / "pg_cron.sql", *ROOT.glob("runner/**/*.py")]
     for path in files:
         for name in re.findall(r"\bpgmq\.(\w+)\s*\(", path.read_text()):
             called.setdefault(name, set()).add(path.relative_to(ROOT).as_posix())
@@ -59,16 +59,16 @@ def test_every_pgmq_function_called_exists_in_1_4_4() -> None:
 def test_a_job_runs_through_delayed_sends_without_what_came_after_1_4_4(db: psycopg.Connection) -> None:
     for signature in LATER_OVERLOADS:
         db.execute(f"drop function if exists pgmq.{signature}")
-    db.execute("select add_shop('DE', 'de-shop.myshopify.com')")
-    db.execute("select enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
-    (jid,) = db.execute("select id from bulk_sync_jobs").fetchone()
+    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
+    (jid,) = db.execute("select id from bulk_sync.jobs").fetchone()
     (start,) = claim_task(db, jid, "start")
     assert report(db, "report_throttled", jid, start["fence"], 2.5)  # a delayed send
     (visible,) = db.execute("select vt - now() from pgmq.q_bulk_sync").fetchone()
     assert visible.total_seconds() >= 2.5  # whole seconds, rounded up: never sooner than asked
     (start,) = claim_task(db, jid, "start")
     assert report(db, "report_transient_error", jid, start["fence"], "HTTP 502")  # backoff
-    db.execute("select bulk_sync_tick()")
+    db.execute("select bulk_sync.tick()")
     make_due(db)
     (start,) = claim_task(db, jid, "start")
     poll = operation_running(db, start)
@@ -76,8 +76,8 @@ def test_a_job_runs_through_delayed_sends_without_what_came_after_1_4_4(db: psyc
     make_due(db)
     (poll,) = claim_task(db, jid, "poll")
     assert report(db, "report_poll_result", jid, poll["fence"], "CANCELED", None)  # exported again after backoff
-    db.execute("select bulk_sync_tick()")
+    db.execute("select bulk_sync.tick()")
     make_due(db)
-    db.execute("select bulk_sync_dispatch()")
+    db.execute("select bulk_sync.dispatch()")
     (start,) = claim_task(db, jid, "start")
     run_to_completion(db, start)

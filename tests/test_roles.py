@@ -21,8 +21,8 @@ def _denied(conn: psycopg.Connection, sql: str, *args: object) -> None:
 
 @pytest.fixture
 def backfill(db: psycopg.Connection) -> None:
-    db.execute("select add_shop('DE', 'de-shop.myshopify.com')")
-    db.execute("select enqueue_backfill('2025-09-01', '2025-09-02', '{orders}')")
+    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-02', '{orders}')")
 
 
 def test_the_runner_does_its_job_and_nothing_else(db: psycopg.Connection, dsn: str, backfill: None) -> None:
@@ -38,46 +38,50 @@ def test_the_runner_does_its_job_and_nothing_else(db: psycopg.Connection, dsn: s
         (dl,) = [t for t in claim(runner, qty=5) if t["job_id"] == jid and t["task"] == "download"]
         assert download(runner, dl, lines)  # COPY into staging and the report, as the runner role
         (imp,) = [t for t in claim(runner, qty=5) if t["job_id"] == jid and t["task"] == "import"]
-        runner.execute("call bulk_sync_import(%s, %s)", (jid, imp["fence"]))
-        assert db.execute("select status from bulk_sync_jobs where id = %s", (jid,)).fetchone() == ("completed",)
-        assert runner.execute("select code, domain from bulk_sync_shops").fetchall() == [
+        runner.execute("call bulk_sync.import(%s, %s)", (jid, imp["fence"]))
+        assert db.execute("select status from bulk_sync.jobs where id = %s", (jid,)).fetchone() == ("completed",)
+        assert runner.execute("select code, domain from bulk_sync.shops").fetchall() == [
             ("DE", "de-shop.myshopify.com")
         ]
-        _denied(runner, "update bulk_sync_jobs set status = 'completed'")
-        _denied(runner, "select * from bulk_sync_jobs")
+        _denied(runner, "update bulk_sync.jobs set status = 'completed'")
+        _denied(runner, "select * from bulk_sync.jobs")
         _denied(runner, "select * from shopify.orders")
-        _denied(runner, "select enqueue_backfill('2025-09-03', '2025-09-03')")
-        _denied(runner, "select retry_failed()")
+        _denied(runner, "select bulk_sync.enqueue_backfill('2025-09-03', '2025-09-03')")
+        _denied(runner, "select bulk_sync.retry_failed()")
         _denied(runner, "select * from pgmq.q_bulk_sync")
-        _denied(runner, "select bulk_sync_fail(j, 'x', 'y') from bulk_sync_jobs as j")
-        _denied(runner, "delete from bulk_sync_staging")
+        _denied(runner, "select bulk_sync.fail(j, 'x', 'y') from bulk_sync.jobs as j")
+        _denied(runner, "delete from bulk_sync.staging")
         # the webhook receiver's one call; incremental sync is the operator's
-        assert runner.execute("select bulk_sync_webhook_finished('w1', 'de-shop.myshopify.com', 'x')").fetchone() == (
+        assert runner.execute("select bulk_sync.webhook_finished('w1', 'de-shop.myshopify.com', 'x')").fetchone() == (
             "ignored",
         )
-        _denied(runner, "select enqueue_incremental()")
-        _denied(runner, "select * from bulk_sync_webhooks")
+        _denied(runner, "select bulk_sync.enqueue_incremental()")
+        _denied(runner, "select * from bulk_sync.webhooks")
 
 
 def test_the_operator_steers_but_cannot_report_or_edit(db: psycopg.Connection, dsn: str, backfill: None) -> None:
     with _login(db, dsn, "bulk_sync_operator") as operator:
-        assert operator.execute("select enqueue_backfill('2025-09-03', '2025-09-03', '{orders}')").fetchone() == (1,)
-        assert operator.execute("select cancel_jobs('DE')").fetchone()[0] == 3
-        assert operator.execute("select retry_failed()").fetchone() == (0,)
-        operator.execute("select bulk_sync_tick()")
-        assert operator.execute("select count(*) from bulk_sync_progress").fetchone() == (0,)  # all canceled
-        assert operator.execute("select count(*) from bulk_sync_job_runs").fetchone()[0] > 0
-        operator.execute("select * from bulk_sync_stuck")
-        _denied(operator, "update bulk_sync_jobs set attempts = 0")
-        _denied(operator, "select report_fatal_error(1, 1, 'x')")
-        _denied(operator, "select bulk_sync_claim('me', 1)")
+        assert operator.execute(
+            "select bulk_sync.enqueue_backfill('2025-09-03', '2025-09-03', '{orders}')"
+        ).fetchone() == (1,)
+        assert operator.execute("select bulk_sync.cancel_jobs('DE')").fetchone()[0] == 3
+        assert operator.execute("select bulk_sync.retry_failed()").fetchone() == (0,)
+        operator.execute("select bulk_sync.tick()")
+        assert operator.execute("select count(*) from bulk_sync.progress").fetchone() == (0,)  # all canceled
+        assert operator.execute("select count(*) from bulk_sync.job_runs").fetchone()[0] > 0
+        operator.execute("select * from bulk_sync.stuck")
+        _denied(operator, "update bulk_sync.jobs set attempts = 0")
+        _denied(operator, "select bulk_sync.report_fatal_error(1, 1, 'x')")
+        _denied(operator, "select bulk_sync.claim('me', 1)")
         _denied(operator, "select * from shopify.orders")
-        _denied(operator, "insert into bulk_sync_staging values (1, 1, 'x')")
-        assert operator.execute("select enqueue_incremental(null, now() - interval '1 hour')").fetchone() == (1,)
-        assert operator.execute("select shop from bulk_sync_freshness").fetchall() == [("DE",)]
-        _denied(operator, "select bulk_sync_webhook_finished('w1', 'de-shop.myshopify.com', 'x')")
-        _denied(operator, "update bulk_sync_watermarks set watermark = now()")
-        failed = operator.execute("select id, kind, last_error from bulk_sync_jobs where status = 'failed'").fetchall()
+        _denied(operator, "insert into bulk_sync.staging values (1, 1, 'x')")
+        assert operator.execute("select bulk_sync.enqueue_incremental(null, now() - interval '1 hour')").fetchone() == (
+            1,
+        )
+        assert operator.execute("select shop from bulk_sync.freshness").fetchall() == [("DE",)]
+        _denied(operator, "select bulk_sync.webhook_finished('w1', 'de-shop.myshopify.com', 'x')")
+        _denied(operator, "update bulk_sync.watermarks set watermark = now()")
+        failed = operator.execute("select id, kind, last_error from bulk_sync.jobs where status = 'failed'").fetchall()
         assert failed == [], failed
 
 
@@ -85,9 +89,9 @@ def test_the_reader_reads(db: psycopg.Connection, dsn: str, backfill: None) -> N
     with _login(db, dsn, "bulk_sync_reader") as reader:
         for table in ("orders", "order_line_items", "refunds", "skus"):
             assert reader.execute(f"select count(*) from shopify.{table}").fetchone() == (0,)
-        assert reader.execute("select count(*) from bulk_sync_progress").fetchone() == (1,)
-        _denied(reader, "select enqueue_backfill('2025-09-03', '2025-09-03')")
-        _denied(reader, "select * from bulk_sync_jobs")
+        assert reader.execute("select count(*) from bulk_sync.progress").fetchone() == (1,)
+        _denied(reader, "select bulk_sync.enqueue_backfill('2025-09-03', '2025-09-03')")
+        _denied(reader, "select * from bulk_sync.jobs")
         _denied(reader, "delete from shopify.orders")
 
 
@@ -100,4 +104,4 @@ def test_entry_points_cannot_be_redirected_by_search_path(db: psycopg.Connection
     ).fetchall()
     assert unsafe == []
     definers = db.execute("select count(*) from pg_proc where prosecdef").fetchone()[0]
-    assert definers == 20  # 18 from the roles migration, enqueue_incremental and bulk_sync_webhook_finished
+    assert definers == 20  # 18 from the roles migration, enqueue_incremental and bulk_sync.webhook_finished

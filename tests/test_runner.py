@@ -37,11 +37,11 @@ def _env(dsn: str, server, **extra: str) -> dict[str, str]:
 
 
 def _setup(db: psycopg.Connection) -> int:
-    db.execute("update bulk_sync_settings set poll_interval_seconds = 1, backoff_base_seconds = 1, "
+    db.execute("update bulk_sync.settings set poll_interval_seconds = 1, backoff_base_seconds = 1, "
                "backoff_cap_seconds = 4, in_progress_retry_seconds = 2, lease_seconds = 10")  # fmt: skip
     for code, version in SHOPS.items():
-        db.execute("select add_shop(%s, %s, %s)", (code, f"{code.lower()}-shop.myshopify.com", version))
-    return db.execute("select enqueue_backfill('2025-09-01', '2025-09-07')").fetchone()[0]
+        db.execute("select bulk_sync.add_shop(%s, %s, %s)", (code, f"{code.lower()}-shop.myshopify.com", version))
+    return db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-07')").fetchone()[0]
 
 
 def _runner(env: dict[str, str], *args: str, log: Path | None = None) -> subprocess.Popen:
@@ -52,11 +52,11 @@ def _runner(env: dict[str, str], *args: str, log: Path | None = None) -> subproc
 
 
 def _steps(db: psycopg.Connection) -> int:
-    return db.execute("select count(*) from bulk_sync_job_runs").fetchone()[0]
+    return db.execute("select count(*) from bulk_sync.job_runs").fetchone()[0]
 
 
 def _assert_equals_truth(db: psycopg.Connection, server) -> None:
-    statuses = db.execute("select status, count(*) from bulk_sync_jobs group by status").fetchall()
+    statuses = db.execute("select status, count(*) from bulk_sync.jobs group by status").fetchall()
     assert dict(statuses).keys() == {"completed"}, statuses
     for name in TABLES:
         truth = sorted((row for code in SHOPS for row in server.shopify.truth(code, name)), key=lambda r: r["id"])
@@ -121,10 +121,10 @@ def test_sigkilled_runners_lose_nothing(db: psycopg.Connection, dsn: str, shopif
     }
     reported = {
         row[0].split()[1]
-        for row in db.execute("select message from bulk_sync_job_runs where phase = 'start' and status = 'ok'")
+        for row in db.execute("select message from bulk_sync.job_runs where phase = 'start' and status = 'ok'")
     }
     vanished = db.execute(
-        "select count(*) from bulk_sync_job_runs where phase = 'recover' and from_status = 'starting'"
+        "select count(*) from bulk_sync.job_runs where phase = 'recover' and from_status = 'starting'"
     ).fetchone()[0]
     assert reported <= sim_ops
     assert len(sim_ops - reported) <= vanished
@@ -148,10 +148,10 @@ def test_two_runners_respect_limits_and_every_throttle(db: psycopg.Connection, d
             assert stats[code]["in_progress_refusals"] == 0
         throttled = sum(s["throttled"] for s in stats.values())
         reported = db.execute(
-            "select count(*) from bulk_sync_job_runs where message like 'throttled by Shopify%'"
+            "select count(*) from bulk_sync.job_runs where message like 'throttled by Shopify%'"
         ).fetchone()[0]
         stale = db.execute(
-            "select count(*) from bulk_sync_job_runs where phase = 'throttled' and status = 'stale'"
+            "select count(*) from bulk_sync.job_runs where phase = 'throttled' and status = 'stale'"
         ).fetchone()[0]
         assert throttled == reported + stale  # every throttled request was reported, and waited for
         print(f"\n{throttled} throttled requests, all reported")
@@ -168,23 +168,23 @@ def test_shopify_failures_are_reported_and_survived(db: psycopg.Connection, dsn:
     server = start(tuple(SHOPS), faults, days=7, orders_per_day=40, start_latency=0.3, objects_per_second=20_000)
     try:
         _setup(db)
-        db.execute("update bulk_sync_settings set max_attempts = 30, max_operation_seconds = 10")
+        db.execute("update bulk_sync.settings set max_attempts = 30, max_operation_seconds = 10")
         log = tmp_path / "runner.log"
         runner = _runner(_env(dsn, server), "--until-idle", "--concurrency", "4", log=log)
         assert runner.wait(timeout=300) == 0, log.read_text()[-3000:]
-        statuses = dict(db.execute("select status, count(*) from bulk_sync_jobs group by status").fetchall())
+        statuses = dict(db.execute("select status, count(*) from bulk_sync.jobs group by status").fetchall())
         assert set(statuses) <= {"completed", "split"}, statuses
         for name in TABLES:
             truth = sorted((r for code in SHOPS for r in server.shopify.truth(code, name)), key=lambda r: r["id"])
             assert table(db, name) == truth, name
         injected = httpx.get(f"{server.base_url}/_admin/stats").json()["faults"]
         assert injected["DE"]["download_cut"] == 2 and injected["NL"]["op_failed_timeout"] == 1
-        retried = db.execute("select count(*) from bulk_sync_job_runs where status = 'retry'").fetchone()[0]
+        retried = db.execute("select count(*) from bulk_sync.job_runs where status = 'retry'").fetchone()[0]
         assert retried >= 8
         # the TIMEOUT and the stuck operation each split their window in two; a skus snapshot has none to split and
         # is exported again (which job Shopify's fault hits depends on which start reached it first)
         handled = db.execute(
-            """select j.entity, r.status from bulk_sync_job_runs as r join bulk_sync_jobs as j on j.id = r.job_id
+            """select j.entity, r.status from bulk_sync.job_runs as r join bulk_sync.jobs as j on j.id = r.job_id
                where r.message like '%TIMEOUT%' or r.message like '%max_operation_seconds%'"""
         ).fetchall()
         assert len(handled) == 2, handled
@@ -194,20 +194,20 @@ def test_shopify_failures_are_reported_and_survived(db: psycopg.Connection, dsn:
         assert len(stuck) == 1 and stuck[0].canceled_at is not None  # and the stuck one was canceled
         text = log.read_text()
         assert "Signature=" not in text and TOKEN not in text
-        # secrets: the signed URL lives only in bulk_sync_jobs.export_url; the token nowhere in the database
+        # secrets: the signed URL lives only in bulk_sync.jobs.export_url; the token nowhere in the database
         written = " ".join(
             r[0] or ""
             for r in db.execute(
-                """select last_error from bulk_sync_jobs union all select message from bulk_sync_job_runs
-                   union all select reason from bulk_sync_rejects"""
+                """select last_error from bulk_sync.jobs union all select message from bulk_sync.job_runs
+                   union all select reason from bulk_sync.rejects"""
             )
         )
         assert "Signature=" not in written and "Expires=" not in written and TOKEN not in written
         everything = db.execute(
-            "select string_agg(j::text, ' ') from (select to_jsonb(x) - 'export_url' as j from bulk_sync_jobs as x) t"
+            "select string_agg(j::text, ' ') from (select to_jsonb(x) - 'export_url' as j from bulk_sync.jobs as x) t"
         ).fetchone()[0]
         assert "Signature=" not in everything and TOKEN not in everything
-        assert db.execute("select count(*) from bulk_sync_jobs where export_url like '%Signature=%'").fetchone()[0]
+        assert db.execute("select count(*) from bulk_sync.jobs where export_url like '%Signature=%'").fetchone()[0]
     finally:
         server.stop()
 
@@ -217,11 +217,11 @@ def test_a_wrong_token_fails_that_shops_jobs_with_the_reason(db: psycopg.Connect
     env = _env(dsn, shopify, SHOP_CHF_TOKEN="shpat_wrong_token")  # noqa: S106 - a fake
     runner = _runner(env, "--until-idle", "--concurrency", "4")
     assert runner.wait(timeout=300) == 0
-    failed = db.execute("select distinct shop, last_error from bulk_sync_jobs where status = 'failed'").fetchall()
+    failed = db.execute("select distinct shop, last_error from bulk_sync.jobs where status = 'failed'").fetchall()
     assert failed == [("CHF", "HTTP 401 from Shopify: the access token is invalid or lacks a scope")]
-    assert db.execute("select count(*) from bulk_sync_jobs where status = 'failed'").fetchone() == (15,)
+    assert db.execute("select count(*) from bulk_sync.jobs where status = 'failed'").fetchone() == (15,)
     assert db.execute(
-        "select count(*) from bulk_sync_jobs where shop <> 'CHF' and status <> 'completed'"
+        "select count(*) from bulk_sync.jobs where shop <> 'CHF' and status <> 'completed'"
     ).fetchone() == (0,)
     assert windows_tile(db) == {
         (s, e): ("2025-09-01", "2025-09-08", 7.0) for s in SHOPS if s != "CHF" for e in ("orders", "refunds")
@@ -236,13 +236,13 @@ def test_sigterm_gives_back_the_work_in_hand(db: psycopg.Connection, dsn: str, s
     deadline = time.monotonic() + 30
     while (
         time.monotonic() < deadline
-        and not db.execute("select count(*) from bulk_sync_jobs where status = 'completed'").fetchone()[0]
+        and not db.execute("select count(*) from bulk_sync.jobs where status = 'completed'").fetchone()[0]
     ):
         time.sleep(0.1)
     runner.send_signal(signal.SIGTERM)
     assert runner.wait(timeout=60) == 0
     held = db.execute(
-        "select count(*) from bulk_sync_jobs where leased_by like 'leaving%' and lease_expires_at is not null"
+        "select count(*) from bulk_sync.jobs where leased_by like 'leaving%' and lease_expires_at is not null"
     ).fetchone()[0]
     assert held == 0  # nothing left waiting for a lease to expire
     assert "phase=shutdown" in log.read_text()

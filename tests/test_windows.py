@@ -10,26 +10,26 @@ UTC = dt.UTC
 
 
 def _setup(db: psycopg.Connection, days: int, entities: str = "{orders}", **settings: object) -> None:
-    db.execute("select add_shop('DE', 'de-shop.myshopify.com', '2026-10')")
-    db.execute("update bulk_sync_settings set min_operation_objects = 0, max_operation_objects = 1000000")
+    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com', '2026-10')")
+    db.execute("update bulk_sync.settings set min_operation_objects = 0, max_operation_objects = 1000000")
     for name, value in settings.items():
-        db.execute(f"update bulk_sync_settings set {name} = %s", (value,))
+        db.execute(f"update bulk_sync.settings set {name} = %s", (value,))
     last = dt.date(2025, 9, 1) + dt.timedelta(days=days - 1)
-    db.execute("select enqueue_backfill('2025-09-01', %s, %s)", (last, entities))
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', %s, %s)", (last, entities))
 
 
 def _starts(db: psycopg.Connection) -> list[dict]:
     """The jobs dispatched since the last call, as start tasks (claimed here, or by a helper's claim on the way)."""
-    db.execute("select bulk_sync_dispatch()")
+    db.execute("select bulk_sync.dispatch()")
     claim(db, qty=100)
     rows = db.execute(
-        """select id, entity, fence, window_start, window_end, bulk_sync_bulk_query(j) from bulk_sync_jobs as j
+        """select id, entity, fence, window_start, window_end, bulk_sync.bulk_query(j) from bulk_sync.jobs as j
            where status = 'starting' and not exists (
-               select from bulk_sync_job_runs as r where r.job_id = j.id and r.phase = 'test')
+               select from bulk_sync.job_runs as r where r.job_id = j.id and r.phase = 'test')
            order by id"""
     ).fetchall()
     for row in rows:
-        db.execute("insert into bulk_sync_job_runs (job_id, phase, status) values (%s, 'test', 'seen')", (row[0],))
+        db.execute("insert into bulk_sync.job_runs (job_id, phase, status) values (%s, 'test', 'seen')", (row[0],))
     names = ("job_id", "entity", "fence", "window_start", "window_end", "query")
     return [dict(zip(names, row, strict=True)) for row in rows]
 
@@ -42,7 +42,7 @@ def _days(task: dict) -> float:
 
 def _windows(db: psycopg.Connection) -> list[tuple[dt.datetime, dt.datetime]]:
     return db.execute(
-        "select window_start, window_end from bulk_sync_jobs where window_start is not null order by window_start"
+        "select window_start, window_end from bulk_sync.jobs where window_start is not null order by window_start"
     ).fetchall()
 
 
@@ -56,7 +56,7 @@ def test_days_merge_into_windows_sized_from_what_the_shop_exported(db: psycopg.C
     assert [_days(t) for t in merged] == [6.0]
     assert "created_at:>='2025-09-06T00:00:00Z' created_at:<'2025-09-12T00:00:00Z'" in merged[0]["query"]
     took = db.execute(
-        "select message from bulk_sync_job_runs where job_id = %s and status = 'merged'", (merged[0]["job_id"],)
+        "select message from bulk_sync.job_runs where job_id = %s and status = 'merged'", (merged[0]["job_id"],)
     ).fetchone()[0]
     assert took.startswith("took over 5 queued jobs")
     # the windows still tile the range: no day lost, none twice
@@ -65,7 +65,7 @@ def test_days_merge_into_windows_sized_from_what_the_shop_exported(db: psycopg.C
         2025, 10, 1, tzinfo=UTC
     )
     assert all(a[1] == b[0] for a, b in zip(windows, windows[1:], strict=False))
-    assert db.execute("select count(*) from bulk_sync_jobs").fetchone()[0] == 30 - 5
+    assert db.execute("select count(*) from bulk_sync.jobs").fetchone()[0] == 30 - 5
 
 
 def test_max_operation_objects_caps_a_merged_window(db: psycopg.Connection) -> None:
@@ -78,7 +78,7 @@ def test_max_operation_objects_caps_a_merged_window(db: psycopg.Connection) -> N
 
 def test_min_operation_objects_merges_small_days_even_when_slots_are_free(db: psycopg.Connection) -> None:
     _setup(db, 30)
-    db.execute("update bulk_sync_settings set min_operation_objects = 10000")
+    db.execute("update bulk_sync.settings set min_operation_objects = 10000")
     run_to_completion(db, _starts(db)[0], lines=100)  # 100 objects a day: 25 days hold 2,500, under the minimum
     assert [_days(t) for t in _starts(db)] == [25.0]
 
@@ -87,7 +87,7 @@ def test_without_window_sizing_every_day_is_an_operation(db: psycopg.Connection)
     _setup(db, 30, window_sizing=False)
     run_to_completion(db, _starts(db)[0], lines=1000)
     assert [_days(t) for t in _starts(db)] == [1.0]
-    assert db.execute("select count(*) from bulk_sync_jobs").fetchone()[0] == 30
+    assert db.execute("select count(*) from bulk_sync.jobs").fetchone()[0] == 30
 
 
 def test_split_halves_never_merge(db: psycopg.Connection) -> None:
@@ -99,19 +99,20 @@ def test_split_halves_never_merge(db: psycopg.Connection) -> None:
     poll = operation_running(db, probes[1])
     report(db, "report_poll_result", jid, poll["fence"], "FAILED", "TIMEOUT", 10)
     assert job(db, jid)["status"] == "split"
-    halves = {h[0] for h in db.execute("select id from bulk_sync_jobs where parent_id = %s", (jid,)).fetchall()}
+    halves = {h[0] for h in db.execute("select id from bulk_sync.jobs where parent_id = %s", (jid,)).fetchall()}
     starts = _starts(db)
     # two free slots: days 6..10 as one window, and a half that stays a half
     assert sorted((t["job_id"] in halves, _days(t)) for t in starts) == [(False, 5.0), (True, 0.5)]
-    assert db.execute("select count(*) from bulk_sync_jobs where parent_id = %s", (jid,)).fetchone()[0] == 2
+    assert db.execute("select count(*) from bulk_sync.jobs where parent_id = %s", (jid,)).fetchone()[0] == 2
 
 
 def test_days_that_have_not_ended_are_not_merged(db: psycopg.Connection) -> None:
-    db.execute("select add_shop('DE', 'de-shop.myshopify.com', '2026-10')")
-    db.execute("update bulk_sync_settings set min_operation_objects = 10000, poll_interval_seconds = 0")
+    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com', '2026-10')")
+    db.execute("update bulk_sync.settings set min_operation_objects = 10000, poll_interval_seconds = 0")
     today = dt.datetime.now(UTC).date()
     db.execute(
-        "select enqueue_backfill(%s, %s, '{orders}')", (today - dt.timedelta(days=8), today + dt.timedelta(days=1))
+        "select bulk_sync.enqueue_backfill(%s, %s, '{orders}')",
+        (today - dt.timedelta(days=8), today + dt.timedelta(days=1)),
     )
     (first, *_) = _starts(db)
     # its operation COMPLETED with 1,000 objects (no helper that makes everything due on the way)
@@ -124,7 +125,7 @@ def test_days_that_have_not_ended_are_not_merged(db: psycopg.Connection) -> None
     # the 3 past days left merge; today and tomorrow wait for their end, untouched
     assert [_days(t) for t in _starts(db)] == [3.0]
     waiting = db.execute(
-        "select count(*) from bulk_sync_jobs where status = 'queued' and next_attempt_at > now()"
+        "select count(*) from bulk_sync.jobs where status = 'queued' and next_attempt_at > now()"
     ).fetchone()[0]
     assert waiting == 2
 
@@ -160,7 +161,7 @@ def test_an_operation_far_larger_than_planned_is_canceled_and_split(db: psycopg.
     (poll,) = claim_task(db, jid, "poll")
     report(db, "report_poll_result", jid, poll["fence"], "RUNNING", None, 6000)
     assert job(db, jid)["status"] == "split"
-    halves = db.execute("select count(*) from bulk_sync_jobs where parent_id = %s", (jid,)).fetchone()[0]
+    halves = db.execute("select count(*) from bulk_sync.jobs where parent_id = %s", (jid,)).fetchone()[0]
     assert halves == 2
     tasks = claim(db, qty=100)
     assert any(t["task"] == "cancel" and t["operation_id"] == operation for t in tasks)

@@ -1,0 +1,466 @@
+-- The import: staged JSONL lines into shopify.*, set-based, in batches that each commit their rows together with
+-- lines_processed, newer wins, and every line either imported or quarantined with its reason. Shopify writes
+-- children after their parents, so a child's parent is always in an earlier line.
+
+-- A timestamp as Shopify's search syntax wants it: full ISO-8601 in UTC.
+create or replace function bulk_sync.search_time(p_moment timestamptz) returns text
+language sql immutable as $$
+    select to_char(p_moment at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"');
+$$;
+
+-- The bulk query that exports a job's entity and window; its field names are what the import reads.
+create or replace function bulk_sync.bulk_query(p_job bulk_sync.jobs) returns text
+language sql stable as $$
+    select case p_job.entity
+        when 'skus' then
+            '{ productVariants { edges { node { id sku title price inventoryQuantity updatedAt '
+            || 'product { id title } } } } }'
+        else
+            format(
+                '{ orders(query: "%1$s:>=''%2$s'' %1$s:<''%3$s''"%4$s) { edges { node { %5$s } } } }',
+                p_job.filter_field,
+                bulk_sync.search_time(p_job.window_start),
+                bulk_sync.search_time(p_job.window_end),
+                -- No sort key with an updated_at filter: reported to drop records.
+                case when p_job.filter_field = 'created_at' then ', sortKey: CREATED_AT' else '' end,
+                case p_job.entity
+                    when 'orders' then
+                        'id name createdAt updatedAt processedAt cancelledAt cancelReason email note currencyCode '
+                        || 'displayFinancialStatus displayFulfillmentStatus customer { id } '
+                        || 'subtotalPriceSet { shopMoney { amount currencyCode } } '
+                        || 'currentSubtotalPriceSet { shopMoney { amount currencyCode } } '
+                        || 'totalPriceSet { shopMoney { amount currencyCode } } '
+                        || 'currentTotalPriceSet { shopMoney { amount currencyCode } } '
+                        || 'totalTaxSet { shopMoney { amount currencyCode } } '
+                        || 'totalRefundedSet { shopMoney { amount currencyCode } } '
+                        || 'refunds { id createdAt note totalRefundedSet { shopMoney { amount currencyCode } } } '
+                        || 'lineItems { edges { node { id sku title name quantity currentQuantity variant { id } '
+                        || 'product { id } originalUnitPriceSet { shopMoney { amount currencyCode } } '
+                        || 'originalTotalSet { shopMoney { amount currencyCode } } } } }'
+                    else
+                        'id updatedAt refunds { id createdAt note totalRefundedSet { shopMoney { amount currencyCode } } }'
+                end
+            )
+    end;
+$$;
+
+-- Parses one line as jsonb, or null when it is not JSON (the slow path, only for batches with a bad line).
+create or replace function bulk_sync.try_jsonb(p_line text) returns jsonb
+language plpgsql immutable as $$
+begin
+    return p_line::jsonb;
+exception when others then
+    return null;
+end;
+$$;
+
+-- True when an order's inline refunds are absent or a list of objects that each have an id.
+create or replace function bulk_sync.refunds_ok(p_refunds jsonb) returns boolean
+language sql immutable as $$
+    select p_refunds is null or jsonb_typeof(p_refunds) = 'null'
+        or (jsonb_typeof(p_refunds) = 'array'
+            and not jsonb_path_exists(p_refunds, '$[*] ? (@.type() != "object" || !exists(@.id) || @.id.type() != "string")'));
+$$;
+
+-- A money amount from a MoneyBag ({shopMoney: {amount}}), or null.
+create or replace function bulk_sync.amount(p_bag jsonb) returns numeric
+language sql immutable as $$
+    select case when jsonb_typeof(p_bag -> 'shopMoney' -> 'amount') = 'string'
+                then (p_bag -> 'shopMoney' ->> 'amount')::numeric end;
+$$;
+
+-- The import's session temp tables: bounded in size, and analyzed once filled. Nothing vacuums or analyzes temp
+-- tables; without statistics the planner guessed their size and joined them to shopify.order_line_items and
+-- shopify.refunds by scanning those whole tables, once per batch (imports slowed as the tables grew).
+
+-- Reads the job's next batch of staged lines into pg_temp.bulk_sync_batch, classified; returns how many.
+create or replace function bulk_sync.stage_batch(p_job bulk_sync.jobs, p_size integer) returns integer
+language plpgsql as $$
+declare
+    v_count integer;
+    v_root_type text := case p_job.entity when 'skus' then 'ProductVariant' else 'Order' end;
+    v_child_type text := case p_job.entity when 'orders' then 'LineItem' end;
+    v_safe boolean := false;
+begin
+    if to_regclass('pg_temp.bulk_sync_batch') is null then
+        create temp table bulk_sync_batch (
+            line_no bigint primary key,
+            line text not null,
+            doc jsonb,
+            gid text,
+            kind text,
+            parent text,
+            reason text
+        );
+        create temp table bulk_sync_won (gid text primary key);
+    end if;
+    -- Nothing vacuums a session's temp tables: deleted rows pile up (a long-lived runner's batch table reached
+    -- 100 MB, spilled out of temp_buffers and slowed every import to disk reads). Truncate once it outgrows a few
+    -- megabytes; below that, delete keeps the cached plans of small imports.
+    if pg_relation_size('pg_temp.bulk_sync_batch') > 4 * 1024 * 1024 then
+        truncate pg_temp.bulk_sync_batch, pg_temp.bulk_sync_won;
+    else
+        delete from pg_temp.bulk_sync_batch;
+        delete from pg_temp.bulk_sync_won;
+    end if;
+    loop
+        begin
+            insert into pg_temp.bulk_sync_batch (line_no, line, doc, gid, kind, parent, reason)
+            select line_no, line, doc, gid, kind, parent,
+                   case
+                       when doc is null then 'not JSON'
+                       when jsonb_typeof(doc) <> 'object' then 'not a JSON object'
+                       when gid is null then 'missing id'
+                       when kind is null then 'malformed id ' || left(gid, 200)
+                       when kind = v_root_type and parent is null then
+                           case when kind = 'Order' and not bulk_sync.refunds_ok(doc -> 'refunds')
+                                then 'refunds is not a list of refunds with ids' end
+                       when kind = v_child_type and parent is not null then null
+                       when kind in (v_root_type, v_child_type) and parent is not null then kind || ' with a __parentId'
+                       when kind = v_child_type then kind || ' without a __parentId'
+                       else format('unexpected object type %s in a %s export', kind, p_job.entity)
+                   end
+            from (
+                select line_no, line, doc,
+                       case when jsonb_typeof(doc -> 'id') = 'string' then doc ->> 'id' end as gid,
+                       substring(doc ->> 'id' from '^gid://shopify/([A-Za-z]+)/[0-9]+$') as kind,
+                       case when jsonb_typeof(doc) = 'object' then doc ->> '__parentId' end as parent
+                from (
+                    select line_no, line,
+                           case when v_safe then bulk_sync.try_jsonb(line) else line::jsonb end as doc
+                    from bulk_sync.staging
+                    where job_id = p_job.id
+                      and line_no > p_job.lines_processed and line_no <= p_job.lines_processed + p_size
+                    offset 0  -- parse each line once: keeps the planner from repeating the cast per reference
+                ) as parsed
+                offset 0
+            ) as classified;
+            get diagnostics v_count = row_count;
+            analyze pg_temp.bulk_sync_batch;
+            return v_count;
+        exception when others then
+            -- A malformed line in this batch: parse it again line by line.
+            if v_safe then
+                raise;
+            end if;
+            v_safe := true;
+        end;
+    end loop;
+end;
+$$;
+
+-- Records the batch's orders as roots of the job, and whether each won (is in pg_temp.bulk_sync_won, analyzed here:
+-- every caller has just filled it and joins it to a shopify table next).
+create or replace function bulk_sync.record_roots(p_job bulk_sync.jobs) returns void
+language plpgsql as $$
+begin
+    analyze pg_temp.bulk_sync_won;
+    insert into bulk_sync.import_roots (job_id, gid, accepted)
+    select distinct on (b.gid) p_job.id, b.gid, w.gid is not null
+    from pg_temp.bulk_sync_batch as b
+    left join pg_temp.bulk_sync_won as w on w.gid = b.gid
+    where b.reason is null and b.kind = 'Order'
+    on conflict (job_id, gid) do update set accepted = excluded.accepted;
+end;
+$$;
+
+-- Upserts the batch's orders (newer or equal updated_at wins) and replaces the winners' line items and refunds.
+create or replace function bulk_sync.import_orders(p_job bulk_sync.jobs) returns void
+language plpgsql as $$
+begin
+    with latest as (
+        select distinct on (gid) gid, doc
+        from pg_temp.bulk_sync_batch
+        where reason is null and kind = 'Order'
+        order by gid, line_no desc
+    ),
+    upserted as (
+        insert into shopify.orders as o (
+            id, shop, name, created_at, updated_at, processed_at, cancelled_at, cancel_reason, currency,
+            subtotal_price, current_subtotal_price, total_price, current_total_price, total_tax, total_refunded,
+            financial_status, fulfillment_status, customer_id, email, note, raw, import_job, imported_at
+        )
+        select gid, p_job.shop, doc ->> 'name', (doc ->> 'createdAt')::timestamptz,
+               (doc ->> 'updatedAt')::timestamptz, (doc ->> 'processedAt')::timestamptz,
+               (doc ->> 'cancelledAt')::timestamptz, doc ->> 'cancelReason',
+               coalesce(doc ->> 'currencyCode', doc -> 'totalPriceSet' -> 'shopMoney' ->> 'currencyCode'),
+               bulk_sync.amount(doc -> 'subtotalPriceSet'), bulk_sync.amount(doc -> 'currentSubtotalPriceSet'),
+               bulk_sync.amount(doc -> 'totalPriceSet'), bulk_sync.amount(doc -> 'currentTotalPriceSet'),
+               bulk_sync.amount(doc -> 'totalTaxSet'), bulk_sync.amount(doc -> 'totalRefundedSet'),
+               doc ->> 'displayFinancialStatus', doc ->> 'displayFulfillmentStatus', doc -> 'customer' ->> 'id',
+               doc ->> 'email', doc ->> 'note', doc, p_job.id, now()
+        from latest
+        on conflict (id) do update
+           set shop = excluded.shop, name = excluded.name, created_at = excluded.created_at,
+               updated_at = excluded.updated_at, processed_at = excluded.processed_at,
+               cancelled_at = excluded.cancelled_at, cancel_reason = excluded.cancel_reason,
+               currency = excluded.currency, subtotal_price = excluded.subtotal_price,
+               current_subtotal_price = excluded.current_subtotal_price, total_price = excluded.total_price,
+               current_total_price = excluded.current_total_price, total_tax = excluded.total_tax,
+               total_refunded = excluded.total_refunded, financial_status = excluded.financial_status,
+               fulfillment_status = excluded.fulfillment_status, customer_id = excluded.customer_id,
+               email = excluded.email, note = excluded.note, raw = excluded.raw,
+               import_job = excluded.import_job, imported_at = excluded.imported_at
+         where coalesce(o.updated_at, '-infinity') <= coalesce(excluded.updated_at, '-infinity')
+        returning o.id
+    )
+    insert into pg_temp.bulk_sync_won (gid) select id from upserted;
+
+    perform bulk_sync.record_roots(p_job);
+
+    -- The winners' children are replaced as a set: what this export no longer has disappears.
+    delete from shopify.order_line_items as li
+    using pg_temp.bulk_sync_won as w
+    where li.order_id = w.gid and li.import_job <> p_job.id;
+    perform bulk_sync.replace_refunds(p_job, true);
+end;
+$$;
+
+-- Replaces the refunds of the batch's winning orders with their inline lists (p_won: winners already decided).
+create or replace function bulk_sync.replace_refunds(p_job bulk_sync.jobs, p_won boolean) returns void
+language plpgsql as $$
+begin
+    if not p_won then
+        -- A refunds export only carries the refunds: it wins unless the stored order or refunds are newer.
+        insert into pg_temp.bulk_sync_won (gid)
+        select distinct b.gid
+        from pg_temp.bulk_sync_batch as b
+        where b.reason is null and b.kind = 'Order'
+          and not exists (
+              select from shopify.orders as o
+              where o.id = b.gid and o.updated_at > (b.doc ->> 'updatedAt')::timestamptz
+          )
+          and not exists (
+              select from shopify.refunds as r
+              where r.order_id = b.gid and r.order_updated_at > (b.doc ->> 'updatedAt')::timestamptz
+          );
+        perform bulk_sync.record_roots(p_job);
+    end if;
+    delete from shopify.refunds as r
+    using pg_temp.bulk_sync_won as w
+    where r.order_id = w.gid;
+    insert into shopify.refunds as r (
+        id, shop, order_id, created_at, note, total_refunded, currency, order_updated_at, raw, import_job, imported_at
+    )
+    select distinct on (e.value ->> 'id')
+           e.value ->> 'id', p_job.shop, b.gid, (e.value ->> 'createdAt')::timestamptz, e.value ->> 'note',
+           bulk_sync.amount(e.value -> 'totalRefundedSet'),
+           e.value -> 'totalRefundedSet' -> 'shopMoney' ->> 'currencyCode',
+           (b.doc ->> 'updatedAt')::timestamptz, e.value, p_job.id, now()
+    from pg_temp.bulk_sync_batch as b
+    join pg_temp.bulk_sync_won as w on w.gid = b.gid
+    cross join lateral jsonb_array_elements(
+        case jsonb_typeof(b.doc -> 'refunds') when 'array' then b.doc -> 'refunds' else '[]' end
+    ) as e
+    where b.reason is null and b.kind = 'Order'
+    order by e.value ->> 'id', b.line_no desc
+    on conflict (id) do update
+       set shop = excluded.shop, order_id = excluded.order_id, created_at = excluded.created_at,
+           note = excluded.note, total_refunded = excluded.total_refunded, currency = excluded.currency,
+           order_updated_at = excluded.order_updated_at, raw = excluded.raw, import_job = excluded.import_job,
+           imported_at = excluded.imported_at
+     where coalesce(r.order_updated_at, '-infinity') <= coalesce(excluded.order_updated_at, '-infinity');
+end;
+$$;
+
+-- Imports the batch's line items whose order won in this job; quarantines orphans (no parent earlier in the export).
+create or replace function bulk_sync.import_line_items(p_job bulk_sync.jobs) returns void
+language plpgsql as $$
+begin
+    update pg_temp.bulk_sync_batch as b
+       set reason = 'orphan child: parent ' || left(b.parent, 200) || ' is not earlier in this export'
+     where b.reason is null and b.kind = 'LineItem'
+       and not exists (select from bulk_sync.import_roots as r where r.job_id = p_job.id and r.gid = b.parent);
+    insert into shopify.order_line_items as li (
+        id, shop, order_id, sku, title, name, quantity, current_quantity, variant_id, product_id, unit_price,
+        total_price, currency, raw, import_job, imported_at
+    )
+    select distinct on (b.gid)
+           b.gid, p_job.shop, b.parent, b.doc ->> 'sku', b.doc ->> 'title', b.doc ->> 'name',
+           (b.doc ->> 'quantity')::integer, (b.doc ->> 'currentQuantity')::integer, b.doc -> 'variant' ->> 'id',
+           b.doc -> 'product' ->> 'id', bulk_sync.amount(b.doc -> 'originalUnitPriceSet'),
+           bulk_sync.amount(b.doc -> 'originalTotalSet'),
+           b.doc -> 'originalUnitPriceSet' -> 'shopMoney' ->> 'currencyCode', b.doc - '__parentId', p_job.id, now()
+    from pg_temp.bulk_sync_batch as b
+    join bulk_sync.import_roots as r on r.job_id = p_job.id and r.gid = b.parent and r.accepted
+    where b.reason is null and b.kind = 'LineItem'
+    order by b.gid, b.line_no desc
+    on conflict (id) do update
+       set shop = excluded.shop, order_id = excluded.order_id, sku = excluded.sku, title = excluded.title,
+           name = excluded.name, quantity = excluded.quantity, current_quantity = excluded.current_quantity,
+           variant_id = excluded.variant_id, product_id = excluded.product_id, unit_price = excluded.unit_price,
+           total_price = excluded.total_price, currency = excluded.currency, raw = excluded.raw,
+           import_job = excluded.import_job, imported_at = excluded.imported_at;
+end;
+$$;
+
+-- Upserts the batch's product variants into shopify.skus (newer or equal updated_at wins).
+create or replace function bulk_sync.import_skus(p_job bulk_sync.jobs) returns void
+language plpgsql as $$
+begin
+    insert into shopify.skus as s (
+        id, shop, sku, title, product_id, product_title, price, inventory_quantity, updated_at, raw, import_job,
+        imported_at
+    )
+    select distinct on (gid)
+           gid, p_job.shop, doc ->> 'sku', doc ->> 'title', doc -> 'product' ->> 'id', doc -> 'product' ->> 'title',
+           (doc ->> 'price')::numeric, (doc ->> 'inventoryQuantity')::integer, (doc ->> 'updatedAt')::timestamptz,
+           doc, p_job.id, now()
+    from pg_temp.bulk_sync_batch
+    where reason is null and kind = 'ProductVariant'
+    order by gid, line_no desc
+    on conflict (id) do update
+       set shop = excluded.shop, sku = excluded.sku, title = excluded.title, product_id = excluded.product_id,
+           product_title = excluded.product_title, price = excluded.price,
+           inventory_quantity = excluded.inventory_quantity, updated_at = excluded.updated_at, raw = excluded.raw,
+           import_job = excluded.import_job, imported_at = excluded.imported_at
+     where coalesce(s.updated_at, '-infinity') <= coalesce(excluded.updated_at, '-infinity');
+end;
+$$;
+
+-- Ends an import: completed when every line is imported or quarantined and the count is Shopify's, else failed.
+create or replace function bulk_sync.finish_import(p_job bulk_sync.jobs) returns text
+language plpgsql as $$
+begin
+    if p_job.lines_processed <> p_job.lines_total or p_job.lines_total is distinct from p_job.object_count then
+        perform bulk_sync.fail(p_job, 'import', format(
+            'import incomplete: %s lines processed (%s quarantined) of %s staged; Shopify reported %s objects',
+            p_job.lines_processed, p_job.lines_rejected, p_job.lines_total, coalesce(p_job.object_count::text, '?')));
+        perform bulk_sync.dispatch_imports();
+        return 'failed';
+    end if;
+    update bulk_sync.jobs
+       set status = 'completed', import_slot = null, fence = fence + 1, lease_expires_at = null, leased_by = null
+     where id = p_job.id
+    returning * into p_job;
+    perform bulk_sync.audit(p_job.id, 'import', 'ok', 'importing', 'completed', p_job.fence,
+        format('%s lines: %s imported, %s quarantined', p_job.lines_total,
+               p_job.lines_total - p_job.lines_rejected, p_job.lines_rejected));
+    if (bulk_sync.get_settings()).staging_retention_seconds = 0 then
+        perform bulk_sync.clear_staging(array[p_job.id]);
+    end if;
+    perform bulk_sync.dispatch_imports();
+    return 'completed';
+end;
+$$;
+
+-- Imports the next batch of a job whose import lease p_fence holds; returns 'more', 'completed', 'failed' or 'stale'.
+-- The rows and the advanced lines_processed commit together, in the caller's transaction.
+create or replace function bulk_sync.import_batch(p_job_id bigint, p_fence bigint) returns text
+language plpgsql
+security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_job bulk_sync.jobs := bulk_sync.fenced(p_job_id, p_fence, '{importing}', 'import');
+    v_s bulk_sync.settings := bulk_sync.get_settings();
+    v_count integer;
+    v_rejected integer;
+begin
+    if v_job is null then
+        return 'stale';
+    end if;
+    v_count := bulk_sync.stage_batch(v_job, v_s.import_batch_size);
+    if v_count > 0 then
+        if v_job.entity = 'orders' then
+            perform bulk_sync.import_orders(v_job);
+            perform bulk_sync.import_line_items(v_job);
+        elsif v_job.entity = 'refunds' then
+            perform bulk_sync.replace_refunds(v_job, false);
+        else
+            perform bulk_sync.import_skus(v_job);
+        end if;
+        insert into bulk_sync.rejects (job_id, line_no, reason, line)
+        select v_job.id, line_no, reason, line from pg_temp.bulk_sync_batch where reason is not null
+        on conflict (job_id, line_no) do update set reason = excluded.reason;
+        get diagnostics v_rejected = row_count;
+        update bulk_sync.jobs
+           set lines_processed = lines_processed + v_count, lines_rejected = lines_rejected + v_rejected,
+               lease_expires_at = now() + make_interval(secs => v_s.lease_seconds)
+         where id = v_job.id
+        returning * into v_job;
+    end if;
+    if v_count > 0 and v_job.lines_processed < coalesce(v_job.lines_total, 0) then
+        return 'more';
+    end if;
+    return bulk_sync.finish_import(v_job);
+end;
+$$;
+
+-- Imports a whole job, one committed batch at a time (CALL it outside a transaction block). Resumes where the
+-- last committed batch stopped; a concurrent or stale caller imports nothing twice (the job row and fence decide).
+create or replace procedure bulk_sync.import(p_job_id bigint, p_fence bigint)
+language plpgsql as $$
+declare
+    v_result text;
+begin
+    loop
+        v_result := bulk_sync.import_batch(p_job_id, p_fence);
+        commit;
+        exit when v_result <> 'more';
+    end loop;
+end;
+$$;
+
+-- The tick's share of importing: takes import tasks no runner claimed within 5 s and works on its own jobs within a
+-- time budget, returning the batches it ran. All of it commits with the tick (one transaction; redone if it dies).
+create or replace function bulk_sync.tick_import(p_budget interval) returns integer
+language plpgsql as $$
+declare
+    v_deadline timestamptz := clock_timestamp() + p_budget;
+    v_job bulk_sync.jobs;
+    v_batches integer := 0;
+begin
+    for v_job in
+        update bulk_sync.jobs as j
+           set status = 'importing', fence = j.fence + 1, leased_by = 'bulk_sync_tick',
+               lease_expires_at = now() + make_interval(secs => (bulk_sync.get_settings()).lease_seconds)
+          from (
+              select id from bulk_sync.jobs
+              where status = 'ready_to_import' and updated_at < now() - interval '5 s'
+              order by id
+              for update skip locked
+          ) as q
+         where j.id = q.id
+        returning j.*
+    loop
+        perform bulk_sync.audit(v_job.id, 'import', 'claimed', 'ready_to_import', 'importing', v_job.fence,
+                                'import claimed by bulk_sync.tick', 'bulk_sync_tick');
+    end loop;
+    for v_job in
+        select * from bulk_sync.jobs
+        where status = 'importing' and leased_by = 'bulk_sync_tick' and lease_expires_at > now()
+        order by id
+    loop
+        loop
+            exit when clock_timestamp() >= v_deadline;
+            v_batches := v_batches + 1;
+            exit when bulk_sync.import_batch(v_job.id, v_job.fence) <> 'more';
+        end loop;
+        exit when clock_timestamp() >= v_deadline;
+    end loop;
+    return v_batches;
+end;
+$$;
+
+-- Removes what jobs staged (lines and import bookkeeping); returns how many lines. Quarantined lines stay.
+create or replace function bulk_sync.clear_staging(p_job_ids bigint[]) returns bigint
+language plpgsql as $$
+declare
+    v_count bigint;
+begin
+    delete from bulk_sync.import_roots where job_id = any(p_job_ids);
+    delete from bulk_sync.staging where job_id = any(p_job_ids);
+    get diagnostics v_count = row_count;
+    return v_count;
+end;
+$$;
+
+-- Staged lines of finished jobs, kept for staging_retention_seconds, then removed; returns how many lines.
+create or replace function bulk_sync.prune_staging() returns bigint
+language sql as $$
+    select bulk_sync.clear_staging(array(
+        select j.id from bulk_sync.jobs as j
+        where j.status in ('completed', 'canceled', 'split')
+          and j.finished_at < now() - make_interval(secs => (bulk_sync.get_settings()).staging_retention_seconds)
+          and exists (select from bulk_sync.staging as s where s.job_id = j.id)
+    ));
+$$;

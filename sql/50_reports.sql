@@ -1,0 +1,263 @@
+-- Reports: the only way a runner changes a job. Each is fenced (a stale or duplicate report changes nothing
+-- but is logged), writes its audit row, and enqueues the follow-up at once. Each returns true when applied.
+
+-- Runner started the Shopify bulk operation p_operation_id.
+create or replace function bulk_sync.report_operation_started(p_job_id bigint, p_fence bigint, p_operation_id text)
+returns boolean
+language plpgsql
+security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_job bulk_sync.jobs;
+begin
+    if p_operation_id is null or p_operation_id !~ '^gid://shopify/BulkOperation/[0-9]+$' then
+        raise exception 'invalid bulk operation id %', coalesce(quote_literal(p_operation_id), 'NULL')
+            using errcode = 'BS009';
+    end if;
+    v_job := bulk_sync.fenced(p_job_id, p_fence, '{starting}', 'start');
+    if v_job is null then
+        return false;
+    end if;
+    update bulk_sync.jobs
+       set status = 'waiting', operation_id = p_operation_id, operation_status = 'CREATED',
+           operation_started_at = now(), object_count = 0,
+           fence = fence + 1, lease_expires_at = null, leased_by = null
+     where id = v_job.id
+    returning * into v_job;
+    perform bulk_sync.send(v_job.id, 'poll', v_job.fence,
+                           make_interval(secs => (bulk_sync.get_settings()).poll_interval_seconds));
+    perform bulk_sync.audit(v_job.id, 'start', 'ok', 'starting', 'waiting', v_job.fence,
+                            'operation ' || p_operation_id || ' created');
+    return true;
+end;
+$$;
+
+-- Shopify refused to start: OPERATION_IN_PROGRESS (another operation of this app holds the shop). Wait, then retry.
+create or replace function bulk_sync.report_operation_in_progress(p_job_id bigint, p_fence bigint, p_message text)
+returns boolean
+language plpgsql
+security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_job bulk_sync.jobs;
+begin
+    perform bulk_sync.require_text(p_message, 'p_message');
+    v_job := bulk_sync.fenced(p_job_id, p_fence, '{starting}', 'start');
+    if v_job is null then
+        return false;
+    end if;
+    perform bulk_sync.requeue(v_job, 'start', 'OPERATION_IN_PROGRESS: ' || p_message, false,
+        make_interval(secs => (bulk_sync.get_settings()).in_progress_retry_seconds * (0.75 + 0.5 * random())));
+    perform bulk_sync.dispatch();
+    return true;
+end;
+$$;
+
+-- Shopify throttled a call (THROTTLED or HTTP 429): repeat the same step after p_retry_after_seconds.
+create or replace function bulk_sync.report_throttled(p_job_id bigint, p_fence bigint, p_retry_after_seconds double precision)
+returns boolean
+language plpgsql
+security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_job bulk_sync.jobs;
+begin
+    if p_retry_after_seconds is null or p_retry_after_seconds not between 0 and 3600 then
+        raise exception 'p_retry_after_seconds must be between 0 and 3600, got %',
+            coalesce(p_retry_after_seconds::text, 'NULL') using errcode = 'BS009';
+    end if;
+    v_job := bulk_sync.fenced(p_job_id, p_fence, '{starting,waiting,exporting}', 'throttled');
+    if v_job is null then
+        return false;
+    end if;
+    perform bulk_sync.repeat(v_job, bulk_sync.task_for(v_job.status),
+        format('throttled by Shopify, retry after %s s', p_retry_after_seconds), false,
+        make_interval(secs => p_retry_after_seconds));
+    return true;
+end;
+$$;
+
+-- Shopify's answer to a poll of the job's operation: status, errorCode, objectCount, fileSize and url.
+create or replace function bulk_sync.report_poll_result(
+    p_job_id bigint, p_fence bigint, p_status text, p_error_code text default null,
+    p_object_count bigint default null, p_file_size bigint default null, p_url text default null
+) returns boolean
+language plpgsql
+security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_job bulk_sync.jobs;
+    v_s bulk_sync.settings := bulk_sync.get_settings();
+begin
+    if p_status is null or p_status not in
+       ('CREATED', 'RUNNING', 'CANCELING', 'COMPLETED', 'FAILED', 'CANCELED', 'EXPIRED') then
+        raise exception 'unknown bulk operation status %', coalesce(quote_literal(p_status), 'NULL')
+            using errcode = 'BS009';
+    end if;
+    if p_object_count < 0 or p_file_size < 0 then
+        raise exception 'object count and file size must not be negative' using errcode = 'BS009';
+    end if;
+    if p_url !~ '^https?://' then
+        raise exception 'export url must be an http(s) URL' using errcode = 'BS009';
+    end if;
+    v_job := bulk_sync.fenced(p_job_id, p_fence, '{waiting}', 'poll');
+    if v_job is null then
+        return false;
+    end if;
+    if p_status in ('CREATED', 'RUNNING') and now() - v_job.operation_started_at
+       > make_interval(secs => v_s.max_operation_seconds) then
+        -- Too long: cancel it and export the window in halves (or again, when it cannot be split).
+        perform bulk_sync.send_cancel(v_job.id, v_job.operation_id);
+        perform bulk_sync.split(v_job, 'poll', format('operation still %s after %s s (max_operation_seconds)',
+                                                     p_status, v_s.max_operation_seconds));
+    elsif p_status = 'RUNNING' and p_object_count > v_s.split_operation_objects
+          and v_job.window_end - v_job.window_start >= make_interval(secs => 2 * v_s.min_split_seconds) then
+        -- Far larger than planned (a busy stretch): cancel it and export the window in halves.
+        perform bulk_sync.send_cancel(v_job.id, v_job.operation_id);
+        perform bulk_sync.split(v_job, 'poll', format('operation at %s objects, over split_operation_objects (%s)',
+                                                     p_object_count, v_s.split_operation_objects));
+    elsif p_status in ('CREATED', 'RUNNING', 'CANCELING') then
+        update bulk_sync.jobs
+           set operation_status = p_status, object_count = coalesce(p_object_count, object_count)
+         where id = v_job.id
+        returning * into v_job;
+        perform bulk_sync.repeat(v_job, 'poll',
+            format('operation %s, %s objects', p_status, coalesce(p_object_count::text, '?')), false,
+            least(make_interval(secs => v_s.poll_interval_max_seconds),
+                  greatest(make_interval(secs => v_s.poll_interval_seconds),
+                           (now() - v_job.operation_started_at) / 10)));
+        return true;
+    elsif p_status = 'COMPLETED' and p_url is not null then
+        update bulk_sync.jobs
+           set status = 'exporting', slot = null, operation_status = p_status, object_count = p_object_count,
+               bytes_total = p_file_size, export_url = p_url,
+               fence = fence + 1, lease_expires_at = null, leased_by = null
+         where id = v_job.id
+        returning * into v_job;
+        perform bulk_sync.send(v_job.id, 'download', v_job.fence);
+        perform bulk_sync.audit(v_job.id, 'poll', 'ok', 'waiting', 'exporting', v_job.fence,
+            format('operation COMPLETED: %s objects, %s bytes', p_object_count, p_file_size));
+    elsif p_status = 'COMPLETED' and coalesce(p_object_count, 0) = 0 then
+        update bulk_sync.jobs
+           set status = 'completed', slot = null, operation_status = p_status, object_count = 0,
+               lines_total = 0, lines_processed = 0, bytes_total = 0,
+               fence = fence + 1, lease_expires_at = null, leased_by = null
+         where id = v_job.id
+        returning * into v_job;
+        perform bulk_sync.audit(v_job.id, 'poll', 'ok', 'waiting', 'completed', v_job.fence,
+                                'operation COMPLETED with no objects');
+    elsif p_status = 'COMPLETED' then
+        perform bulk_sync.requeue(v_job, 'poll',
+            format('operation COMPLETED with %s objects but no download URL', p_object_count));
+    elsif p_status = 'FAILED' and p_error_code = 'ACCESS_DENIED' then
+        perform bulk_sync.fail(v_job, 'poll',
+            'operation FAILED with ACCESS_DENIED: the app lacks an access scope this query needs');
+    elsif p_status = 'FAILED' and p_error_code = 'TIMEOUT' then
+        perform bulk_sync.split(v_job, 'poll', 'operation FAILED with TIMEOUT');
+    else
+        perform bulk_sync.requeue(v_job, 'poll', format('operation %s%s', p_status,
+            case when p_status = 'FAILED' then ' with ' || coalesce(p_error_code, 'no error code') else '' end));
+    end if;
+    perform bulk_sync.dispatch_exports();  -- the shop slot was released
+    return true;
+end;
+$$;
+
+-- Every line of the export is in staging: p_lines lines, p_bytes bytes, checked against what is staged and against
+-- Shopify's counts. Call it in the transaction that copied the lines, and roll that back when it returns false.
+create or replace function bulk_sync.report_download_finished(p_job_id bigint, p_fence bigint, p_lines bigint, p_bytes bigint)
+returns boolean
+language plpgsql
+security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_job bulk_sync.jobs;
+    v_staged bigint;
+begin
+    if p_lines is null or p_bytes is null or p_lines < 0 or p_bytes < 0 then
+        raise exception 'lines and bytes must be non-negative numbers' using errcode = 'BS009';
+    end if;
+    v_job := bulk_sync.fenced(p_job_id, p_fence, '{exporting}', 'download');
+    if v_job is null then
+        return false;
+    end if;
+    -- Lines 1..n, each once: the count, when the highest line number equals it.
+    select case when coalesce(max(line_no), 0) = count(*) then count(*) else -1 end into v_staged
+    from bulk_sync.staging where job_id = v_job.id;
+    if p_lines is distinct from coalesce(v_job.object_count, p_lines)
+       or p_bytes is distinct from coalesce(v_job.bytes_total, p_bytes)
+       or v_staged is distinct from p_lines then
+        perform bulk_sync.repeat(v_job, 'download',
+            format('download incomplete: %s of %s lines (%s staged), %s of %s bytes',
+                   p_lines, v_job.object_count, v_staged, p_bytes, v_job.bytes_total));
+        return true;
+    end if;
+    update bulk_sync.jobs
+       set status = 'copied', lines_total = p_lines, bytes_copied = p_bytes, next_attempt_at = now(),
+           lines_processed = 0, lines_rejected = 0,
+           fence = fence + 1, lease_expires_at = null, leased_by = null
+     where id = v_job.id
+    returning * into v_job;
+    perform bulk_sync.audit(v_job.id, 'download', 'ok', 'exporting', 'copied', v_job.fence,
+                            format('%s lines, %s bytes in staging', p_lines, p_bytes));
+    perform bulk_sync.dispatch_imports();
+    return true;
+end;
+$$;
+
+-- The download failed; p_url_expired means the export is gone and must be run again.
+create or replace function bulk_sync.report_download_failed(
+    p_job_id bigint, p_fence bigint, p_reason text, p_url_expired boolean default false
+) returns boolean
+language plpgsql
+security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_job bulk_sync.jobs;
+begin
+    perform bulk_sync.require_text(p_reason, 'p_reason');
+    v_job := bulk_sync.fenced(p_job_id, p_fence, '{exporting}', 'download');
+    if v_job is null then
+        return false;
+    end if;
+    if coalesce(p_url_expired, false) then
+        perform bulk_sync.requeue(v_job, 'download', 'export URL expired: ' || p_reason);
+        perform bulk_sync.dispatch();
+    else
+        perform bulk_sync.repeat(v_job, 'download', 'download failed: ' || p_reason);
+    end if;
+    return true;
+end;
+$$;
+
+-- A transient HTTP error (5xx, reset, timeout) during the job's current step: repeat it after backoff.
+create or replace function bulk_sync.report_transient_error(p_job_id bigint, p_fence bigint, p_reason text)
+returns boolean
+language plpgsql
+security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_job bulk_sync.jobs;
+begin
+    perform bulk_sync.require_text(p_reason, 'p_reason');
+    v_job := bulk_sync.fenced(p_job_id, p_fence, '{starting,waiting,exporting,importing}', 'transient');
+    if v_job is null then
+        return false;
+    end if;
+    perform bulk_sync.repeat(v_job, bulk_sync.task_for(v_job.status), 'transient error: ' || p_reason);
+    perform bulk_sync.dispatch();
+    return true;
+end;
+$$;
+
+-- A non-retryable error (401/403, ACCESS_DENIED, an invalid query): the job fails at once with the reason.
+create or replace function bulk_sync.report_fatal_error(p_job_id bigint, p_fence bigint, p_reason text)
+returns boolean
+language plpgsql
+security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_job bulk_sync.jobs;
+begin
+    perform bulk_sync.require_text(p_reason, 'p_reason');
+    v_job := bulk_sync.fenced(p_job_id, p_fence, '{starting,waiting,exporting,importing}', 'fatal');
+    if v_job is null then
+        return false;
+    end if;
+    perform bulk_sync.fail(v_job, bulk_sync.task_for(v_job.status), p_reason);
+    perform bulk_sync.dispatch();
+    return true;
+end;
+$$;

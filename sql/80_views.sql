@@ -1,0 +1,111 @@
+-- What people and dashboards read: jobs by status, progress, freshness and what is stuck.
+
+-- Jobs per shop, entity and status.
+create or replace view bulk_sync.status as
+select
+    shop,
+    entity,
+    status,
+    count(*) as jobs,
+    min(next_attempt_at) filter (where status = 'queued') as next_attempt_at,
+    max(updated_at) as last_change
+from bulk_sync.jobs
+group by shop, entity, status;
+
+-- Progress per shop and entity; percent weighs jobs by the time their windows span (merged jobs cover many days);
+-- synced_through and behind: the freshness of the shop's orders once incremental sync runs.
+create or replace view bulk_sync.progress as
+select
+    j.shop,
+    j.entity,
+    count(*) as total,
+    count(*) filter (where j.status = 'completed') as completed,
+    count(*) filter (where j.status = 'failed') as failed,
+    count(*) filter (where j.status = 'queued') as queued,
+    count(*) filter (where j.status not in ('queued', 'completed', 'failed')) as active,
+    round(
+        100.0
+        * coalesce(sum(extract(epoch from coalesce(j.window_end - j.window_start, interval '1 day'))) filter (
+            where j.status = 'completed'
+        ), 0)
+        / sum(extract(epoch from coalesce(j.window_end - j.window_start, interval '1 day'))), 1
+    ) as percent,
+    coalesce(sum(j.lines_processed - j.lines_rejected), 0) as rows_imported,
+    coalesce(sum(j.lines_rejected), 0) as rows_rejected,
+    coalesce(sum(j.bytes_copied), 0) as bytes_copied,
+    max(j.updated_at) as last_change,
+    max(w.watermark) as synced_through,
+    date_trunc('second', now() - max(w.watermark)) as behind
+from bulk_sync.jobs as j
+left join bulk_sync.watermarks as w on j.shop = w.shop and j.entity = w.entity
+where j.status not in ('split', 'canceled')
+group by j.shop, j.entity;
+
+-- Per shop and entity: how far its data is current (orders: the incremental watermark).
+create or replace view bulk_sync.freshness as
+select
+    s.code as shop,
+    w.entity,
+    w.watermark as synced_through,
+    date_trunc('second', now() - w.watermark) as behind,
+    w.updated_at
+from bulk_sync.shops as s
+inner join bulk_sync.watermarks as w on s.code = w.shop;
+
+-- One row per live job that has not moved for longer than expected, with the likely reason.
+create or replace view bulk_sync.stuck as
+with settings as (
+    select
+        make_interval(secs => stuck_after_seconds) as patience,
+        make_interval(secs => max_operation_seconds) as max_operation
+    from bulk_sync.settings
+    where id
+),
+
+live as (
+    select
+        j.*,
+        s.active,
+        now() - j.updated_at as idle_for,
+        exists(
+            select from pgmq.q_bulk_sync as q
+            where q.message ->> 'job_id' = j.id::text and (q.message ->> 'fence')::bigint = j.fence
+        ) as has_message
+    from bulk_sync.jobs as j
+    inner join bulk_sync.shops as s on j.shop = s.code
+    where j.status not in ('completed', 'failed', 'split', 'canceled')
+)
+
+select
+    l.id,
+    l.shop,
+    l.entity,
+    l.status,
+    l.updated_at as since,
+    l.idle_for,
+    l.attempts,
+    l.last_error,
+    case
+        when not l.active then 'the shop is inactive'
+        when l.lease_expires_at < now()
+            then 'the lease of ' || coalesce(l.leased_by, 'a runner')
+                || ' expired: the runner vanished (the next claim or tick hands the step out again)'
+        when l.status = 'waiting' and now() - l.operation_started_at > st.max_operation / 2
+            then 'the Shopify operation has been running for ' || date_trunc('second', now() - l.operation_started_at)
+        when l.status = 'queued' then 'due with a free slot, but not dispatched: is a runner or pg_cron running?'
+        when l.status = 'copied' then 'an import slot is free, but the import was not dispatched'
+        when l.lease_expires_at is null and l.has_message then 'no runner has taken its task: is a runner running?'
+        when l.lease_expires_at is null then 'no task message and no lease: call bulk_sync.tick() or bulk_sync.retry_failed()'
+        else 'a runner is working on it (leased by ' || coalesce(l.leased_by, '?') || ')'
+    end as reason
+from live as l
+cross join settings as st
+where
+    (
+        l.idle_for > st.patience
+        -- Waiting in line (for a retry time, a shop slot or an import slot) is progress, not being stuck.
+        and not (l.status = 'queued' and (l.next_attempt_at > now() or not bulk_sync.has_free_slot(l.shop)))
+        and not (l.status = 'copied' and not bulk_sync.has_free_import_slot())
+    )
+    -- Polled all the time, yet going nowhere.
+    or (l.status = 'waiting' and now() - l.operation_started_at > st.max_operation / 2);

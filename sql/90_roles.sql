@@ -1,0 +1,108 @@
+-- Least privilege: three roles get exactly what they need, and nobody else anything. Grant a role to a login:
+-- `create role my_runner login password '...' in role bulk_sync_runner;`
+--   bulk_sync_runner    claims tasks, reports, writes staging, runs the import; reads the shops' endpoints
+--   bulk_sync_operator  registers shops, queues backfills, retries, cancels, ticks; reads jobs and their history
+--   bulk_sync_reader    reads shopify.* and the progress views
+-- Whatever default privileges the database has (Supabase grants anon and authenticated everything an owner
+-- creates), every privilege on bulk-sync's schemas and objects is reset here to these grants: grant access by
+-- granting one of the roles, never on the objects. The entry points run as their owner (security definer) with a
+-- fixed search_path, so the roles need no privilege on the tables behind them.
+
+do $$
+declare
+    v_role text;
+begin
+    foreach v_role in array array['bulk_sync_runner', 'bulk_sync_operator', 'bulk_sync_reader'] loop
+        if not exists (select from pg_roles where rolname = v_role) then
+            execute format('create role %I nologin', v_role);
+        end if;
+    end loop;
+end;
+$$;
+
+-- Revokes every privilege on the schemas bulk_sync and shopify and on everything in them from every role but the
+-- owner (PUBLIC included).
+do $$
+declare
+    v_grant record;
+begin
+    for v_grant in
+        select distinct format('schema %I', n.nspname) as target, a.grantee, n.nspowner as owner
+        from pg_namespace as n
+        cross join lateral aclexplode(n.nspacl) as a
+        where n.nspname in ('bulk_sync', 'shopify')
+        union
+        select distinct
+            case when c.relkind = 'S' then 'sequence ' else 'table ' end || c.oid::regclass::text,
+            a.grantee, c.relowner
+        from pg_class as c
+        cross join lateral aclexplode(c.relacl) as a
+        where c.relnamespace in ('bulk_sync'::regnamespace, 'shopify'::regnamespace)
+          and c.relkind in ('r', 'p', 'v', 'm', 'S', 'f')
+        union
+        -- column privileges go with a revoke on their table
+        select distinct 'table ' || c.oid::regclass::text, a.grantee, c.relowner
+        from pg_class as c
+        inner join pg_attribute as col on c.oid = col.attrelid
+        cross join lateral aclexplode(col.attacl) as a
+        where c.relnamespace in ('bulk_sync'::regnamespace, 'shopify'::regnamespace)
+        union
+        select distinct
+            case when p.prokind = 'p' then 'procedure ' else 'function ' end || p.oid::regprocedure::text,
+            a.grantee, p.proowner
+        from pg_proc as p
+        cross join lateral aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) as a
+        where p.pronamespace = 'bulk_sync'::regnamespace
+    loop
+        continue when v_grant.grantee = v_grant.owner;
+        execute format('revoke all on %s from %s', v_grant.target,
+                       case when v_grant.grantee = 0 then 'public' else quote_ident(v_grant.grantee::regrole::text) end);
+    end loop;
+end;
+$$;
+
+grant usage on schema bulk_sync to bulk_sync_runner, bulk_sync_operator, bulk_sync_reader;
+grant usage on schema shopify to bulk_sync_reader;
+
+-- The runner: the claim, the reports, the import and the webhook; the shops' endpoints; staging by COPY.
+grant execute on function
+bulk_sync.claim(text, integer, double precision),
+bulk_sync.heartbeat(bigint, bigint, bigint),
+bulk_sync.release(bigint, bigint),
+bulk_sync.idle(),
+bulk_sync.import_batch(bigint, bigint),
+bulk_sync.report_operation_started(bigint, bigint, text),
+bulk_sync.report_operation_in_progress(bigint, bigint, text),
+bulk_sync.report_throttled(bigint, bigint, double precision),
+bulk_sync.report_poll_result(bigint, bigint, text, text, bigint, bigint, text),
+bulk_sync.report_download_finished(bigint, bigint, bigint, bigint),
+bulk_sync.report_download_failed(bigint, bigint, text, boolean),
+bulk_sync.report_transient_error(bigint, bigint, text),
+bulk_sync.report_fatal_error(bigint, bigint, text),
+bulk_sync.webhook_finished(text, text, text)
+to bulk_sync_runner;
+-- The import procedure commits between batches, so it cannot run as its owner; each batch function does.
+grant execute on procedure bulk_sync.import(bigint, bigint) to bulk_sync_runner;
+grant select (code, domain, api_version, active) on bulk_sync.shops to bulk_sync_runner;
+grant insert on bulk_sync.staging to bulk_sync_runner;
+
+-- The operator: the API, and reading jobs, their history and the settings.
+grant execute on function
+bulk_sync.add_shop(text, text, text, integer, text),
+bulk_sync.enqueue_backfill(date, date, text[], text[]),
+bulk_sync.enqueue_incremental(text[], timestamptz),
+bulk_sync.retry_failed(text),
+bulk_sync.cancel_jobs(text),
+bulk_sync.tick(),
+-- called by the bulk_sync.stuck view, as its reader
+bulk_sync.has_free_slot(text),
+bulk_sync.has_free_import_slot()
+to bulk_sync_operator;
+grant select on
+bulk_sync.shops, bulk_sync.jobs, bulk_sync.job_runs, bulk_sync.rejects, bulk_sync.settings,
+bulk_sync.watermarks, bulk_sync.webhooks, bulk_sync.stuck
+to bulk_sync_operator;
+
+-- Everyone of bulk-sync: progress and freshness; the reader: the data.
+grant select on bulk_sync.status, bulk_sync.progress, bulk_sync.freshness to bulk_sync_operator, bulk_sync_reader;
+grant select on all tables in schema shopify to bulk_sync_reader;

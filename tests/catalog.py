@@ -1,0 +1,56 @@
+"""What a database holds of bulk-sync, as comparable data: schemas, tables and columns, constraints, indexes,
+sequences, routines, views, triggers and every privilege on them."""
+
+import psycopg
+
+_SCHEMAS = "('bulk_sync', 'shopify')"
+
+QUERIES = {
+    "schemas": f"""
+        select nspname, nspowner::regrole::text, coalesce(nspacl::text, '') from pg_namespace
+        where nspname in {_SCHEMAS} order by 1""",
+    "relations": f"""
+        select c.oid::regclass::text, c.relkind, c.relowner::regrole::text, c.relpersistence,
+               coalesce(c.relacl::text, '')
+        from pg_class as c where c.relnamespace::regnamespace::text in {_SCHEMAS} and c.relkind <> 't'
+        order by 1""",
+    "columns": f"""
+        select a.attrelid::regclass::text, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+               coalesce(pg_get_expr(d.adbin, d.adrelid), ''), a.attidentity, coalesce(a.attacl::text, '')
+        from pg_attribute as a
+        join pg_class as c on c.oid = a.attrelid
+        left join pg_attrdef as d on d.adrelid = a.attrelid and d.adnum = a.attnum
+        where c.relnamespace::regnamespace::text in {_SCHEMAS} and c.relkind in ('r', 'v', 'p')
+          and a.attnum > 0 and not a.attisdropped
+        order by 1, 2""",
+    "constraints": f"""
+        select conrelid::regclass::text, conname, pg_get_constraintdef(oid) from pg_constraint
+        where connamespace::regnamespace::text in {_SCHEMAS} order by 1, 2""",
+    "indexes": f"""
+        select schemaname, tablename, indexname, indexdef from pg_indexes where schemaname in {_SCHEMAS}
+        order by 1, 2, 3""",
+    "routines": f"""
+        select p.oid::regprocedure::text, p.prokind, p.prosecdef, coalesce(p.proconfig::text, ''),
+               md5(pg_get_functiondef(p.oid)), p.proowner::regrole::text, coalesce(p.proacl::text, '')
+        from pg_proc as p where p.pronamespace::regnamespace::text in {_SCHEMAS} order by 1""",
+    "views": f"""
+        select schemaname, viewname, md5(definition) from pg_views where schemaname in {_SCHEMAS} order by 1, 2""",
+    "triggers": """
+        select tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) from pg_trigger
+        where not tgisinternal and tgrelid::regclass::text ~ '^(bulk_sync|shopify)\\.' order by 1, 2""",
+}
+
+
+def snapshot(conn: psycopg.Connection) -> dict[str, list[tuple]]:
+    """Every catalog fact above, by kind."""
+    return {kind: conn.execute(query).fetchall() for kind, query in QUERIES.items()}
+
+
+def differences(a: dict[str, list[tuple]], b: dict[str, list[tuple]]) -> dict[str, tuple[list, list]]:
+    """Per kind, the rows only in a and the rows only in b (empty when identical)."""
+    out = {}
+    for kind in a:
+        only_a, only_b = sorted(set(a[kind]) - set(b[kind])), sorted(set(b[kind]) - set(a[kind]))
+        if only_a or only_b:
+            out[kind] = (only_a, only_b)
+    return out
