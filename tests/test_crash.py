@@ -56,7 +56,7 @@ def test_backend_killed_inside_a_claim_loses_nothing(db: psycopg.Connection, dsn
     pid = victim.info.backend_pid
     (task,) = victim.execute("select bulk_sync.claim('victim', 1)").fetchone()  # claimed, not committed
     assert task["job_id"] == jid
-    db.execute("select pg_terminate_backend(%s)", (pid,))
+    db.execute("select pg_terminate_backend(%s, 60000)", (pid,))  # returns once the backend is gone
     victim.close()
     # The claim rolled back: the message is still in the queue and the job holds no lease.
     assert job(db, jid)["lease_expires_at"] is None

@@ -238,7 +238,7 @@ def test_killed_import_resumes_to_the_same_result(db: psycopg.Connection, dsn: s
     while not db.execute("select wait_event_type = 'Lock' from pg_stat_activity where pid = %s", (pid,)).fetchone()[0]:
         assert time.monotonic() < deadline, "the import never reached the held order"
         time.sleep(0.01)
-    db.execute("select pg_terminate_backend(%s)", (pid,))
+    db.execute("select pg_terminate_backend(%s, 60000)", (pid,))  # returns once the backend is gone
     worker.join()
     blocker.rollback()
     blocker.close()
