@@ -37,7 +37,9 @@ def free_port() -> int:
 class LocalCluster:
     """A cluster under `directory` (data, socket and log), listening on 127.0.0.1:`port`."""
 
-    def __init__(self, directory: Path, port: int | None = None, options: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, options: tuple[str, ...] = (), bin: Path | None = None
+    ) -> None:
         self.directory = directory.resolve()
         self.data = self.directory / "data"
         self.port = port or free_port()
@@ -50,7 +52,7 @@ class LocalCluster:
             f"-c unix_socket_directories={self.directory}",
             *options,
         )
-        self._bin = bindir()
+        self._bin = bin or bindir()
         self.applied: list[str] = []
 
     def _run(self, *args: str) -> None:
