@@ -66,20 +66,11 @@ def _extension_schema(conn: psycopg.Connection) -> str:
 
 
 def _ensure_btree_gist(conn: psycopg.Connection) -> str | None:
-    """btree_gist (the jobs' exclusion constraint) where it is, else created outside public; moved out of public
-    when release 0.1 put it there (it did, and this role owns it)."""
-    row = conn.execute(
-        "select e.extnamespace::regnamespace::text = 'public' and pg_has_role(e.extowner, 'usage') "
-        "and to_regclass('public.bulk_sync_migrations') is not null "
-        "from pg_extension as e where e.extname = 'btree_gist'"
-    ).fetchone()
-    if row and not row[0]:
+    """btree_gist (the jobs' exclusion constraint) wherever it is installed, else created outside public."""
+    if _one(conn, "select exists (select from pg_extension where extname = 'btree_gist')"):
         return None
     schema = _extension_schema(conn)
     conn.execute(f'create schema if not exists "{schema}"')
-    if row:
-        conn.execute(f'alter extension btree_gist set schema "{schema}"')
-        return f"btree_gist (moved from public to {schema})"
     conn.execute(f'create extension btree_gist schema "{schema}"')
     return f"btree_gist (extension in {schema})"
 

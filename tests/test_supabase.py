@@ -250,3 +250,48 @@ def test_a_pgmq_the_owner_cannot_use_is_one_line_naming_the_fix(server: LocalClu
     assert "permission denied for schema pgmq" in message and "re-enable the pgmq extension" in message
     with psycopg.connect(dsn) as db:
         assert db.execute("select to_regnamespace('bulk_sync')").fetchone() == (None,)  # nothing changed
+
+
+def test_a_release_0_1_database_on_supabase_is_closed_by_the_upgrade(server: LocalCluster) -> None:
+    from tests.releases import install_release_0_1
+
+    dsn = _project(server, "release_0_1")
+    with psycopg.connect(dsn, autocommit=True) as db:
+        db.execute("create extension pgmq")
+        # Release 0.1 created btree_gist in the transaction of its tables, which the hook breaks: it installed only
+        # without the hook.
+        with psycopg.connect(server.dsn("release_0_1"), autocommit=True) as admin:
+            admin.execute("alter event trigger after_create disable")
+            install_release_0_1(db)
+            admin.execute("alter event trigger after_create enable")
+        # Release 0.1 left public open: its tables, views and entry points were anon's (measured: not asserted
+        # exactly, as the count is the old release's).
+        before = [name for name in _reachable_in_public(db, "anon")]
+        assert "bulk_sync_jobs" in before and "enqueue_backfill(date,date,text[],text[])" in before
+        print(f"release 0.1 on Supabase: anon may use {len(before)} objects in public: {before}")
+    result = _cli("migrate", env={**os.environ, "DATABASE_URL": dsn})
+    assert result.returncode == 0, result.stderr
+    assert "upgraded from release 0.1" in result.stdout
+    _assert_api_roles_reach_nothing(dsn)
+    with psycopg.connect(dsn) as db:
+        assert _reachable_in_public(db, "anon") == []
+
+
+def _reachable_in_public(conn: psycopg.Connection, role: str) -> list[str]:
+    """Tables, views and routines in public that `role` may use (release 0.1 kept everything there), but for those
+    of extensions (release 0.1 created btree_gist in public; it stays where it is)."""
+    return [
+        name
+        for (name,) in conn.execute(
+            """select c.oid::regclass::text from pg_class as c
+               where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'v')
+                 and has_table_privilege(%(r)s, c.oid, 'select')
+                 and not exists (select from pg_depend as d where d.objid = c.oid and d.deptype = 'e')
+               union all
+               select p.oid::regprocedure::text from pg_proc as p
+               where p.pronamespace = 'public'::regnamespace and has_function_privilege(%(r)s, p.oid, 'execute')
+                 and not exists (select from pg_depend as d where d.objid = p.oid and d.deptype = 'e')
+               order by 1""",
+            {"r": role},
+        ).fetchall()
+    ]
