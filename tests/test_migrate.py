@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -207,3 +208,17 @@ def test_a_users_view_on_a_bulk_sync_view_stops_a_reapply_and_changes_nothing(
     assert differences(snapshot(db), before) == {}
     db.execute("drop view my_report")
     assert migrate(db, root) == ["definitions (80_views.sql)"]
+
+
+def test_each_function_view_and_trigger_is_defined_once_and_only_in_a_definition_file(db: psycopg.Connection) -> None:
+    pattern = re.compile(r"^create (?:or replace )?(function|procedure|view|trigger) ([\w.]+)", re.MULTILINE)
+    defined = [name for d in definitions() for _, name in pattern.findall(d.sql)]
+    assert len(defined) > 60 and len(defined) == len(set(defined)), sorted(defined)
+    assert all(not pattern.search(m.sql) for m in migrations())
+    # ...and the database holds exactly these.
+    in_database = db.execute(
+        """select pronamespace::regnamespace || '.' || proname from pg_proc
+           where pronamespace = 'bulk_sync'::regnamespace
+           union all select schemaname || '.' || viewname from pg_views where schemaname = 'bulk_sync'"""
+    ).fetchall()
+    assert sorted(n for (n,) in in_database) == sorted(n for n in defined if n.startswith("bulk_sync."))
