@@ -106,7 +106,9 @@ def run(directory: Path, reset: bool = False, port: int | None = None, orders_pe
         with LocalCluster(directory / "postgres", port=port) as cluster:
             print(f"PostgreSQL with pg_cron on 127.0.0.1:{cluster.port} (data in {cluster.data})")
             print(f"Shopify simulator for {', '.join(SHOPS)} at {base_url}, {orders_per_day} orders a day")
-            dsn = cluster.create_database(DATABASE)
+            # A fresh database each run: the comparison with the simulator's ground truth holds only for data the
+            # simulator of this run made (a kept database would hold the last run's live changes too).
+            dsn = cluster.create_database(DATABASE, fresh=True)
             print("migrated: " + (", ".join(cluster.applied) if cluster.applied else "already up to date"))
             with psycopg.connect(dsn, autocommit=True) as db:
                 db.execute("set jit = off")  # the live view's queries are small; compiling them costs more
@@ -140,5 +142,5 @@ def run(directory: Path, reset: bool = False, port: int | None = None, orders_pe
     finally:
         simulator.terminate()
         simulator.wait(10)
-    print("\nstopped the demo cluster and simulator; run again to reuse the database, --reset to start over")
+    print("\nstopped the demo cluster and simulator; run again for a new run (--reset also removes the cluster)")
     return 0 if same else 1

@@ -91,13 +91,15 @@ class LocalCluster:
         if (self.data / "postmaster.pid").exists():
             self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data))
 
-    def create_database(self, dbname: str) -> str:
-        """Creates `dbname` unless it exists (and migrates it); returns its connection string."""
+    def create_database(self, dbname: str, fresh: bool = False) -> str:
+        """Creates `dbname` unless it exists (fresh: drops it first), migrates it; returns its connection string."""
         import psycopg
 
         from runner.migrate import migrate
 
         with psycopg.connect(self.dsn(), autocommit=True) as admin:
+            if fresh:
+                admin.execute(f'drop database if exists "{dbname}" with (force)')
             if not admin.execute("select 1 from pg_database where datname = %s", (dbname,)).fetchone():
                 admin.execute(f'create database "{dbname}"')
         with psycopg.connect(self.dsn(dbname)) as conn:
