@@ -96,12 +96,14 @@ def test_the_reader_reads(db: psycopg.Connection, dsn: str, backfill: None) -> N
 
 
 def test_entry_points_cannot_be_redirected_by_search_path(db: psycopg.Connection) -> None:
-    unsafe = db.execute(
-        """select p.proname from pg_proc as p
-           where p.prosecdef and not exists (
-               select from unnest(p.proconfig) as c where c like 'search_path=%'
-           )"""
+    definers = db.execute(
+        """select p.oid::regprocedure::text, p.proconfig from pg_proc as p
+           where p.prosecdef and p.pronamespace = 'bulk_sync'::regnamespace"""
     ).fetchall()
-    assert unsafe == []
-    definers = db.execute("select count(*) from pg_proc where prosecdef").fetchone()[0]
-    assert definers == 20  # 18 from the roles migration, enqueue_incremental and bulk_sync.webhook_finished
+    assert len(definers) == 20  # the API, the claim, heartbeat, release, idle, the reports, import batches, webhook
+    assert all(config == ["search_path=pg_catalog, pg_temp"] for _, config in definers), definers
+    public = db.execute(
+        """select count(*) from pg_proc as p where p.pronamespace = 'bulk_sync'::regnamespace
+             and has_function_privilege('public', p.oid, 'execute')"""
+    ).fetchone()[0]
+    assert public == 0
