@@ -56,3 +56,26 @@ def test_pg_cron_runs_the_tick(postgresql: psycopg.Connection, db: psycopg.Conne
         "select count(*) from bulk_sync.job_runs where job_id = %s and phase = 'recover'", (jid,)
     ).fetchone()[0]
     assert recovered == 1  # the tick, run by pg_cron, recovered the vanished runner's lease
+
+
+def test_a_role_that_is_not_superuser_schedules_in_its_own_database(dsn: str, postgresql: psycopg.Connection) -> None:
+    """Supabase's case: pg_cron lives in the project's database, and postgres may use cron.schedule but not
+    cron.schedule_in_database (revoked from PUBLIC by pg_cron)."""
+    cron_dsn = dsn.replace(f"dbname={postgresql.info.dbname}", "dbname=postgres")
+    with psycopg.connect(cron_dsn, autocommit=True) as admin:
+        if not admin.execute("select 1 from pg_roles where rolname = 'cron_user'").fetchone():
+            admin.execute("create role cron_user login nosuperuser; grant usage on schema cron to cron_user")
+        try:
+            user_dsn = cron_dsn.replace(f"user={postgresql.info.user}", "user=cron_user")
+            with psycopg.connect(user_dsn, autocommit=True) as user:
+                user.execute(PG_CRON_SQL.read_text())
+                user.execute(PG_CRON_SQL.read_text())
+            jobs = admin.execute(
+                "select jobname, database from cron.job where username = 'cron_user' order by jobname"
+            ).fetchall()
+            assert jobs == [
+                ("bulk_sync_incremental", "postgres"), ("bulk_sync_prune_cron_log", "postgres"),
+                ("bulk_sync_skus", "postgres"), ("bulk_sync_tick", "postgres"),
+            ]  # fmt: skip
+        finally:
+            admin.execute("delete from cron.job where username = 'cron_user'")
