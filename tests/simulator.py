@@ -6,6 +6,7 @@ import time
 import httpx
 
 from runner.shopify_client import api_at_least
+from runner.simulator.auth import App
 from runner.simulator.clock import Clock
 from runner.simulator.data import Settings
 from runner.simulator.faults import Faults
@@ -32,16 +33,19 @@ def start(
     days: int = 3,
     orders_per_day: int = 20,
     clock: Clock | None = None,
+    apps: dict[str, App] | None = None,
     **timing: float,
 ) -> SimulatorServer:
-    """A simulator on a free port; pass a frozen Clock to move its time by hand."""
+    """A simulator on a free port; pass a frozen Clock to move its time by hand. Shops with an app accept only the
+    tokens its client credentials grant; the others TOKEN."""
     settings = Settings(
         first_day=dt.date(2025, 9, 1), last_day=dt.date(2025, 9, days), orders_per_day=orders_per_day, spike_day=None
     )
-    keys = ("bucket_size", "restore_rate", "throttle_with_429", "webhook_url", "webhook_secret")
+    keys = ("bucket_size", "restore_rate", "throttle_with_429", "webhook_url", "webhook_secret", "token_lifetime")
     bucket = {k: timing.pop(k) for k in keys if k in timing}
     options = {"start_latency": 0.05, "objects_per_second": 100_000.0, **timing}
-    config = Config({code: TOKEN for code in shops}, settings, Timing(**options), **bucket, clock=clock or Clock())
+    tokens = {code: None if code in (apps or {}) else TOKEN for code in shops}
+    config = Config(tokens, settings, Timing(**options), **bucket, clock=clock or Clock(), apps=apps or {})
     return SimulatorServer(Shopify(config, Faults(faults or {}))).start()
 
 

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from runner.errors import ConfigError
+from runner.simulator.auth import App
 from runner.simulator.data import Settings
 from runner.simulator.faults import KINDS, FaultError, Faults
 from runner.simulator.operations import Timing
@@ -28,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start-latency", type=float, default=0.5, help="seconds an operation stays CREATED")
     parser.add_argument("--objects-per-second", type=float, default=50_000.0, help="export speed while RUNNING")
     parser.add_argument("--url-lifetime", type=float, default=7 * 86_400, help="seconds an export URL stays valid")
+    parser.add_argument(
+        "--token-lifetime", type=float, default=86_399, help="seconds a client credentials token stays valid"
+    )
     parser.add_argument("--bucket-size", type=float, default=2000.0, help="cost points a shop's bucket holds")
     parser.add_argument("--restore-rate", type=float, default=100.0, help="cost points restored per second")
     parser.add_argument("--throttle-429", action="store_true", help="answer throttling with HTTP 429 + Retry-After")
@@ -42,14 +46,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dump-truth", type=Path, metavar="DIR", help="write the ground truth as JSONL and exit")
 
 
-def _tokens(codes: list[str]) -> dict[str, str]:
-    tokens = {}
+def _credentials(codes: list[str], env: dict[str, str]) -> tuple[dict[str, str | None], dict[str, App]]:
+    """What each shop accepts, from the variables that configure the runner: its static token and the app installed
+    on it (its own client credentials, else the one app's)."""
+    tokens, apps = {}, {}
     for code in codes:
-        token = os.environ.get(f"SHOP_{code}_TOKEN")
-        if not token and code:
-            raise ConfigError(f"SHOP_{code}_TOKEN is not set: the simulator accepts the token the runner sends")
-        tokens[code] = token
-    return tokens
+        tokens[code] = env.get(f"SHOP_{code}_TOKEN") or None
+        client_id = env.get(f"SHOP_{code}_CLIENT_ID") or env.get("SHOPIFY_CLIENT_ID")
+        secret = env.get(f"SHOP_{code}_CLIENT_SECRET") or env.get("SHOPIFY_CLIENT_SECRET")
+        if client_id and secret:
+            apps[code] = App(client_id, secret)
+        if not tokens[code] and code not in apps:
+            raise ConfigError(
+                f"no credentials for shop {code}: set SHOP_{code}_TOKEN, or SHOP_{code}_CLIENT_ID and "
+                f"SHOP_{code}_CLIENT_SECRET (or SHOPIFY_CLIENT_ID and SHOPIFY_CLIENT_SECRET for every shop)"
+            )
+    return tokens, apps
 
 
 def _faults(args: argparse.Namespace) -> Faults:
@@ -74,7 +86,9 @@ def build(args: argparse.Namespace) -> Shopify:
     settings = Settings(seed=args.seed, first_day=args.first_day, last_day=args.last_day,
                         orders_per_day=args.orders_per_day)  # fmt: skip
     timing = Timing(args.start_latency, args.objects_per_second, url_lifetime=args.url_lifetime)
-    config = Config(_tokens(codes), settings, timing, args.bucket_size, args.restore_rate, args.throttle_429)
+    tokens, apps = _credentials(codes, dict(os.environ))
+    config = Config(tokens, settings, timing, args.bucket_size, args.restore_rate, args.throttle_429, apps=apps,
+                    token_lifetime=args.token_lifetime)  # fmt: skip
     if args.webhook_url:
         config.webhook_url = args.webhook_url
         config.webhook_secret = os.environ.get("SHOPIFY_WEBHOOK_SECRET") or ""

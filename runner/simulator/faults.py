@@ -23,6 +23,8 @@ KINDS = {
     "download_5xx": "HTTP 503 on a download",
     "download_reset": "connection reset on a download, before any byte",
     "download_cut": "download cut off midway",
+    "grant_5xx": "HTTP 503 on a client credentials grant",
+    "grant_refused": "invalid_client on a client credentials grant, as for an app no longer installed",
 }
 
 

@@ -1,6 +1,7 @@
 """The simulator on HTTP: `<base>/<code>/admin/api/<version>/graphql.json`, signed export downloads, and /_admin.
 
-POST /<code>/admin/api/<version>/graphql.json     X-Shopify-Access-Token checked (401 on a wrong one)
+POST /<code>/admin/api/<version>/graphql.json     X-Shopify-Access-Token checked (401 on a wrong or expired one)
+POST /<code>/admin/oauth/access_token             the client credentials grant (form or JSON body)
 GET  /<code>/bulk/bulk-<id>[.partial].jsonl?...   signed URL; Range supported; application/jsonl
 GET  /_admin/stats                                counters per shop and faults injected
 GET  /_admin/truth/<code>/<table>                 ground truth rows as JSONL
@@ -16,11 +17,13 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from runner.simulator.auth import INVALID_CLIENT, INVALID_TOKEN
 from runner.simulator.faults import FaultError
 from runner.simulator.shopify import Shopify
 from runner.simulator.truth import TABLES
 
 _GRAPHQL = re.compile(r"^/([a-z0-9_]+)/admin/api/([0-9]{4}-[0-9]{2}|unstable)/graphql\.json$")
+_GRANT = re.compile(r"^/([a-z0-9_]+)/admin/oauth/access_token$")
 _DOWNLOAD = re.compile(r"^/([a-z0-9_]+)/bulk/bulk-[0-9]+(\.partial)?\.jsonl$")
 _CHUNK = 64 * 1024
 
@@ -67,9 +70,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._body()
             if code not in sim.shops:
                 return self._json(404, {"errors": "Not Found"})
-            if self.headers.get("X-Shopify-Access-Token") != sim.config.tokens[code]:
-                return self._json(401, {"errors": "[API] Invalid API key or access token (unrecognized login or "
-                                                  "wrong password)"})  # fmt: skip
+            if not sim.auth.accepts(code, self.headers.get("X-Shopify-Access-Token")):
+                return self._json(401, INVALID_TOKEN)
             if sim.faults.hit(code, "graphql_reset"):
                 return self._reset()
             if sim.faults.hit(code, "graphql_5xx"):
@@ -80,6 +82,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._json(400, {"errors": "Bad Request: invalid JSON"})
             status, response, headers = sim.graphql(code, match.group(2), request, self._base_url())
             return self._json(status, response, headers)
+        if match := _GRANT.match(path):
+            return self._grant(match.group(1).upper())
         if path == "/_admin/faults":
             try:
                 sim.faults.replace(json.loads(self._body() or b"{}"))
@@ -94,6 +98,25 @@ class _Handler(BaseHTTPRequestHandler):
             counts = {k: int(spec.get(k, 0)) for k in ("new_orders", "refunds", "edits")}
             return self._json(200, sim.change(code, **counts))
         return self._json(404, {"errors": "Not Found"})
+
+    def _grant(self, code: str) -> None:
+        sim = self.server.shopify
+        body = self._body()
+        if code not in sim.shops:
+            return self._json(404, {"errors": "Not Found"})
+        if sim.faults.hit(code, "grant_5xx"):
+            return self._json(503, {"errors": "Service Unavailable"})
+        if sim.faults.hit(code, "grant_refused"):
+            return self._json(400, INVALID_CLIENT)
+        if (self.headers.get("Content-Type") or "").startswith("application/json"):
+            try:
+                form = {k: str(v) for k, v in json.loads(body or b"{}").items()}
+            except (json.JSONDecodeError, AttributeError):
+                return self._json(400, {"error": "invalid_request", "error_description": "malformed JSON body"})
+        else:
+            form = {k: v[0] for k, v in parse_qs(body.decode(errors="replace")).items()}
+        status, answer = sim.auth.grant(code, form)
+        return self._json(status, answer)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         url = urlsplit(self.path)

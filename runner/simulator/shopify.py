@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner.simulator.auth import App, Auth
 from runner.simulator.clock import Clock
 from runner.simulator.data import Catalogue, Settings, ShopData
 from runner.simulator.export import Export
@@ -62,7 +63,7 @@ def _number(value: float) -> float | int:
 
 @dataclass
 class Config:
-    tokens: dict[str, str]  # shop code -> the access token it accepts
+    tokens: dict[str, str | None]  # shop code -> the static access token it accepts (None: only granted ones)
     data: Settings = field(default_factory=Settings)
     timing: Timing = field(default_factory=Timing)
     bucket_size: float = 2000.0
@@ -72,6 +73,8 @@ class Config:
     webhook_url: str | None = None  # where bulk_operations/finish notifications go (none: not sent)
     webhook_secret: str = ""
     clock: Clock = field(default_factory=Clock)  # what "now" is for every operation, URL and bucket
+    apps: dict[str, App] = field(default_factory=dict)  # shop code -> the app whose client credentials it grants
+    token_lifetime: float = 86_399  # seconds a granted token is valid (expires_in)
 
 
 def version_at_least(version: str, minimum: str) -> bool:
@@ -86,6 +89,7 @@ class Shopify:
         self.clock = config.clock
         self.faults = faults or Faults(seed=config.data.seed)
         self.secret = secrets.token_bytes(32)
+        self.auth = Auth(config.tokens, config.apps, config.clock, config.token_lifetime)
         self._tmp = None
         if config.directory is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="bulk-sync-simulator-")
@@ -340,6 +344,8 @@ class Shopify:
                 name: self.counters[(code, name)]
                 for name in ("requests", "operations_started", "in_progress_refusals", "throttled")
             }
+            shops[code]["tokens_issued"] = self.auth.issued[code]
+            shops[code]["tokens_rejected"] = self.auth.rejected[code]
             shops[code]["max_concurrent"] = self.max_concurrent[code]
         delivered = self.notifier.delivered if self.notifier else 0
         return {"shops": shops, "faults": self.faults.summary(), "webhooks_delivered": delivered}

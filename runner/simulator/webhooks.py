@@ -24,7 +24,7 @@ class Notifier:
     def __init__(self, shopify, url: str, secret: str, interval: float = 0.1) -> None:
         self.shopify = shopify
         self.url = url
-        self.secret = secret.encode()
+        self.secret = secret  # the signing secret of shops without an app (with one: its client secret)
         self.interval = interval
         self.sent: set[int] = set()
         self.delivered = 0
@@ -56,7 +56,7 @@ class Notifier:
         headers = {
             "Content-Type": "application/json",
             "X-Shopify-Topic": "bulk_operations/finish",
-            "X-Shopify-Hmac-SHA256": signature(self.secret, body),
+            "X-Shopify-Hmac-SHA256": signature(self.shopify.auth.webhook_secret(op.shop, self.secret).encode(), body),
             "X-Shopify-Shop-Domain": domain(op.shop),
             "X-Shopify-Webhook-Id": str(uuid.uuid4()),
             "X-Shopify-API-Version": "2026-10",
