@@ -176,10 +176,29 @@ language sql stable as $$
     from bulk_sync.jobs where status in ('ready_to_import', 'importing');
 $$;
 
--- True when a claim would find something to do: a visible message, a dispatchable job or an expired lease.
-create or replace function bulk_sync.work_available() returns boolean
+-- A JSON number that is a valid bigint, else null.
+create or replace function bulk_sync.json_bigint(p_value jsonb) returns bigint
+language sql immutable as $$
+    select case
+        when jsonb_typeof(p_value) = 'number'
+             and p_value::numeric between -9223372036854775808 and 9223372036854775807
+             and p_value::numeric = trunc(p_value::numeric)
+        then p_value::numeric::bigint
+    end;
+$$;
+
+-- True when a claim would find something to do: a visible message it may take (p_shops: the shops whose Shopify
+-- calls the caller can make, null: all), a dispatchable job or an expired lease.
+create or replace function bulk_sync.work_available(p_shops text[] default null) returns boolean
 language sql stable as $$
-    select exists (select from pgmq.q_bulk_sync where vt <= clock_timestamp())
+    select exists (
+            select from pgmq.q_bulk_sync as q
+            where q.vt <= clock_timestamp()
+              and (p_shops is null or q.message ->> 'task' in ('download', 'import') or exists (
+                  select from bulk_sync.jobs as j
+                  where j.id = bulk_sync.json_bigint(q.message -> 'job_id') and j.shop = any(p_shops)
+              ))
+        )
         or exists (select from bulk_sync.jobs where lease_expires_at < now())
         or exists (
             select from bulk_sync.shops as s
@@ -201,17 +220,6 @@ language sql stable as $$
         );
 $$;
 
--- A JSON number that is a valid bigint, else null.
-create or replace function bulk_sync.json_bigint(p_value jsonb) returns bigint
-language sql immutable as $$
-    select case
-        when jsonb_typeof(p_value) = 'number'
-             and p_value::numeric between -9223372036854775808 and 9223372036854775807
-             and p_value::numeric = trunc(p_value::numeric)
-        then p_value::numeric::bigint
-    end;
-$$;
-
 -- Where and how to reach a shop's Admin API (no secrets: tokens live only in the runner's environment).
 create or replace function bulk_sync.shop_endpoint(p_shop text) returns jsonb
 language sql stable as $$
@@ -219,9 +227,13 @@ language sql stable as $$
     from bulk_sync.shops as s where s.code = p_shop;
 $$;
 
--- Takes up to p_qty tasks for worker p_worker, waiting up to p_wait_seconds for work to appear.
+-- Takes up to p_qty tasks for worker p_worker, waiting up to p_wait_seconds for work to appear. p_shops: the shops
+-- whose Shopify calls (start, poll, cancel) the worker can make (null: every shop); other shops' messages stay in
+-- the queue for another runner, spending no attempt. Downloads and imports need no credentials: anyone takes them.
 -- Each task is a jsonb object with everything the runner needs; its fence must accompany every report.
-create or replace function bulk_sync.claim(p_worker text, p_qty integer default 1, p_wait_seconds double precision default 0)
+create or replace function bulk_sync.claim(
+    p_worker text, p_qty integer default 1, p_wait_seconds double precision default 0, p_shops text[] default null
+)
 returns setof jsonb
 language plpgsql
 security definer set search_path = pg_catalog, pg_temp as $$
@@ -234,6 +246,10 @@ declare
     v_fence bigint;
     v_expected text;
     v_read bigint[] := '{}';
+    v_others bigint[] := '{}';
+    v_id bigint;
+    v_taken integer := 0;
+    v_batch integer;
 begin
     if p_worker is null or p_worker !~ '^[A-Za-z0-9_.:@/-]{1,100}$' then
         raise exception 'invalid worker name %', coalesce(quote_literal(p_worker), 'NULL')
@@ -243,15 +259,20 @@ begin
         raise exception 'p_qty must be between 1 and 100, got %', coalesce(p_qty::text, 'NULL')
             using errcode = 'BS009';
     end if;
-    -- Wait without holding any lock (a visible message is the common, cheapest sign of work).
-    if not exists (select from pgmq.q_bulk_sync where vt <= clock_timestamp()) then
-        while clock_timestamp() < v_deadline and not bulk_sync.work_available() loop
-            perform pg_sleep(0.1);
-        end loop;
+    if array_position(p_shops, null) is not null then
+        raise exception 'p_shops must list shop codes without NULLs' using errcode = 'BS009';
     end if;
+    perform bulk_sync.seen(p_worker, p_shops);
+    -- Wait without holding any lock.
+    while clock_timestamp() < v_deadline and not bulk_sync.work_available(p_shops) loop
+        perform pg_sleep(0.1);
+    end loop;
     perform bulk_sync.recover();
     perform bulk_sync.dispatch();
-    for v_msg in select * from pgmq.read('bulk_sync', v_settings.lease_seconds, p_qty) loop
+    -- Reads on past messages of shops the worker cannot serve (given back below), up to 100 batches.
+    for v_batch in 1..100 loop
+    exit when v_taken >= p_qty;
+    for v_msg in select * from pgmq.read('bulk_sync', v_settings.lease_seconds, p_qty - v_taken) loop
         v_read := v_read || v_msg.msg_id;
         v_task := v_msg.message ->> 'task';
         v_fence := bulk_sync.json_bigint(v_msg.message -> 'fence');
@@ -259,6 +280,11 @@ begin
          where id = bulk_sync.json_bigint(v_msg.message -> 'job_id') and v_fence is not null
            for update;
         continue when not found;  -- a malformed message is dropped, never allowed to poison the queue
+        if p_shops is not null and v_msg.message ->> 'task' not in ('download', 'import')
+           and not v_job.shop = any(p_shops) then
+            v_others := v_others || v_msg.msg_id;
+            continue;
+        end if;
         v_expected := case v_task
             when 'start' then 'starting'
             when 'poll' then 'waiting'
@@ -270,6 +296,7 @@ begin
             return next jsonb_build_object('job_id', v_job.id, 'task', v_task, 'fence', v_job.fence,
                                            'shop', v_job.shop, 'operation_id', v_msg.message ->> 'operation_id')
                         || bulk_sync.shop_endpoint(v_job.shop);
+            v_taken := v_taken + 1;
             continue;
         end if;
         if v_job.fence is distinct from v_fence or v_job.status is distinct from v_expected then
@@ -300,11 +327,29 @@ begin
             'query', case when v_task = 'start' then bulk_sync.bulk_query(v_job) end,
             'export_url', case when v_task = 'download' then v_job.export_url end
         ) || bulk_sync.shop_endpoint(v_job.shop);
+        v_taken := v_taken + 1;
     end loop;
-    -- Consumed in this transaction: a claim that rolls back leaves its messages in the queue.
+    exit when not found;  -- the queue has no more visible messages
+    end loop;
+    -- Other shops' messages go back to the queue, visible at once; the rest is consumed in this transaction (a
+    -- claim that rolls back leaves its messages in the queue).
+    foreach v_id in array v_others loop
+        perform pgmq.set_vt('bulk_sync', v_id, 0);
+    end loop;
+    v_read := array(select unnest(v_read) except select unnest(v_others));
     if cardinality(v_read) > 0 then
         perform pgmq.delete('bulk_sync', v_read);
     end if;
+end;
+$$;
+
+-- Records that worker p_worker claims, and which shops it serves (null: every shop); at most every 10 s.
+create or replace function bulk_sync.seen(p_worker text, p_shops text[]) returns void
+language plpgsql as $$
+begin
+    insert into bulk_sync.runners as r (worker, shops, seen_at) values (p_worker, p_shops, now())
+    on conflict (worker) do update set shops = excluded.shops, seen_at = excluded.seen_at
+    where r.seen_at < now() - interval '10 s' or r.shops is distinct from excluded.shops;
 end;
 $$;
 

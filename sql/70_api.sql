@@ -251,6 +251,7 @@ begin
       and j.status in ('completed', 'split', 'canceled')
       and r.created_at < now() - make_interval(days => (bulk_sync.get_settings()).audit_retention_days);
     get diagnostics v_pruned = row_count;
+    delete from bulk_sync.runners where seen_at < now() - interval '1 day';
     return jsonb_build_object(
         'recovered', v_recovered, 'dispatched', v_dispatched, 'import_batches', v_imported,
         'staging_lines_pruned', v_staging, 'audit_pruned', v_pruned

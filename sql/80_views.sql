@@ -94,6 +94,18 @@ select
             then 'the Shopify operation has been running for ' || date_trunc('second', now() - l.operation_started_at)
         when l.status = 'queued' then 'due with a free slot, but not dispatched: is a runner or pg_cron running?'
         when l.status = 'copied' then 'an import slot is free, but the import was not dispatched'
+        when
+            l.lease_expires_at is null and l.has_message and l.status in ('starting', 'waiting')
+            and exists (
+                select from bulk_sync.runners as r
+                where r.seen_at > now() - interval '5 minutes'
+            )
+            and not exists (
+                select from bulk_sync.runners as r
+                where r.seen_at > now() - interval '5 minutes' and (r.shops is null or l.shop = any(r.shops))
+            )
+            then 'no runner seen in the last 5 minutes has credentials for shop ' || l.shop
+                || ' (SHOP_' || l.shop || '_TOKEN, or its client credentials)'
         when l.lease_expires_at is null and l.has_message then 'no runner has taken its task: is a runner running?'
         when l.lease_expires_at is null then 'no task message and no lease: call bulk_sync.tick() or bulk_sync.retry_failed()'
         else 'a runner is working on it (leased by ' || coalesce(l.leased_by, '?') || ')'

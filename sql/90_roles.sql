@@ -66,7 +66,7 @@ grant usage on schema shopify to bulk_sync_reader;
 
 -- The runner: the claim, the reports, the import and the webhook; the shops' endpoints; staging by COPY.
 grant execute on function
-bulk_sync.claim(text, integer, double precision),
+bulk_sync.claim(text, integer, double precision, text[]),
 bulk_sync.heartbeat(bigint, bigint, bigint),
 bulk_sync.release(bigint, bigint),
 bulk_sync.idle(),
@@ -100,7 +100,7 @@ bulk_sync.has_free_import_slot()
 to bulk_sync_operator;
 grant select on
 bulk_sync.shops, bulk_sync.jobs, bulk_sync.job_runs, bulk_sync.rejects, bulk_sync.settings,
-bulk_sync.watermarks, bulk_sync.webhooks, bulk_sync.stuck
+bulk_sync.watermarks, bulk_sync.webhooks, bulk_sync.runners, bulk_sync.stuck
 to bulk_sync_operator;
 
 -- Everyone of bulk-sync: progress and freshness; the reader: the data.

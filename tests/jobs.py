@@ -3,8 +3,10 @@
 import psycopg
 
 
-def claim(db: psycopg.Connection, worker: str = "w1", qty: int = 10) -> list[dict]:
-    return [row[0] for row in db.execute("select bulk_sync.claim(%s, %s)", (worker, qty)).fetchall()]
+def claim(db: psycopg.Connection, worker: str = "w1", qty: int = 10, shops: list[str] | None = None) -> list[dict]:
+    """Tasks for `worker` (which serves `shops`, None: every shop), without waiting."""
+    rows = db.execute("select bulk_sync.claim(%s, %s, 0, %s)", (worker, qty, shops)).fetchall()
+    return [row[0] for row in rows]
 
 
 def report(db: psycopg.Connection, function: str, *args: object) -> bool:
