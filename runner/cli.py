@@ -60,25 +60,28 @@ def _run(args: argparse.Namespace) -> int:
     import os
     import socket
 
-    from runner.config import load_shops
+    from runner.config import check
     from runner.db import connect, database_url
     from runner.worker import Runner
 
     if args.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
+    env = dict(os.environ)
     with connect(args.database_url) as conn:
-        shops = load_shops(conn)
+        check(env, conn)
     name = args.name or f"{socket.gethostname()}:{os.getpid()}"
-    runner = Runner(database_url(args.database_url), shops, args.concurrency, name, args.until_idle)
+    runner = Runner(database_url(args.database_url), env, args.concurrency, name, args.until_idle)
     webhooks = None
     if args.webhook_port is not None:
         from runner.webhook import WebhookServer
 
-        secret = os.environ.get("SHOPIFY_WEBHOOK_SECRET")
-        if not secret:
-            raise ConfigError("--webhook-port needs SHOPIFY_WEBHOOK_SECRET: the app's client secret signs webhooks")
+        if not any(k == "SHOPIFY_WEBHOOK_SECRET" or k.endswith("CLIENT_SECRET") for k, v in env.items() if v):
+            raise ConfigError(
+                "--webhook-port needs the secret that signs webhooks: the app's client secret "
+                "(SHOP_<CODE>_CLIENT_SECRET or SHOPIFY_CLIENT_SECRET) or SHOPIFY_WEBHOOK_SECRET"
+            )
         try:
-            webhooks = WebhookServer(database_url(args.database_url), secret, args.webhook_port, args.webhook_host)
+            webhooks = WebhookServer(database_url(args.database_url), env, args.webhook_port, args.webhook_host)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {args.webhook_host}:{args.webhook_port}: {exc.strerror}") from None
         webhooks.start()

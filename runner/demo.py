@@ -1,7 +1,9 @@
 """`bulk-sync demo`: the whole pipeline on this machine. A private PostgreSQL (pg_cron, pgmq), the local Shopify
 simulator for DA, DE, NL, INT and CHF, the 2025-09-01..2025-10-31 backfill queued with one SQL call, runners
 working it to completion with progress shown, the result checked against the simulator's ground truth; then the
-shops' data changes and one incremental round brings the database up to date again."""
+shops' data changes and one incremental round brings the database up to date again. The shops are reached as apps
+installed today reach them: one app's client credentials, granting tokens that expire after TOKEN_LIFETIME seconds
+(Shopify's last a day), renewed by the runner as it goes."""
 
 import datetime as dt
 import os
@@ -17,7 +19,6 @@ import httpx
 import psycopg
 
 from runner import log
-from runner.config import Shop
 from runner.localpg import LocalCluster
 from runner.simulator.truth import TABLES
 from runner.status import LIVE, Snapshot, render, snapshot
@@ -26,6 +27,7 @@ from runner.worker import Runner
 SHOPS = ("DA", "DE", "NL", "INT", "CHF")
 DATABASE = "bulk_sync"
 FIRST, LAST = dt.date(2025, 9, 1), dt.date(2025, 10, 31)
+TOKEN_LIFETIME = 30
 
 
 def _line(snap: Snapshot, previous: Snapshot | None, started: float) -> str:
@@ -56,7 +58,7 @@ def _summary(db: psycopg.Connection, base_url: str) -> bool:
     return same
 
 
-def _keep_current(db: psycopg.Connection, dsn: str, base_url: str, shops: dict[str, Shop], directory: Path) -> bool:
+def _keep_current(db: psycopg.Connection, dsn: str, base_url: str, env: dict[str, str], directory: Path) -> bool:
     """Shopify data changes; one incremental round brings the database up to date again."""
     changes = {"new_orders": 50, "refunds": 20, "edits": 20}
     for code in SHOPS:
@@ -69,7 +71,7 @@ def _keep_current(db: psycopg.Connection, dsn: str, base_url: str, shops: dict[s
     started = time.monotonic()
     with (directory / "runner.log").open("a") as runner_log:
         log.send_to(runner_log)
-        Runner(dsn, shops, concurrency=4, name="demo", until_idle=True).run()
+        Runner(dsn, env, concurrency=4, name="demo", until_idle=True).run()
         log.send_to(None)
     print(f"incremental sync finished in {time.monotonic() - started:.0f} s; freshness:")
     for shop, through, behind in db.execute(
@@ -80,13 +82,21 @@ def _keep_current(db: psycopg.Connection, dsn: str, base_url: str, shops: dict[s
     return _summary(db, base_url)
 
 
-def _simulator(tokens: dict[str, str], orders_per_day: int) -> tuple[subprocess.Popen, str]:
+def _tokens(base_url: str) -> str:
+    """How many tokens the app was granted per shop, and how many requests came with an expired one."""
+    stats = httpx.get(f"{base_url}/_admin/stats", timeout=30).json()["shops"]
+    granted = ", ".join(f"{code} {stats[code]['tokens_issued']}" for code in SHOPS)
+    refused = sum(stats[code]["tokens_rejected"] for code in SHOPS)
+    return f"tokens granted (valid {TOKEN_LIFETIME} s each): {granted}; requests with an expired token: {refused}"
+
+
+def _simulator(app: dict[str, str], orders_per_day: int) -> tuple[subprocess.Popen, str]:
     """The simulator in a process of its own, as a real Shopify would be; returns it and its base URL."""
-    env = {**os.environ, **{f"SHOP_{code}_TOKEN": token for code, token in tokens.items()}}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOP_", "SHOPIFY_"))} | app
     process = subprocess.Popen(
         [sys.executable, "-m", "runner", "simulate", "--shops", ",".join(SHOPS), "--port", "0",
          "--from", FIRST.isoformat(), "--to", LAST.isoformat(), "--orders-per-day", str(orders_per_day),
-         "--start-latency", "1", "--objects-per-second", "20000"],
+         "--start-latency", "1", "--objects-per-second", "20000", "--token-lifetime", str(TOKEN_LIFETIME)],
         env=env, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     first = process.stdout.readline()
@@ -100,8 +110,8 @@ def run(directory: Path, reset: bool = False, port: int | None = None, orders_pe
     if reset and directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tokens = {code: f"shpat_demo_{secrets.token_hex(8)}" for code in SHOPS}
-    simulator, base_url = _simulator(tokens, orders_per_day)
+    app = {"SHOPIFY_CLIENT_ID": f"demo-{secrets.token_hex(4)}", "SHOPIFY_CLIENT_SECRET": secrets.token_hex(16)}
+    simulator, base_url = _simulator(app, orders_per_day)
     try:
         with LocalCluster(directory / "postgres", port=port) as cluster:
             print(f"PostgreSQL with pg_cron on 127.0.0.1:{cluster.port} (data in {cluster.data})")
@@ -117,10 +127,10 @@ def run(directory: Path, reset: bool = False, port: int | None = None, orders_pe
                     db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}-demo.myshopify.com"))
                 created = db.execute("select bulk_sync.enqueue_backfill(%s, %s)", (FIRST, LAST)).fetchone()[0]
                 print(f"select bulk_sync.enqueue_backfill('{FIRST}', '{LAST}');  -> {created} jobs created")
-                shops = {c: Shop(c, f"{base_url}/{c.lower()}", "2026-10", tokens[c]) for c in SHOPS}
+                env = app | {f"SHOP_{c}_URL": f"{base_url}/{c.lower()}" for c in SHOPS}
                 with (directory / "runner.log").open("a") as runner_log:
                     log.send_to(runner_log)
-                    runner = Runner(dsn, shops, concurrency=4, name="demo", until_idle=True)
+                    runner = Runner(dsn, env, concurrency=4, name="demo", until_idle=True)
                     worker = threading.Thread(target=runner.run, daemon=True)
                     started = time.monotonic()
                     worker.start()
@@ -138,7 +148,8 @@ def run(directory: Path, reset: bool = False, port: int | None = None, orders_pe
                     log.send_to(None)
                 print(f"\nbackfill finished in {time.monotonic() - started:.0f} s")
                 same = _summary(db, base_url)
-                same &= _keep_current(db, dsn, base_url, shops, directory)
+                same &= _keep_current(db, dsn, base_url, env, directory)
+                print(f"\none app's client credentials for all shops; {_tokens(base_url)}")
     finally:
         simulator.terminate()
         simulator.wait(10)

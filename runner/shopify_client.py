@@ -17,6 +17,7 @@ POLL_BY_ID = f"query bulkSyncPoll($id: ID!) {{ bulkOperation(id: $id) {{ {FIELDS
 POLL_BY_NODE = f"query bulkSyncPoll($id: ID!) {{ node(id: $id) {{ ... on BulkOperation {{ {FIELDS} }} }} }}"
 CANCEL = "mutation bulkSyncCancel($id: ID!) { bulkOperationCancel(id: $id) { userErrors { message } } }"
 COSTS = {RUN: 10, CANCEL: 10}
+REJECTIONS_AFTER_RENEWAL = 3  # 401s in a row right after a new token before the shop's task fails
 
 
 class ShopifyError(Exception):
@@ -56,18 +57,17 @@ def api_at_least(version: str, minimum: str) -> bool:
 
 
 class ShopifyClient:
-    """One shop's Admin API. Thread-safe; keeps the shop's cost bucket as the last response described it."""
+    """One shop's Admin API. Thread-safe; keeps the shop's cost bucket as the last response described it. `auth`
+    gives the access token (runner.tokens: a static one, or client credentials renewed on a 401)."""
 
     def __init__(
-        self, base_url: str, token: str, api_version: str, timeout: float = 30.0,
+        self, base_url: str, auth, api_version: str, timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
     ) -> None:  # fmt: skip
         self.endpoint = f"{base_url.rstrip('/')}/admin/api/{api_version}/graphql.json"
         self.api_version = api_version
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            headers={"X-Shopify-Access-Token": token, "Content-Type": "application/json"},
-        )
+        self.auth = auth
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0))
         self._lock = threading.Lock()
         self._available: float | None = None
         self._restore = 50.0
@@ -108,12 +108,23 @@ class ShopifyClient:
     def call(self, query: str, variables: dict) -> dict:
         """POSTs one GraphQL request; returns `data` or raises Transient, Fatal or Throttled."""
         self._wait_for_budget(COSTS.get(query, 1))
-        try:
-            response = self._http.post(self.endpoint, json={"query": query, "variables": variables})
-        except httpx.TimeoutException:
-            raise Transient("Shopify did not answer in time") from None
-        except httpx.TransportError as exc:
-            raise Transient(f"connection to Shopify failed ({type(exc).__name__})") from None
+        token = self.auth.get()
+        response = self._post(token, query, variables)
+        if response.status_code == 401 and self.auth.renewable:
+            # Expired or revoked: renew once and repeat. A 401 right after a new token may be another runner's
+            # renewal racing this one (whether a grant revokes older tokens is not documented): transient, until
+            # it happens three times in a row.
+            response = self._post(self.auth.renew(token), query, variables)
+            if response.status_code == 401:
+                count = self.auth.rejected_after_renewal()
+                if count >= REJECTIONS_AFTER_RENEWAL:
+                    raise Fatal(f"HTTP 401 from Shopify {count} times in a row with a new token: the app has lost "
+                                "access to the shop (uninstalled?)")  # fmt: skip
+                raise Transient(
+                    f"HTTP 401 from Shopify with a new token ({count} of {REJECTIONS_AFTER_RENEWAL})"
+                )
+        if response.status_code != 401:
+            self.auth.accepted()
         if response.status_code == 429:
             raise Throttled(_retry_after(response))
         if response.status_code in (401, 403):
@@ -135,6 +146,15 @@ class ShopifyClient:
             messages = "; ".join(str(e.get("message", e)) for e in body["errors"] if isinstance(e, dict))
             raise Fatal(f"GraphQL error: {messages[:500]}")
         return body.get("data") or {}
+
+    def _post(self, token: str, query: str, variables: dict) -> httpx.Response:
+        headers = {"X-Shopify-Access-Token": token, "Content-Type": "application/json"}
+        try:
+            return self._http.post(self.endpoint, json={"query": query, "variables": variables}, headers=headers)
+        except httpx.TimeoutException:
+            raise Transient("Shopify did not answer in time") from None
+        except httpx.TransportError as exc:
+            raise Transient(f"connection to Shopify failed ({type(exc).__name__})") from None
 
     def run_query(self, bulk_query: str) -> str:
         """Starts a bulk operation; returns its id."""

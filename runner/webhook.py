@@ -1,5 +1,6 @@
 """The runner's optional webhook receiver (`bulk-sync run --webhook-port`): Shopify's bulk_operations/finish
-notification, verified (X-Shopify-Hmac-SHA256 over the raw body with the app's client secret) and handed to
+notification, verified (X-Shopify-Hmac-SHA256 over the raw body with the client secret of the app that serves the
+delivering shop, runner.config.webhook_secret) and handed to
 bulk_sync.webhook_finished(), which dedupes on X-Shopify-Webhook-Id and makes the job poll at once. Polling stays
 the fallback: a lost notification only costs the time until the next poll."""
 
@@ -13,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psycopg
 
 from runner import log
+from runner.config import webhook_secret
 
 TOPIC = "bulk_operations/finish"
 MAX_BODY = 64 * 1024
@@ -24,9 +26,10 @@ def signature(secret: bytes, body: bytes) -> str:
 
 
 class WebhookServer:
-    def __init__(self, dsn: str, secret: str, port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 - Shopify calls in
+    def __init__(self, dsn: str, env: dict[str, str], port: int, host: str = "0.0.0.0") -> None:  # noqa: S104
         self.dsn = dsn
-        self.secret = secret.encode()
+        self.env = env
+        self._codes: dict[str, str | None] = {}  # shop domain -> code
         self._db_lock = threading.Lock()
         self._db: psycopg.Connection | None = None
         self.httpd = ThreadingHTTPServer((host, port), self._handler())
@@ -44,19 +47,31 @@ class WebhookServer:
             self._db.close()
 
     def finished(self, webhook_id: str, domain: str, operation_id: str) -> str:
-        """Hands a verified notification to the database; one connection, reopened when it broke."""
-        with self._db_lock:
-            try:
-                return self._call(webhook_id, domain, operation_id)
-            except psycopg.OperationalError:
-                self._db = None
-                return self._call(webhook_id, domain, operation_id)
-
-    def _call(self, webhook_id: str, domain: str, operation_id: str) -> str:
-        if self._db is None or self._db.closed:
-            self._db = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+        """Hands a verified notification to the database."""
         query = "select bulk_sync.webhook_finished(%s, %s, %s)"
-        return self._db.execute(query, (webhook_id, domain, operation_id)).fetchone()[0]
+        return self._query(query, (webhook_id, domain, operation_id))
+
+    def secret(self, domain: str) -> bytes | None:
+        """The secret that signs the webhooks of the shop at `domain` (its code looked up once)."""
+        if domain not in self._codes:
+            self._codes[domain] = self._query("select code from bulk_sync.shops where domain = %s", (domain,))
+        found = webhook_secret(self._codes[domain], self.env)
+        return found.encode() if found else None
+
+    def _query(self, query: str, args: tuple) -> object:
+        """One value from the database; one connection, reopened when it broke."""
+        with self._db_lock:
+            for attempt in (1, 2):
+                if self._db is None or self._db.closed:
+                    self._db = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+                try:
+                    row = self._db.execute(query, args).fetchone()
+                    return row[0] if row else None
+                except psycopg.OperationalError:
+                    self._db = None
+                    if attempt == 2:
+                        raise
+        return None
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -68,7 +83,13 @@ class WebhookServer:
                     return self._answer(413, "too large")
                 body = self.rfile.read(length)
                 sent = self.headers.get("X-Shopify-Hmac-SHA256") or ""
-                if not hmac.compare_digest(sent.encode(), signature(server.secret, body).encode()):
+                domain = self.headers.get("X-Shopify-Shop-Domain") or ""
+                try:
+                    secret = server.secret(domain)
+                except psycopg.Error as exc:
+                    log.step(phase="webhook", outcome="error", detail=type(exc).__name__)
+                    return self._answer(503, "try again")
+                if secret is None or not hmac.compare_digest(sent.encode(), signature(secret, body).encode()):
                     log.step(phase="webhook", outcome="rejected", detail="HMAC does not match")
                     return self._answer(401, "invalid signature")
                 topic = self.headers.get("X-Shopify-Topic")
@@ -79,7 +100,6 @@ class WebhookServer:
                     operation_id = json.loads(body).get("admin_graphql_api_id") or ""
                 except (ValueError, AttributeError):
                     return self._answer(400, "body is not a JSON object")
-                domain = self.headers.get("X-Shopify-Shop-Domain") or ""
                 try:
                     outcome = server.finished(webhook_id, domain, operation_id)
                 except psycopg.Error as exc:

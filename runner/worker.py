@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import psycopg
 
 from runner import log
-from runner.config import Shop
+from runner.config import base_url, credentials, servable
 from runner.download import Abandoned, DownloadError, download
 from runner.shopify_client import Fatal, InProgress, ShopifyClient, Throttled, Transient
+from runner.tokens import ClientCredentials, StaticToken
 
 HEARTBEAT_SECONDS = 20.0  # at most this long between heartbeats of a held lease; a third of the lease if shorter
 TICK_SECONDS = 1.0
@@ -78,19 +79,25 @@ class Heartbeats:
 
 
 class Runner:
+    """Serves the shops its environment has credentials for (`env`: SHOP_<CODE>_TOKEN, client credentials, base
+    URLs); a shop registered while it runs is served as soon as a task of it comes, without a restart."""
+
     def __init__(
-        self, dsn: str, shops: dict[str, Shop], concurrency: int = 1, name: str = "runner",
+        self, dsn: str, env: dict[str, str], concurrency: int = 1, name: str = "runner",
         until_idle: bool = False, wait_seconds: float = 2.0,
     ) -> None:  # fmt: skip
         self.dsn = dsn
-        self.shops = shops
+        self.env = env
+        self.shops = servable(env)  # told to the claim: None serves every shop
         self.concurrency = concurrency
         self.name = name
         self.until_idle = until_idle
         self.wait_seconds = wait_seconds
         self.stop = threading.Event()
         self.heartbeats = Heartbeats(dsn, self.stop)
-        self.clients = {code: ShopifyClient(s.base_url, s.token, s.api_version) for code, s in shops.items()}
+        self.clients: dict[str, ShopifyClient] = {}
+        self.tokens: dict[str, StaticToken | ClientCredentials] = {}
+        self._clients_lock = threading.Lock()
         self.errors = 0
 
     # -- lifecycle --------------------------------------------------------------------------------------------
@@ -114,7 +121,30 @@ class Runner:
                 thread.join(timeout=0.2)
         for client in self.clients.values():
             client.close()
+        for auth in self.tokens.values():
+            if isinstance(auth, ClientCredentials):
+                auth.close()
         return 0
+
+    def client(self, task: dict) -> ShopifyClient:
+        """The Admin API client of the task's shop, made on first use from the task's endpoint and the environment;
+        its token source is kept per shop, shared by every worker."""
+        code = task["shop"]
+        with self._clients_lock:
+            found = credentials(code, self.env)
+            if found is None:
+                raise Transient(f"this runner has no credentials for shop {code}")
+            url = base_url(code, task["domain"], self.env)
+            if code not in self.tokens:
+                self.tokens[code] = (
+                    StaticToken(found.token) if found.token
+                    else ClientCredentials(code, url, found.client_id, found.client_secret)
+                )  # fmt: skip
+            client = self.clients.get(code)
+            endpoint = f"{url.rstrip('/')}/admin/api/{task['api_version']}/graphql.json"
+            if client is None or client.endpoint != endpoint:  # new, or its domain or API version changed
+                client = self.clients[code] = ShopifyClient(url, self.tokens[code], task["api_version"])
+            return client
 
     def _loop(self, index: int) -> None:
         worker = f"{self.name}/{index}"
@@ -122,7 +152,9 @@ class Runner:
             try:
                 with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as db:
                     while not self.stop.is_set():
-                        rows = db.execute("select bulk_sync.claim(%s, 1, %s)", (worker, self.wait_seconds)).fetchall()
+                        rows = db.execute(
+                            "select bulk_sync.claim(%s, 1, %s, %s)", (worker, self.wait_seconds, self.shops)
+                        ).fetchall()
                         for (task,) in rows:
                             self._handle(db, task)
                         if not rows and self.until_idle and db.execute("select bulk_sync.idle()").fetchone()[0]:
@@ -138,10 +170,8 @@ class Runner:
         job_id, fence, kind = task["job_id"], task["fence"], task["task"]
         started = time.monotonic()
         outcome, detail = "ok", ""
-        client = self.clients.get(task["shop"])
         try:
-            if client is None:
-                raise Transient(f"this runner has no SHOP_{task['shop']}_TOKEN")
+            client = self.client(task) if kind in ("start", "poll", "cancel") else None
             if kind == "start":
                 operation_id = client.run_query(task["query"])
                 self._report(db, "report_operation_started", job_id, fence, operation_id)

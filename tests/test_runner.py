@@ -88,7 +88,10 @@ def test_missing_token_is_one_clear_line(db: psycopg.Connection, dsn: str, shopi
         [sys.executable, "-m", "runner", "run", "--until-idle"], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == "bulk-sync: missing access token for an active shop: set SHOP_NL_TOKEN"
+    assert result.stderr.strip() == (
+        "bulk-sync: no credentials for an active shop: set SHOP_NL_TOKEN or SHOP_NL_CLIENT_ID and "
+        "SHOP_NL_CLIENT_SECRET (or SHOPIFY_CLIENT_ID and SHOPIFY_CLIENT_SECRET for every shop)"
+    )
 
 
 def test_sigkilled_runners_lose_nothing(db: psycopg.Connection, dsn: str, shopify, tmp_path) -> None:

@@ -3,6 +3,7 @@ heartbeat. Time is moved by hand; nothing here waits."""
 
 from runner.shopify_client import ShopifyClient
 from runner.simulator.clock import Clock
+from runner.tokens import StaticToken
 from runner.worker import HEARTBEAT_SECONDS, Heartbeats
 from tests.simulator import EDGES, TOKEN, start
 
@@ -16,7 +17,7 @@ def test_the_client_waits_for_the_budget_it_needs_and_is_never_throttled() -> No
         clock.advance(seconds)
 
     server = start(bucket_size=25, restore_rate=1, clock=clock)
-    client = ShopifyClient(server.shop_url("DE"), TOKEN, "2026-10", clock=clock, sleep=sleep)
+    client = ShopifyClient(server.shop_url("DE"), StaticToken(TOKEN), "2026-10", clock=clock, sleep=sleep)
     try:
         client.run_query(EDGES)  # 25 -> 15 points
         client.run_query(EDGES)  # 15 -> 5
