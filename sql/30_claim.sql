@@ -347,6 +347,12 @@ $$;
 create or replace function bulk_sync.seen(p_worker text, p_shops text[]) returns void
 language plpgsql as $$
 begin
+    if exists (
+        select from bulk_sync.runners as r
+        where r.worker = p_worker and r.seen_at >= now() - interval '10 s' and r.shops is not distinct from p_shops
+    ) then
+        return;  -- read-only when nothing changed: no row lock, no write
+    end if;
     insert into bulk_sync.runners as r (worker, shops, seen_at) values (p_worker, p_shops, now())
     on conflict (worker) do update set shops = excluded.shops, seen_at = excluded.seen_at
     where r.seen_at < now() - interval '10 s' or r.shops is distinct from excluded.shops;
