@@ -144,12 +144,13 @@ def _upgrade_release_0_1(conn: psycopg.Connection, root: Path, baseline: SqlFile
 
 
 def _drop_definitions(conn: psycopg.Connection) -> None:
-    """Drops every view, trigger, function and procedure in bulk_sync, so that the definition files re-create exactly
-    what they define (a user's object that depends on one of them stops the migration with PostgreSQL's error)."""
+    """Drops every view (bulk_sync, shopify), trigger, function and procedure of bulk_sync, so that the definition
+    files re-create exactly what they define (a user's object that depends on one of them stops the migration with
+    PostgreSQL's error)."""
     views = _one(
         conn,
         "select string_agg(c.oid::regclass::text, ', ') from pg_class as c "
-        "where c.relnamespace = 'bulk_sync'::regnamespace and c.relkind in ('v', 'm')",
+        "where c.relnamespace in ('bulk_sync'::regnamespace, 'shopify'::regnamespace) and c.relkind in ('v', 'm')",
     )
     if views:
         conn.execute(f"drop view {views}")

@@ -224,6 +224,7 @@ begin
            attempts = attempts + p_count_attempt::integer,
            last_error = bulk_sync.redact(p_reason),
            operation_id = null, operation_status = null, operation_started_at = null, object_count = null,
+               start_attempted_at = null,
            export_url = null, bytes_total = null, bytes_copied = 0, lines_total = null
      where id = p_job.id
     returning * into p_job;

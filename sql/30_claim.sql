@@ -248,6 +248,7 @@ declare
     v_read bigint[] := '{}';
     v_others bigint[] := '{}';
     v_id bigint;
+    v_adopt timestamptz;
     v_taken integer := 0;
     v_batch integer;
 begin
@@ -305,11 +306,13 @@ begin
                        v_task, v_fence, v_job.fence, v_job.status), p_worker);
             continue;
         end if;
+        v_adopt := case when v_task = 'start' then v_job.start_attempted_at end;
         update bulk_sync.jobs
            set fence = fence + 1,
                status = case when status = 'ready_to_import' then 'importing' else status end,
                lease_expires_at = now() + make_interval(secs => v_settings.lease_seconds),
-               leased_by = p_worker
+               leased_by = p_worker,
+               start_attempted_at = case when v_task = 'start' then coalesce(start_attempted_at, now()) end
          where id = v_job.id
         returning * into v_job;
         if v_task in ('start', 'import') then
@@ -325,7 +328,9 @@ begin
             'bytes_total', v_job.bytes_total, 'attempts', v_job.attempts,
             'lease_seconds', v_settings.lease_seconds,
             'query', case when v_task = 'start' then bulk_sync.bulk_query(v_job) end,
-            'export_url', case when v_task = 'download' then v_job.export_url end
+            'export_url', case when v_task = 'download' then v_job.export_url end,
+            -- An earlier start of this job may have reached Shopify without its report: look for its operation.
+            'adopt_since', v_adopt
         ) || bulk_sync.shop_endpoint(v_job.shop);
         v_taken := v_taken + 1;
     end loop;

@@ -37,6 +37,7 @@ language sql stable as $$
                         || 'lineItems { edges { node { id sku title name quantity currentQuantity variant { id } '
                         || 'product { id } originalUnitPriceSet { shopMoney { amount currencyCode } } '
                         || 'originalTotalSet { shopMoney { amount currencyCode } } } } }'
+                    when 'order_ids' then 'id createdAt updatedAt'
                     else
                         'id updatedAt refunds { id createdAt note totalRefundedSet { shopMoney { amount currencyCode } } }'
                 end
@@ -200,7 +201,9 @@ begin
                total_refunded = excluded.total_refunded, financial_status = excluded.financial_status,
                fulfillment_status = excluded.fulfillment_status, customer_id = excluded.customer_id,
                email = excluded.email, note = excluded.note, raw = excluded.raw,
-               import_job = excluded.import_job, imported_at = excluded.imported_at
+               import_job = excluded.import_job, imported_at = excluded.imported_at,
+               -- alive again only in an export that started after the deletion was learnt of
+               deleted_at = case when o.deleted_at > p_job.operation_started_at then o.deleted_at end
          where coalesce(o.updated_at, '-infinity') <= coalesce(excluded.updated_at, '-infinity')
         returning o.id
     )
@@ -313,8 +316,15 @@ begin
        set shop = excluded.shop, sku = excluded.sku, title = excluded.title, product_id = excluded.product_id,
            product_title = excluded.product_title, price = excluded.price,
            inventory_quantity = excluded.inventory_quantity, updated_at = excluded.updated_at, raw = excluded.raw,
-           import_job = excluded.import_job, imported_at = excluded.imported_at
+           import_job = excluded.import_job, imported_at = excluded.imported_at,
+           deleted_at = case when s.deleted_at > p_job.operation_started_at then s.deleted_at end
      where coalesce(s.updated_at, '-infinity') <= coalesce(excluded.updated_at, '-infinity');
+    -- Every variant the snapshot holds, won or not: the ones it lacks are deleted when it completes.
+    insert into bulk_sync.import_roots (job_id, gid, accepted)
+    select distinct p_job.id, gid, true
+    from pg_temp.bulk_sync_batch
+    where reason is null and kind = 'ProductVariant'
+    on conflict (job_id, gid) do nothing;
 end;
 $$;
 
@@ -336,11 +346,31 @@ begin
     perform bulk_sync.audit(p_job.id, 'import', 'ok', 'importing', 'completed', p_job.fence,
         format('%s lines: %s imported, %s quarantined', p_job.lines_total,
                p_job.lines_total - p_job.lines_rejected, p_job.lines_rejected));
+    perform bulk_sync.export_complete(p_job);
     if (bulk_sync.get_settings()).staging_retention_seconds = 0 then
         perform bulk_sync.clear_staging(array[p_job.id]);
     end if;
     perform bulk_sync.dispatch_imports();
     return 'completed';
+end;
+$$;
+
+-- Records the ids of an ids-only orders export, each with whether the mirror holds it alive and as new.
+create or replace function bulk_sync.record_order_ids(p_job bulk_sync.jobs) returns void
+language plpgsql as $$
+begin
+    insert into bulk_sync.import_roots (job_id, gid, accepted, created_at)
+    select distinct on (b.gid) p_job.id, b.gid,
+           exists (
+               select from shopify.orders as o
+               where o.id = b.gid and o.deleted_at is null
+                 and o.updated_at >= (b.doc ->> 'updatedAt')::timestamptz
+           ),
+           (b.doc ->> 'createdAt')::timestamptz
+    from pg_temp.bulk_sync_batch as b
+    where b.reason is null and b.kind = 'Order'
+    order by b.gid, b.line_no desc
+    on conflict (job_id, gid) do update set accepted = excluded.accepted, created_at = excluded.created_at;
 end;
 $$;
 
@@ -365,6 +395,8 @@ begin
             perform bulk_sync.import_line_items(v_job);
         elsif v_job.entity = 'refunds' then
             perform bulk_sync.replace_refunds(v_job, false);
+        elsif v_job.entity = 'order_ids' then
+            perform bulk_sync.record_order_ids(v_job);
         else
             perform bulk_sync.import_skus(v_job);
         end if;

@@ -1,8 +1,11 @@
 -- Reports: the only way a runner changes a job. Each is fenced (a stale or duplicate report changes nothing
 -- but is logged), writes its audit row, and enqueues the follow-up at once. Each returns true when applied.
 
--- Runner started the Shopify bulk operation p_operation_id.
-create or replace function bulk_sync.report_operation_started(p_job_id bigint, p_fence bigint, p_operation_id text)
+-- Runner started the Shopify bulk operation p_operation_id (p_adopted: found, started by an earlier attempt whose
+-- report was lost, instead of starting another).
+create or replace function bulk_sync.report_operation_started(
+    p_job_id bigint, p_fence bigint, p_operation_id text, p_adopted boolean default false
+)
 returns boolean
 language plpgsql
 security definer set search_path = pg_catalog, pg_temp as $$
@@ -19,14 +22,19 @@ begin
     end if;
     update bulk_sync.jobs
        set status = 'waiting', operation_id = p_operation_id, operation_status = 'CREATED',
-           operation_started_at = now(), object_count = 0,
+           -- when the first start was claimed, before Shopify can have made the operation: deletions found by
+           -- this export apply only to rows imported before it started (sql/65_deletions.sql)
+           operation_started_at = coalesce(start_attempted_at, now()),
+           object_count = 0, start_attempted_at = null,
            fence = fence + 1, lease_expires_at = null, leased_by = null
      where id = v_job.id
     returning * into v_job;
     perform bulk_sync.send(v_job.id, 'poll', v_job.fence,
                            make_interval(secs => (bulk_sync.get_settings()).poll_interval_seconds));
     perform bulk_sync.audit(v_job.id, 'start', 'ok', 'starting', 'waiting', v_job.fence,
-                            'operation ' || p_operation_id || ' created');
+        case when coalesce(p_adopted, false)
+             then 'operation ' || p_operation_id || ' adopted: an earlier start created it and its report was lost'
+             else 'operation ' || p_operation_id || ' created' end);
     return true;
 end;
 $$;
@@ -142,6 +150,7 @@ begin
         returning * into v_job;
         perform bulk_sync.audit(v_job.id, 'poll', 'ok', 'waiting', 'completed', v_job.fence,
                                 'operation COMPLETED with no objects');
+        perform bulk_sync.export_complete(v_job);
     elsif p_status = 'COMPLETED' then
         perform bulk_sync.requeue(v_job, 'poll',
             format('operation COMPLETED with %s objects but no download URL', p_object_count));

@@ -184,6 +184,7 @@ begin
         update bulk_sync.jobs
            set status = 'queued', attempts = 0, next_attempt_at = now(), fence = fence + 1,
                operation_id = null, operation_status = null, operation_started_at = null, object_count = null,
+               start_attempted_at = null,
                export_url = null, bytes_total = null, bytes_copied = 0, lines_total = null,
                lines_processed = 0, lines_rejected = 0
          where id = any(v_failed)

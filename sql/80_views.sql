@@ -121,3 +121,22 @@ where
     )
     -- Polled all the time, yet going nowhere.
     or (l.status = 'waiting' and now() - l.operation_started_at > st.max_operation / 2);
+
+-- What the shops hold now: the mirror without what they deleted (line items and refunds follow their order).
+create or replace view shopify.live_orders as
+select * from shopify.orders
+where deleted_at is null;
+
+create or replace view shopify.live_order_line_items as
+select li.* from shopify.order_line_items as li
+inner join shopify.orders as o on li.order_id = o.id
+where o.deleted_at is null;
+
+create or replace view shopify.live_refunds as
+select r.* from shopify.refunds as r
+left join shopify.orders as o on r.order_id = o.id
+where o.deleted_at is null;
+
+create or replace view shopify.live_skus as
+select * from shopify.skus
+where deleted_at is null;

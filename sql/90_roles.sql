@@ -71,7 +71,7 @@ bulk_sync.heartbeat(bigint, bigint, bigint),
 bulk_sync.release(bigint, bigint),
 bulk_sync.idle(),
 bulk_sync.import_batch(bigint, bigint),
-bulk_sync.report_operation_started(bigint, bigint, text),
+bulk_sync.report_operation_started(bigint, bigint, text, boolean),
 bulk_sync.report_operation_in_progress(bigint, bigint, text),
 bulk_sync.report_throttled(bigint, bigint, double precision),
 bulk_sync.report_poll_result(bigint, bigint, text, text, bigint, bigint, text),
@@ -79,7 +79,8 @@ bulk_sync.report_download_finished(bigint, bigint, bigint, bigint),
 bulk_sync.report_download_failed(bigint, bigint, text, boolean),
 bulk_sync.report_transient_error(bigint, bigint, text),
 bulk_sync.report_fatal_error(bigint, bigint, text),
-bulk_sync.webhook_finished(text, text, text)
+bulk_sync.webhook_finished(text, text, text),
+bulk_sync.webhook_deleted(text, text, text, jsonb)
 to bulk_sync_runner;
 -- The import procedure commits between batches, so it cannot run as its owner; each batch function does.
 grant execute on procedure bulk_sync.import(bigint, bigint) to bulk_sync_runner;
@@ -91,6 +92,7 @@ grant execute on function
 bulk_sync.add_shop(text, text, text, integer, text),
 bulk_sync.enqueue_backfill(date, date, text[], text[]),
 bulk_sync.enqueue_incremental(text[], timestamptz),
+bulk_sync.enqueue_reconcile(date, date, text[]),
 bulk_sync.retry_failed(text),
 bulk_sync.cancel_jobs(text),
 bulk_sync.tick(),

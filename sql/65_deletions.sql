@@ -1,0 +1,189 @@
+-- Deletions: the mirror holds exactly what the shops hold. A complete SKU snapshot marks the variants it lacks; an
+-- ids-only orders export (entity order_ids, queued by enqueue_reconcile) marks the orders of its window it lacks
+-- and queues a normal export of the days where it found orders missing or older; deletion webhooks mark at once.
+-- A deletion found by an export applies only to rows last imported from an export that started before it; deleted_at
+-- is the start of that export (or a webhook's arrival). shopify.live_* (sql/80_views.sql) is what the shops hold now.
+
+-- Runs what a completed export settles beyond its rows: deletions (snapshots, reconciliation) and gaps.
+create or replace function bulk_sync.export_complete(p_job bulk_sync.jobs) returns void
+language plpgsql as $$
+begin
+    if p_job.entity = 'skus' then
+        perform bulk_sync.complete_snapshot(p_job);
+    elsif p_job.entity = 'order_ids' then
+        perform bulk_sync.complete_reconcile(p_job);
+    end if;
+end;
+$$;
+
+-- Marks deleted the variants of the shop a completed snapshot did not hold (unless a newer export imported them).
+create or replace function bulk_sync.complete_snapshot(p_job bulk_sync.jobs) returns void
+language plpgsql as $$
+declare
+    v_count integer;
+begin
+    update shopify.skus as s
+       set deleted_at = p_job.operation_started_at
+     where s.shop = p_job.shop and s.deleted_at is null
+       and not exists (select from bulk_sync.import_roots as r where r.job_id = p_job.id and r.gid = s.id)
+       and not exists (
+           select from bulk_sync.jobs as i
+           where i.id = s.import_job and i.operation_started_at > p_job.operation_started_at
+       );
+    get diagnostics v_count = row_count;
+    if v_count > 0 then
+        perform bulk_sync.audit(p_job.id, 'deletions', 'ok', 'completed', 'completed', p_job.fence,
+                                format('%s variants not in the snapshot marked deleted', v_count));
+    end if;
+end;
+$$;
+
+-- Settles a completed ids-only orders export: the window's orders it lacks are marked deleted, and each day with
+-- an order the mirror lacks, holds older or holds as deleted gets a normal export (a gap found is a gap filled).
+create or replace function bulk_sync.complete_reconcile(p_job bulk_sync.jobs) returns void
+language plpgsql as $$
+declare
+    v_deleted integer;
+    v_tz text := (select timezone from bulk_sync.shops where code = p_job.shop);
+    v_gap record;
+    v_days integer := 0;
+begin
+    update shopify.orders as o
+       set deleted_at = p_job.operation_started_at
+     where o.shop = p_job.shop and o.deleted_at is null
+       and o.created_at >= p_job.window_start and o.created_at < p_job.window_end
+       and not exists (select from bulk_sync.import_roots as r where r.job_id = p_job.id and r.gid = o.id)
+       and not exists (
+           select from bulk_sync.jobs as i
+           where i.id = o.import_job and i.operation_started_at > p_job.operation_started_at
+       );
+    get diagnostics v_deleted = row_count;
+    for v_gap in
+        insert into bulk_sync.jobs as j (
+            shop, entity, filter_field, window_start, window_end, start_date, end_date, max_attempts
+        )
+        select p_job.shop, 'orders', 'created_at', d.day::timestamp at time zone v_tz,
+               (d.day + 1)::timestamp at time zone v_tz, d.day, d.day, p_job.max_attempts
+        from (
+            select distinct (r.created_at at time zone v_tz)::date as day
+            from bulk_sync.import_roots as r
+            where r.job_id = p_job.id and not r.accepted and r.created_at is not null
+        ) as d
+        order by d.day
+        on conflict do nothing  -- a live export of that day will bring the order
+        returning j.id, j.fence, j.window_start
+    loop
+        perform bulk_sync.audit(v_gap.id, 'reconcile', 'queued', null, 'queued', v_gap.fence,
+            format('reconciliation job %s found orders missing or older on %s', p_job.id, v_gap.window_start));
+        v_days := v_days + 1;
+    end loop;
+    perform bulk_sync.audit(p_job.id, 'reconcile', 'ok', 'completed', 'completed', p_job.fence,
+        format('%s orders no longer in Shopify marked deleted; %s days queued for export again', v_deleted, v_days));
+    if v_days > 0 then
+        perform bulk_sync.dispatch_exports();
+    end if;
+end;
+$$;
+
+-- Queues ids-only exports of the orders created on every day of [p_from, p_to] (whole days in each shop's time
+-- zone; merged into right-sized operations when dispatched), except days a live reconciliation covers already.
+-- Returns how many jobs it created.
+create or replace function bulk_sync.enqueue_reconcile(p_from date, p_to date, p_shops text[] default null)
+returns integer
+language plpgsql
+security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_s bulk_sync.settings := bulk_sync.get_settings();
+    v_count integer;
+begin
+    if p_from is null or p_to is null then
+        raise exception 'p_from and p_to are required dates' using errcode = 'BS005';
+    end if;
+    if p_from > p_to then
+        raise exception 'invalid date range: from % is after to %', p_from, p_to using errcode = 'BS001';
+    end if;
+    if p_to - p_from + 1 > v_s.max_backfill_days then
+        raise exception 'date range of % days is too large (at most % days)',
+            p_to - p_from + 1, v_s.max_backfill_days using errcode = 'BS004';
+    end if;
+    -- Completed reconciliations add up week after week: they go after audit_retention_days.
+    delete from bulk_sync.jobs
+    where entity = 'order_ids' and status in ('completed', 'split', 'canceled')
+      and finished_at < now() - make_interval(days => v_s.audit_retention_days);
+    with created as (
+        insert into bulk_sync.jobs as j (
+            shop, entity, filter_field, window_start, window_end, start_date, end_date, max_attempts
+        )
+        select s.code, 'order_ids', 'created_at', d::timestamp at time zone s.timezone,
+               (d + interval '1 day')::timestamp at time zone s.timezone, d::date, d::date, v_s.max_attempts
+        from bulk_sync.shops as s
+        cross join generate_series(p_from::timestamp, p_to::timestamp, interval '1 day') as d
+        where s.code = any(bulk_sync.resolve_shops(p_shops))
+        order by s.code, d
+        on conflict do nothing  -- a live reconciliation of that day is already queued
+        returning j.id, j.fence
+    )
+    select count(*) into v_count
+    from (
+        select bulk_sync.audit(c.id, 'enqueue', 'queued', null, 'queued', c.fence, 'reconciliation job created')
+        from created as c
+    ) as a;
+    perform bulk_sync.dispatch();
+    return v_count;
+end;
+$$;
+
+-- Handles an orders/delete, products/delete or products/update notification once per webhook id: marks the deleted
+-- order, the product's variants, or the product's variants missing from the payload. Returns what it did.
+create or replace function bulk_sync.webhook_deleted(
+    p_webhook_id text, p_shop_domain text, p_topic text, p_payload jsonb
+) returns text
+language plpgsql
+security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_shop text := (select code from bulk_sync.shops where domain = p_shop_domain);
+    v_subject text;
+    v_variants text[];
+    v_count integer := 0;
+    v_outcome text;
+begin
+    perform bulk_sync.require_text(p_webhook_id, 'webhook id');
+    if p_topic not in ('orders/delete', 'products/delete', 'products/update') then
+        raise exception 'unknown deletion topic %', quote_literal(p_topic) using errcode = 'BS009';
+    end if;
+    v_subject := coalesce(
+        p_payload ->> 'admin_graphql_api_id',
+        case when p_topic = 'orders/delete' then 'gid://shopify/Order/' else 'gid://shopify/Product/' end
+        || (p_payload ->> 'id')
+    );
+    delete from bulk_sync.webhooks where received_at < now() - interval '3 days';
+    insert into bulk_sync.webhooks (webhook_id, shop, operation_id, outcome)
+    values (p_webhook_id, v_shop, left(v_subject, 200), 'received')
+    on conflict (webhook_id) do nothing;
+    if not found then
+        return 'duplicate';
+    end if;
+    if p_topic = 'orders/delete' then
+        update shopify.orders set deleted_at = now()
+        where id = v_subject and shop = v_shop and deleted_at is null;
+        get diagnostics v_count = row_count;
+        v_outcome := format('%s order deleted', v_count);
+    else
+        v_variants := case when p_topic = 'products/update' then array(
+            select coalesce(v ->> 'admin_graphql_api_id', 'gid://shopify/ProductVariant/' || (v ->> 'id'))
+            from jsonb_array_elements(
+                case jsonb_typeof(p_payload -> 'variants') when 'array' then p_payload -> 'variants' else '[]' end
+            ) as v
+        ) else '{}' end;
+        -- products/update without a variants list says nothing about deletions
+        if p_topic = 'products/delete' or jsonb_typeof(p_payload -> 'variants') = 'array' then
+            update shopify.skus set deleted_at = now()
+            where shop = v_shop and product_id = v_subject and deleted_at is null and not id = any(v_variants);
+            get diagnostics v_count = row_count;
+        end if;
+        v_outcome := format('%s variants deleted', v_count);
+    end if;
+    update bulk_sync.webhooks set outcome = v_outcome where webhook_id = p_webhook_id;
+    return v_outcome;
+end;
+$$;
