@@ -125,6 +125,8 @@ class ShopData:
         self._changed: dict[str, dict] = {}  # order id -> current version after live changes
         self._added: list[dict] = []  # orders created while the server runs
         self._ids: set[str] = set()  # their ids
+        self.deleted_orders: set[str] = set()
+        self.deleted_variants: set[str] = set()
         self._day_orders = lru_cache(maxsize=1)(self._generate_day)
 
     # -- generation -------------------------------------------------------------------------------------------
@@ -245,6 +247,25 @@ class ShopData:
             edited.append(order["id"])
         return edited
 
+    def delete_orders(self, count: int, rng: random.Random) -> list[str]:
+        """Deletes `count` orders that exist (as a merchant deletes test orders)."""
+        alive = [o["id"] for day in self.days() for o in self._day_orders(day) if o["id"] not in self.deleted_orders]
+        alive += [o["id"] for o in self._added if o["id"] not in self.deleted_orders]
+        chosen = rng.sample(alive, min(count, len(alive)))
+        with self._lock:
+            self.deleted_orders.update(chosen)
+        return chosen
+
+    def delete_variants(self, count: int, rng: random.Random) -> list[dict]:
+        """Deletes `count` variants that exist; returns them (with their product)."""
+        alive = [
+            v for v in self.catalogue.variant_nodes(self.currency, self.index) if v["id"] not in self.deleted_variants
+        ]
+        chosen = rng.sample(alive, min(count, len(alive)))
+        with self._lock:
+            self.deleted_variants.update(v["id"] for v in chosen)
+        return chosen
+
     def current(self, order: dict) -> dict:
         return self._changed.get(order["id"], order)
 
@@ -264,6 +285,8 @@ class ShopData:
         day = lo
         while day <= hi:
             for order in self._day_orders(day):
+                if order["id"] in self.deleted_orders:
+                    continue
                 order = self.current(order)
                 if within(order["_created"], created) and within(order["_updated"], updated):
                     yield order
@@ -274,12 +297,16 @@ class ShopData:
                 o for o in self._changed.values() if not (lo <= o["_created"].date() <= hi) and o["id"] not in self._ids
             ]
         for order in late:
+            if order["id"] in self.deleted_orders:
+                continue
             order = self.current(order)
             if within(order["_created"], created) and within(order["_updated"], updated):
                 yield order
 
     def variants(self) -> Iterator[dict]:
-        return self.catalogue.variant_nodes(self.currency, self.index)
+        return (
+            v for v in self.catalogue.variant_nodes(self.currency, self.index) if v["id"] not in self.deleted_variants
+        )
 
 
 def _convert(eur_cents: int, currency: str) -> int:

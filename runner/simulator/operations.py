@@ -48,6 +48,7 @@ class BulkOperation:
     written: bool = False
     canceled_at: float | None = None
     expire_on_handout: bool = False  # the op_url_expired fault: the first URL handed out is already expired
+    report_lost: bool = False  # the lost_start_report fault: the answer that made it never reaches the caller
     error: str | None = None
 
     @property

@@ -6,7 +6,8 @@ GET  /<code>/bulk/bulk-<id>[.partial].jsonl?...   signed URL; Range supported; a
 GET  /_admin/stats                                counters per shop and faults injected
 GET  /_admin/truth/<code>/<table>                 ground truth rows as JSONL
 POST /_admin/faults                               replace the fault rules (JSON)
-POST /_admin/shops/<code>/changes                 {"new_orders": n, "refunds": n, "edits": n}: live data changes"""
+POST /_admin/shops/<code>/changes                 {"new_orders": n, "refunds": n, "edits": n, "deleted_orders": n,
+                                                  "deleted_variants": n}: live data changes"""
 
 import json
 import re
@@ -81,6 +82,8 @@ class _Handler(BaseHTTPRequestHandler):
             except json.JSONDecodeError:
                 return self._json(400, {"errors": "Bad Request: invalid JSON"})
             status, response, headers = sim.graphql(code, match.group(2), request, self._base_url())
+            if headers.pop("X-Simulator-Reset", None):
+                return self._reset()  # the operation was made; its answer is lost on the way
             return self._json(status, response, headers)
         if match := _GRANT.match(path):
             return self._grant(match.group(1).upper())
@@ -95,7 +98,8 @@ class _Handler(BaseHTTPRequestHandler):
             if code not in sim.shops:
                 return self._json(404, {"error": f"unknown shop {code}"})
             spec = json.loads(self._body() or b"{}")
-            counts = {k: int(spec.get(k, 0)) for k in ("new_orders", "refunds", "edits")}
+            kinds = ("new_orders", "refunds", "edits", "deleted_orders", "deleted_variants")
+            counts = {k: int(spec.get(k, 0)) for k in kinds}
             return self._json(200, sim.change(code, **counts))
         return self._json(404, {"errors": "Not Found"})
 

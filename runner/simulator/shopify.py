@@ -25,6 +25,10 @@ COSTS = {"bulkOperationRunQuery": 10, "bulkOperationCancel": 10}
 FIRST_OPERATION = 7_933_223_797_042
 
 
+class LostReport(Exception):
+    """The fault lost_start_report: the operation exists, and the answer must never reach the caller."""
+
+
 class RequestError(Exception):
     """A GraphQL error (HTTP 200, `errors` in the body)."""
 
@@ -155,6 +159,9 @@ class Shopify:
                 continue
             try:
                 data[sel.key] = self._field(shop, version, operation.kind, sel, variables, base_url)
+            except LostReport:
+                self.counters[(shop, "lost_start_reports")] += 1
+                return 200, {}, {"X-Simulator-Reset": "1"}
             except RequestError as exc:
                 errors.append({"message": str(exc), "path": [sel.key], "extensions": {"code": exc.code}})
         response: dict = {"data": data} if not errors else {"errors": errors, "data": data or None}
@@ -174,10 +181,39 @@ class Shopify:
             return self._project_op(self._lookup(shop, args.get("id"), strict=True), sel, base_url)
         if kind == "query" and sel.name == "node":
             return self._project_op(self._lookup(shop, args.get("id"), strict=False), sel, base_url)
+        if kind == "query" and sel.name == "bulkOperations" and version_at_least(version, "2026-01"):
+            return self._list_ops(shop, sel, args, base_url)
         if kind == "query" and sel.name == "currentBulkOperation":
             mine = [op for op in self.operations.values() if op.shop == shop]
             return self._project_op(max(mine, key=lambda op: op.number) if mine else None, sel, base_url)
         raise RequestError(f"Field '{sel.name}' doesn't exist on type '{root}'")
+
+    def _list_ops(self, shop: str, sel: Field, args: dict, base_url: str) -> dict:
+        """bulkOperations(first|last, query, sortKey, reverse): the app's operations of this shop, filtered by
+        status:, operation_type:, created_at: and id:, sorted by CREATED_AT (or COMPLETED_AT), oldest first unless
+        reverse."""
+        ops = [op for op in self.operations.values() if op.shop == shop]
+        now = self.clock()
+        for term in str(args.get("query") or "").split():
+            ops = [op for op in ops if _matches(term, op, op.state(now))]
+        completed = args.get("sortKey") == "COMPLETED_AT"
+        ops.sort(key=lambda op: (op.state(now)["completedAt"] or 0) if completed else op.number)
+        if args.get("reverse"):
+            ops.reverse()
+        first, last = args.get("first"), args.get("last")
+        if not isinstance(first, int) and not isinstance(last, int):
+            raise RequestError("you must provide one of first or last", "argumentLiteralsIncompatible")
+        ops = ops[: min(first, 250)] if isinstance(first, int) else ops[-min(last, 250) :]
+        out = {}
+        for f in fields_of(sel.selections, "BulkOperationConnection"):
+            if f.name == "nodes":
+                out[f.key] = [self._project_op(op, f, base_url) for op in ops]
+            elif f.name == "edges":
+                nodes = [g for g in fields_of(f.selections, "BulkOperationEdge") if g.name == "node"]
+                out[f.key] = [{g.key: self._project_op(op, g, base_url) for g in nodes} for op in ops]
+            else:
+                raise RequestError(f"Field '{f.name}' doesn't exist on type 'BulkOperationConnection'")
+        return out
 
     def _lookup(self, shop: str, ident, strict: bool) -> BulkOperation | None:
         if not isinstance(ident, str) or not ident.startswith("gid://shopify/"):
@@ -216,8 +252,11 @@ class Shopify:
                 ids = ", ".join(op.gid for op in sorted(blocking, key=lambda o: o.number))
                 message = f"A bulk query operation for this app and shop is already in progress: {ids}."
                 return self._payload(sel, None, [_user_error(message, "OPERATION_IN_PROGRESS", None)], base_url)
+            if any(o.query == query for o in blocking):
+                self.counters[(shop, "duplicate_starts")] += 1  # the same query while the first one is alive
             op = self._new_op(shop, query, now)
             self.counters[(shop, "operations_started")] += 1
+            op.report_lost = self.faults.hit(shop, "lost_start_report")
             self.max_concurrent[shop] = max(self.max_concurrent[shop], len(blocking) + 1)
         for kind, code in (("op_access_denied", "ACCESS_DENIED"), ("op_failed_internal", "INTERNAL_SERVER_ERROR"),
                            ("op_failed_timeout", "TIMEOUT"), ("op_failed_null", "")):  # fmt: skip
@@ -228,7 +267,10 @@ class Shopify:
         export = Export(self.shops[shop], bulk[0], {}, bool(group))
         malformed = self.faults.hit(shop, "malformed_line")
         threading.Thread(target=write_export, args=(op, export, self.config.directory, malformed), daemon=True).start()
-        return self._payload(sel, op, [], base_url)
+        payload = self._payload(sel, op, [], base_url)
+        if op.report_lost:
+            raise LostReport(payload)
+        return payload
 
     def _new_op(self, shop: str, query: str, now: float, foreign_until: float | None = None) -> BulkOperation:
         op = BulkOperation(self._next, shop, query, now, self.config.timing, lifetime=self.config.timing.url_lifetime)
@@ -342,7 +384,7 @@ class Shopify:
         for code in self.shops:
             shops[code] = {
                 name: self.counters[(code, name)]
-                for name in ("requests", "operations_started", "in_progress_refusals", "throttled")
+                for name in ("requests", "operations_started", "in_progress_refusals", "throttled", "duplicate_starts")
             }
             shops[code]["tokens_issued"] = self.auth.issued[code]
             shops[code]["tokens_rejected"] = self.auth.rejected[code]
@@ -350,20 +392,54 @@ class Shopify:
         delivered = self.notifier.delivered if self.notifier else 0
         return {"shops": shops, "faults": self.faults.summary(), "webhooks_delivered": delivered}
 
-    def change(self, shop: str, new_orders: int = 0, refunds: int = 0, edits: int = 0) -> dict:
-        """Live changes at the current time: new orders, refunds and edits of existing orders."""
+    def change(
+        self, shop: str, new_orders: int = 0, refunds: int = 0, edits: int = 0, deleted_orders: int = 0,
+        deleted_variants: int = 0,
+    ) -> dict:  # fmt: skip
+        """Live changes at the current time: new orders, refunds, edits of existing orders, deleted orders and
+        deleted variants (with their webhooks when notifications are on)."""
         now = dt.datetime.fromtimestamp(int(self.clock()), dt.UTC)
         data = self.shops[shop]
         with self._lock:
             added = data.add_orders(new_orders, now, self._rng)
             refunded = data.refund_orders(refunds, now, self._rng)
             edited = data.edit_orders(edits, now, self._rng)
-        return {"added": added, "refunded": refunded, "edited": edited}
+            gone_orders = data.delete_orders(deleted_orders, self._rng)
+            gone_variants = data.delete_variants(deleted_variants, self._rng)
+        if self.notifier is not None:
+            self.notifier.deletions(shop, gone_orders, gone_variants)
+        return {"added": added, "refunded": refunded, "edited": edited, "deleted_orders": gone_orders,
+                "deleted_variants": [v["id"] for v in gone_variants]}  # fmt: skip
 
     def truth(self, shop: str, table: str) -> Iterator[dict]:
         from runner.simulator.truth import rows
 
         return rows(self.shops[shop], table)
+
+
+def _matches(term: str, op: BulkOperation, state: dict) -> bool:
+    """One term of bulkOperations' search: status:, operation_type:, created_at: (with :, :<, :<=, :>, :>=) or id:."""
+    name, _, value = term.partition(":")
+    value = value.strip("'\"")
+    if name == "status":
+        return state["status"].lower() == value.lower()
+    if name == "operation_type":
+        return value.lower() == "query"
+    if name == "id":
+        return op.gid.endswith(f"/{value}") or op.gid == value
+    if name == "created_at":
+        compare, moment = "=", value
+        for prefix in (">=", "<=", ">", "<"):
+            if value.startswith(prefix):
+                compare, moment = prefix, value[len(prefix) :].strip("'\"")
+                break
+        try:
+            bound = dt.datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return False
+        return {"=": op.created == bound, ">=": op.created >= bound, "<=": op.created <= bound,
+                ">": op.created > bound, "<": op.created < bound}[compare]  # fmt: skip
+    return True
 
 
 def _user_error(message: str, code: str, fld: list | None = ("query",)) -> dict:

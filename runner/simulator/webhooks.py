@@ -1,5 +1,6 @@
-"""The bulk_operations/finish webhook: once an operation completes, fails or is canceled, a signed POST to the
-app's endpoint, as Shopify sends it (lowercase status and error code, X-Shopify-* headers, HMAC of the raw body)."""
+"""Webhooks as Shopify sends them (X-Shopify-* headers, HMAC of the raw body with the shop's app secret):
+bulk_operations/finish once an operation completes, fails or is canceled (lowercase status and error code), and
+the deletion topics for live changes: orders/delete, products/update (the variants left) and products/delete."""
 
 import json
 import threading
@@ -30,6 +31,8 @@ class Notifier:
         self.delivered = 0
         self._stop = threading.Event()
         self._http = httpx.Client(timeout=5)
+        self._pending: list[tuple[str, str, dict]] = []  # (shop, topic, payload) of deletions to deliver
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         threading.Thread(target=self._run, daemon=True).start()
@@ -37,8 +40,28 @@ class Notifier:
     def stop(self) -> None:
         self._stop.set()
 
+    def deletions(self, shop: str, orders: list[str], variants: list[dict]) -> None:
+        """Queues the notifications of deleted orders and variants: orders/delete per order; per product that lost
+        variants, products/update listing the variants it still has (Shopify has no variant-delete topic), or
+        products/delete when none is left."""
+        notes = [(shop, "orders/delete", {"id": int(o.rsplit("/", 1)[1])}) for o in orders]  # the REST id only
+        data = self.shopify.shops[shop]
+        for product in sorted({v["product"]["id"] for v in variants}):
+            left = [v for v in data.variants() if v["product"]["id"] == product]
+            payload = {"id": int(product.rsplit("/", 1)[1]), "admin_graphql_api_id": product}
+            if left:
+                payload["variants"] = [{"id": int(v["id"].rsplit("/", 1)[1]), "admin_graphql_api_id": v["id"]}
+                                       for v in left]  # fmt: skip
+            notes.append((shop, "products/update" if left else "products/delete", payload))
+        with self._lock:
+            self._pending.extend(notes)
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            with self._lock:
+                pending, self._pending = self._pending, []
+            for shop, topic, payload in pending:
+                self._post(shop, topic, json.dumps(payload).encode())
             for op in list(self.shopify.operations.values()):
                 if op.number in self.sent or op.foreign_until is not None:
                     continue
@@ -47,17 +70,12 @@ class Notifier:
                     self.sent.add(op.number)
                     self._deliver(op, state)
 
-    def _deliver(self, op, state: dict) -> None:
-        body = json.dumps({
-            "admin_graphql_api_id": op.gid, "completed_at": iso(state["completedAt"]), "created_at": iso(op.created),
-            "error_code": (state["errorCode"] or "").lower() or None, "status": state["status"].lower(),
-            "type": "query",
-        }).encode()  # fmt: skip
+    def _post(self, shop: str, topic: str, body: bytes) -> None:
         headers = {
             "Content-Type": "application/json",
-            "X-Shopify-Topic": "bulk_operations/finish",
-            "X-Shopify-Hmac-SHA256": signature(self.shopify.auth.webhook_secret(op.shop, self.secret).encode(), body),
-            "X-Shopify-Shop-Domain": domain(op.shop),
+            "X-Shopify-Topic": topic,
+            "X-Shopify-Hmac-SHA256": signature(self.shopify.auth.webhook_secret(shop, self.secret).encode(), body),
+            "X-Shopify-Shop-Domain": domain(shop),
             "X-Shopify-Webhook-Id": str(uuid.uuid4()),
             "X-Shopify-API-Version": "2026-10",
         }
@@ -65,4 +83,12 @@ class Notifier:
             if self._http.post(self.url, content=body, headers=headers).status_code == 200:
                 self.delivered += 1
         except httpx.HTTPError:
-            pass  # "Webhook delivery isn't always guaranteed": the app polls as well
+            pass  # "Webhook delivery isn't always guaranteed": the app polls and reconciles as well
+
+    def _deliver(self, op, state: dict) -> None:
+        body = json.dumps({
+            "admin_graphql_api_id": op.gid, "completed_at": iso(state["completedAt"]), "created_at": iso(op.created),
+            "error_code": (state["errorCode"] or "").lower() or None, "status": state["status"].lower(),
+            "type": "query",
+        }).encode()  # fmt: skip
+        self._post(op.shop, "bulk_operations/finish", body)
