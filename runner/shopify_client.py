@@ -1,6 +1,7 @@
 """The Shopify Admin GraphQL client for bulk operations: a timeout on every call, cost-based throttling, and every
 failure turned into one of a few outcomes the database understands. It never logs or raises a token or a URL."""
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,14 @@ RUN = (
 FIELDS = "id status errorCode objectCount rootObjectCount fileSize url partialDataUrl"
 POLL_BY_ID = f"query bulkSyncPoll($id: ID!) {{ bulkOperation(id: $id) {{ {FIELDS} }} }}"
 POLL_BY_NODE = f"query bulkSyncPoll($id: ID!) {{ node(id: $id) {{ ... on BulkOperation {{ {FIELDS} }} }} }}"
+# The app's operations created since a moment (2026-01+), and before 2026-01 the latest one: to adopt an operation
+# whose start reached Shopify while its report was lost.
+FIND = (
+    "query bulkSyncFind($q: String!) { bulkOperations(first: 50, query: $q, sortKey: CREATED_AT, reverse: true) "
+    "{ nodes { id status query createdAt } } }"
+)
+FIND_CURRENT = "query bulkSyncFind { currentBulkOperation(type: QUERY) { id status query createdAt } }"
+ADOPTABLE = ("CREATED", "RUNNING", "COMPLETED")
 CANCEL = "mutation bulkSyncCancel($id: ID!) { bulkOperationCancel(id: $id) { userErrors { message } } }"
 COSTS = {RUN: 10, CANCEL: 10}
 REJECTIONS_AFTER_RENEWAL = 3  # 401s in a row right after a new token before the shop's task fails
@@ -120,9 +129,7 @@ class ShopifyClient:
                 if count >= REJECTIONS_AFTER_RENEWAL:
                     raise Fatal(f"HTTP 401 from Shopify {count} times in a row with a new token: the app has lost "
                                 "access to the shop (uninstalled?)")  # fmt: skip
-                raise Transient(
-                    f"HTTP 401 from Shopify with a new token ({count} of {REJECTIONS_AFTER_RENEWAL})"
-                )
+                raise Transient(f"HTTP 401 from Shopify with a new token ({count} of {REJECTIONS_AFTER_RENEWAL})")
         if response.status_code != 401:
             self.auth.accepted()
         if response.status_code == 429:
@@ -167,6 +174,25 @@ class ShopifyClient:
         if errors:
             raise Fatal("bulk query refused: " + "; ".join(e.get("message", "") for e in errors)[:500])
         return payload["bulkOperation"]["id"]
+
+    def find_operation(self, bulk_query: str, since: dt.datetime) -> str | None:
+        """The id of the newest operation created since `since` whose query is exactly `bulk_query` and that is not
+        failed or canceled; None when there is none."""
+        since_text = (since.astimezone(dt.UTC) - dt.timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if api_at_least(self.api_version, "2026-01"):
+            found = self.call(FIND, {"q": f"operation_type:query created_at:>='{since_text}'"})
+            nodes = (found.get("bulkOperations") or {}).get("nodes") or []
+        else:
+            nodes = [self.call(FIND_CURRENT, {}).get("currentBulkOperation")]
+        for node in nodes:
+            if (
+                node
+                and node.get("query") == bulk_query
+                and node.get("status") in ADOPTABLE
+                and (node.get("createdAt") or "") >= since_text
+            ):
+                return node["id"]
+        return None
 
     def poll(self, operation_id: str) -> Operation:
         if api_at_least(self.api_version, "2026-01"):

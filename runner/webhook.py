@@ -1,8 +1,9 @@
-"""The runner's optional webhook receiver (`bulk-sync run --webhook-port`): Shopify's bulk_operations/finish
-notification, verified (X-Shopify-Hmac-SHA256 over the raw body with the client secret of the app that serves the
-delivering shop, runner.config.webhook_secret) and handed to
-bulk_sync.webhook_finished(), which dedupes on X-Shopify-Webhook-Id and makes the job poll at once. Polling stays
-the fallback: a lost notification only costs the time until the next poll."""
+"""The runner's optional webhook receiver (`bulk-sync run --webhook-port`). Each delivery is verified
+(X-Shopify-Hmac-SHA256 over the raw body, with the client secret of the app that serves the delivering shop:
+runner.config.webhook_secret) and handed to the database, which dedupes on X-Shopify-Webhook-Id:
+bulk_operations/finish to bulk_sync.webhook_finished() (the job polls at once), orders/delete, products/delete and
+products/update to bulk_sync.webhook_deleted() (the deletion is marked at once). Webhooks are not guaranteed: polls,
+snapshots and reconciliation cover a lost one."""
 
 import base64
 import hashlib
@@ -17,7 +18,8 @@ from runner import log
 from runner.config import webhook_secret
 
 TOPIC = "bulk_operations/finish"
-MAX_BODY = 64 * 1024
+DELETIONS = ("orders/delete", "products/delete", "products/update")  # Shopify has no variant-delete topic
+MAX_BODY = 1024 * 1024  # a products/update payload lists every variant
 
 
 def signature(secret: bytes, body: bytes) -> str:
@@ -50,6 +52,11 @@ class WebhookServer:
         """Hands a verified notification to the database."""
         query = "select bulk_sync.webhook_finished(%s, %s, %s)"
         return self._query(query, (webhook_id, domain, operation_id))
+
+    def deleted(self, webhook_id: str, domain: str, topic: str, payload: dict) -> str:
+        """Hands a verified deletion notification to the database."""
+        query = "select bulk_sync.webhook_deleted(%s, %s, %s, %s::jsonb)"
+        return self._query(query, (webhook_id, domain, topic, json.dumps(payload)))
 
     def secret(self, domain: str) -> bytes | None:
         """The secret that signs the webhooks of the shop at `domain` (its code looked up once)."""
@@ -94,18 +101,24 @@ class WebhookServer:
                     return self._answer(401, "invalid signature")
                 topic = self.headers.get("X-Shopify-Topic")
                 webhook_id = self.headers.get("X-Shopify-Webhook-Id") or ""
-                if topic != TOPIC or not webhook_id:
+                if topic not in (TOPIC, *DELETIONS) or not webhook_id:
                     return self._answer(200, "ignored")
                 try:
-                    operation_id = json.loads(body).get("admin_graphql_api_id") or ""
-                except (ValueError, AttributeError):
+                    payload = json.loads(body)
+                except ValueError:
+                    payload = None
+                if not isinstance(payload, dict):
                     return self._answer(400, "body is not a JSON object")
+                subject = str(payload.get("admin_graphql_api_id") or payload.get("id") or "")
                 try:
-                    outcome = server.finished(webhook_id, domain, operation_id)
+                    if topic == TOPIC:
+                        outcome = server.finished(webhook_id, domain, subject)
+                    else:
+                        outcome = server.deleted(webhook_id, domain, topic, payload)
                 except psycopg.Error as exc:
                     log.step(phase="webhook", outcome="error", detail=type(exc).__name__)
-                    return self._answer(503, "try again")  # Shopify retries; polling covers it meanwhile
-                log.step(phase="webhook", outcome=outcome, operation=operation_id, shop=domain)
+                    return self._answer(503, "try again")  # Shopify retries; polling and reconciliation cover it
+                log.step(phase="webhook", outcome=outcome, topic=topic, subject=subject, shop=domain)
                 return self._answer(200, outcome)
 
             def _answer(self, status: int, text: str) -> None:

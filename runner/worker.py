@@ -1,6 +1,7 @@
 """The runner's worker loop: claim a task from the database, do its HTTP side, report what happened. Decides
 nothing: every outcome goes to a report function, which decides what comes next."""
 
+import datetime as dt
 import signal
 import threading
 import time
@@ -173,9 +174,13 @@ class Runner:
         try:
             client = self.client(task) if kind in ("start", "poll", "cancel") else None
             if kind == "start":
-                operation_id = client.run_query(task["query"])
-                self._report(db, "report_operation_started", job_id, fence, operation_id)
-                detail = operation_id
+                adopted = None
+                if task.get("adopt_since"):  # an earlier start may have made the operation: never start twice
+                    since = dt.datetime.fromisoformat(task["adopt_since"])
+                    adopted = client.find_operation(task["query"], since)
+                operation_id = adopted or client.run_query(task["query"])
+                self._report(db, "report_operation_started", job_id, fence, operation_id, adopted is not None)
+                outcome, detail = ("adopted" if adopted else "ok"), operation_id
             elif kind == "poll":
                 op = client.poll(task["operation_id"])
                 self._report(db, "report_poll_result", job_id, fence, op.status, op.error_code, op.object_count,
