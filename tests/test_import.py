@@ -31,7 +31,10 @@ def export_job(
     """Takes one job of `entity` through start, poll and download of `lines`; returns its claimed import task
     (or, with take=False, the download task, leaving the import task to whoever claims it)."""
     db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
-    db.execute("select bulk_sync.enqueue_backfill(%s, %s, %s)", (day, day, [entity]))
+    if entity == "order_ids":
+        db.execute("select bulk_sync.enqueue_reconcile(%s, %s)", (day, day))
+    else:
+        db.execute("select bulk_sync.enqueue_backfill(%s, %s, %s)", (day, day, [entity]))
     (start,) = [t for t in claim(db, qty=100) if t["task"] == "start" and t["entity"] == entity]
     jid = start["job_id"]
     report(db, "report_operation_started", jid, start["fence"], f"gid://shopify/BulkOperation/{jid}")

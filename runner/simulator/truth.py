@@ -26,9 +26,10 @@ def _plain(value: object) -> object:
     return value
 
 
-def database_rows(db, table: str) -> list[dict]:
-    """A shopify.* table in the truth's shape (plain values), ordered by id: what a sync must equal."""
-    cur = db.execute(f"select {COLUMNS[table]} from shopify.{table} order by id")
+def database_rows(db, table: str, live: bool = False) -> list[dict]:
+    """A shopify.* table in the truth's shape (plain values), ordered by id: what a sync must equal. live: only what
+    the shop holds now (shopify.live_<table>, without deleted rows)."""
+    cur = db.execute(f"select {COLUMNS[table]} from shopify.{'live_' if live else ''}{table} order by id")
     names = [c.name for c in cur.description]
     return [{k: _plain(v) for k, v in zip(names, row, strict=True)} for row in cur.fetchall()]
 

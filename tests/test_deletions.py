@@ -1,0 +1,275 @@
+"""Deletions and lost operations: the mirror holds exactly what the shops hold, whether a deletion arrives by webhook,
+by a SKU snapshot or by reconciliation, and a start whose report was lost is adopted, never started twice."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from runner.simulator.truth import TABLES, database_rows
+from runner.simulator.webhooks import domain
+from tests.simulator import TOKEN, start
+
+SHOPS = {"DE": "2026-10", "NL": "2025-10"}  # NL polls and adopts the way API versions before 2026-01 do
+DAYS = ("2025-09-01", "2025-09-04")
+SECRET = "shpss_webhook_secret_for_deletions"  # noqa: S105 - a fake
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(dsn: str, server, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOP_", "SHOPIFY_"))} | {"DATABASE_URL": dsn}
+    for code in SHOPS:
+        env |= {f"SHOP_{code}_TOKEN": TOKEN, f"SHOP_{code}_URL": server.shop_url(code)}
+    return env | extra
+
+
+def _until_idle(env: dict[str, str], log: Path) -> None:
+    with log.open("a") as out:
+        done = subprocess.run([sys.executable, "-m", "runner", "run", "--until-idle", "--concurrency", "3"],
+                              env=env, stdout=out, stderr=out, timeout=300)  # fmt: skip
+    assert done.returncode == 0, log.read_text()[-3000:]
+
+
+def _setup(db: psycopg.Connection) -> None:
+    db.execute("update bulk_sync.settings set poll_interval_seconds = 1, backoff_base_seconds = 1, "
+               "backoff_cap_seconds = 2, lease_seconds = 10")  # fmt: skip
+    for code, version in SHOPS.items():
+        db.execute("select bulk_sync.add_shop(%s, %s, %s)", (code, domain(code), version))
+    db.execute("select bulk_sync.enqueue_backfill(%s, %s)", DAYS)
+
+
+def _assert_mirror_is_the_shops(db: psycopg.Connection, server, deleted: dict[str, set[str]]) -> None:
+    """What the shops hold now equals the live views, and deleted_at is set on exactly the deleted rows."""
+    for name in TABLES:
+        truth = sorted((row for code in SHOPS for row in server.shopify.truth(code, name)), key=lambda r: r["id"])
+        assert truth and database_rows(db, name, live=True) == truth, name
+    marked = {
+        "orders": {i for (i,) in db.execute("select id from shopify.orders where deleted_at is not null")},
+        "skus": {i for (i,) in db.execute("select id from shopify.skus where deleted_at is not null")},
+    }
+    assert marked == deleted
+
+
+def _delete(server, db: psycopg.Connection) -> dict[str, set[str]]:
+    """Deletes 5 % of each shop's orders and 10 % of its variants; returns the deleted ids."""
+    deleted: dict[str, set[str]] = {"orders": set(), "skus": set()}
+    for code in SHOPS:
+        orders = db.execute("select count(*) from shopify.orders where shop = %s", (code,)).fetchone()[0]
+        variants = db.execute("select count(*) from shopify.skus where shop = %s", (code,)).fetchone()[0]
+        spec = {"deleted_orders": max(1, orders // 20), "deleted_variants": max(1, variants // 10)}
+        answer = httpx.post(f"{server.base_url}/_admin/shops/{code.lower()}/changes", json=spec, timeout=60).json()
+        deleted["orders"] |= set(answer["deleted_orders"])
+        deleted["skus"] |= set(answer["deleted_variants"])
+    return deleted
+
+
+def test_without_webhooks_an_incremental_round_a_snapshot_and_reconciliation_find_every_deletion(
+    db: psycopg.Connection, dsn: str, tmp_path
+) -> None:
+    server = start(tuple(SHOPS), days=4, orders_per_day=30, start_latency=0.2, objects_per_second=20_000)
+    try:
+        _setup(db)
+        env, log = _env(dsn, server), tmp_path / "runner.log"
+        _until_idle(env, log)
+        _assert_mirror_is_the_shops(db, server, {"orders": set(), "skus": set()})
+        deleted = _delete(server, db)
+        # The mirror also lost an order of its own and holds another one older than Shopify: reconciliation
+        # must bring both back by exporting their days again.
+        lost, stale = db.execute(
+            "select (array_agg(id order by id))[1], (array_agg(id order by id))[2] from shopify.orders "
+            "where shop = 'DE' and deleted_at is null and id <> all(%s)", (list(deleted["orders"]),),
+        ).fetchone()  # fmt: skip
+        db.execute("delete from shopify.orders where id = %s", (lost,))
+        db.execute("update shopify.orders set updated_at = updated_at - interval '1 day', total_price = 0 "
+                   "where id = %s", (stale,))  # fmt: skip
+        db.execute("select bulk_sync.enqueue_incremental()")
+        db.execute("select bulk_sync.enqueue_backfill(current_date, current_date, '{skus}')")
+        _until_idle(env, log)
+        assert db.execute("select count(*) from shopify.skus where deleted_at is not null").fetchone()[0] == len(
+            deleted["skus"]
+        )  # the snapshot found every deleted variant; orders need reconciliation
+        assert db.execute("select count(*) from shopify.orders where deleted_at is not null").fetchone() == (0,)
+        created = db.execute("select bulk_sync.enqueue_reconcile(%s, %s)", DAYS).fetchone()[0]
+        assert created == len(SHOPS) * 4
+        _until_idle(env, log)
+        _assert_mirror_is_the_shops(db, server, deleted)
+        gaps = db.execute(
+            "select count(*) from bulk_sync.job_runs where phase = 'reconcile' and status = 'queued'"
+        ).fetchone()[0]
+        assert gaps >= 1  # the day of the lost and the stale order was exported again
+        statuses = db.execute("select distinct status from bulk_sync.jobs").fetchall()
+        assert statuses == [("completed",)]
+    finally:
+        server.stop()
+
+
+def test_with_webhooks_deletions_land_before_any_reconciliation(db: psycopg.Connection, dsn: str, tmp_path) -> None:
+    port = _free_port()
+    server = start(tuple(SHOPS), days=2, orders_per_day=30, start_latency=0.2, objects_per_second=20_000,
+                   webhook_url=f"http://127.0.0.1:{port}/webhooks", webhook_secret=SECRET)  # fmt: skip
+    runner = None
+    try:
+        _setup(db)
+        env, log = _env(dsn, server, SHOPIFY_WEBHOOK_SECRET=SECRET), tmp_path / "runner.log"
+        with log.open("a") as out:
+            runner = subprocess.Popen(
+                [sys.executable, "-m", "runner", "run", "--concurrency", "3", "--webhook-port", str(port),
+                 "--webhook-host", "127.0.0.1"], env=env, stdout=out, stderr=out, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 120  # guards a hang only
+
+        def settled() -> bool:
+            return db.execute(
+                "select count(*) filter (where status not in ('completed', 'failed')) = 0 and count(*) > 0 "
+                "from bulk_sync.jobs"
+            ).fetchone()[0]
+
+        while not settled():
+            assert runner.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        deleted = _delete(server, db)
+        while db.execute(
+            "select (select count(*) from shopify.orders where deleted_at is not null) "
+            "+ (select count(*) from shopify.skus where deleted_at is not null)"
+        ).fetchone()[0] < len(deleted["orders"]) + len(deleted["skus"]):
+            assert runner.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.1)
+        assert db.execute("select count(*) from bulk_sync.jobs where entity = 'order_ids'").fetchone() == (0,)
+        _assert_mirror_is_the_shops(db, server, deleted)
+        outcomes = db.execute("select outcome, count(*) from bulk_sync.webhooks group by 1 order by 1").fetchall()
+        print(f"deletion webhooks: {outcomes}")
+    finally:
+        if runner is not None:
+            os.killpg(runner.pid, signal.SIGTERM)
+            runner.wait(timeout=60)
+        server.stop()
+
+
+@pytest.mark.parametrize("lost", [3])
+def test_a_start_whose_report_was_lost_is_adopted_never_started_twice(
+    db: psycopg.Connection, dsn: str, tmp_path, lost: int
+) -> None:
+    server = start(tuple(SHOPS), days=3, orders_per_day=20, start_latency=1.0, objects_per_second=2_000,
+                   faults={code: {"lost_start_report": lost} for code in SHOPS})  # fmt: skip
+    try:
+        _setup(db)
+        log = tmp_path / "runner.log"
+        _until_idle(_env(dsn, server), log)
+        stats = httpx.get(f"{server.base_url}/_admin/stats").json()["shops"]
+        adopted = db.execute(
+            "select j.shop, count(*) from bulk_sync.job_runs as r join bulk_sync.jobs as j on j.id = r.job_id "
+            "where r.phase = 'start' and r.message like '%%adopted%%' group by j.shop order by 1"
+        ).fetchall()
+        print(f"lost starts {lost} per shop; adopted {adopted}; operations started "
+              f"{ {c: stats[c]['operations_started'] for c in SHOPS} }")  # fmt: skip
+        assert dict(adopted) == dict.fromkeys(SHOPS, lost)
+        assert all(stats[code]["duplicate_starts"] == 0 for code in SHOPS), stats
+        assert db.execute("select distinct status from bulk_sync.jobs").fetchall() == [("completed",)]
+        for name in TABLES:
+            truth = sorted((r for code in SHOPS for r in server.shopify.truth(code, name)), key=lambda r: r["id"])
+            assert database_rows(db, name) == truth, name
+    finally:
+        server.stop()
+
+
+# -- the rules, in SQL ---------------------------------------------------------------------------------------------
+
+V1, V2 = "gid://shopify/ProductVariant/1", "gid://shopify/ProductVariant/2"
+PRODUCT = "gid://shopify/Product/9"
+
+
+def _variant(gid: str) -> str:
+    return (
+        f'{{"id": "{gid}", "sku": "S{gid[-1]}", "title": "t", "price": "1.00", "inventoryQuantity": 1, '
+        f'"updatedAt": "2025-08-01T00:00:00Z", "product": {{"id": "{PRODUCT}", "title": "p"}}}}'
+    )
+
+
+def _order(number: int, updated: str = "2025-09-02T00:00:00Z") -> str:
+    return (
+        f'{{"id": "gid://shopify/Order/{number}", "createdAt": "2025-09-01T0{number}:00:00Z", '
+        f'"updatedAt": "{updated}"}}'
+    )
+
+
+def _deleted(db: psycopg.Connection, table: str) -> dict[str, bool]:
+    return {i: d for i, d in db.execute(f"select id, deleted_at is not null from shopify.{table} order by id")}
+
+
+def test_a_complete_snapshot_marks_what_it_lacks_and_only_a_later_export_revives(db: psycopg.Connection) -> None:
+    from tests.jobs import import_job, job
+    from tests.test_import import export_job
+
+    import_job(db, export_job(db, [_variant(V1), _variant(V2)], day="2025-09-01", entity="skus"))
+    second = export_job(db, [_variant(V1)], day="2025-09-02", entity="skus")
+    import_job(db, second)
+    assert _deleted(db, "skus") == {V1: False, V2: True}
+    (at,) = db.execute("select deleted_at from shopify.skus where id = %s", (V2,)).fetchone()
+    assert at == job(db, second["job_id"])["operation_started_at"]  # the start of the export that missed it
+    import_job(db, export_job(db, [_variant(V1), _variant(V2)], day="2025-09-03", entity="skus"))
+    assert _deleted(db, "skus") == {V1: False, V2: False}
+    # A webhook says V2 is gone; an export that started before it does not bring it back, a later one does.
+    payload = {"id": 9, "admin_graphql_api_id": PRODUCT, "variants": [{"id": 1, "admin_graphql_api_id": V1}]}
+    hook = "select bulk_sync.webhook_deleted(%s, 'de-shop.myshopify.com', 'products/update', %s::jsonb)"
+    assert db.execute(hook, ("w1", psycopg.types.json.Jsonb(payload))).fetchone() == ("1 variants deleted",)
+    assert db.execute(hook, ("w1", psycopg.types.json.Jsonb(payload))).fetchone() == ("duplicate",)
+    older = export_job(db, [_variant(V1), _variant(V2)], day="2025-09-04", entity="skus")
+    db.execute("update bulk_sync.jobs set operation_started_at = now() - interval '1 hour' where id = %s",
+               (older["job_id"],))  # fmt: skip
+    import_job(db, older)
+    assert _deleted(db, "skus") == {V1: False, V2: True}
+    import_job(db, export_job(db, [_variant(V1), _variant(V2)], day="2025-09-05", entity="skus"))
+    assert _deleted(db, "skus") == {V1: False, V2: False}
+    no_list = {"id": 9, "admin_graphql_api_id": PRODUCT}  # products/update without variants says nothing
+    assert db.execute(hook, ("w2", psycopg.types.json.Jsonb(no_list))).fetchone() == ("0 variants deleted",)
+    gone = db.execute(hook.replace("products/update", "products/delete"), ("w3", psycopg.types.json.Jsonb(no_list)))
+    assert gone.fetchone() == ("2 variants deleted",)
+
+
+def test_reconciliation_marks_missing_orders_and_queues_the_days_of_gaps(db: psycopg.Connection) -> None:
+    from tests.jobs import import_job
+    from tests.test_import import export_job
+
+    import_job(db, export_job(db, [_order(1), _order(2), _order(3)], day="2025-09-01"))
+    # Shopify has 1 as stored, 3 newer, 4 never seen; 2 is gone
+    ids = [_order(1), _order(3, "2025-09-05T00:00:00Z"), _order(4)]
+    import_job(db, export_job(db, ids, day="2025-09-01", entity="order_ids"))
+    assert _deleted(db, "orders") == {
+        "gid://shopify/Order/1": False, "gid://shopify/Order/2": True, "gid://shopify/Order/3": False,
+    }  # fmt: skip
+    queued = db.execute(
+        "select entity, start_date::text, status from bulk_sync.jobs where entity = 'orders' and status <> 'completed'"
+    ).fetchall()
+    assert queued == [("orders", "2025-09-01", "starting")]  # the gap's day, exported again (and dispatched)
+    assert db.execute("select bulk_sync.enqueue_reconcile('2025-09-01', '2025-09-01')").fetchone() == (1,)
+    assert db.execute("select bulk_sync.enqueue_reconcile('2025-09-01', '2025-09-01')").fetchone() == (0,)  # live
+    with pytest.raises(psycopg.Error, match="invalid date range") as bad:
+        db.execute("select bulk_sync.enqueue_reconcile('2025-09-02', '2025-09-01')")
+    assert bad.value.sqlstate == "BS001"
+
+
+def test_an_empty_reconciliation_deletes_the_whole_window(db: psycopg.Connection) -> None:
+    from tests.jobs import claim_task, import_job, report
+    from tests.test_import import export_job
+
+    import_job(db, export_job(db, [_order(1), _order(2)], day="2025-09-01"))
+    db.execute("select bulk_sync.enqueue_reconcile('2025-09-01', '2025-09-01')")
+    (jid,) = db.execute("select id from bulk_sync.jobs where entity = 'order_ids'").fetchone()
+    (start,) = claim_task(db, jid, "start")
+    report(db, "report_operation_started", jid, start["fence"], "gid://shopify/BulkOperation/77")
+    (poll,) = claim_task(db, jid, "poll")
+    report(db, "report_poll_result", jid, poll["fence"], "COMPLETED", None, 0, None, None)  # Shopify: no url
+    assert _deleted(db, "orders") == {"gid://shopify/Order/1": True, "gid://shopify/Order/2": True}
+    assert db.execute("select count(*) from shopify.live_order_line_items").fetchone() == (0,)
