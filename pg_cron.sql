@@ -1,6 +1,7 @@
 -- Schedules bulk-sync with pg_cron. Run it in the database where pg_cron is installed (cron.database_name,
 -- usually postgres, and on Supabase the project's database). In the project's database bulk_sync.tick() runs every
--- minute, bulk_sync.enqueue_incremental() every five and a SKU snapshot nightly; the project's database is the
+-- minute, bulk_sync.enqueue_incremental() every five, a SKU snapshot nightly and a reconciliation of the last 90
+-- days weekly; the project's database is the
 -- current one, or the one named by the setting bulk_sync.database, e.g.
 --   PGOPTIONS='-c bulk_sync.database=shop_data' psql -d postgres -f pg_cron.sql
 -- Running it again updates the schedules in place.
@@ -30,6 +31,12 @@ select pg_temp.bulk_sync_schedule('bulk_sync_incremental', '*/5 * * * *', 'selec
 -- Keeps SKUs current: a fresh snapshot of every active shop's variants each night.
 select pg_temp.bulk_sync_schedule(
     'bulk_sync_skus', '30 2 * * *', $$select bulk_sync.enqueue_backfill(current_date, current_date, '{skus}')$$
+);
+
+-- Finds what the shops deleted (and any gap): the orders of the last 90 days checked against ids-only exports,
+-- every Sunday night.
+select pg_temp.bulk_sync_schedule(
+    'bulk_sync_reconcile', '45 3 * * 0', 'select bulk_sync.enqueue_reconcile(current_date - 90, current_date)'
 );
 
 -- pg_cron never cleans its run log; keep a week of it.

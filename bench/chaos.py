@@ -35,7 +35,7 @@ FAULTS = {
         "graphql_5xx": 0.03, "graphql_reset": 0.02, "graphql_throttled": 0.02, "graphql_429": 0.02,
         "download_5xx": 0.05, "download_reset": 0.03, "download_cut": 0.05, "op_failed_internal": 0.05,
         "op_failed_null": 0.03, "op_failed_timeout": 0.02, "op_stuck": 0.02, "op_url_expired": 0.02,
-        "malformed_line": 0.03, "foreign_op": 0.02,
+        "malformed_line": 0.03, "foreign_op": 0.02, "lost_start_report": 0.05,
     },
     "CHF": {"op_access_denied": 1},
 }  # fmt: skip
@@ -155,11 +155,15 @@ def run(seed: int, days: int, orders_per_day: int) -> dict:
                 secrets = db.execute(
                     "select count(*) from bulk_sync.job_runs where message ~ 'Signature=|shpat_'"
                 ).fetchone()[0]
+                adopted = db.execute(
+                    "select count(*) from bulk_sync.job_runs where phase = 'start' and message like '%adopted%'"
+                ).fetchone()[0]
             text = log.read_text()
     finally:
         server.stop()
     stats = shopify.stats()
     limits = {c: (1 if v < "2026-01" else 5) for c, v in SHOPS.items()}
+    duplicates = sum(s["duplicate_starts"] for s in stats["shops"].values())
     over = {c: s["max_concurrent"] for c, s in stats["shops"].items() if s["max_concurrent"] > limits[c]}
     checks = {
         "every job completed, split or failed": set(statuses) <= {"completed", "failed", "split"},
@@ -167,6 +171,7 @@ def run(seed: int, days: int, orders_per_day: int) -> dict:
         "tables equal ground truth minus failed and quarantined": not mismatched,
         "no shop over its limit": not over,
         "no secret in logs or audit": secrets == 0 and "Signature=" not in text and TOKEN not in text,
+        "no operation started twice while the first was alive": duplicates == 0,
     }
     faults = {}
     for per_shop in stats["faults"].values():
@@ -176,6 +181,7 @@ def run(seed: int, days: int, orders_per_day: int) -> dict:
         "seed": seed, "seconds": round(time.monotonic() - started), "jobs": statuses, "kills": kills,
         "postgres_restarts": restarts, "faults": faults, "rows_verified": rows, **lost,
         "operations": sum(s["operations_started"] for s in stats["shops"].values()),
+        "lost_starts": faults.get("lost_start_report", 0), "adopted": adopted, "duplicate_starts": duplicates,
         "mismatched_tables": mismatched, "checks": checks,
     }  # fmt: skip
 

@@ -1,7 +1,8 @@
 """`bulk-sync demo`: the whole pipeline on this machine. A private PostgreSQL (pg_cron, pgmq), the local Shopify
 simulator for DA, DE, NL, INT and CHF, the 2025-09-01..2025-10-31 backfill queued with one SQL call, runners
 working it to completion with progress shown, the result checked against the simulator's ground truth; then the
-shops' data changes and one incremental round brings the database up to date again. The shops are reached as apps
+shops' data changes and one incremental round brings the database up to date again; last the shops delete orders
+and variants, marked by webhook at once, or by reconciliation where a webhook got lost. The shops are reached as apps
 installed today reach them: one app's client credentials, granting tokens that expire after TOKEN_LIFETIME seconds
 (Shopify's last a day), renewed by the runner as it goes."""
 
@@ -19,9 +20,11 @@ import httpx
 import psycopg
 
 from runner import log
-from runner.localpg import LocalCluster
+from runner.localpg import LocalCluster, free_port
 from runner.simulator.truth import TABLES
+from runner.simulator.webhooks import domain
 from runner.status import LIVE, Snapshot, render, snapshot
+from runner.webhook import WebhookServer
 from runner.worker import Runner
 
 SHOPS = ("DA", "DE", "NL", "INT", "CHF")
@@ -51,7 +54,7 @@ def _summary(db: psycopg.Connection, base_url: str) -> bool:
     print(f"\n{'table':<26}{'rows':>12}{'ground truth':>15}  check")
     same = True
     for name in TABLES:
-        rows = db.execute(f"select count(*) from shopify.{name}").fetchone()[0]
+        rows = db.execute(f"select count(*) from shopify.live_{name}").fetchone()[0]  # without what was deleted
         truth = sum(_truth_count(base_url, code, name) for code in SHOPS)
         same &= rows == truth
         print(f"shopify.{name:<18}{rows:>12,}{truth:>15,}  {'equal' if rows == truth else 'DIFFERENT'}")
@@ -69,10 +72,7 @@ def _keep_current(db: psycopg.Connection, dsn: str, base_url: str, env: dict[str
     created = db.execute("select bulk_sync.enqueue_incremental()").fetchone()[0]
     print(f"select bulk_sync.enqueue_incremental();  -> {created} jobs created (pg_cron runs it every five minutes)")
     started = time.monotonic()
-    with (directory / "runner.log").open("a") as runner_log:
-        log.send_to(runner_log)
-        Runner(dsn, env, concurrency=4, name="demo", until_idle=True).run()
-        log.send_to(None)
+    Runner(dsn, env, concurrency=4, name="demo", until_idle=True).run()
     print(f"incremental sync finished in {time.monotonic() - started:.0f} s; freshness:")
     for shop, through, behind in db.execute(
         """select shop, to_char(synced_through, 'YYYY-MM-DD HH24:MI:SS TZ'), behind
@@ -80,6 +80,39 @@ def _keep_current(db: psycopg.Connection, dsn: str, base_url: str, env: dict[str
     ).fetchall():
         print(f"  {shop:<4} orders synced through {through} ({behind} behind)")
     return _summary(db, base_url)
+
+
+def _marked(db: psycopg.Connection) -> tuple[set[str], set[str]]:
+    return (
+        {i for (i,) in db.execute("select id from shopify.orders where deleted_at is not null")},
+        {i for (i,) in db.execute("select id from shopify.skus where deleted_at is not null")},
+    )
+
+
+def _deletions(db: psycopg.Connection, dsn: str, base_url: str, env: dict[str, str]) -> bool:
+    """Shops delete orders and variants: the webhooks mark them within moments; the notifications that got lost
+    are found by reconciliation and the SKU snapshot. True when exactly the deleted rows are marked."""
+    httpx.post(f"{base_url}/_admin/faults", json={"DE": {"webhook_lost": 2}}, timeout=30).raise_for_status()
+    orders, variants = set(), set()
+    for code in SHOPS:
+        spec = {"deleted_orders": 3, "deleted_variants": 10}
+        answer = httpx.post(f"{base_url}/_admin/shops/{code.lower()}/changes", json=spec, timeout=60).json()
+        orders |= set(answer["deleted_orders"])
+        variants |= set(answer["deleted_variants"])
+    started = time.monotonic()
+    while time.monotonic() - started < 10 and sum(map(len, _marked(db))) < len(orders) + len(variants) - 2:
+        time.sleep(0.1)
+    by_hook = _marked(db)
+    waited = time.monotonic() - started
+    db.execute("select bulk_sync.enqueue_reconcile(%s, %s)", (FIRST, LAST))
+    db.execute("select bulk_sync.enqueue_backfill(current_date, current_date, '{skus}')")
+    Runner(dsn, env, concurrency=4, name="demo", until_idle=True).run()
+    after = _marked(db)
+    print(f"\ndeleted on the shops: {len(orders)} orders, {len(variants)} variants; marked by webhook within "
+          f"{waited:.1f} s: {len(by_hook[0])} orders, {len(by_hook[1])} variants; the rest, whose webhooks were "
+          f"lost, by reconciliation and the SKU snapshot: {len(after[0] - by_hook[0])} orders, "
+          f"{len(after[1] - by_hook[1])} variants")  # fmt: skip
+    return after == (orders, variants)
 
 
 def _tokens(base_url: str) -> str:
@@ -90,13 +123,15 @@ def _tokens(base_url: str) -> str:
     return f"tokens granted (valid {TOKEN_LIFETIME} s each): {granted}; requests with an expired token: {refused}"
 
 
-def _simulator(app: dict[str, str], orders_per_day: int) -> tuple[subprocess.Popen, str]:
+def _simulator(app: dict[str, str], orders_per_day: int, webhooks: str) -> tuple[subprocess.Popen, str]:
     """The simulator in a process of its own, as a real Shopify would be; returns it and its base URL."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOP_", "SHOPIFY_"))} | app
+    env["SHOPIFY_WEBHOOK_SECRET"] = app["SHOPIFY_CLIENT_SECRET"]
     process = subprocess.Popen(
         [sys.executable, "-m", "runner", "simulate", "--shops", ",".join(SHOPS), "--port", "0",
          "--from", FIRST.isoformat(), "--to", LAST.isoformat(), "--orders-per-day", str(orders_per_day),
-         "--start-latency", "1", "--objects-per-second", "20000", "--token-lifetime", str(TOKEN_LIFETIME)],
+         "--start-latency", "1", "--objects-per-second", "20000", "--token-lifetime", str(TOKEN_LIFETIME),
+         "--webhook-url", webhooks],
         env=env, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     first = process.stdout.readline()
@@ -111,7 +146,11 @@ def run(directory: Path, reset: bool = False, port: int | None = None, orders_pe
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     app = {"SHOPIFY_CLIENT_ID": f"demo-{secrets.token_hex(4)}", "SHOPIFY_CLIENT_SECRET": secrets.token_hex(16)}
-    simulator, base_url = _simulator(app, orders_per_day)
+    hook_port = free_port()
+    simulator, base_url = _simulator(app, orders_per_day, f"http://127.0.0.1:{hook_port}/webhooks")
+    runner_log = (directory / "runner.log").open("a")
+    log.send_to(runner_log)  # every step line of the runners and the webhook receiver
+    webhooks = None
     try:
         with LocalCluster(directory / "postgres", port=port) as cluster:
             print(f"PostgreSQL with pg_cron on 127.0.0.1:{cluster.port} (data in {cluster.data})")
@@ -124,33 +163,38 @@ def run(directory: Path, reset: bool = False, port: int | None = None, orders_pe
                 db.execute("set jit = off")  # the live view's queries are small; compiling them costs more
                 db.execute("update bulk_sync.settings set poll_interval_seconds = 1")
                 for code in SHOPS:
-                    db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}-demo.myshopify.com"))
+                    db.execute("select bulk_sync.add_shop(%s, %s)", (code, domain(code)))
                 created = db.execute("select bulk_sync.enqueue_backfill(%s, %s)", (FIRST, LAST)).fetchone()[0]
                 print(f"select bulk_sync.enqueue_backfill('{FIRST}', '{LAST}');  -> {created} jobs created")
                 env = app | {f"SHOP_{c}_URL": f"{base_url}/{c.lower()}" for c in SHOPS}
-                with (directory / "runner.log").open("a") as runner_log:
-                    log.send_to(runner_log)
-                    runner = Runner(dsn, env, concurrency=4, name="demo", until_idle=True)
-                    worker = threading.Thread(target=runner.run, daemon=True)
-                    started = time.monotonic()
-                    worker.start()
-                    print(f"runners working (step log: {directory / 'runner.log'})\n")
-                    previous, tty = None, sys.stdout.isatty()
-                    while worker.is_alive():
-                        worker.join(timeout=2 if tty else 3)
-                        snap = snapshot(db)
-                        if tty:  # the live view, redrawn in place
-                            sys.stdout.write("\x1b[H\x1b[J" + render(snap, previous) + "\n")
-                        else:
-                            sys.stdout.write(_line(snap, previous, started) + "\n")
-                        sys.stdout.flush()
-                        previous = snap
-                    log.send_to(None)
+                webhooks = WebhookServer(dsn, env, hook_port, "127.0.0.1")
+                webhooks.start()
+                runner = Runner(dsn, env, concurrency=4, name="demo", until_idle=True)
+                worker = threading.Thread(target=runner.run, daemon=True)
+                started = time.monotonic()
+                worker.start()
+                print(f"runners working (step log: {directory / 'runner.log'})\n")
+                previous, tty = None, sys.stdout.isatty()
+                while worker.is_alive():
+                    worker.join(timeout=2 if tty else 3)
+                    snap = snapshot(db)
+                    if tty:  # the live view, redrawn in place
+                        sys.stdout.write("\x1b[H\x1b[J" + render(snap, previous) + "\n")
+                    else:
+                        sys.stdout.write(_line(snap, previous, started) + "\n")
+                    sys.stdout.flush()
+                    previous = snap
                 print(f"\nbackfill finished in {time.monotonic() - started:.0f} s")
                 same = _summary(db, base_url)
                 same &= _keep_current(db, dsn, base_url, env, directory)
+                same &= _deletions(db, dsn, base_url, env)
+                same &= _summary(db, base_url)
                 print(f"\none app's client credentials for all shops; {_tokens(base_url)}")
     finally:
+        if webhooks is not None:
+            webhooks.stop()
+        log.send_to(None)
+        runner_log.close()
         simulator.terminate()
         simulator.wait(10)
     print("\nstopped the demo cluster and simulator; run again for a new run (--reset also removes the cluster)")

@@ -29,6 +29,12 @@ def test_pg_cron_runs_the_tick(postgresql: psycopg.Connection, db: psycopg.Conne
             ("bulk_sync_incremental", dbname, "*/5 * * * *", "select bulk_sync.enqueue_incremental()"),
             ("bulk_sync_prune_cron_log", "postgres", "17 3 * * *", jobs[1][3]),
             (
+                "bulk_sync_reconcile",
+                dbname,
+                "45 3 * * 0",
+                "select bulk_sync.enqueue_reconcile(current_date - 90, current_date)",
+            ),
+            (
                 "bulk_sync_skus",
                 dbname,
                 "30 2 * * *",
@@ -38,7 +44,7 @@ def test_pg_cron_runs_the_tick(postgresql: psycopg.Connection, db: psycopg.Conne
         ]
         # what the nightly SKU schedule runs: a snapshot per active shop, once a day
         for created in (1, 0):
-            assert db.execute(jobs[2][3]).fetchone()[0] == created
+            assert db.execute(jobs[3][3]).fetchone()[0] == created
         try:
             deadline = time.monotonic() + 130
             while time.monotonic() < deadline:
@@ -75,7 +81,7 @@ def test_a_role_that_is_not_superuser_schedules_in_its_own_database(dsn: str, po
             ).fetchall()
             assert jobs == [
                 ("bulk_sync_incremental", "postgres"), ("bulk_sync_prune_cron_log", "postgres"),
-                ("bulk_sync_skus", "postgres"), ("bulk_sync_tick", "postgres"),
+                ("bulk_sync_reconcile", "postgres"), ("bulk_sync_skus", "postgres"), ("bulk_sync_tick", "postgres"),
             ]  # fmt: skip
         finally:
             admin.execute("delete from cron.job where username = 'cron_user'")

@@ -24,6 +24,7 @@ KINDS = {
     "download_reset": "connection reset on a download, before any byte",
     "download_cut": "download cut off midway",
     "grant_5xx": "HTTP 503 on a client credentials grant",
+    "webhook_lost": "a webhook notification is never delivered",
     "lost_start_report": "bulkOperationRunQuery makes the operation, then the connection resets before the answer",
     "grant_refused": "invalid_client on a client credentials grant, as for an app no longer installed",
 }

@@ -71,6 +71,8 @@ class Notifier:
                     self._deliver(op, state)
 
     def _post(self, shop: str, topic: str, body: bytes) -> None:
+        if self.shopify.faults.hit(shop, "webhook_lost"):
+            return
         headers = {
             "Content-Type": "application/json",
             "X-Shopify-Topic": topic,
