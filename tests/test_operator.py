@@ -52,11 +52,15 @@ def test_demo_live_view_in_a_terminal(tmp_path) -> None:
     assert "jobs by state:" in frames[0]
     assert re.search(r"jobs by state: completed \d+\r?\n", frames[-1]), frames[-1]  # nothing queued, failed or live
     summary = frames[-1].split("backfill finished")[-1]
-    # the backfill's summary, then data changes, one incremental round, freshness and the summary again
+    # the backfill's summary, then data changes, one incremental round, freshness and the summary again; then
+    # deletions, marked by webhook or reconciliation, and the summary once more
     backfill, current = summary.split("select bulk_sync.enqueue_incremental();")
+    current, deletions = current.split("deleted on the shops:")
     assert backfill.count("equal") == 4 and "DIFFERENT" not in summary
     assert "-> 5 jobs created" in current and current.count("orders synced through") == 5
     assert current.count("equal") == 4
+    assert re.match(r" 15 orders, 50 variants; marked by webhook within", deletions), deletions
+    assert deletions.count("equal") == 4
 
 
 def _cli(*args: str, dsn: str) -> subprocess.CompletedProcess:
