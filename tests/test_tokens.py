@@ -21,7 +21,7 @@ from runner.simulator.truth import TABLES
 from runner.simulator.webhooks import domain
 from runner.tokens import ClientCredentials
 from runner.webhook import WebhookServer, signature
-from tests.jobs import claim, make_due
+from tests.jobs import claim, make_due, report
 from tests.simulator import EDGES, POLL, TOKEN, start
 from tests.test_import import table
 
@@ -335,3 +335,15 @@ def test_a_shop_added_while_the_runner_runs_gets_its_backfill(db: psycopg.Connec
             os.killpg(runner.pid, signal.SIGTERM)
             runner.wait(timeout=60)
         server.stop()
+
+
+def test_a_deactivated_shop_gets_no_new_work(db: psycopg.Connection) -> None:
+    for code in ("DE", "NL"):
+        db.execute("select bulk_sync.add_shop(%s, %s, '2025-10')", (code, f"{code.lower()}-shop.myshopify.com"))
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-02', '{orders}')")  # one slot each
+    db.execute("update bulk_sync.shops set active = false where code = 'NL'")
+    for task in claim(db, "w", qty=10):  # the starts dispatched before the pause fail: both slots free up
+        report(db, "report_fatal_error", task["job_id"], task["fence"], "test")
+    db.execute("select bulk_sync.tick()")
+    statuses = db.execute("select shop, status, count(*) from bulk_sync.jobs group by 1, 2 order by 1, 2").fetchall()
+    assert statuses == [("DE", "failed", 1), ("DE", "starting", 1), ("NL", "failed", 1), ("NL", "queued", 1)]
