@@ -67,10 +67,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
     env = dict(os.environ)
+    only = sorted({c.strip().upper() for c in args.shops.split(",") if c.strip()}) if args.shops else None
     with connect(args.database_url) as conn:
-        check(env, conn)
+        check(env, conn, only)
     name = args.name or f"{socket.gethostname()}:{os.getpid()}"
-    runner = Runner(database_url(args.database_url), env, args.concurrency, name, args.until_idle)
+    runner = Runner(database_url(args.database_url), env, args.concurrency, name, args.until_idle, only=only)
     webhooks = None
     if args.webhook_port is not None:
         from runner.webhook import WebhookServer
@@ -127,16 +128,21 @@ def parser() -> argparse.ArgumentParser:
         "run",
         help="the runner: take tasks from the database, call Shopify, report back",
         description="Claims tasks (start, poll, download, import), performs their HTTP side and reports the "
-        "outcome through SQL functions. Needs DATABASE_URL and SHOP_<CODE>_TOKEN (optional SHOP_<CODE>_URL) for "
-        "every active shop. SIGTERM/SIGINT: finish or give back the steps in hand, then exit.",
+        "outcome through SQL functions. Needs DATABASE_URL and, for every active shop it serves, SHOP_<CODE>_TOKEN "
+        "or client credentials (SHOP_<CODE>_CLIENT_ID/_SECRET, or SHOPIFY_CLIENT_ID/_SECRET for all); optional "
+        "SHOP_<CODE>_URL. SIGTERM/SIGINT: finish or give back the steps in hand, then exit.",
     )
     run.add_argument("--database-url", help="overrides DATABASE_URL")
     run.add_argument("--concurrency", type=int, default=2, help="tasks in flight at once (default: %(default)s)")
     run.add_argument("--until-idle", action="store_true", help="exit once no job can make progress")
     run.add_argument("--name", help="worker name in leases and the audit trail (default: host:pid)")
     run.add_argument(
+        "--shops", help="serve only these shop codes, e.g. DE,NL (default: every active shop); downloads and "
+        "imports of any shop are still taken",
+    )  # fmt: skip
+    run.add_argument(
         "--webhook-port", type=int,
-        help="receive Shopify's bulk_operations/finish webhook on this port (needs SHOPIFY_WEBHOOK_SECRET)",
+        help="receive Shopify's webhooks (bulk_operations/finish, deletions) on this port",
     )  # fmt: skip
     run.add_argument("--webhook-host", default="0.0.0.0", help="address to listen on (default: %(default)s)")  # noqa: S104
     run.set_defaults(func=_run)

@@ -41,9 +41,11 @@ def webhook_secret(code: str | None, env: dict[str, str]) -> str | None:
     return own or env.get("SHOPIFY_CLIENT_SECRET") or env.get("SHOPIFY_WEBHOOK_SECRET") or None
 
 
-def servable(env: dict[str, str]) -> list[str] | None:
-    """The shops a runner with this environment can serve: every shop (None) when one app's credentials are set,
-    else those with credentials of their own."""
+def servable(env: dict[str, str], only: list[str] | None = None) -> list[str] | None:
+    """The shops a runner with this environment can serve (limited to `only` when given): every shop (None) when
+    one app's credentials are set, else those with credentials of their own."""
+    if only is not None:
+        return [code for code in only if credentials(code, env)]
     if env.get("SHOPIFY_CLIENT_ID") and env.get("SHOPIFY_CLIENT_SECRET"):
         return None
     return sorted(code for code in _named(env) if credentials(code, env))
@@ -54,9 +56,10 @@ def _named(env: dict[str, str]) -> set[str]:
     return {m.group(1) for name in env if (m := _PER_SHOP.match(name))}
 
 
-def check(env: dict[str, str], conn: psycopg.Connection) -> list[str]:
-    """The active shops, after checking the environment: one ConfigError naming every half-set pair of client
-    credentials and every active shop without credentials."""
+def check(env: dict[str, str], conn: psycopg.Connection, only: list[str] | None = None) -> list[str]:
+    """The active shops served (all, or those of `only`), after checking the environment: one ConfigError naming
+    every half-set pair of client credentials, every unknown shop of `only`, and every served shop without
+    credentials."""
     half = sorted(
         f"SHOP_{code}_CLIENT_ID and SHOP_{code}_CLIENT_SECRET"
         for code in _named(env)
@@ -67,6 +70,11 @@ def check(env: dict[str, str], conn: psycopg.Connection) -> list[str]:
     if half:
         raise ConfigError(f"client credentials come in pairs: set both of {'; '.join(half)}")
     codes = [code for (code,) in conn.execute("select code from bulk_sync.shops where active order by code")]
+    if only is not None:
+        known = {code for (code,) in conn.execute("select code from bulk_sync.shops")}
+        if unknown := [code for code in only if code not in known]:
+            raise ConfigError(f"--shops names an unknown shop: {', '.join(unknown)}")
+        codes = [code for code in codes if code in only]
     if not codes:
         raise ConfigError("no active shop: register one with select bulk_sync.add_shop('DE', 'my-shop.myshopify.com');")
     missing = [code for code in codes if credentials(code, env) is None]

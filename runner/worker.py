@@ -85,11 +85,11 @@ class Runner:
 
     def __init__(
         self, dsn: str, env: dict[str, str], concurrency: int = 1, name: str = "runner",
-        until_idle: bool = False, wait_seconds: float = 2.0,
+        until_idle: bool = False, wait_seconds: float = 2.0, only: list[str] | None = None,
     ) -> None:  # fmt: skip
         self.dsn = dsn
         self.env = env
-        self.shops = servable(env)  # told to the claim: None serves every shop
+        self.shops = servable(env, only)  # told to the claim: None serves every shop
         self.concurrency = concurrency
         self.name = name
         self.until_idle = until_idle

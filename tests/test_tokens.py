@@ -347,3 +347,27 @@ def test_a_deactivated_shop_gets_no_new_work(db: psycopg.Connection) -> None:
     db.execute("select bulk_sync.tick()")
     statuses = db.execute("select shop, status, count(*) from bulk_sync.jobs group by 1, 2 order by 1, 2").fetchall()
     assert statuses == [("DE", "failed", 1), ("DE", "starting", 1), ("NL", "failed", 1), ("NL", "queued", 1)]
+
+
+def test_runners_serving_a_shop_each_share_a_backfill(db: psycopg.Connection, dsn: str, tmp_path) -> None:
+    codes = ["DE", "NL"]
+    server = start(tuple(codes), days=2, orders_per_day=10)
+    try:
+        _setup(db, codes)
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("SHOP_", "SHOPIFY_"))} | {"DATABASE_URL": dsn}
+        log = tmp_path / "runner.log"
+        runners = [
+            _run(base | {f"SHOP_{code}_TOKEN": TOKEN, f"SHOP_{code}_URL": server.shop_url(code)}, log,
+                 "--until-idle", "--shops", code, "--name", f"only-{code}")
+            for code in codes
+        ]  # fmt: skip
+        for runner in runners:
+            assert runner.wait(timeout=300) == 0, log.read_text()[-3000:]
+        _assert_equals_truth(db, server, codes)
+        starts = db.execute(
+            "select j.shop, r.worker from bulk_sync.job_runs as r join bulk_sync.jobs as j on j.id = r.job_id "
+            "where r.phase = 'start' and r.status = 'claimed'"
+        ).fetchall()
+        assert starts and all(worker.startswith(f"only-{shop}/") for shop, worker in starts)
+    finally:
+        server.stop()
