@@ -107,9 +107,14 @@ def test_split_halves_never_merge(db: psycopg.Connection) -> None:
 
 
 def test_days_that_have_not_ended_are_not_merged(db: psycopg.Connection) -> None:
-    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com', '2026-10')")
+    # The shop's day is whole days in its time zone: one where it is about noon now, so that today ends hours after
+    # the test, whatever the time of day it runs (with UTC a run across midnight saw today end midway).
+    hour = int(db.execute("select extract(hour from now() at time zone 'UTC')").fetchone()[0])
+    offset = 12 - hour  # Etc/GMT-N is UTC+N
+    zone = "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com', '2026-10', null, %s)", (zone,))
     db.execute("update bulk_sync.settings set min_operation_objects = 10000, poll_interval_seconds = 0")
-    today = dt.datetime.now(UTC).date()
+    (today,) = db.execute("select (now() at time zone %s)::date", (zone,)).fetchone()
     db.execute(
         "select bulk_sync.enqueue_backfill(%s, %s, '{orders}')",
         (today - dt.timedelta(days=8), today + dt.timedelta(days=1)),
