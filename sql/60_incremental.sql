@@ -116,6 +116,21 @@ begin
 end;
 $$;
 
+-- Records a delivery by its X-Shopify-Webhook-Id (kept 3 days: Shopify retries for 48 hours); false when it was
+-- handled already.
+create or replace function bulk_sync.webhook_received(p_webhook_id text, p_shop text, p_subject text)
+returns boolean
+language plpgsql as $$
+begin
+    perform bulk_sync.require_text(p_webhook_id, 'webhook id');
+    delete from bulk_sync.webhooks where received_at < now() - interval '3 days';
+    insert into bulk_sync.webhooks (webhook_id, shop, operation_id, outcome)
+    values (p_webhook_id, p_shop, left(p_subject, 200), 'received')
+    on conflict (webhook_id) do nothing;
+    return found;
+end;
+$$;
+
 -- Handles a bulk_operations/finish notification once per webhook id: the job waiting for that operation is polled
 -- at once. Returns 'polled', 'duplicate' or 'ignored' (no job waits for it: already polled, or not ours).
 create or replace function bulk_sync.webhook_finished(p_webhook_id text, p_shop_domain text, p_operation_id text)
@@ -127,12 +142,7 @@ declare
     v_job bulk_sync.jobs;
     v_outcome text := 'ignored';
 begin
-    perform bulk_sync.require_text(p_webhook_id, 'webhook id');
-    delete from bulk_sync.webhooks where received_at < now() - interval '3 days';
-    insert into bulk_sync.webhooks (webhook_id, shop, operation_id, outcome)
-    values (p_webhook_id, v_shop, left(p_operation_id, 200), 'received')
-    on conflict (webhook_id) do nothing;
-    if not found then
+    if not bulk_sync.webhook_received(p_webhook_id, v_shop, p_operation_id) then
         return 'duplicate';
     end if;
     select * into v_job from bulk_sync.jobs

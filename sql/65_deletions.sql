@@ -96,16 +96,7 @@ declare
     v_s bulk_sync.settings := bulk_sync.get_settings();
     v_count integer;
 begin
-    if p_from is null or p_to is null then
-        raise exception 'p_from and p_to are required dates' using errcode = 'BS005';
-    end if;
-    if p_from > p_to then
-        raise exception 'invalid date range: from % is after to %', p_from, p_to using errcode = 'BS001';
-    end if;
-    if p_to - p_from + 1 > v_s.max_backfill_days then
-        raise exception 'date range of % days is too large (at most % days)',
-            p_to - p_from + 1, v_s.max_backfill_days using errcode = 'BS004';
-    end if;
+    perform bulk_sync.require_days(p_from, p_to);
     -- Completed reconciliations add up week after week: they go after audit_retention_days.
     delete from bulk_sync.jobs
     where entity = 'order_ids' and status in ('completed', 'split', 'canceled')
@@ -147,7 +138,6 @@ declare
     v_count integer := 0;
     v_outcome text;
 begin
-    perform bulk_sync.require_text(p_webhook_id, 'webhook id');
     if p_topic not in ('orders/delete', 'products/delete', 'products/update') then
         raise exception 'unknown deletion topic %', quote_literal(p_topic) using errcode = 'BS009';
     end if;
@@ -156,11 +146,7 @@ begin
         case when p_topic = 'orders/delete' then 'gid://shopify/Order/' else 'gid://shopify/Product/' end
         || (p_payload ->> 'id')
     );
-    delete from bulk_sync.webhooks where received_at < now() - interval '3 days';
-    insert into bulk_sync.webhooks (webhook_id, shop, operation_id, outcome)
-    values (p_webhook_id, v_shop, left(v_subject, 200), 'received')
-    on conflict (webhook_id) do nothing;
-    if not found then
+    if not bulk_sync.webhook_received(p_webhook_id, v_shop, v_subject) then
         return 'duplicate';
     end if;
     if p_topic = 'orders/delete' then

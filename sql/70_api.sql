@@ -85,6 +85,25 @@ begin
 end;
 $$;
 
+-- Raises BS005, BS001 or BS004 unless [p_from, p_to] is a range of at most max_backfill_days days.
+create or replace function bulk_sync.require_days(p_from date, p_to date) returns void
+language plpgsql stable as $$
+declare
+    v_max integer := (bulk_sync.get_settings()).max_backfill_days;
+begin
+    if p_from is null or p_to is null then
+        raise exception 'p_from and p_to are required dates' using errcode = 'BS005';
+    end if;
+    if p_from > p_to then
+        raise exception 'invalid date range: from % is after to %', p_from, p_to using errcode = 'BS001';
+    end if;
+    if p_to - p_from + 1 > v_max then
+        raise exception 'date range of % days is too large (at most % days)', p_to - p_from + 1, v_max
+            using errcode = 'BS004';
+    end if;
+end;
+$$;
+
 -- Queues the jobs covering every day of [p_from, p_to] (whole days in each shop's time zone) plus one skus snapshot
 -- per shop; returns how many jobs it created (0 when everything is already covered) and dispatches what is due.
 create or replace function bulk_sync.enqueue_backfill(
@@ -99,16 +118,7 @@ declare
     v_bad text;
     v_count integer;
 begin
-    if p_from is null or p_to is null then
-        raise exception 'p_from and p_to are required dates' using errcode = 'BS005';
-    end if;
-    if p_from > p_to then
-        raise exception 'invalid date range: from % is after to %', p_from, p_to using errcode = 'BS001';
-    end if;
-    if p_to - p_from + 1 > v_s.max_backfill_days then
-        raise exception 'date range of % days is too large (at most % days)',
-            p_to - p_from + 1, v_s.max_backfill_days using errcode = 'BS004';
-    end if;
+    perform bulk_sync.require_days(p_from, p_to);
     if p_entities is null or cardinality(p_entities) = 0 or array_position(p_entities, null) is not null then
         raise exception 'p_entities must list entities (orders, refunds, skus) without NULLs'
             using errcode = 'BS005';
