@@ -31,7 +31,7 @@ class WebhookServer:
     def __init__(self, dsn: str, env: dict[str, str], port: int, host: str = "0.0.0.0") -> None:  # noqa: S104
         self.dsn = dsn
         self.env = env
-        self._codes: dict[str, str | None] = {}  # shop domain -> code
+        self._codes: dict[str, str] = {}  # shop domain -> code, of registered shops
         self._db_lock = threading.Lock()
         self._db: psycopg.Connection | None = None
         self.httpd = ThreadingHTTPServer((host, port), self._handler())
@@ -59,10 +59,13 @@ class WebhookServer:
         return self._query(query, (webhook_id, domain, topic, json.dumps(payload)))
 
     def secret(self, domain: str) -> bytes | None:
-        """The secret that signs the webhooks of the shop at `domain` (its code looked up once)."""
-        if domain not in self._codes:
-            self._codes[domain] = self._query("select code from bulk_sync.shops where domain = %s", (domain,))
-        found = webhook_secret(self._codes[domain], self.env)
+        """The secret that signs the webhooks of the shop at `domain` (its code looked up once it is registered)."""
+        code = self._codes.get(domain)
+        if code is None:
+            code = self._query("select code from bulk_sync.shops where domain = %s", (domain,))
+            if code is not None:  # an unknown domain is asked again: its shop may be registered later
+                self._codes[domain] = code
+        found = webhook_secret(code, self.env)
         return found.encode() if found else None
 
     def _query(self, query: str, args: tuple) -> object:

@@ -193,7 +193,8 @@ def test_downloads_and_imports_need_no_credentials(db: psycopg.Connection) -> No
 def test_webhooks_are_verified_with_the_secret_of_the_shops_app(db: psycopg.Connection, dsn: str) -> None:
     for code in ("DE", "NL"):
         db.execute("select bulk_sync.add_shop(%s, %s)", (code, domain(code)))
-    env = {"SHOP_DE_CLIENT_ID": "de", "SHOP_DE_CLIENT_SECRET": "de-secret", "SHOPIFY_CLIENT_SECRET": "app-secret"}
+    env = {"SHOP_DE_CLIENT_ID": "de", "SHOP_DE_CLIENT_SECRET": "de-secret", "SHOPIFY_CLIENT_SECRET": "app-secret",
+           "SHOP_CHF_CLIENT_ID": "chf", "SHOP_CHF_CLIENT_SECRET": "chf-secret"}  # fmt: skip
     server = WebhookServer(dsn, env, 0, "127.0.0.1")
     server.start()
     try:
@@ -210,6 +211,10 @@ def test_webhooks_are_verified_with_the_secret_of_the_shops_app(db: psycopg.Conn
         assert deliver("DE", b"de-secret", "w2") == 200
         assert deliver("NL", b"app-secret", "w3") == 200
         assert deliver("NL", b"de-secret", "w4") == 401
+        # a shop registered after a delivery from its domain is verified with its own app's secret
+        assert deliver("CHF", b"chf-secret", "w5") == 401
+        db.execute("select bulk_sync.add_shop('CHF', %s)", (domain("CHF"),))
+        assert deliver("CHF", b"chf-secret", "w6") == 200
     finally:
         server.stop()
 
