@@ -49,6 +49,11 @@ def start(
     return SimulatorServer(Shopify(config, Faults(faults or {}))).start()
 
 
+def truth(server: SimulatorServer, codes, table: str) -> list[dict]:
+    """The ground truth of `table` over the shops `codes`, ordered by id as runner.simulator.truth.database_rows."""
+    return sorted((row for code in codes for row in server.shopify.truth(code, table)), key=lambda r: r["id"])
+
+
 class Client:
     def __init__(self, server: SimulatorServer, shop: str = "DE", version: str = "2026-10") -> None:
         self.server = server

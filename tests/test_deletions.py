@@ -3,7 +3,6 @@ by a SKU snapshot or by reconciliation, and a start whose report was lost is ado
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,19 +12,14 @@ import httpx
 import psycopg
 import pytest
 
+from runner.localpg import free_port
 from runner.simulator.truth import TABLES, database_rows
 from runner.simulator.webhooks import domain
-from tests.simulator import TOKEN, start
+from tests.simulator import TOKEN, start, truth
 
 SHOPS = {"DE": "2026-10", "NL": "2025-10"}  # NL polls and adopts the way API versions before 2026-01 do
 DAYS = ("2025-09-01", "2025-09-04")
 SECRET = "shpss_webhook_secret_for_deletions"  # noqa: S105 - a fake
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(dsn: str, server, **extra: str) -> dict[str, str]:
@@ -53,8 +47,8 @@ def _setup(db: psycopg.Connection) -> None:
 def _assert_mirror_is_the_shops(db: psycopg.Connection, server, deleted: dict[str, set[str]]) -> None:
     """What the shops hold now equals the live views, and deleted_at is set on exactly the deleted rows."""
     for name in TABLES:
-        truth = sorted((row for code in SHOPS for row in server.shopify.truth(code, name)), key=lambda r: r["id"])
-        assert truth and database_rows(db, name, live=True) == truth, name
+        expected = truth(server, SHOPS, name)
+        assert expected and database_rows(db, name, live=True) == expected, name
     marked = {
         "orders": {i for (i,) in db.execute("select id from shopify.orders where deleted_at is not null")},
         "skus": {i for (i,) in db.execute("select id from shopify.skus where deleted_at is not null")},
@@ -116,7 +110,7 @@ def test_without_webhooks_an_incremental_round_a_snapshot_and_reconciliation_fin
 
 
 def test_with_webhooks_deletions_land_before_any_reconciliation(db: psycopg.Connection, dsn: str, tmp_path) -> None:
-    port = _free_port()
+    port = free_port()
     server = start(tuple(SHOPS), days=2, orders_per_day=30, start_latency=0.2, objects_per_second=20_000,
                    webhook_url=f"http://127.0.0.1:{port}/webhooks", webhook_secret=SECRET)  # fmt: skip
     runner = None
@@ -178,8 +172,8 @@ def test_a_start_whose_report_was_lost_is_adopted_never_started_twice(
         assert all(stats[code]["duplicate_starts"] == 0 for code in SHOPS), stats
         assert db.execute("select distinct status from bulk_sync.jobs").fetchall() == [("completed",)]
         for name in TABLES:
-            truth = sorted((r for code in SHOPS for r in server.shopify.truth(code, name)), key=lambda r: r["id"])
-            assert database_rows(db, name) == truth, name
+            expected = truth(server, SHOPS, name)
+            assert database_rows(db, name) == expected, name
     finally:
         server.stop()
 

@@ -3,13 +3,13 @@ runners killed on the way, and the bulk_operations/finish webhook."""
 
 import random
 import signal
-import socket
 import time
 
 import httpx
 import psycopg
 import pytest
 
+from runner.localpg import free_port
 from runner.simulator.truth import TABLES
 from runner.simulator.webhooks import domain
 from runner.webhook import signature
@@ -19,12 +19,6 @@ from tests.test_runner import _env, _runner
 
 SHOPS = ("DE", "NL")
 SECRET = "whsec_test_client_secret"  # noqa: S105 - a fake
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _setup(db: psycopg.Connection) -> None:
@@ -128,7 +122,7 @@ def test_incremental_runs_keep_up_with_changes_and_kills_never_pass_the_watermar
 
 
 def test_the_finish_webhook_polls_at_once_and_forgeries_are_refused(db: psycopg.Connection, dsn: str, tmp_path) -> None:
-    port = _free_port()
+    port = free_port()
     server = start(SHOPS, days=1, orders_per_day=10, start_latency=0.2, objects_per_second=20_000,
                    webhook_url=f"http://127.0.0.1:{port}/webhooks", webhook_secret=SECRET)  # fmt: skip
     runner = None

@@ -14,7 +14,7 @@ import pytest
 
 from runner.simulator.truth import TABLES
 from tests.jobs import windows_tile
-from tests.simulator import TOKEN, start
+from tests.simulator import TOKEN, start, truth
 from tests.test_import import table
 from tests.test_roles import _login
 
@@ -59,8 +59,8 @@ def _assert_equals_truth(db: psycopg.Connection, server) -> None:
     statuses = db.execute("select status, count(*) from bulk_sync.jobs group by status").fetchall()
     assert dict(statuses).keys() == {"completed"}, statuses
     for name in TABLES:
-        truth = sorted((row for code in SHOPS for row in server.shopify.truth(code, name)), key=lambda r: r["id"])
-        assert table(db, name) == truth, name
+        expected = truth(server, SHOPS, name)
+        assert table(db, name) == expected, name
 
 
 def test_a_week_of_five_shops_equals_the_ground_truth(db: psycopg.Connection, dsn: str, shopify, tmp_path) -> None:
@@ -178,8 +178,8 @@ def test_shopify_failures_are_reported_and_survived(db: psycopg.Connection, dsn:
         statuses = dict(db.execute("select status, count(*) from bulk_sync.jobs group by status").fetchall())
         assert set(statuses) <= {"completed", "split"}, statuses
         for name in TABLES:
-            truth = sorted((r for code in SHOPS for r in server.shopify.truth(code, name)), key=lambda r: r["id"])
-            assert table(db, name) == truth, name
+            expected = truth(server, SHOPS, name)
+            assert table(db, name) == expected, name
         injected = httpx.get(f"{server.base_url}/_admin/stats").json()["faults"]
         assert injected["DE"]["download_cut"] == 2 and injected["NL"]["op_failed_timeout"] == 1
         retried = db.execute("select count(*) from bulk_sync.job_runs where status = 'retry'").fetchone()[0]

@@ -14,7 +14,7 @@ import pytest
 
 from runner.localpg import LocalCluster, bindir
 from runner.simulator.truth import TABLES
-from tests.simulator import TOKEN, start
+from tests.simulator import TOKEN, start, truth
 from tests.test_import import table
 
 OWNER = "supa_owner"  # Supabase's "postgres": NOSUPERUSER, CREATEROLE, CREATEDB, BYPASSRLS
@@ -181,9 +181,9 @@ def _backfill(dsn: str, tmp_path: Path) -> None:
             statuses = db.execute("select status, count(*) from bulk_sync.jobs group by status").fetchall()
             assert dict(statuses).keys() == {"completed"}, statuses
             for name in TABLES:
-                truth = sorted((r for code in SHOPS for r in shopify.shopify.truth(code, name)), key=lambda r: r["id"])
-                assert table(db, name) == truth, name
-                assert truth, name
+                expected = truth(shopify, SHOPS, name)
+                assert table(db, name) == expected, name
+                assert expected, name
     finally:
         shopify.stop()
 

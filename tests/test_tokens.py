@@ -22,7 +22,7 @@ from runner.simulator.webhooks import domain
 from runner.tokens import ClientCredentials
 from runner.webhook import WebhookServer, signature
 from tests.jobs import claim, make_due, report
-from tests.simulator import EDGES, POLL, TOKEN, start
+from tests.simulator import EDGES, POLL, TOKEN, start, truth
 from tests.test_import import table
 
 APP = App("bulk-sync-app", "shpss_app_secret_0123456789abcdef")
@@ -247,8 +247,8 @@ def _setup(db: psycopg.Connection, codes) -> None:
 
 def _assert_equals_truth(db: psycopg.Connection, server, codes) -> None:
     for name in TABLES:
-        truth = sorted((row for code in codes for row in server.shopify.truth(code, name)), key=lambda r: r["id"])
-        assert truth and table(db, name) == truth, name
+        expected = truth(server, codes, name)
+        assert expected and table(db, name) == expected, name
 
 
 def _secrets_absent(db: psycopg.Connection, server, log: Path) -> None:
