@@ -15,14 +15,13 @@ from bench.table import print_table
 from runner.localpg import LocalCluster
 from runner.simulator.data import Catalogue, Settings, ShopData
 from runner.simulator.export import Export
-from runner.simulator.graphql import parse
 
 
 def _lines(orders_per_day: int, days: int, query: str) -> list[str]:
     first = dt.date(2025, 9, 1)
     settings = Settings(first_day=first, last_day=first + dt.timedelta(days=days - 1), orders_per_day=orders_per_day)
     shop = ShopData("DE", 1, settings, Catalogue(settings))
-    return [line for line, _ in Export(shop, parse(query)[0], {}, group_objects=False).lines()]
+    return [line for line, _ in Export.of(shop, query).lines()]
 
 
 def _import(db: psycopg.Connection, lines: list[str], batch: int, run: int) -> float:

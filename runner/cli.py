@@ -98,7 +98,9 @@ def _demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from runner.demo import run
+    from runner.simulator.cli import require_graphql
 
+    require_graphql()
     try:
         return run(Path(args.dir), reset=args.reset, port=args.port, orders_per_day=args.orders_per_day)
     except FileNotFoundError as exc:

@@ -70,7 +70,10 @@ class Client:
         return response.json()
 
     def run(self, bulk_query: str, group: bool | None = None) -> dict:
-        return self.gql(RUN, q=bulk_query, g=group)["data"]["bulkOperationRunQuery"]
+        """Starts a bulk query; without `group`, groupObjects is left to the version's default (an explicit null
+        is an error, as at Shopify)."""
+        grouping = {} if group is None else {"g": group}
+        return self.gql(RUN, q=bulk_query, **grouping)["data"]["bulkOperationRunQuery"]
 
     def poll(self, op_id: str) -> dict:
         if api_at_least(self.version, "2026-01"):

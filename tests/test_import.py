@@ -11,7 +11,6 @@ import pytest
 
 from runner.simulator.data import Catalogue, Settings, ShopData
 from runner.simulator.export import Export
-from runner.simulator.graphql import parse
 from runner.simulator.truth import COLUMNS as TRUTH_COLUMNS
 from runner.simulator.truth import database_rows
 from runner.simulator.truth import rows as truth_rows
@@ -188,7 +187,7 @@ def test_download_must_match_what_is_staged(db: psycopg.Connection) -> None:
 
 
 def _simulated_export(shop: ShopData, query: str) -> list[str]:
-    return [line for line, _ in Export(shop, parse(query)[0], {}, group_objects=False).lines()]
+    return [line for line, _ in Export.of(shop, query).lines()]
 
 
 @pytest.fixture
@@ -314,15 +313,19 @@ def test_the_tick_imports_what_no_runner_took(db: psycopg.Connection) -> None:
 
 
 def test_bulk_queries_are_valid_for_shopify(db: psycopg.Connection) -> None:
-    """The queries bulk-sync sends pass the simulator's copy of Shopify's bulk-query rules."""
-    from runner.simulator.schema import bulk_query_errors
+    """The four queries bulk-sync sends pass Shopify's schema (the simulator's copy of 2026-01, as 2025-10 and
+    2026-01 see it) and its bulk-query rules."""
+    from runner.simulator.bulk_rules import bulk_query_errors
 
     db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
     db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01')")
+    db.execute("select bulk_sync.enqueue_reconcile('2025-09-01', '2025-09-01')")
     queries = {t["entity"]: t["query"] for t in claim(db, qty=10)}
-    assert set(queries) == {"orders", "refunds", "skus"}
+    assert set(queries) == {"orders", "refunds", "skus", "order_ids"}
     for query in queries.values():
-        assert bulk_query_errors(query, parse(query)) == []
+        for version in ("2025-10", "2026-01"):
+            document, errors = bulk_query_errors(query, version)
+            assert errors == [] and document is not None
     assert "created_at:>='2025-09-01T00:00:00Z' created_at:<'2025-09-02T00:00:00Z'" in queries["orders"]
     assert "sortKey: CREATED_AT" in queries["orders"]
     assert "updated_at:>='2025-09-01T00:00:00Z'" in queries["refunds"] and "sortKey" not in queries["refunds"]

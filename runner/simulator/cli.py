@@ -7,15 +7,17 @@ import os
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runner.errors import ConfigError
 from runner.simulator.auth import App
 from runner.simulator.data import Settings
 from runner.simulator.faults import KINDS, FaultError, Faults
 from runner.simulator.operations import Timing
-from runner.simulator.server import SimulatorServer
-from runner.simulator.shopify import Config, Shopify
 from runner.simulator.truth import TABLES
+
+if TYPE_CHECKING:
+    from runner.simulator.shopify import Shopify
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +81,18 @@ def _faults(args: argparse.Namespace) -> Faults:
         raise ConfigError(str(exc)) from None
 
 
-def build(args: argparse.Namespace) -> Shopify:
+def require_graphql() -> None:
+    """The simulator judges requests with graphql-core, an extra of the package (not needed to run bulk-sync)."""
+    try:
+        import graphql  # noqa: F401
+    except ImportError:
+        raise ConfigError("the Shopify simulator needs graphql-core: pip install 'bulk-sync[simulator]'") from None
+
+
+def build(args: argparse.Namespace) -> "Shopify":
+    require_graphql()
+    from runner.simulator.shopify import Config, Shopify
+
     codes = [c.strip().upper() for c in args.shops.split(",") if c.strip()]
     if not codes:
         raise ConfigError("--shops needs at least one shop code")
@@ -97,7 +110,7 @@ def build(args: argparse.Namespace) -> Shopify:
     return Shopify(config, _faults(args))
 
 
-def dump_truth(shopify: Shopify, directory: Path) -> dict[str, int]:
+def dump_truth(shopify: "Shopify", directory: Path) -> dict[str, int]:
     directory.mkdir(parents=True, exist_ok=True)
     counts = {}
     for table in TABLES:
@@ -112,6 +125,8 @@ def dump_truth(shopify: Shopify, directory: Path) -> dict[str, int]:
 
 def run(args: argparse.Namespace) -> int:
     shopify = build(args)
+    from runner.simulator.server import SimulatorServer
+
     if args.dump_truth:
         counts = dump_truth(shopify, args.dump_truth)
         print(", ".join(f"{table} {n}" for table, n in counts.items()) + f" rows in {args.dump_truth}")

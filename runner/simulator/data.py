@@ -128,6 +128,7 @@ class ShopData:
         self.deleted_orders: set[str] = set()
         self.deleted_variants: set[str] = set()
         self._day_orders = lru_cache(maxsize=1)(self._generate_day)
+        self._variants_of: tuple[int, dict] | None = None
 
     # -- generation -------------------------------------------------------------------------------------------
     def days(self) -> list[dt.date]:
@@ -307,6 +308,21 @@ class ShopData:
         return (
             v for v in self.catalogue.variant_nodes(self.currency, self.index) if v["id"] not in self.deleted_variants
         )
+
+    def products(self) -> list[dict]:
+        """Products with their variants (those not deleted), in catalogue order."""
+        by_product: dict[str, dict] = {}
+        for variant in self.variants():
+            product = by_product.setdefault(variant["product"]["id"], {**variant["product"], "variants": []})
+            product["variants"].append(variant)
+        return list(by_product.values())
+
+    def variants_of(self, product_id: str | None) -> list[dict]:
+        """One product's variants (looked up in an index made once per set of deletions)."""
+        key = len(self.deleted_variants)
+        if self._variants_of is None or self._variants_of[0] != key:
+            self._variants_of = (key, {p["id"]: p["variants"] for p in self.products()})
+        return self._variants_of[1].get(product_id, [])
 
 
 def _convert(eur_cents: int, currency: str) -> int:

@@ -1,4 +1,8 @@
-"""Running a bulk query over a shop's data: the search filter, the selected fields, JSONL as Shopify writes it."""
+"""Running a bulk query over a shop's data: the search filter, the selected fields, JSONL as Shopify writes it.
+
+The selection is compiled once per export with graphql-core (fragments, aliases, @include/@skip resolved) into a
+plan per object type; each object is then projected through it. Nested connections become lines of their own with
+`__parentId`, the id of the object that holds them."""
 
 import datetime as dt
 import json
@@ -6,9 +10,15 @@ import re
 from collections import deque
 from collections.abc import Iterator
 
+from graphql import parse
+from graphql.execution.collect_fields import collect_fields, collect_sub_fields
+from graphql.execution.values import get_argument_values
+from graphql.language import DocumentNode, FieldNode, FragmentDefinitionNode, OperationDefinitionNode
+from graphql.type import GraphQLObjectType, get_named_type, is_abstract_type, is_leaf_type
+
 from runner.simulator.data import ShopData, money_bag, within
-from runner.simulator.graphql import Field, Operation, resolve_variables
-from runner.simulator.schema import MONEY_BAG, TYPES, base_type, connection_node, fields_of, is_connection, is_list
+from runner.simulator.schema import is_connection, node_type, schema
+from runner.simulator.values import DERIVED, MISSING, children, default, is_money_bag
 
 _TERM = re.compile(r"""(\w+):(<=|>=|<|>|)\s*('([^']*)'|"([^"]*)"|(\S+))""")
 FILTERS = {"created_at": "created", "updated_at": "updated"}
@@ -47,110 +57,155 @@ def _dumps(obj: dict) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).replace("/", "\\/")
 
 
-def _plan(fields: list[Field], type_name: str) -> list[tuple]:
-    """The selection compiled once per export: (key, field name, money bag?, list?, sub-plan, type) per field."""
-    plan = []
-    for f in fields:
-        if f.name == "__typename":
-            plan.append((f.key, None, False, False, None, type_name))
-            continue
-        field_type = TYPES[type_name][f.name]
-        target = base_type(field_type)
-        sub = _plan(fields_of(f.selections, target), target) if f.selections else None
-        plan.append((f.key, f.name, field_type == MONEY_BAG, is_list(field_type), sub, target))
-    return plan
+class Plan:
+    """The fields selected on one object type: (response key, field name, field type, sub-plan, money bag?, value
+    when the data model has none) each, and the nested connections (field name, plan of their nodes)."""
+
+    def __init__(self, export: "Export", type_: GraphQLObjectType, nodes: list[FieldNode]) -> None:
+        self.type_name = type_.name
+        self.fields: list[tuple] = []
+        self.connections: list[tuple[str, Plan]] = []
+        for key, field_nodes in export.sub_fields(type_, nodes).items():
+            name = field_nodes[0].name.value
+            if name == "__typename":
+                self.fields.append((key, name, None, None, False, None))
+                continue
+            field_type = type_.fields[name].type
+            named = get_named_type(field_type)
+            if is_connection(named):
+                self.connections.append(
+                    (name, Plan(export, node_type(named), export.node_selection(named, field_nodes)))
+                )
+            else:
+                sub = None if is_leaf_type(named) else Abstract(export, named, field_nodes) if is_abstract_type(
+                    named) else Plan(export, named, field_nodes)  # fmt: skip
+                self.fields.append((key, name, field_type, sub, is_money_bag(field_type), default(field_type)))
+
+    def of(self, _obj: dict) -> "Plan":
+        return self
 
 
-def _project(obj: dict | None, plan: list[tuple]):
-    """The object with exactly the selected fields, in selection order, under their aliases."""
-    if obj is None:
-        return None
+class Abstract:
+    """The plans of an interface or union field, one per runtime type (named by the object's __typename)."""
+
+    def __init__(self, export: "Export", type_, nodes: list[FieldNode]) -> None:
+        self.export, self.type_, self.nodes, self.plans = export, type_, nodes, {}
+
+    def of(self, obj: dict) -> Plan | None:
+        name = obj.get("__typename")
+        runtime = schema().get_type(name) if isinstance(name, str) else None
+        if runtime is None or not schema().is_sub_type(self.type_, runtime):
+            return None
+        if name not in self.plans:
+            self.plans[name] = Plan(self.export, runtime, self.nodes)
+        return self.plans[name]
+
+
+def project(obj: dict, plan: Plan, pending: list) -> dict:
+    """The object with exactly the selected fields, in selection order, under their keys; the nested connections
+    it holds are added to `pending` as (object, plan) pairs."""
     out = {}
-    for key, name, money, many, sub, type_name in plan:
-        if name is None:
-            out[key] = type_name
+    for key, name, field_type, sub, money, fallback in plan.fields:
+        if field_type is None:
+            out[key] = plan.type_name
             continue
-        value = obj.get(name)
-        if money and isinstance(value, tuple):
-            value = money_bag(value)
-        if sub is not None:
-            value = [_project(v, sub) for v in value or []] if many else _project(value, sub)
-        out[key] = value
+        found = obj.get(name, MISSING)
+        if found is MISSING:
+            found = DERIVED[name](obj) if name in DERIVED else MISSING
+            found = fallback if found is MISSING else found
+        elif money and found.__class__ is tuple:
+            found = money_bag(found)
+        if sub is not None and isinstance(found, list):
+            found = [_inline(item, sub) for item in found]
+        elif sub is not None and found is not None:
+            found = _inline(found, sub, pending)
+        out[key] = found
+    if plan.connections:
+        pending.append((obj, plan))
     return out
+
+
+def _inline(obj: dict, sub, pending: list | None = None) -> dict | None:
+    plan = sub.of(obj)
+    return None if plan is None else project(obj, plan, pending if pending is not None else [])
 
 
 class Export:
     """Yields the lines of one bulk query: each root node, then its connection children with __parentId."""
 
-    def __init__(self, shop: ShopData, operation: Operation, variables: dict | None, group_objects: bool) -> None:
+    def __init__(self, shop: ShopData, document: DocumentNode, group_objects: bool, variables: dict | None = None):
         self.shop = shop
         self.group = group_objects
-        self.roots = [
-            f for f in fields_of(operation.selections, "QueryRoot") if is_connection(TYPES["QueryRoot"][f.name])
-        ]
         self.variables = variables or {}
+        self.fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+        operation = next(d for d in document.definitions if isinstance(d, OperationDefinitionNode))
+        root = schema().query_type
+        selected = collect_fields(schema(), self.fragments, self.variables, root, operation.selection_set)
+        self.roots = []
+        for nodes in selected.values():
+            field = root.fields.get(nodes[0].name.value)
+            named = get_named_type(field.type) if field else None
+            if named is not None and is_connection(named):
+                args = get_argument_values(field, nodes[0], self.variables)
+                plan = Plan(self, node_type(named), self.node_selection(named, nodes))
+                self.roots.append((nodes[0].name.value, args, plan))
         self.warnings: list[str] = []
 
-    def _source(self, conn: Field) -> Iterator[dict]:
-        search = resolve_variables(conn.args.get("query"), self.variables)
-        bounds, warnings = parse_search(search)
-        self.warnings += warnings
-        if conn.name == "orders":
-            return self.shop.orders(bounds.get("created"), bounds.get("updated"))
-        if conn.name == "productVariants":
-            return (v for v in self.shop.variants() if _updated_within(v, bounds))
-        if conn.name == "products":
-            return self._products(bounds)
-        return iter(())
+    @classmethod
+    def of(cls, shop: ShopData, query: str, group_objects: bool = False) -> "Export":
+        return cls(shop, parse(query), group_objects)
 
-    def _products(self, bounds: dict) -> Iterator[dict]:
-        by_product: dict[str, dict] = {}
-        for variant in self.shop.variants():
-            product = by_product.setdefault(variant["product"]["id"], {**variant["product"], "variants": []})
-            product["variants"].append(variant)
-        return (p for p in by_product.values() if _updated_within(p, bounds))
+    def sub_fields(self, type_: GraphQLObjectType, nodes: list[FieldNode]) -> dict[str, list[FieldNode]]:
+        return collect_sub_fields(schema(), self.fragments, self.variables, type_, nodes)
+
+    def node_selection(self, connection: GraphQLObjectType, nodes: list[FieldNode]) -> list[FieldNode]:
+        """The `node` fields under `edges` of a connection's selection (the bulk rules allow no other way)."""
+        edges = [n for ns in self.sub_fields(connection, nodes).values() for n in ns if n.name.value == "edges"]
+        edge = get_named_type(connection.fields["edges"].type)
+        return [n for ns in self.sub_fields(edge, edges).values() for n in ns if n.name.value == "node"]
+
+    def _source(self, name: str, args: dict) -> Iterator[dict]:
+        bounds, warnings = parse_search(args.get("query"))
+        self.warnings += warnings
+        if name == "orders":
+            return self.shop.orders(bounds.get("created"), bounds.get("updated"))
+        if name == "productVariants":
+            return (v for v in self.shop.variants() if _updated_within(v, bounds))
+        if name == "products":
+            return (p for p in self.shop.products() if _updated_within(p, bounds))
+        return iter(())
 
     def lines(self) -> Iterator[tuple[str, bool]]:
         """(line, is_root) pairs, each line ending in a newline."""
-        for conn in self.roots:
-            root_type = base_type(TYPES["QueryRoot"][conn.name])
-            node = connection_node(conn)
-            fields = fields_of(node.selections, root_type)
-            plain = _plan([f for f in fields if not is_connection(TYPES[root_type].get(f.name, ""))], root_type)
-            nested = [self._child_plan(f, root_type) for f in fields if is_connection(TYPES[root_type].get(f.name, ""))]
+        for name, args, plan in self.roots:
             held: deque[tuple[int, list[str]]] = deque()
-            for count, obj in enumerate(self._source(conn)):
-                yield _dumps(_project(obj, plain)) + "\n", True
-                children = list(_children(obj, nested))
+            for count, obj in enumerate(self._source(name, args)):
+                pending: list = []
+                yield _dumps(project(obj, plan, pending)) + "\n", True
+                lines = list(self._children(pending))
                 if self.group:
-                    for line in children:
+                    for line in lines:
                         yield line, False
                     continue
                 # Without grouping, children land later in the file, after other parents.
-                held.append((count, children))
+                held.append((count, lines))
                 while held and held[0][0] <= count - 2:
                     for line in held.popleft()[1]:
                         yield line, False
-            for _, children in held:
-                for line in children:
+            for _, lines in held:
+                for line in lines:
                     yield line, False
 
-    @staticmethod
-    def _child_plan(conn: Field, parent_type: str) -> tuple[str, list[tuple]]:
-        child_type = base_type(TYPES[parent_type][conn.name])
-        return conn.name, _plan(fields_of(connection_node(conn).selections, child_type), child_type)
-
-
-def _children(obj: dict, nested: list[tuple[str, list[tuple]]]) -> Iterator[str]:
-    for name, plan in nested:
-        for child in _child_objects(obj, name):
-            line = _project(child, plan)
-            line["__parentId"] = obj["id"]
-            yield _dumps(line) + "\n"
-
-
-def _child_objects(obj: dict, name: str) -> list[dict]:
-    return {"lineItems": obj.get("_lines"), "variants": obj.get("variants")}.get(name) or []
+    def _children(self, pending: list) -> Iterator[str]:
+        """The lines of the nested connections found while projecting a line: each node with its parent's id."""
+        for parent, plan in pending:
+            for name, node_plan in plan.connections:
+                for child in children(self.shop, parent, plan.type_name, name):
+                    more: list = []
+                    line = project(child, node_plan, more)
+                    line["__parentId"] = parent["id"]
+                    yield _dumps(line) + "\n"
+                    yield from self._children(more)
 
 
 def _updated_within(obj: dict, bounds: dict) -> bool:

@@ -7,8 +7,10 @@ import hmac
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from runner.simulator.export import Export
+if TYPE_CHECKING:
+    from runner.simulator.export import Export
 
 ACTIVE = ("CREATED", "RUNNING", "CANCELING")
 
@@ -100,7 +102,7 @@ def sign(secret: bytes, path: str, expires: int) -> str:
     return hmac.new(secret, f"{path}:{expires}".encode(), hashlib.sha256).hexdigest()
 
 
-def write_export(op: BulkOperation, export: Export, directory: Path, malformed: bool) -> None:
+def write_export(op: BulkOperation, export: "Export", directory: Path, malformed: bool) -> None:
     """Writes the export file line by line (bounded memory), counting lines, roots and bytes."""
     op.path = directory / f"bulk-{op.number}.jsonl"
     try:

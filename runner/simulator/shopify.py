@@ -12,14 +12,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from graphql.language import FieldNode
+
+from runner.simulator.api import Request, RequestError
 from runner.simulator.auth import App, Auth
+from runner.simulator.bulk_rules import bulk_query_errors
 from runner.simulator.clock import Clock
 from runner.simulator.data import Catalogue, Settings, ShopData
 from runner.simulator.export import Export
 from runner.simulator.faults import Faults
-from runner.simulator.graphql import Field, GraphQLSyntaxError, parse, resolve_variables
 from runner.simulator.operations import BulkOperation, Timing, iso, sign, write_export
-from runner.simulator.schema import bulk_query_errors, fields_of
+from runner.simulator.schema import concurrent_operations, schema
+from runner.simulator.validation import RequestErrors, check, parse_document
+from runner.simulator.validation import operation as select_operation
+from runner.simulator.validation import variables as coerce_variables
 
 COSTS = {"bulkOperationRunQuery": 10, "bulkOperationCancel": 10}
 FIRST_OPERATION = 7_933_223_797_042
@@ -27,14 +33,6 @@ FIRST_OPERATION = 7_933_223_797_042
 
 class LostReport(Exception):
     """The fault lost_start_report: the operation exists, and the answer must never reach the caller."""
-
-
-class RequestError(Exception):
-    """A GraphQL error (HTTP 200, `errors` in the body)."""
-
-    def __init__(self, message: str, code: str = "undefinedField") -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass
@@ -81,10 +79,6 @@ class Config:
     token_lifetime: float = 86_399  # seconds a granted token is valid (expires_in)
 
 
-def version_at_least(version: str, minimum: str) -> bool:
-    return version == "unstable" or version >= minimum
-
-
 class Shopify:
     """Every simulated shop, their operations and the counters."""
 
@@ -112,6 +106,7 @@ class Shopify:
         self._lock = threading.Lock()
         self._next = FIRST_OPERATION
         self._rng = random.Random(f"{config.data.seed}:changes")
+        threading.Thread(target=schema, daemon=True).start()  # built once per process, before the first request
         self.notifier = None
         if config.webhook_url:
             from runner.simulator.webhooks import Notifier
@@ -130,14 +125,18 @@ class Shopify:
         """Executes one GraphQL request; returns (HTTP status, JSON body, extra headers)."""
         self.counters[(shop, "requests")] += 1
         query, variables = body.get("query"), body.get("variables") or {}
-        if not isinstance(query, str) or not isinstance(variables, dict):
+        name = body.get("operationName")
+        if not isinstance(query, str) or not isinstance(variables, dict) or not isinstance(name, str | None):
             return 400, {"errors": [{"message": "Bad Request: query must be a string"}]}, {}
         try:
-            operations = parse(query)
-        except GraphQLSyntaxError as exc:
-            return 200, {"errors": [{"message": str(exc).capitalize()}]}, {}
-        operation = operations[0]
-        cost = sum(COSTS.get(f.name, 1) for f in operation.selections if isinstance(f, Field))
+            document = parse_document(query)
+            check(document, version)
+            operation = select_operation(document, name)
+            coerce_variables(operation, variables)
+        except RequestErrors as exc:
+            return 200, {"errors": exc.errors}, {}
+        roots = [s.name.value for s in operation.selection_set.selections if isinstance(s, FieldNode)]
+        cost = sum(COSTS.get(root, 1) for root in roots)
         bucket = self.buckets[shop]
         with self._lock:
             wait = bucket.take(cost, self.clock())
@@ -153,69 +152,41 @@ class Shopify:
             error = {"message": "Throttled", "extensions": {"code": "THROTTLED",
                      "documentation": "https://shopify.dev/api/usage/rate-limits"}}  # fmt: skip
             return 200, {"errors": [error], "extensions": extensions}, {}
-        data, errors = {}, []
-        for sel in operation.selections:
-            if not isinstance(sel, Field):
-                continue
-            try:
-                data[sel.key] = self._field(shop, version, operation.kind, sel, variables, base_url)
-            except LostReport:
+        result = Request(self, shop, version, base_url, variables).execute(document, operation)
+        errors = []
+        for error in result.errors or ():
+            if isinstance(error.original_error, LostReport):
                 self.counters[(shop, "lost_start_reports")] += 1
                 return 200, {}, {"X-Simulator-Reset": "1"}
-            except RequestError as exc:
-                errors.append({"message": str(exc), "path": [sel.key], "extensions": {"code": exc.code}})
-        response: dict = {"data": data} if not errors else {"errors": errors, "data": data or None}
+            code = getattr(error.original_error, "code", "INTERNAL_SERVER_ERROR")
+            errors.append({"message": error.message, "locations": [loc.formatted for loc in error.locations or ()],
+                           "path": error.path, "extensions": {"code": code}})  # fmt: skip
+        response: dict = {"data": result.data} if not errors else {"errors": errors, "data": result.data}
         response["extensions"] = {
             "cost": {"requestedQueryCost": cost, "actualQueryCost": cost, "throttleStatus": bucket.status()}
         }
         return 200, response, {}
 
-    def _field(self, shop: str, version: str, kind: str, sel: Field, variables: dict, base_url: str):
-        args = {k: resolve_variables(v, variables) for k, v in sel.args.items()}
-        root = "Mutation" if kind == "mutation" else "QueryRoot"
-        if kind == "mutation" and sel.name == "bulkOperationRunQuery":
-            return self._run_query(shop, version, sel, args, base_url)
-        if kind == "mutation" and sel.name == "bulkOperationCancel":
-            return self._cancel(shop, sel, args, base_url)
-        if kind == "query" and sel.name == "bulkOperation" and version_at_least(version, "2026-01"):
-            return self._project_op(self._lookup(shop, args.get("id"), strict=True), sel, base_url)
-        if kind == "query" and sel.name == "node":
-            return self._project_op(self._lookup(shop, args.get("id"), strict=False), sel, base_url)
-        if kind == "query" and sel.name == "bulkOperations" and version_at_least(version, "2026-01"):
-            return self._list_ops(shop, sel, args, base_url)
-        if kind == "query" and sel.name == "currentBulkOperation":
-            mine = [op for op in self.operations.values() if op.shop == shop]
-            return self._project_op(max(mine, key=lambda op: op.number) if mine else None, sel, base_url)
-        raise RequestError(f"Field '{sel.name}' doesn't exist on type '{root}'")
-
-    def _list_ops(self, shop: str, sel: Field, args: dict, base_url: str) -> dict:
-        """bulkOperations(first|last, query, sortKey, reverse): the app's operations of this shop, filtered by
-        status:, operation_type:, created_at: and id:, sorted by CREATED_AT (or COMPLETED_AT), oldest first unless
-        reverse."""
-        ops = [op for op in self.operations.values() if op.shop == shop]
+    def list_operations(self, shop: str, search: str | None, sort_key: str | None) -> list[BulkOperation]:
+        """The app's operations of this shop for bulkOperations: filtered by status:, operation_type:, created_at:
+        and id:, sorted by CREATED_AT (or COMPLETED_AT), oldest first."""
+        ops = self.operations_of(shop)
         now = self.clock()
-        for term in str(args.get("query") or "").split():
+        for term in str(search or "").split():
             ops = [op for op in ops if _matches(term, op, op.state(now))]
-        completed = args.get("sortKey") == "COMPLETED_AT"
-        ops.sort(key=lambda op: (op.state(now)["completedAt"] or 0) if completed else op.number)
-        if args.get("reverse"):
-            ops.reverse()
-        first, last = args.get("first"), args.get("last")
-        if not isinstance(first, int) and not isinstance(last, int):
-            raise RequestError("you must provide one of first or last", "argumentLiteralsIncompatible")
-        ops = ops[: min(first, 250)] if isinstance(first, int) else ops[-min(last, 250) :]
-        out = {}
-        for f in fields_of(sel.selections, "BulkOperationConnection"):
-            if f.name == "nodes":
-                out[f.key] = [self._project_op(op, f, base_url) for op in ops]
-            elif f.name == "edges":
-                nodes = [g for g in fields_of(f.selections, "BulkOperationEdge") if g.name == "node"]
-                out[f.key] = [{g.key: self._project_op(op, g, base_url) for g in nodes} for op in ops]
-            else:
-                raise RequestError(f"Field '{f.name}' doesn't exist on type 'BulkOperationConnection'")
-        return out
+        if sort_key == "COMPLETED_AT":
+            return sorted(ops, key=lambda op: op.state(now)["completedAt"] or 0)
+        return sorted(ops, key=lambda op: op.number)
 
-    def _lookup(self, shop: str, ident, strict: bool) -> BulkOperation | None:
+    def operations_of(self, shop: str) -> list[BulkOperation]:
+        return [op for op in self.operations.values() if op.shop == shop]
+
+    def current(self, shop: str) -> BulkOperation | None:
+        """The shop's most recent operation (what currentBulkOperation answers, terminal or not)."""
+        mine = self.operations_of(shop)
+        return max(mine, key=lambda op: op.number) if mine else None
+
+    def lookup(self, shop: str, ident, strict: bool) -> BulkOperation | None:
         if not isinstance(ident, str) or not ident.startswith("gid://shopify/"):
             raise RequestError(f"Invalid global id '{ident}'", "argumentLiteralsIncompatible")
         kind, _, number = ident.removeprefix("gid://shopify/").partition("/")
@@ -227,31 +198,21 @@ class Shopify:
         return op if op is not None and op.shop == shop else None
 
     # -- bulk operations --------------------------------------------------------------------------------------
-    def _run_query(self, shop: str, version: str, sel: Field, args: dict, base_url: str) -> dict:
-        query = args.get("query")
-        group = args.get("groupObjects")
-        if group is None:
-            group = not version_at_least(version, "2026-01")
-        if not isinstance(query, str):
-            return self._payload(sel, None, [_user_error("query must be a string", "INVALID")], base_url)
-        try:
-            bulk = parse(query)
-            errors = bulk_query_errors(query, bulk)
-        except GraphQLSyntaxError as exc:
-            bulk, errors = None, [f"Invalid bulk query: {exc}"]
+    def run_query(self, shop: str, version: str, query: str, group: bool) -> tuple[BulkOperation | None, list]:
+        """Starts a bulk query: (the operation, []) or (None, Shopify's userErrors)."""
+        document, errors = bulk_query_errors(query, version)
         if errors:
-            return self._payload(sel, None, [_user_error(m, "INVALID") for m in errors], base_url)
+            return None, [_user_error(m, "INVALID") for m in errors]
         now = self.clock()
-        limit = 5 if version_at_least(version, "2026-01") else 1
         with self._lock:
             if self.faults.hit(shop, "foreign_op"):
                 self._new_op(shop, "{ foreign }", now, foreign_until=now + self.config.timing.foreign_op_seconds)
-            blocking = [op for op in self.operations.values() if op.shop == shop and op.active(now)]
-            if len(blocking) >= limit:
+            blocking = [op for op in self.operations_of(shop) if op.active(now)]
+            if len(blocking) >= concurrent_operations(version):
                 self.counters[(shop, "in_progress_refusals")] += 1
                 ids = ", ".join(op.gid for op in sorted(blocking, key=lambda o: o.number))
                 message = f"A bulk query operation for this app and shop is already in progress: {ids}."
-                return self._payload(sel, None, [_user_error(message, "OPERATION_IN_PROGRESS", None)], base_url)
+                return None, [_user_error(message, "OPERATION_IN_PROGRESS", None)]
             if any(o.query == query for o in blocking):
                 self.counters[(shop, "duplicate_starts")] += 1  # the same query while the first one is alive
             op = self._new_op(shop, query, now)
@@ -264,13 +225,12 @@ class Shopify:
                 op.fail_with = code
         op.stuck = op.fail_with is None and self.faults.hit(shop, "op_stuck")
         op.expire_on_handout = self.faults.hit(shop, "op_url_expired")
-        export = Export(self.shops[shop], bulk[0], {}, bool(group))
+        export = Export(self.shops[shop], document, group)
         malformed = self.faults.hit(shop, "malformed_line")
         threading.Thread(target=write_export, args=(op, export, self.config.directory, malformed), daemon=True).start()
-        payload = self._payload(sel, op, [], base_url)
         if op.report_lost:
-            raise LostReport(payload)
-        return payload
+            raise LostReport(op.gid)
+        return op, []
 
     def _new_op(self, shop: str, query: str, now: float, foreign_until: float | None = None) -> BulkOperation:
         op = BulkOperation(self._next, shop, query, now, self.config.timing, lifetime=self.config.timing.url_lifetime)
@@ -281,44 +241,16 @@ class Shopify:
         self._next += 1
         return op
 
-    def _cancel(self, shop: str, sel: Field, args: dict, base_url: str) -> dict:
-        op = self._lookup(shop, args.get("id"), strict=False)
+    def cancel(self, shop: str, ident) -> tuple[BulkOperation | None, list]:
+        """Cancels an operation: (the operation, []) or Shopify's userErrors beside it."""
+        op = self.lookup(shop, ident, strict=False)
         if op is None or op.foreign_until is not None:
-            return self._payload(sel, None, [{"field": ["id"], "message": "Bulk operation does not exist"}], base_url)
+            return None, [{"field": ["id"], "message": "Bulk operation does not exist"}]
         status = op.state(self.clock())["status"]
         if status not in ("CREATED", "RUNNING"):
-            message = f"A bulk operation cannot be canceled when it is {status.lower()}"
-            return self._payload(sel, op, [{"field": None, "message": message}], base_url)
+            return op, [{"field": None, "message": f"A bulk operation cannot be canceled when it is {status.lower()}"}]
         op.canceled_at = self.clock()
-        return self._payload(sel, op, [], base_url)
-
-    def _payload(self, sel: Field, op: BulkOperation | None, user_errors: list[dict], base_url: str) -> dict:
-        out = {}
-        for f in fields_of(sel.selections, "BulkOperationRunQueryPayload"):
-            if f.name == "bulkOperation":
-                out[f.key] = self._project_op(op, f, base_url)
-            elif f.name == "userErrors":
-                fields = fields_of(f.selections, "BulkOperationUserError")
-                out[f.key] = [{g.key: e.get(g.name) for g in fields} for e in user_errors]
-            elif f.name == "__typename":
-                out[f.key] = "BulkOperationRunQueryPayload"
-            else:
-                raise RequestError(f"Field '{f.name}' doesn't exist on type 'BulkOperationRunQueryPayload'")
-        return out
-
-    def _project_op(self, op: BulkOperation | None, sel: Field, base_url: str) -> dict | None:
-        if op is None:
-            return None
-        view = self.describe(op, base_url)
-        out = {}
-        for f in fields_of(sel.selections, "BulkOperation"):
-            if f.name == "__typename":
-                out[f.key] = "BulkOperation"
-            elif f.name in view:
-                out[f.key] = view[f.name]
-            else:
-                raise RequestError(f"Field '{f.name}' doesn't exist on type 'BulkOperation'")
-        return out
+        return op, []
 
     def describe(self, op: BulkOperation, base_url: str) -> dict:
         """Every field of a BulkOperation as the API returns it (counts as strings)."""

@@ -1,0 +1,140 @@
+"""Running a validated Admin API request with graphql-core: the root fields the simulator implements, a value for
+every other field (values.py), and connections paged by first/last/after/before."""
+
+import base64
+import itertools
+from collections.abc import Iterable
+
+from graphql import GraphQLResolveInfo, execute
+from graphql.language import DocumentNode, OperationDefinitionNode, VariableNode
+from graphql.type import get_named_type
+
+from runner.simulator.export import parse_search
+from runner.simulator.schema import group_objects_default, is_connection, schema
+from runner.simulator.values import MISSING, children, default, value
+
+MAX_PAGE = 250
+
+
+class RequestError(Exception):
+    """A GraphQL error raised while resolving a field (HTTP 200, `errors` in the body)."""
+
+    def __init__(self, message: str, code: str = "undefinedField") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Request:
+    """One request of one shop: its root fields bound to the simulated shop."""
+
+    def __init__(self, shopify, shop: str, version: str, base_url: str, variables: dict) -> None:
+        self.shopify, self.shop, self.version, self.base_url = shopify, shop, version, base_url
+        self.variables = variables
+        data = shopify.shops[shop]
+        self.root = {
+            "bulkOperationRunQuery": self.run_query,
+            "bulkOperationCancel": self.cancel,
+            "bulkOperation": lambda _info, id: self.op(shopify.lookup(shop, id, strict=True)),  # noqa: A006
+            "node": lambda _info, id: self.op(shopify.lookup(shop, id, strict=False)),  # noqa: A006
+            "nodes": lambda _info, ids: [self.op(shopify.lookup(shop, i, strict=False)) for i in ids],
+            "currentBulkOperation": lambda _info, **_args: self.op(shopify.current(shop)),
+            "bulkOperations": lambda _info, **args: page(
+                [self.op(o) for o in shopify.list_operations(shop, args.get("query"), args.get("sortKey"))], args),
+            "orders": lambda _info, **args: page(data.orders(*_bounds(args, "created", "updated")), args),
+            "productVariants": lambda _info, **args: page(data.variants(), args),
+            "products": lambda _info, **args: page(data.products(), args),
+            "customers": lambda _info, **args: page((), args),
+            "shop": lambda _info: {"name": f"{shop} shop", "currencyCode": data.currency, "ianaTimezone": "UTC",
+                                   "myshopifyDomain": f"{shop.lower()}.myshopify.com"},
+        }  # fmt: skip
+
+    def execute(self, document: DocumentNode, operation: OperationDefinitionNode):
+        name = operation.name.value if operation.name else None
+        return execute(schema(), document, root_value=self.root, context_value=self, variable_values=self.variables,
+                       operation_name=name, field_resolver=resolve)  # fmt: skip
+
+    def op(self, op) -> dict | None:
+        return None if op is None else {"__typename": "BulkOperation", **self.shopify.describe(op, self.base_url)}
+
+    def run_query(self, info: GraphQLResolveInfo, query: str, groupObjects: bool = False) -> dict:  # noqa: N803
+        if not _given(info, "groupObjects", self.variables):
+            groupObjects = group_objects_default(self.version)  # noqa: N806 - the argument's name
+        op, errors = self.shopify.run_query(self.shop, self.version, query, groupObjects)
+        return self.payload(op, errors)
+
+    def cancel(self, _info: GraphQLResolveInfo, id: str) -> dict:  # noqa: A002 - the argument's name
+        op, errors = self.shopify.cancel(self.shop, id)
+        return self.payload(op, errors)
+
+    def payload(self, op, user_errors: list[dict]) -> dict:
+        return {"bulkOperation": self.op(op), "userErrors": user_errors}
+
+
+def _given(info: GraphQLResolveInfo, argument: str, variables: dict) -> bool:
+    """Whether the request gave the argument (a literal, or a variable it set), rather than leaving the default."""
+    for arg in info.field_nodes[0].arguments:
+        if arg.name.value == argument:
+            return not isinstance(arg.value, VariableNode) or variables.get(arg.value.name.value) is not None
+    return False
+
+
+def _bounds(args: dict, *names: str) -> list:
+    bounds, _warnings = parse_search(args.get("query"))
+    return [bounds.get(n) for n in names]
+
+
+def resolve(source, info: GraphQLResolveInfo, **args):
+    """Every field: the root's implementation, the data model's value, a connection of its children, or a
+    deterministic value of the field's type."""
+    if not isinstance(source, dict):
+        return default(info.return_type)
+    found = source.get(info.field_name, MISSING)
+    if callable(found):
+        return found(info, **args)
+    found = value(source, info.field_name, info.return_type)
+    if found is not MISSING:
+        return found
+    if is_connection(get_named_type(info.return_type)):
+        request: Request = info.context
+        data = request.shopify.shops[request.shop]
+        return page(children(data, source, info.parent_type.name, info.field_name), args)
+    return default(info.return_type)
+
+
+def page(items: Iterable, args: dict) -> dict:
+    """A connection over `items`: first/last (one of them, at most 250), after/before cursors, reverse."""
+    first, last = args.get("first"), args.get("last")
+    if first is None and last is None:
+        raise RequestError("you must provide one of first or last", "argumentLiteralsIncompatible")
+    if first is not None and last is not None:
+        raise RequestError("providing both first and last is not supported", "argumentLiteralsIncompatible")
+    after, before = _position(args.get("after")), _position(args.get("before"))
+    rows = list(items)
+    if args.get("reverse"):
+        rows.reverse()
+    indexed = list(itertools.islice(enumerate(rows), after + 1 if after is not None else 0, before))
+    chosen = indexed[: min(first, MAX_PAGE)] if first is not None else indexed[-min(last, MAX_PAGE) :] if last else []
+    edges = [{"node": node, "cursor": _cursor(i)} for i, node in chosen]
+    return {
+        "edges": edges,
+        "nodes": [e["node"] for e in edges],
+        "pageInfo": {
+            "hasNextPage": bool(chosen) and chosen[-1][0] < (indexed[-1][0] if indexed else -1),
+            "hasPreviousPage": bool(chosen) and chosen[0][0] > (indexed[0][0] if indexed else 0),
+            "startCursor": edges[0]["cursor"] if edges else None,
+            "endCursor": edges[-1]["cursor"] if edges else None,
+        },
+    }
+
+
+def _cursor(index: int) -> str:
+    return base64.b64encode(f'{{"index":{index}}}'.encode()).decode()
+
+
+def _position(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        return int(base64.b64decode(cursor).decode().split(":", 1)[1].rstrip("}"))
+    except (ValueError, IndexError) as exc:
+        raise RequestError(f"Invalid cursor for current pagination: {cursor}", "argumentLiteralsIncompatible") from exc
