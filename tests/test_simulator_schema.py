@@ -1,13 +1,16 @@
 """The simulator judges requests and bulk queries by Shopify's real Admin API schema (the cut in
-runner/simulator/admin.graphql), answers in Shopify's words and follows the API version."""
+runner/simulator/admin.graphql), answers in Shopify's words, follows the API version, and serves Shopify's own paths."""
 
 import json
+import subprocess
+import sys
 
+import httpx
 import pytest
 
 from runner.simulator import schema as admin
 from runner.simulator.cut_schema import main as cut_main
-from tests.simulator import Client, start
+from tests.simulator import EDGES, TOKEN, Client, start
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +214,58 @@ def test_group_objects_default_follows_the_version(sim) -> None:
         return True
 
     assert adjacent("2025-10") and not adjacent("2026-01")
+
+
+# -- Shopify's own paths -----------------------------------------------------------------------------------------------
+def test_shops_are_chosen_by_host_at_shopifys_paths() -> None:
+    server = start(shops=("DE", "NL"), days=1, orders_per_day=2)
+    server.shopify.config.domains["NL"] = "nl-shop.example"
+    try:
+        url = f"{server.base_url}/admin/api/2026-01/graphql.json"
+        headers = {"X-Shopify-Access-Token": TOKEN}
+        query = {"query": "{ shop { currencyCode myshopifyDomain } }"}
+        de = httpx.post(url, json=query, headers={**headers, "Host": "de.myshopify.com"}).json()
+        assert de["data"]["shop"]["myshopifyDomain"] == "de.myshopify.com"
+        nl = httpx.post(url, json=query, headers={**headers, "Host": "nl-shop.example:443"}).json()
+        assert nl["data"]["shop"]["currencyCode"] == "EUR"
+        assert httpx.post(url, json=query, headers={**headers, "Host": "other.example"}).status_code == 404
+        assert server.shopify.counters[("NL", "requests")] == 1
+    finally:
+        server.stop()
+
+
+def test_shopifys_python_library_runs_a_bulk_query_unchanged(sim) -> None:
+    """Shopify's ShopifyAPI package, its site set to the simulator's address: start, poll, download."""
+    script = f"""
+import json, sys, time, urllib.request
+import shopify
+from shopify.api_version import ApiVersion, Release
+
+ApiVersion.define_version(Release("2026-01"))
+session = shopify.Session("de.myshopify.com", "2026-01", {TOKEN!r})
+shopify.ShopifyResource.activate_session(session)
+shopify.ShopifyResource.set_site("{sim.base_url}/admin/api/2026-01")
+client = shopify.GraphQL()
+run = json.loads(client.execute(
+    "mutation Run($q: String!) {{ bulkOperationRunQuery(query: $q) "
+    "{{ bulkOperation {{ id }} userErrors {{ message }} }} }}",
+    {{"q": {EDGES!r}}}, "Run"))
+op_id = run["data"]["bulkOperationRunQuery"]["bulkOperation"]["id"]
+for _ in range(600):
+    op = json.loads(client.execute("query Poll($id: ID!) {{ bulkOperation(id: $id) {{ status url objectCount }} }}",
+                                   {{"id": op_id}}, "Poll"))["data"]["bulkOperation"]
+    if op["status"] == "COMPLETED":
+        break
+    time.sleep(0.05)
+lines = urllib.request.urlopen(op["url"]).read().decode().splitlines()
+print(json.dumps({{"count": op["objectCount"], "ids": [json.loads(line)["id"] for line in lines],
+                   "version": shopify.VERSION}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    truth = sorted(row["id"] for row in sim.shopify.truth("DE", "orders"))
+    assert sorted(result["ids"]) == truth and result["count"] == str(len(truth))
 
 
 # -- the schema file ---------------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ class Request:
             "products": lambda _info, **args: page(data.products(), args),
             "customers": lambda _info, **args: page((), args),
             "shop": lambda _info: {"name": f"{shop} shop", "currencyCode": data.currency, "ianaTimezone": "UTC",
-                                   "myshopifyDomain": f"{shop.lower()}.myshopify.com"},
+                                   "myshopifyDomain": shopify.domain(shop)},
         }  # fmt: skip
 
     def execute(self, document: DocumentNode, operation: OperationDefinitionNode):

@@ -45,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--webhook-url", help="POST bulk_operations/finish notifications here, signed with SHOPIFY_WEBHOOK_SECRET"
     )
+    parser.add_argument(
+        "--domain", action="append", default=[], metavar="CODE=HOST",
+        help="a shop's domain, for clients using Shopify's own paths at the root (default: <code>.myshopify.com)",
+    )  # fmt: skip
     parser.add_argument("--dump-truth", type=Path, metavar="DIR", help="write the ground truth as JSONL and exit")
 
 
@@ -64,6 +68,16 @@ def _credentials(codes: list[str], env: dict[str, str]) -> tuple[dict[str, str |
                 f"SHOP_{code}_CLIENT_SECRET (or SHOPIFY_CLIENT_ID and SHOPIFY_CLIENT_SECRET for every shop)"
             )
     return tokens, apps
+
+
+def _domains(specs: list[str], codes: list[str]) -> dict[str, str]:
+    domains = {}
+    for spec in specs:
+        code, _, host = spec.partition("=")
+        if code.strip().upper() not in codes or not host.strip():
+            raise ConfigError(f"bad --domain {spec!r}: use CODE=HOST with one of {', '.join(codes)}")
+        domains[code.strip().upper()] = host.strip().lower()
+    return domains
 
 
 def _faults(args: argparse.Namespace) -> Faults:
@@ -101,7 +115,7 @@ def build(args: argparse.Namespace) -> "Shopify":
     timing = Timing(args.start_latency, args.objects_per_second, url_lifetime=args.url_lifetime)
     tokens, apps = _credentials(codes, dict(os.environ))
     config = Config(tokens, settings, timing, args.bucket_size, args.restore_rate, args.throttle_429, apps=apps,
-                    token_lifetime=args.token_lifetime)  # fmt: skip
+                    token_lifetime=args.token_lifetime, domains=_domains(args.domain, codes))  # fmt: skip
     if args.webhook_url:
         config.webhook_url = args.webhook_url
         config.webhook_secret = os.environ.get("SHOPIFY_WEBHOOK_SECRET") or ""
@@ -142,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     server.start()
     print(f"simulating {len(shopify.shops)} shops at {server.base_url} (stats: {server.base_url}/_admin/stats)")
     for code in shopify.shops:
-        print(f"  export SHOP_{code}_URL={server.shop_url(code)}")
+        print(f"  export SHOP_{code}_URL={server.shop_url(code)}  # or Host: {shopify.domain(code)} at the root")
     stop.wait()
     server.stop()
     return 0

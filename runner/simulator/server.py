@@ -1,7 +1,9 @@
-"""The simulator on HTTP: `<base>/<code>/admin/api/<version>/graphql.json`, signed export downloads, and /_admin.
+"""The simulator on HTTP: each shop's Admin API, signed export downloads, and /_admin.
 
 POST /<code>/admin/api/<version>/graphql.json     X-Shopify-Access-Token checked (401 on a wrong or expired one)
 POST /<code>/admin/oauth/access_token             the client credentials grant (form or JSON body)
+POST /admin/api/<version>/graphql.json            Shopify's own paths: the shop is the one whose domain the Host
+POST /admin/oauth/access_token                    header names (--domain CODE=HOST), or the only shop served
 GET  /<code>/bulk/bulk-<id>[.partial].jsonl?...   signed URL; Range supported; application/jsonl
 GET  /_admin/stats                                counters per shop and faults injected
 GET  /_admin/truth/<code>/<table>                 ground truth rows as JSONL
@@ -23,8 +25,8 @@ from runner.simulator.faults import FaultError
 from runner.simulator.shopify import Shopify
 from runner.simulator.truth import TABLES
 
-_GRAPHQL = re.compile(r"^/([a-z0-9_]+)/admin/api/([0-9]{4}-[0-9]{2}|unstable)/graphql\.json$")
-_GRANT = re.compile(r"^/([a-z0-9_]+)/admin/oauth/access_token$")
+_GRAPHQL = re.compile(r"^(?:/([a-z0-9_]+))?/admin/api/([0-9]{4}-[0-9]{2}|unstable)/graphql\.json$")
+_GRANT = re.compile(r"^(?:/([a-z0-9_]+))?/admin/oauth/access_token$")
 _DOWNLOAD = re.compile(r"^/([a-z0-9_]+)/bulk/bulk-[0-9]+(\.partial)?\.jsonl$")
 _CHUNK = 64 * 1024
 
@@ -67,7 +69,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         sim = self.server.shopify
         if match := _GRAPHQL.match(path):
-            code = match.group(1).upper()
+            code = self._shop(match.group(1))
             body = self._body()
             if code not in sim.shops:
                 return self._json(404, {"errors": "Not Found"})
@@ -86,7 +88,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._reset()  # the operation was made; its answer is lost on the way
             return self._json(status, response, headers)
         if match := _GRANT.match(path):
-            return self._grant(match.group(1).upper())
+            return self._grant(self._shop(match.group(1)))
         if path == "/_admin/faults":
             try:
                 sim.faults.replace(json.loads(self._body() or b"{}"))
@@ -102,6 +104,12 @@ class _Handler(BaseHTTPRequestHandler):
             counts = {k: int(spec.get(k, 0)) for k in kinds}
             return self._json(200, sim.change(code, **counts))
         return self._json(404, {"errors": "Not Found"})
+
+    def _shop(self, prefix: str | None) -> str:
+        """The shop a request is for: its path prefix, else its Host header (an unknown one: "" and a 404)."""
+        if prefix is not None:
+            return prefix.upper()
+        return self.server.shopify.shop_for_host(self.headers.get("Host") or "") or ""
 
     def _grant(self, code: str) -> None:
         sim = self.server.shopify

@@ -26,6 +26,8 @@ from runner.simulator.schema import concurrent_operations, schema
 from runner.simulator.validation import RequestErrors, check, parse_document
 from runner.simulator.validation import operation as select_operation
 from runner.simulator.validation import variables as coerce_variables
+from runner.simulator.webhooks import Notifier
+from runner.simulator.webhooks import domain as default_domain
 
 COSTS = {"bulkOperationRunQuery": 10, "bulkOperationCancel": 10}
 FIRST_OPERATION = 7_933_223_797_042
@@ -77,6 +79,7 @@ class Config:
     clock: Clock = field(default_factory=Clock)  # what "now" is for every operation, URL and bucket
     apps: dict[str, App] = field(default_factory=dict)  # shop code -> the app whose client credentials it grants
     token_lifetime: float = 86_399  # seconds a granted token is valid (expires_in)
+    domains: dict[str, str] = field(default_factory=dict)  # shop code -> its domain (default <code>.myshopify.com)
 
 
 class Shopify:
@@ -109,8 +112,6 @@ class Shopify:
         threading.Thread(target=schema, daemon=True).start()  # built once per process, before the first request
         self.notifier = None
         if config.webhook_url:
-            from runner.simulator.webhooks import Notifier
-
             self.notifier = Notifier(self, config.webhook_url, config.webhook_secret)
             self.notifier.start()
 
@@ -121,6 +122,18 @@ class Shopify:
             self._tmp.cleanup()
 
     # -- requests ---------------------------------------------------------------------------------------------
+    def domain(self, code: str) -> str:
+        """The shop's domain: as configured, else <code>.myshopify.com (also its webhooks' X-Shopify-Shop-Domain)."""
+        return self.config.domains.get(code) or default_domain(code)
+
+    def shop_for_host(self, host: str) -> str | None:
+        """The shop whose domain a Host header names; when only one shop is served, that one whatever the host."""
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        for code in self.shops:
+            if self.domain(code) == name.lower():
+                return code
+        return next(iter(self.shops)) if len(self.shops) == 1 else None
+
     def graphql(self, shop: str, version: str, body: dict, base_url: str) -> tuple[int, dict, dict]:
         """Executes one GraphQL request; returns (HTTP status, JSON body, extra headers)."""
         self.counters[(shop, "requests")] += 1

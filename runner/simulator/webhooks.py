@@ -77,7 +77,7 @@ class Notifier:
             "Content-Type": "application/json",
             "X-Shopify-Topic": topic,
             "X-Shopify-Hmac-SHA256": signature(self.shopify.auth.webhook_secret(shop, self.secret).encode(), body),
-            "X-Shopify-Shop-Domain": domain(shop),
+            "X-Shopify-Shop-Domain": self.shopify.domain(shop),
             "X-Shopify-Webhook-Id": str(uuid.uuid4()),
             "X-Shopify-API-Version": "2026-10",
         }
