@@ -114,25 +114,22 @@ _RULES = tuple(_tagged(rule) for rule in specified_rules)
 @lru_cache(maxsize=8)
 def _version_rule(missing: tuple) -> type:
     """A rule refusing what an older API version does not have, in the words of the rule that would have."""
+    fields = {(c.type_name, c.field) for c in missing if c.argument is None}
+    arguments = {(c.type_name, c.field, c.argument) for c in missing if c.argument is not None}
 
     class VersionRule(ValidationRule):
         def enter_field(self, node: FieldNode, *_args) -> None:
             parent = self.context.get_parent_type()
-            for change in missing:
-                if change.argument is None and parent is not None and (parent.name, node.name.value) == (
-                    change.type_name, change.field):  # fmt: skip
-                    self.report_error(GraphQLError(f"Cannot query field '{change.field}' on type '{parent.name}'.",
-                                                   node, extensions={"rule": "FieldsOnCorrectTypeRule"}))  # fmt: skip
+            self.field = (parent.name if parent else "", node.name.value)
+            if self.field in fields:
+                message = f"Cannot query field '{self.field[1]}' on type '{self.field[0]}'."
+                self.report_error(GraphQLError(message, node, extensions={"rule": "FieldsOnCorrectTypeRule"}))
 
         def enter_argument(self, node: ArgumentNode, *_args) -> None:
-            parent, field = self.context.get_parent_type(), self.context.get_field_def()
-            if parent is None or field is None:
-                return
-            for change in missing:
-                if change.argument == node.name.value and change.type_name == parent.name and field is (
-                        parent.fields.get(change.field)):  # fmt: skip
-                    message = f"Unknown argument '{change.argument}' on field '{parent.name}.{change.field}'."
-                    self.report_error(GraphQLError(message, node, extensions={"rule": "KnownArgumentNamesRule"}))
+            # a field's arguments are visited right after it, before its selections and directives
+            if self.context.get_directive() is None and (*self.field, node.name.value) in arguments:
+                message = f"Unknown argument '{node.name.value}' on field '{self.field[0]}.{self.field[1]}'."
+                self.report_error(GraphQLError(message, node, extensions={"rule": "KnownArgumentNamesRule"}))
 
     return VersionRule
 
@@ -170,15 +167,20 @@ def variables(op: OperationDefinitionNode, given: dict) -> dict:
             out.append({"message": error.message, "extensions": {"code": "INVALID_VARIABLE"}})
             continue
         name, type_text = var.variable.name.value, print_ast(var.type)
-        explanation = "Expected value to not be null" if "not provided" in error.message or "null" in error.message \
-            else error.message.split(";", 1)[-1].strip()  # fmt: skip
         out.append({
             "message": f"Variable ${name} of type {type_text} was provided invalid value",
             "locations": [{"line": var.loc.start_token.line, "column": var.loc.start_token.column}] if var.loc else [],
             "extensions": {"code": "INVALID_VARIABLE", "value": given.get(name),
-                           "problems": [{"path": [], "explanation": explanation}]},
+                           "problems": [{"path": [], "explanation": _explanation(error.message)}]},
         })  # fmt: skip
     raise RequestErrors(out)
+
+
+def _explanation(message: str) -> str:
+    """graphql-ruby's words for why a variable's value does not fit (graphql-core's after its ';')."""
+    if "not provided" in message or "null" in message:
+        return "Expected value to not be null"
+    return message.split(";", 1)[-1].strip()
 
 
 # -- graphql-ruby's words ---------------------------------------------------------------------------------------------
