@@ -4,7 +4,7 @@ import argparse
 import sys
 
 from runner import __version__
-from runner.errors import ConfigError
+from runner.shared import ConfigError
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from runner.errors import ConfigError
+from runner.shared import ConfigError
 
 _PER_SHOP = re.compile(r"^SHOP_([A-Z][A-Z0-9_]{0,15})_(TOKEN|CLIENT_ID|CLIENT_SECRET)$")
 

@@ -4,7 +4,7 @@ import os
 
 import psycopg
 
-from runner.errors import ConfigError
+from runner.shared import ConfigError
 
 
 def database_url(url: str | None = None) -> str:

@@ -23,7 +23,7 @@ from runner import log
 from runner.localpg import LocalCluster, free_port
 from runner.simulator.truth import TABLES
 from runner.simulator.webhooks import domain
-from runner.status import LIVE, Snapshot, render, snapshot
+from runner.status import watch
 from runner.webhook import WebhookServer
 from runner.worker import Runner
 
@@ -31,18 +31,6 @@ SHOPS = ("DA", "DE", "NL", "INT", "CHF")
 DATABASE = "bulk_sync"
 FIRST, LAST = dt.date(2025, 9, 1), dt.date(2025, 10, 31)
 TOKEN_LIFETIME = 30
-
-
-def _line(snap: Snapshot, previous: Snapshot | None, started: float) -> str:
-    """One line of progress, for output that is not a terminal."""
-    total = sum(p[2] for p in snap.progress)
-    rate = (snap.rows - previous.rows) / (snap.at - previous.at) if previous and snap.at > previous.at else 0.0
-    active = sum(snap.states.get(s, 0) for s in LIVE)
-    return (
-        f"{time.monotonic() - started:6.0f}s  jobs {snap.states.get('completed', 0)}/{total} completed, {active} "
-        f"active, {snap.states.get('queued', 0)} queued, {snap.states.get('failed', 0)} failed  |  rows imported "
-        f"{snap.rows:,} ({rate:,.0f}/s)"
-    )
 
 
 def _truth_count(base_url: str, code: str, table: str) -> int:
@@ -174,16 +162,9 @@ def run(directory: Path, reset: bool = False, port: int | None = None, orders_pe
                 started = time.monotonic()
                 worker.start()
                 print(f"runners working (step log: {directory / 'runner.log'})\n")
-                previous, tty = None, sys.stdout.isatty()
-                while worker.is_alive():
-                    worker.join(timeout=2 if tty else 3)
-                    snap = snapshot(db)
-                    if tty:  # the live view, redrawn in place
-                        sys.stdout.write("\x1b[H\x1b[J" + render(snap, previous) + "\n")
-                    else:
-                        sys.stdout.write(_line(snap, previous, started) + "\n")
-                    sys.stdout.flush()
-                    previous = snap
+                # the live view, redrawn in place on a terminal; a line of progress every 3 s elsewhere
+                watch(db, 2 if sys.stdout.isatty() else 3, running=worker.is_alive,
+                      wait=lambda s: worker.join(timeout=s), lines=True)  # fmt: skip
                 print(f"\nbackfill finished in {time.monotonic() - started:.0f} s")
                 same = _summary(db, base_url)
                 same &= _keep_current(db, dsn, base_url, env, directory)

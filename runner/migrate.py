@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 
-from runner.errors import ConfigError
+from runner.shared import ConfigError
 
 _LOCK_KEY = 0x62756C6B  # serialises concurrent migrate runs
 _MIGRATION = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")

@@ -94,15 +94,35 @@ def render(snap: Snapshot, previous: Snapshot | None = None) -> str:
     return "\n".join(out)
 
 
-def watch(conn: psycopg.Connection, interval: float = 2.0, stream=None) -> None:
-    """Redraws the view every `interval` s (in place on a terminal) until interrupted."""
+def line(snap: Snapshot, previous: Snapshot | None, started: float) -> str:
+    """One line of progress, for output that is not a terminal."""
+    total = sum(p[2] for p in snap.progress)
+    rate = (snap.rows - previous.rows) / (snap.at - previous.at) if previous and snap.at > previous.at else 0.0
+    active = sum(snap.states.get(s, 0) for s in LIVE)
+    return (
+        f"{time.monotonic() - started:6.0f}s  jobs {snap.states.get('completed', 0)}/{total} completed, {active} "
+        f"active, {snap.states.get('queued', 0)} queued, {snap.states.get('failed', 0)} failed  |  rows imported "
+        f"{snap.rows:,} ({rate:,.0f}/s)"
+    )
+
+
+def watch(
+    conn: psycopg.Connection, interval: float = 2.0, stream=None, running=lambda: True, wait=time.sleep,
+    lines: bool = False,
+) -> None:  # fmt: skip
+    """Redraws the view every `interval` s (in place on a terminal; elsewhere a whole frame, or with `lines` one
+    line) while `running()`, waiting with `wait(interval)`; the last frame is drawn after `running()` turns false."""
     stream = stream or sys.stdout
     tty = stream.isatty()
-    previous = None
+    previous, started = None, time.monotonic()
     while True:
         snap = snapshot(conn)
-        frame = render(snap, previous)
-        stream.write(("\x1b[H\x1b[J" + frame + "\n") if tty else (frame + "\n\n"))
+        if tty:
+            stream.write("\x1b[H\x1b[J" + render(snap, previous) + "\n")
+        else:
+            stream.write(line(snap, previous, started) + "\n" if lines else render(snap, previous) + "\n\n")
         stream.flush()
         previous = snap
-        time.sleep(interval)
+        if not running():
+            return
+        wait(interval)

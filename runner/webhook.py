@@ -5,8 +5,6 @@ bulk_operations/finish to bulk_sync.webhook_finished() (the job polls at once), 
 products/update to bulk_sync.webhook_deleted() (the deletion is marked at once). Webhooks are not guaranteed: polls,
 snapshots and reconciliation cover a lost one."""
 
-import base64
-import hashlib
 import hmac
 import json
 import threading
@@ -16,15 +14,11 @@ import psycopg
 
 from runner import log
 from runner.config import webhook_secret
+from runner.shared import signature
 
 TOPIC = "bulk_operations/finish"
 DELETIONS = ("orders/delete", "products/delete", "products/update")  # Shopify has no variant-delete topic
 MAX_BODY = 1024 * 1024  # a products/update payload lists every variant
-
-
-def signature(secret: bytes, body: bytes) -> str:
-    """What Shopify sends in X-Shopify-Hmac-SHA256: base64 of HMAC-SHA256 of the raw body."""
-    return base64.b64encode(hmac.new(secret, body, hashlib.sha256).digest()).decode()
 
 
 class WebhookServer:

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 
 from runner.localpg import free_port
+from runner.shared import signature
 from runner.simulator.truth import TABLES
 from runner.simulator.webhooks import domain
-from runner.webhook import signature
 from tests.simulator import start
 from tests.test_import import table
 from tests.test_runner import _env, _runner

@@ -8,8 +8,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from runner.errors import ConfigError
 from runner.migrate import definitions, migrate, migrations, sql_dir
+from runner.shared import ConfigError
 from tests.catalog import differences, snapshot
 from tests.jobs import claim, report
 from tests.releases import install_release_0_1

@@ -14,13 +14,14 @@ import psycopg
 import pytest
 
 from runner.config import base_url, credentials, servable, webhook_secret
+from runner.shared import signature
 from runner.shopify_client import Fatal, ShopifyClient, Transient
 from runner.simulator.auth import App
 from runner.simulator.clock import Clock
 from runner.simulator.truth import TABLES
 from runner.simulator.webhooks import domain
 from runner.tokens import ClientCredentials
-from runner.webhook import WebhookServer, signature
+from runner.webhook import WebhookServer
 from tests.jobs import claim, make_due, report
 from tests.simulator import EDGES, POLL, TOKEN, start, truth
 from tests.test_import import table

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner.errors import ConfigError
+from runner.shared import ConfigError
 from runner.simulator.auth import App
 from runner.simulator.data import Settings
 from runner.simulator.faults import KINDS, FaultError, Faults

@@ -8,8 +8,8 @@ import uuid
 
 import httpx
 
+from runner.shared import signature
 from runner.simulator.operations import iso
-from runner.webhook import signature
 
 FINISHED = ("COMPLETED", "FAILED", "CANCELED")
 
