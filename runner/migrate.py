@@ -191,6 +191,7 @@ def migrate(conn: psycopg.Connection, root: Path | None = None) -> list[str]:
         upgraded = _upgrade_release_0_1(conn, root, todo[0])
         done += [upgraded] if upgraded else []
         applied = dict(conn.execute("select name, checksum from bulk_sync.migrations").fetchall())
+        migrated = False
         for m in todo:
             if m.name in applied:
                 if applied[m.name] != m.checksum:
@@ -202,9 +203,11 @@ def migrate(conn: psycopg.Connection, root: Path | None = None) -> list[str]:
             conn.execute(m.sql)
             conn.execute("insert into bulk_sync.migrations (name, checksum) values (%s, %s)", (m.name, m.checksum))
             done.append(m.name)
+            migrated = True
         stale = [d for d in defs if applied.get(d.name) != d.checksum]
         gone = {name for name in applied if "/" not in name} - {d.name for d in defs}
-        if stale or gone:
+        # After a migration every definition is applied again: some fold what the tables hold (the job states).
+        if stale or gone or migrated:
             try:
                 with conn.transaction():
                     _drop_definitions(conn)

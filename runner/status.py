@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 import psycopg
 
 BAR = 30
-LIVE = ("starting", "waiting", "exporting", "copied", "ready_to_import", "importing")
 
 
 @dataclass
@@ -16,10 +15,12 @@ class Snapshot:
     at: float
     progress: list[tuple]  # shop, entity, total, completed, failed, queued, active, percent (of the time covered),
     # rows_imported, rejected
-    states: dict[str, int]
+    states: dict[str, int]  # jobs per state, every state in bulk_sync.job_states' order
     problems: list[tuple] = field(default_factory=list)  # time, job, shop, entity, status, message
     stuck: list[tuple] = field(default_factory=list)  # job, shop, entity, status, idle for, reason
     fresh: list[tuple] = field(default_factory=list)  # shop, entity, synced through, behind
+
+    live: tuple[str, ...] = ()  # the states of jobs at work (neither queued nor terminal)
 
     @property
     def rows(self) -> int:
@@ -32,7 +33,11 @@ def snapshot(conn: psycopg.Connection, problems: int = 5) -> Snapshot:
                   rows_rejected::bigint
            from bulk_sync.progress order by shop, entity"""
     ).fetchall()
-    states = dict(conn.execute("select status, sum(jobs)::bigint from bulk_sync.status group by status").fetchall())
+    states = conn.execute(
+        """select st.state, st.terminal, coalesce(sum(s.jobs), 0)::bigint
+           from bulk_sync.job_states as st left join bulk_sync.status as s on s.status = st.state
+           group by st.state, st.position, st.terminal order by st.position"""
+    ).fetchall()
     recent = conn.execute(
         """select to_char(r.created_at, 'HH24:MI:SS'), r.job_id, j.shop, j.entity, r.status, r.message
            from bulk_sync.job_runs as r join bulk_sync.jobs as j on j.id = r.job_id
@@ -48,7 +53,9 @@ def snapshot(conn: psycopg.Connection, problems: int = 5) -> Snapshot:
                   behind::text
            from bulk_sync.freshness order by shop, entity"""
     ).fetchall()
-    return Snapshot(time.monotonic(), progress, states, recent, stuck, fresh)
+    live = tuple(state for state, terminal, _ in states if not terminal and state != "queued")
+    counts = {state: jobs for state, _, jobs in states}
+    return Snapshot(time.monotonic(), progress, counts, recent, stuck, fresh, live)
 
 
 def _bar(percent: float) -> str:
@@ -77,8 +84,7 @@ def render(snap: Snapshot, previous: Snapshot | None = None) -> str:
             f"{shop:<6}{entity:<9}{_bar(pct):<{BAR + 3}}{f'{pct:.0f}%':>7}{f'{done}/{n}':>10}{bad:>8}{active:>8}"
             f"{rows:>12,}{rejected:>13,}"
         )
-    order = ("queued", *LIVE, "completed", "failed", "split", "canceled")
-    out += ["", "jobs by state: " + ", ".join(f"{s} {snap.states[s]}" for s in order if snap.states.get(s))]
+    out += ["", "jobs by state: " + ", ".join(f"{s} {n}" for s, n in snap.states.items() if n)]
     if snap.fresh:
         out += ["", "freshness (incremental sync): " + ", ".join(
             f"{shop} {entity} through {through} ({behind} behind)" for shop, entity, through, behind in snap.fresh
@@ -98,7 +104,7 @@ def line(snap: Snapshot, previous: Snapshot | None, started: float) -> str:
     """One line of progress, for output that is not a terminal."""
     total = sum(p[2] for p in snap.progress)
     rate = (snap.rows - previous.rows) / (snap.at - previous.at) if previous and snap.at > previous.at else 0.0
-    active = sum(snap.states.get(s, 0) for s in LIVE)
+    active = sum(snap.states.get(s, 0) for s in snap.live)
     return (
         f"{time.monotonic() - started:6.0f}s  jobs {snap.states.get('completed', 0)}/{total} completed, {active} "
         f"active, {snap.states.get('queued', 0)} queued, {snap.states.get('failed', 0)} failed  |  rows imported "

@@ -1,6 +1,6 @@
--- The job state machine: the legal transitions are rows of bulk_sync.transitions (sql/migrations), enforced by the
--- trigger jobs_guard below; the functions here make every state change, each guarded by the state and fence it
--- expects, so a late actor changes nothing.
+-- The job state machine. What each state means is a row of bulk_sync.job_states and the legal changes are rows of
+-- bulk_sync.transitions (sql/migrations), enforced by the trigger jobs_guard below. Every state change goes through
+-- bulk_sync.transition(), guarded by the state and fence it expects, so a late actor changes nothing.
 --
 --   queued ──► starting ──► waiting ──► exporting ──► copied ──► ready_to_import ──► importing ──► completed
 --     ▲  ▲        │            │ │           │                                          │
@@ -10,8 +10,8 @@
 --     └── failed ◄── any live state (non-retryable, attempts exhausted)
 --         canceled ◄── any live state (cancel_jobs)
 --
--- A slot of the shop is held in starting and waiting; an import slot in ready_to_import and importing.
--- completed, failed, split and canceled are terminal; failed leaves only through retry_failed().
+-- Which states hold a shop slot or an import slot, are terminal, or wait for which runner task: bulk_sync.job_states.
+-- failed leaves only through retry_failed().
 
 -- Removes secrets from free text: URL query strings (signatures) and Shopify access tokens.
 create or replace function bulk_sync.redact(p_text text) returns text
@@ -62,16 +62,51 @@ language sql stable as $$
     ) as b;
 $$;
 
+-- The state lists below are declared immutable although they read bulk_sync.job_states: PostgreSQL folds each
+-- call into a constant when it plans a query, so the partial indexes on states apply (dispatch runs 25 % slower
+-- without). That holds because job_states changes only by a migration, and migrate re-applies every definition
+-- after a migration, which invalidates the plans that folded the old lists.
+
 -- The runner task that a job in this status is waiting for.
 create or replace function bulk_sync.task_for(p_status text) returns text
+language sql stable as $$
+    select task from bulk_sync.job_states where state = p_status;
+$$;
+
+-- The states that are terminal.
+create or replace function bulk_sync.terminal_states() returns text[]
 language sql immutable as $$
-    select case p_status
-        when 'starting' then 'start'
-        when 'waiting' then 'poll'
-        when 'exporting' then 'download'
-        when 'ready_to_import' then 'import'
-        when 'importing' then 'import'
-    end;
+    select array(select state from bulk_sync.job_states where terminal order by position);
+$$;
+
+-- The states in which a runner works on the job under a lease.
+create or replace function bulk_sync.leased_states() returns text[]
+language sql immutable as $$
+    select array(select state from bulk_sync.job_states where leased order by position);
+$$;
+
+-- The states that are terminal for good (all but failed, which retry_failed may revive).
+create or replace function bulk_sync.final_states() returns text[]
+language sql immutable as $$
+    select array(select state from bulk_sync.job_states where final order by position);
+$$;
+
+-- The states in which a job no longer answers for its window (split into others, or canceled).
+create or replace function bulk_sync.dropped_states() returns text[]
+language sql immutable as $$
+    select array(select state from bulk_sync.job_states where not covers_window order by position);
+$$;
+
+-- The states in which a job holds one of its shop's slots.
+create or replace function bulk_sync.shop_slot_states() returns text[]
+language sql immutable as $$
+    select array(select state from bulk_sync.job_states where holds_shop_slot order by position);
+$$;
+
+-- The states in which a job holds an import slot.
+create or replace function bulk_sync.import_slot_states() returns text[]
+language sql immutable as $$
+    select array(select state from bulk_sync.job_states where holds_import_slot order by position);
 $$;
 
 -- Messages use only what pgmq 1.4.4 has (Supabase's on PostgreSQL 15): send(text, jsonb, integer), a delay in
@@ -138,19 +173,67 @@ begin
 end;
 $$;
 
+-- The one way a job changes state (or, to the same state, starts its step again). p_job is the job as the caller
+-- read it, with the caller's changes to its other columns; the row is written only while it still has the state
+-- and fence p_job was read with. In order: the new state and the caller's changes, the fence bumped, the lease
+-- taken for p_lease_by (a worker) or cleared, slots the new state does not hold released, the audit row (unless
+-- p_audit is false: a poll or download handed out), and the task message of the new state (after p_delay) unless a
+-- lease was taken. Returns the job as written; null when the guard failed (nothing changed).
+create or replace function bulk_sync.transition(
+    p_job bulk_sync.jobs, p_to text, p_phase text, p_outcome text, p_message text,
+    p_delay interval default '0 s', p_lease_by text default null, p_audit boolean default true
+) returns bulk_sync.jobs
+language plpgsql as $$
+declare
+    v_job bulk_sync.jobs;
+    v_to bulk_sync.job_states;
+begin
+    select * into strict v_to from bulk_sync.job_states where state = p_to;
+    update bulk_sync.jobs as j
+       set status = p_to,
+           fence = j.fence + 1,
+           lease_expires_at = case when p_lease_by is not null
+                                   then now() + make_interval(secs => (bulk_sync.get_settings()).lease_seconds) end,
+           leased_by = p_lease_by,
+           slot = case when v_to.holds_shop_slot then p_job.slot end,
+           import_slot = case when v_to.holds_import_slot then p_job.import_slot end,
+           next_attempt_at = p_job.next_attempt_at,
+           attempts = p_job.attempts,
+           last_error = p_job.last_error,
+           operation_id = p_job.operation_id,
+           operation_status = p_job.operation_status,
+           operation_started_at = p_job.operation_started_at,
+           start_attempted_at = p_job.start_attempted_at,
+           object_count = p_job.object_count,
+           export_url = p_job.export_url,
+           bytes_total = p_job.bytes_total,
+           bytes_copied = p_job.bytes_copied,
+           lines_total = p_job.lines_total,
+           lines_processed = p_job.lines_processed,
+           lines_rejected = p_job.lines_rejected
+     where j.id = p_job.id and j.status = p_job.status and j.fence = p_job.fence
+    returning j.* into v_job;
+    if not found then
+        return null;
+    end if;
+    if p_audit then
+        perform bulk_sync.audit(v_job.id, p_phase, p_outcome, p_job.status, p_to, v_job.fence, p_message, p_lease_by);
+    end if;
+    if v_to.task is not null and p_lease_by is null then
+        perform bulk_sync.send(v_job.id, v_to.task, v_job.fence, p_delay);
+    end if;
+    return v_job;
+end;
+$$;
+
 -- Ends a job in failed with the reason, releasing whatever slot it held.
 create or replace function bulk_sync.fail(p_job bulk_sync.jobs, p_phase text, p_reason text, p_attempts integer default null)
 returns void
 language plpgsql as $$
-declare
-    v_from text := p_job.status;
 begin
-    update bulk_sync.jobs
-       set status = 'failed', slot = null, import_slot = null, lease_expires_at = null, leased_by = null,
-           fence = fence + 1, attempts = coalesce(p_attempts, attempts), last_error = bulk_sync.redact(p_reason)
-     where id = p_job.id
-    returning * into p_job;
-    perform bulk_sync.audit(p_job.id, p_phase, 'failed', v_from, 'failed', p_job.fence, p_reason);
+    p_job.attempts := coalesce(p_attempts, p_job.attempts);
+    p_job.last_error := bulk_sync.redact(p_reason);
+    perform bulk_sync.transition(p_job, 'failed', p_phase, 'failed', p_reason);
 end;
 $$;
 
@@ -174,63 +257,40 @@ begin
 end;
 $$;
 
--- Repeats the job's current step after a delay (backoff when it counts as an attempt), or fails it.
-create or replace function bulk_sync.repeat(
+-- Tries the job again after a delay (backoff when it counts as an attempt), or fails it: its current step again
+-- (an import from copied, where it waits for an import slot), or, with p_new_export, a new Shopify export from
+-- queued (slot released, operation forgotten).
+create or replace function bulk_sync.retry(
     p_job bulk_sync.jobs, p_phase text, p_reason text,
-    p_count_attempt boolean default true, p_delay interval default null
+    p_count_attempt boolean default true, p_delay interval default null, p_new_export boolean default false
 ) returns void
 language plpgsql as $$
 declare
     v_delay interval := bulk_sync.retry_delay(p_job, p_phase, p_reason, p_count_attempt, p_delay);
-    v_from text := p_job.status;
+    v_to text := case when p_new_export then 'queued' when p_job.status = 'importing' then 'copied' else p_job.status end;
 begin
     if v_delay is null then
         return;
     end if;
-    update bulk_sync.jobs
-       set status = case when status = 'importing' then 'copied' else status end,
-           import_slot = case when status = 'importing' then null else import_slot end,
-           next_attempt_at = now() + v_delay,
-           fence = fence + 1, lease_expires_at = null, leased_by = null,
-           attempts = attempts + p_count_attempt::integer,
-           last_error = case when p_count_attempt then bulk_sync.redact(p_reason) else last_error end
-     where id = p_job.id
-    returning * into p_job;
-    if p_job.status <> 'copied' then
-        perform bulk_sync.send(p_job.id, bulk_sync.task_for(p_job.status), p_job.fence, v_delay);
+    p_job.next_attempt_at := now() + v_delay;
+    p_job.attempts := p_job.attempts + p_count_attempt::integer;
+    if p_count_attempt or p_new_export then
+        p_job.last_error := bulk_sync.redact(p_reason);
     end if;
-    perform bulk_sync.audit(p_job.id, p_phase, case when p_count_attempt then 'retry' else 'wait' end,
-        v_from, p_job.status, p_job.fence,
-        format('%s; again in %s s', p_reason, round(extract(epoch from v_delay)::numeric, 1)));
-end;
-$$;
-
--- Returns the job to queued for a new Shopify export (slot released, operation forgotten), or fails it.
-create or replace function bulk_sync.requeue(
-    p_job bulk_sync.jobs, p_phase text, p_reason text,
-    p_count_attempt boolean default true, p_delay interval default null
-) returns void
-language plpgsql as $$
-declare
-    v_delay interval := bulk_sync.retry_delay(p_job, p_phase, p_reason, p_count_attempt, p_delay);
-    v_from text := p_job.status;
-begin
-    if v_delay is null then
-        return;
+    if p_new_export then
+        p_job.operation_id := null;
+        p_job.operation_status := null;
+        p_job.operation_started_at := null;
+        p_job.object_count := null;
+        p_job.start_attempted_at := null;
+        p_job.export_url := null;
+        p_job.bytes_total := null;
+        p_job.bytes_copied := 0;
+        p_job.lines_total := null;
     end if;
-    update bulk_sync.jobs
-       set status = 'queued', slot = null, next_attempt_at = now() + v_delay,
-           fence = fence + 1, lease_expires_at = null, leased_by = null,
-           attempts = attempts + p_count_attempt::integer,
-           last_error = bulk_sync.redact(p_reason),
-           operation_id = null, operation_status = null, operation_started_at = null, object_count = null,
-               start_attempted_at = null,
-           export_url = null, bytes_total = null, bytes_copied = 0, lines_total = null
-     where id = p_job.id
-    returning * into p_job;
-    perform bulk_sync.audit(p_job.id, p_phase, case when p_count_attempt then 'retry' else 'wait' end,
-        v_from, 'queued', p_job.fence,
-        format('%s; new export in %s s', p_reason, round(extract(epoch from v_delay)::numeric, 1)));
+    perform bulk_sync.transition(p_job, v_to, p_phase, case when p_count_attempt then 'retry' else 'wait' end,
+        format('%s; %s in %s s', p_reason, case when p_new_export then 'new export' else 'again' end,
+               round(extract(epoch from v_delay)::numeric, 1)), v_delay);
 end;
 $$;
 
@@ -244,16 +304,12 @@ declare
     v_child bulk_sync.jobs;
 begin
     if p_job.window_start is null or p_job.window_end - p_job.window_start < 2 * v_min then
-        perform bulk_sync.requeue(p_job, p_phase, p_reason || ' (window cannot be split further)');
+        perform bulk_sync.retry(p_job, p_phase, p_reason || ' (window cannot be split further)', p_new_export => true);
         return;
     end if;
     v_mid := date_trunc('second', p_job.window_start + (p_job.window_end - p_job.window_start) / 2);
-    update bulk_sync.jobs
-       set status = 'split', slot = null, lease_expires_at = null, leased_by = null, fence = fence + 1,
-           last_error = bulk_sync.redact(p_reason)
-     where id = p_job.id;
-    perform bulk_sync.audit(p_job.id, p_phase, 'split', p_job.status, 'split', p_job.fence + 1,
-        format('%s; split at %s', p_reason, v_mid));
+    p_job.last_error := bulk_sync.redact(p_reason);
+    perform bulk_sync.transition(p_job, 'split', p_phase, 'split', format('%s; split at %s', p_reason, v_mid));
     for v_child in
         insert into bulk_sync.jobs (
             shop, entity, filter_field, window_start, window_end, start_date, end_date, parent_id, max_attempts
@@ -283,7 +339,7 @@ begin
                 using errcode = 'BS010';
         end if;
         new.finished_at := case
-            when new.status in ('completed', 'failed', 'split', 'canceled') then now()
+            when (select terminal from bulk_sync.job_states where state = new.status) then now()
         end;
     end if;
     new.updated_at := now();

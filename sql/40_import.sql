@@ -339,11 +339,7 @@ begin
         perform bulk_sync.dispatch_imports();
         return 'failed';
     end if;
-    update bulk_sync.jobs
-       set status = 'completed', import_slot = null, fence = fence + 1, lease_expires_at = null, leased_by = null
-     where id = p_job.id
-    returning * into p_job;
-    perform bulk_sync.audit(p_job.id, 'import', 'ok', 'importing', 'completed', p_job.fence,
+    p_job := bulk_sync.transition(p_job, 'completed', 'import', 'ok',
         format('%s lines: %s imported, %s quarantined', p_job.lines_total,
                p_job.lines_total - p_job.lines_rejected, p_job.lines_rejected));
     perform bulk_sync.export_complete(p_job);
@@ -442,20 +438,13 @@ declare
     v_batches integer := 0;
 begin
     for v_job in
-        update bulk_sync.jobs as j
-           set status = 'importing', fence = j.fence + 1, leased_by = 'bulk_sync_tick',
-               lease_expires_at = now() + make_interval(secs => (bulk_sync.get_settings()).lease_seconds)
-          from (
-              select id from bulk_sync.jobs
-              where status = 'ready_to_import' and updated_at < now() - interval '5 s'
-              order by id
-              for update skip locked
-          ) as q
-         where j.id = q.id
-        returning j.*
+        select * from bulk_sync.jobs
+        where status = 'ready_to_import' and updated_at < now() - interval '5 s'
+        order by id
+        for update skip locked
     loop
-        perform bulk_sync.audit(v_job.id, 'import', 'claimed', 'ready_to_import', 'importing', v_job.fence,
-                                'import claimed by bulk_sync.tick', 'bulk_sync_tick');
+        perform bulk_sync.transition(v_job, 'importing', 'import', 'claimed', 'import claimed by bulk_sync.tick',
+                                     p_lease_by => 'bulk_sync_tick');
     end loop;
     for v_job in
         select * from bulk_sync.jobs
@@ -491,7 +480,7 @@ create or replace function bulk_sync.prune_staging() returns bigint
 language sql as $$
     select bulk_sync.clear_staging(array(
         select j.id from bulk_sync.jobs as j
-        where j.status in ('completed', 'canceled', 'split')
+        where j.status = any(bulk_sync.final_states())
           and j.finished_at < now() - make_interval(secs => (bulk_sync.get_settings()).staging_retention_seconds)
           and exists (select from bulk_sync.staging as s where s.job_id = j.id)
     ));

@@ -1,5 +1,6 @@
 -- Reports: the only way a runner changes a job. Each is fenced (a stale or duplicate report changes nothing
--- but is logged), writes its audit row, and enqueues the follow-up at once. Each returns true when applied.
+-- but is logged) and changes the job's state with bulk_sync.transition() (audit row and follow-up task included).
+-- Each returns true when applied.
 
 -- Runner started the Shopify bulk operation p_operation_id (p_adopted: found, started by an earlier attempt whose
 -- report was lost, instead of starting another).
@@ -20,21 +21,18 @@ begin
     if v_job is null then
         return false;
     end if;
-    update bulk_sync.jobs
-       set status = 'waiting', operation_id = p_operation_id, operation_status = 'CREATED',
-           -- when the first start was claimed, before Shopify can have made the operation: deletions found by
-           -- this export apply only to rows imported before it started (sql/65_deletions.sql)
-           operation_started_at = coalesce(start_attempted_at, now()),
-           object_count = 0, start_attempted_at = null,
-           fence = fence + 1, lease_expires_at = null, leased_by = null
-     where id = v_job.id
-    returning * into v_job;
-    perform bulk_sync.send(v_job.id, 'poll', v_job.fence,
-                           make_interval(secs => (bulk_sync.get_settings()).poll_interval_seconds));
-    perform bulk_sync.audit(v_job.id, 'start', 'ok', 'starting', 'waiting', v_job.fence,
+    v_job.operation_id := p_operation_id;
+    v_job.operation_status := 'CREATED';
+    -- when the first start was claimed, before Shopify can have made the operation: deletions found by this export
+    -- apply only to rows imported before it started (sql/65_deletions.sql)
+    v_job.operation_started_at := coalesce(v_job.start_attempted_at, now());
+    v_job.object_count := 0;
+    v_job.start_attempted_at := null;
+    perform bulk_sync.transition(v_job, 'waiting', 'start', 'ok',
         case when coalesce(p_adopted, false)
              then 'operation ' || p_operation_id || ' adopted: an earlier start created it and its report was lost'
-             else 'operation ' || p_operation_id || ' created' end);
+             else 'operation ' || p_operation_id || ' created' end,
+        make_interval(secs => (bulk_sync.get_settings()).poll_interval_seconds));
     return true;
 end;
 $$;
@@ -52,8 +50,9 @@ begin
     if v_job is null then
         return false;
     end if;
-    perform bulk_sync.requeue(v_job, 'start', 'OPERATION_IN_PROGRESS: ' || p_message, false,
-        make_interval(secs => (bulk_sync.get_settings()).in_progress_retry_seconds * (0.75 + 0.5 * random())));
+    perform bulk_sync.retry(v_job, 'start', 'OPERATION_IN_PROGRESS: ' || p_message, false,
+        make_interval(secs => (bulk_sync.get_settings()).in_progress_retry_seconds * (0.75 + 0.5 * random())),
+        p_new_export => true);
     perform bulk_sync.dispatch();
     return true;
 end;
@@ -71,11 +70,13 @@ begin
         raise exception 'p_retry_after_seconds must be between 0 and 3600, got %',
             coalesce(p_retry_after_seconds::text, 'NULL') using errcode = 'BS009';
     end if;
-    v_job := bulk_sync.fenced(p_job_id, p_fence, '{starting,waiting,exporting}', 'throttled');
+    v_job := bulk_sync.fenced(
+        p_job_id, p_fence, array(select state from bulk_sync.job_states where leased and task <> 'import'), 'throttled'
+    );
     if v_job is null then
         return false;
     end if;
-    perform bulk_sync.repeat(v_job, bulk_sync.task_for(v_job.status),
+    perform bulk_sync.retry(v_job, bulk_sync.task_for(v_job.status),
         format('throttled by Shopify, retry after %s s', p_retry_after_seconds), false,
         make_interval(secs => p_retry_after_seconds));
     return true;
@@ -121,47 +122,41 @@ begin
         perform bulk_sync.split(v_job, 'poll', format('operation at %s objects, over split_operation_objects (%s)',
                                                      p_object_count, v_s.split_operation_objects));
     elsif p_status in ('CREATED', 'RUNNING', 'CANCELING') then
-        update bulk_sync.jobs
-           set operation_status = p_status, object_count = coalesce(p_object_count, object_count)
-         where id = v_job.id
-        returning * into v_job;
-        perform bulk_sync.repeat(v_job, 'poll',
+        v_job.operation_status := p_status;
+        v_job.object_count := coalesce(p_object_count, v_job.object_count);
+        perform bulk_sync.retry(v_job, 'poll',
             format('operation %s, %s objects', p_status, coalesce(p_object_count::text, '?')), false,
             least(make_interval(secs => v_s.poll_interval_max_seconds),
                   greatest(make_interval(secs => v_s.poll_interval_seconds),
                            (now() - v_job.operation_started_at) / 10)));
         return true;
     elsif p_status = 'COMPLETED' and p_url is not null then
-        update bulk_sync.jobs
-           set status = 'exporting', slot = null, operation_status = p_status, object_count = p_object_count,
-               bytes_total = p_file_size, export_url = p_url,
-               fence = fence + 1, lease_expires_at = null, leased_by = null
-         where id = v_job.id
-        returning * into v_job;
-        perform bulk_sync.send(v_job.id, 'download', v_job.fence);
-        perform bulk_sync.audit(v_job.id, 'poll', 'ok', 'waiting', 'exporting', v_job.fence,
+        v_job.operation_status := p_status;
+        v_job.object_count := p_object_count;
+        v_job.bytes_total := p_file_size;
+        v_job.export_url := p_url;
+        perform bulk_sync.transition(v_job, 'exporting', 'poll', 'ok',
             format('operation COMPLETED: %s objects, %s bytes', p_object_count, p_file_size));
     elsif p_status = 'COMPLETED' and coalesce(p_object_count, 0) = 0 then
-        update bulk_sync.jobs
-           set status = 'completed', slot = null, operation_status = p_status, object_count = 0,
-               lines_total = 0, lines_processed = 0, bytes_total = 0,
-               fence = fence + 1, lease_expires_at = null, leased_by = null
-         where id = v_job.id
-        returning * into v_job;
-        perform bulk_sync.audit(v_job.id, 'poll', 'ok', 'waiting', 'completed', v_job.fence,
-                                'operation COMPLETED with no objects');
+        v_job.operation_status := p_status;
+        v_job.object_count := 0;
+        v_job.lines_total := 0;
+        v_job.lines_processed := 0;
+        v_job.bytes_total := 0;
+        v_job := bulk_sync.transition(v_job, 'completed', 'poll', 'ok', 'operation COMPLETED with no objects');
         perform bulk_sync.export_complete(v_job);
     elsif p_status = 'COMPLETED' then
-        perform bulk_sync.requeue(v_job, 'poll',
-            format('operation COMPLETED with %s objects but no download URL', p_object_count));
+        perform bulk_sync.retry(v_job, 'poll',
+            format('operation COMPLETED with %s objects but no download URL', p_object_count), p_new_export => true);
     elsif p_status = 'FAILED' and p_error_code = 'ACCESS_DENIED' then
         perform bulk_sync.fail(v_job, 'poll',
             'operation FAILED with ACCESS_DENIED: the app lacks an access scope this query needs');
     elsif p_status = 'FAILED' and p_error_code = 'TIMEOUT' then
         perform bulk_sync.split(v_job, 'poll', 'operation FAILED with TIMEOUT');
     else
-        perform bulk_sync.requeue(v_job, 'poll', format('operation %s%s', p_status,
-            case when p_status = 'FAILED' then ' with ' || coalesce(p_error_code, 'no error code') else '' end));
+        perform bulk_sync.retry(v_job, 'poll', format('operation %s%s', p_status,
+            case when p_status = 'FAILED' then ' with ' || coalesce(p_error_code, 'no error code') else '' end),
+            p_new_export => true);
     end if;
     perform bulk_sync.dispatch_exports();  -- the shop slot was released
     return true;
@@ -191,19 +186,18 @@ begin
     if p_lines is distinct from coalesce(v_job.object_count, p_lines)
        or p_bytes is distinct from coalesce(v_job.bytes_total, p_bytes)
        or v_staged is distinct from p_lines then
-        perform bulk_sync.repeat(v_job, 'download',
+        perform bulk_sync.retry(v_job, 'download',
             format('download incomplete: %s of %s lines (%s staged), %s of %s bytes',
                    p_lines, v_job.object_count, v_staged, p_bytes, v_job.bytes_total));
         return true;
     end if;
-    update bulk_sync.jobs
-       set status = 'copied', lines_total = p_lines, bytes_copied = p_bytes, next_attempt_at = now(),
-           lines_processed = 0, lines_rejected = 0,
-           fence = fence + 1, lease_expires_at = null, leased_by = null
-     where id = v_job.id
-    returning * into v_job;
-    perform bulk_sync.audit(v_job.id, 'download', 'ok', 'exporting', 'copied', v_job.fence,
-                            format('%s lines, %s bytes in staging', p_lines, p_bytes));
+    v_job.lines_total := p_lines;
+    v_job.bytes_copied := p_bytes;
+    v_job.next_attempt_at := now();
+    v_job.lines_processed := 0;
+    v_job.lines_rejected := 0;
+    perform bulk_sync.transition(v_job, 'copied', 'download', 'ok',
+                                 format('%s lines, %s bytes in staging', p_lines, p_bytes));
     perform bulk_sync.dispatch_imports();
     return true;
 end;
@@ -224,10 +218,10 @@ begin
         return false;
     end if;
     if coalesce(p_url_expired, false) then
-        perform bulk_sync.requeue(v_job, 'download', 'export URL expired: ' || p_reason);
+        perform bulk_sync.retry(v_job, 'download', 'export URL expired: ' || p_reason, p_new_export => true);
         perform bulk_sync.dispatch();
     else
-        perform bulk_sync.repeat(v_job, 'download', 'download failed: ' || p_reason);
+        perform bulk_sync.retry(v_job, 'download', 'download failed: ' || p_reason);
     end if;
     return true;
 end;
@@ -242,11 +236,11 @@ declare
     v_job bulk_sync.jobs;
 begin
     perform bulk_sync.require_text(p_reason, 'p_reason');
-    v_job := bulk_sync.fenced(p_job_id, p_fence, '{starting,waiting,exporting,importing}', 'transient');
+    v_job := bulk_sync.fenced(p_job_id, p_fence, bulk_sync.leased_states(), 'transient');
     if v_job is null then
         return false;
     end if;
-    perform bulk_sync.repeat(v_job, bulk_sync.task_for(v_job.status), 'transient error: ' || p_reason);
+    perform bulk_sync.retry(v_job, bulk_sync.task_for(v_job.status), 'transient error: ' || p_reason);
     perform bulk_sync.dispatch();
     return true;
 end;
@@ -261,7 +255,7 @@ declare
     v_job bulk_sync.jobs;
 begin
     perform bulk_sync.require_text(p_reason, 'p_reason');
-    v_job := bulk_sync.fenced(p_job_id, p_fence, '{starting,waiting,exporting,importing}', 'fatal');
+    v_job := bulk_sync.fenced(p_job_id, p_fence, bulk_sync.leased_states(), 'fatal');
     if v_job is null then
         return false;
     end if;

@@ -83,7 +83,7 @@ begin
             p_since,
             (select least(max(j.window_end), v_now) from bulk_sync.jobs as j
              where j.shop = v_shop.code and j.entity = 'orders' and j.kind = 'backfill'
-               and j.status not in ('split', 'canceled')),
+               and not j.status = any(bulk_sync.dropped_states())),
             v_now
         )
         on conflict (shop, entity) do nothing;
@@ -96,7 +96,7 @@ begin
             or exists (
                 select from bulk_sync.jobs as j
                 where j.shop = v_shop.code and j.kind = 'incremental'
-                  and j.status not in ('completed', 'failed', 'split', 'canceled')
+                  and not j.status = any(bulk_sync.terminal_states())
             );
         insert into bulk_sync.jobs (
             shop, entity, filter_field, window_start, window_end, start_date, end_date, max_attempts, kind

@@ -155,7 +155,7 @@ begin
         where not exists (
             select from bulk_sync.jobs as o
             where o.shop = w.shop and o.entity = w.entity
-              and o.status not in ('split', 'canceled')
+              and not o.status = any(bulk_sync.dropped_states())
               and (
                   (w.window_start is null and o.window_start is null and o.start_date = p_from and o.end_date = p_to)
                   or (o.filter_field = w.filter_field
@@ -182,29 +182,32 @@ create or replace function bulk_sync.retry_failed(p_shop text default null) retu
 language plpgsql
 security definer set search_path = pg_catalog, pg_temp as $$
 declare
-    v_count integer;
-    v_failed bigint[];
+    v_job bulk_sync.jobs;
+    v_count integer := 0;
 begin
     perform bulk_sync.require_shop(p_shop);
-    -- A retried job exports afresh: what an earlier attempt staged or quarantined goes.
-    v_failed := array(select id from bulk_sync.jobs where status = 'failed' and (p_shop is null or shop = p_shop));
-    perform bulk_sync.clear_staging(v_failed);
-    delete from bulk_sync.rejects where job_id = any(v_failed);
-    with retried as (
-        update bulk_sync.jobs
-           set status = 'queued', attempts = 0, next_attempt_at = now(), fence = fence + 1,
-               operation_id = null, operation_status = null, operation_started_at = null, object_count = null,
-               start_attempted_at = null,
-               export_url = null, bytes_total = null, bytes_copied = 0, lines_total = null,
-               lines_processed = 0, lines_rejected = 0
-         where id = any(v_failed)
-        returning id, fence
-    )
-    select count(*) into v_count
-    from (
-        select bulk_sync.audit(r.id, 'retry', 'queued', 'failed', 'queued', r.fence, 'retried by bulk_sync.retry_failed()')
-        from retried as r
-    ) as a;
+    for v_job in
+        select * from bulk_sync.jobs where status = 'failed' and (p_shop is null or shop = p_shop) order by id for update
+    loop
+        -- A retried job exports afresh: what an earlier attempt staged or quarantined goes.
+        perform bulk_sync.clear_staging(array[v_job.id]);
+        delete from bulk_sync.rejects where job_id = v_job.id;
+        v_job.attempts := 0;
+        v_job.next_attempt_at := now();
+        v_job.operation_id := null;
+        v_job.operation_status := null;
+        v_job.operation_started_at := null;
+        v_job.object_count := null;
+        v_job.start_attempted_at := null;
+        v_job.export_url := null;
+        v_job.bytes_total := null;
+        v_job.bytes_copied := 0;
+        v_job.lines_total := null;
+        v_job.lines_processed := 0;
+        v_job.lines_rejected := 0;
+        perform bulk_sync.transition(v_job, 'queued', 'retry', 'queued', 'retried by bulk_sync.retry_failed()');
+        v_count := v_count + 1;
+    end loop;
     perform bulk_sync.dispatch();
     return v_count;
 end;
@@ -215,28 +218,20 @@ create or replace function bulk_sync.cancel_jobs(p_shop text default null) retur
 language plpgsql
 security definer set search_path = pg_catalog, pg_temp as $$
 declare
-    v_job record;
+    v_job bulk_sync.jobs;
     v_count integer := 0;
 begin
     perform bulk_sync.require_shop(p_shop);
     for v_job in
-        update bulk_sync.jobs as j
-           set status = 'canceled', slot = null, import_slot = null, fence = fence + 1,
-               lease_expires_at = null, leased_by = null
-          from (
-              select id, status from bulk_sync.jobs
-              where status not in ('completed', 'failed', 'split', 'canceled')
-                and (p_shop is null or shop = p_shop)
-              for update
-          ) as old
-         where j.id = old.id
-        returning j.id, j.fence, j.operation_id, old.status as from_status
+        select * from bulk_sync.jobs
+        where not status = any(bulk_sync.terminal_states()) and (p_shop is null or shop = p_shop)
+        order by id
+        for update
     loop
-        if v_job.from_status = 'waiting' then
+        if v_job.status = 'waiting' then
             perform bulk_sync.send_cancel(v_job.id, v_job.operation_id);
         end if;
-        perform bulk_sync.audit(v_job.id, 'cancel', 'canceled', v_job.from_status, 'canceled', v_job.fence,
-                                'canceled by bulk_sync.cancel_jobs()');
+        perform bulk_sync.transition(v_job, 'canceled', 'cancel', 'canceled', 'canceled by bulk_sync.cancel_jobs()');
         v_count := v_count + 1;
     end loop;
     perform bulk_sync.dispatch();
@@ -259,7 +254,7 @@ begin
     delete from bulk_sync.job_runs as r
     using bulk_sync.jobs as j
     where r.job_id = j.id
-      and j.status in ('completed', 'split', 'canceled')
+      and j.status = any(bulk_sync.final_states())
       and r.created_at < now() - make_interval(days => (bulk_sync.get_settings()).audit_retention_days);
     get diagnostics v_pruned = row_count;
     delete from bulk_sync.runners where seen_at < now() - interval '1 day';

@@ -98,12 +98,26 @@ bulk_sync.cancel_jobs(text),
 bulk_sync.tick(),
 -- called by the bulk_sync.stuck view, as its reader
 bulk_sync.has_free_slot(text),
-bulk_sync.has_free_import_slot()
+bulk_sync.has_free_import_slot(),
+bulk_sync.free_slots(text),
+bulk_sync.free_import_slots(),
+bulk_sync.get_settings()
 to bulk_sync_operator;
 grant select on
 bulk_sync.shops, bulk_sync.jobs, bulk_sync.job_runs, bulk_sync.rejects, bulk_sync.settings,
 bulk_sync.watermarks, bulk_sync.webhooks, bulk_sync.runners, bulk_sync.stuck
 to bulk_sync_operator;
+
+-- Everyone of bulk-sync: what each job state means (the views read it as their reader, the status display too).
+grant select on bulk_sync.job_states to bulk_sync_runner, bulk_sync_operator, bulk_sync_reader;
+grant execute on function
+bulk_sync.terminal_states(),
+bulk_sync.leased_states(),
+bulk_sync.final_states(),
+bulk_sync.dropped_states(),
+bulk_sync.shop_slot_states(),
+bulk_sync.import_slot_states()
+to bulk_sync_runner, bulk_sync_operator, bulk_sync_reader;
 
 -- Everyone of bulk-sync: progress and freshness; the reader: the data.
 grant select on bulk_sync.status, bulk_sync.progress, bulk_sync.freshness to bulk_sync_operator, bulk_sync_reader;

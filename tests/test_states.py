@@ -1,0 +1,79 @@
+"""The job states are data (bulk_sync.job_states): the predicates that must still name states agree with it, and no
+function body, view or runner module lists states of its own."""
+
+import re
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _states(db: psycopg.Connection, where: str = "true") -> set[str]:
+    # `where` is one of the fixed property expressions below, never input
+    return {r[0] for r in db.execute("select state from bulk_sync.job_states where " + where).fetchall()}
+
+
+def _named(text: str, every: set[str]) -> set[str]:
+    return set(re.findall(r"'([a-z_]+)'", text)) & every
+
+
+def test_the_predicates_that_name_states_agree_with_the_states_table(db: psycopg.Connection) -> None:
+    every = _states(db)
+    assert len(every) == 11
+    indexes = dict(db.execute(
+        "select indexname, indexdef from pg_indexes where schemaname = 'bulk_sync' and tablename = 'jobs'"
+    ).fetchall())  # fmt: skip
+    assert _named(indexes["jobs_shop_slot"].split(" WHERE ")[1], every) == _states(db, "holds_shop_slot")
+    assert _named(indexes["jobs_import_slot"].split(" WHERE ")[1], every) == _states(db, "holds_import_slot")
+    constraints = dict(db.execute(
+        "select conname, pg_get_constraintdef(oid) from pg_constraint where conrelid = 'bulk_sync.jobs'::regclass"
+    ).fetchall())  # fmt: skip
+    slot = [d for d in constraints.values() if d.startswith("CHECK (((slot IS NOT NULL)")]
+    import_slot = [d for d in constraints.values() if d.startswith("CHECK (((import_slot IS NOT NULL)")]
+    assert len(slot) == len(import_slot) == 1
+    assert _named(slot[0], every) == _states(db, "holds_shop_slot")
+    assert _named(import_slot[0], every) == _states(db, "holds_import_slot")
+    assert _named(constraints["jobs_no_overlap"], every) == _states(db, "terminal")
+    assert "FOREIGN KEY (status) REFERENCES bulk_sync.job_states(state)" in constraints["jobs_status_fkey"]
+    assert "status_check" not in " ".join(constraints)
+
+
+def test_the_state_functions_read_the_table(db: psycopg.Connection) -> None:
+    for function, where in (
+        ("terminal_states", "terminal"), ("final_states", "final"), ("dropped_states", "not covers_window"),
+        ("leased_states", "leased"), ("shop_slot_states", "holds_shop_slot"),
+        ("import_slot_states", "holds_import_slot"),
+    ):  # fmt: skip
+        (found,) = db.execute(f"select bulk_sync.{function}()").fetchone()  # noqa: S608 - names from this test
+        assert set(found) == _states(db, where), function
+
+
+def _lists_states(text: str, every: set[str]) -> list[str]:
+    """Lists of two or more states: SQL `in (...)`, array literals and constructors, Python tuples/lists/sets."""
+    found = []
+    for pattern in (
+        r"\bin\s*\(([^()]*)\)",
+        r"'\{([^}]*)\}'",
+        r"array\[([^\]]*)\]",
+        r"[(\[{]((?:\s*\"[a-z_]+\",?)+)\s*[)\]}]",
+    ):
+        for match in re.finditer(pattern, text, re.IGNORECASE):
+            names = set(re.findall(r"[a-z_]+", match.group(1))) & every
+            if len(names) >= 2:
+                found.append(match.group(0))
+    return found
+
+
+def test_no_function_view_or_module_lists_states(db: psycopg.Connection) -> None:
+    every = _states(db)
+    assert _lists_states("where status in ('starting', 'waiting')", every)  # the check itself can fail
+    assert _lists_states('LIVE = ("starting", "waiting")', every)
+    offenders = {}
+    sources = [*sorted((ROOT / "sql").glob("[0-9]*.sql")), ROOT / "pg_cron.sql",
+               *sorted((ROOT / "runner").rglob("*.py")), *sorted((ROOT / "bench").glob("*.py"))]  # fmt: skip
+    for path in sources:
+        text = "\n".join(re.split(r"--|#", line)[0] for line in path.read_text().splitlines())
+        if lists := _lists_states(text, every):
+            offenders[str(path.relative_to(ROOT))] = lists
+    assert offenders == {}
