@@ -23,8 +23,10 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from psycopg import sql
 
 from bench.table import print_table
+from runner import sqlapi
 from runner.localpg import LocalCluster
 from runner.simulator.truth import TABLES
 
@@ -68,9 +70,7 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
                 db.execute("update bulk_sync.settings set window_sizing = false")
             for code in args.shop_codes:
                 ops = 1 if name == "original" else None
-                db.execute(
-                    "select bulk_sync.add_shop(%s, %s, '2026-10', %s)", (code, f"{code.lower()}.myshopify.com", ops)
-                )
+                sqlapi.add_shop(db, code, f"{code.lower()}.myshopify.com", "2026-10", ops)
             env = {**os.environ, "DATABASE_URL": dsn}
             for code in args.shop_codes:
                 env[f"SHOP_{code}_URL"] = f"{base}/{code.lower()}"
@@ -81,10 +81,7 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
             if name == "sized" and args.warm_days:
                 # An earlier backfill of the same shops (untimed): the timed one is sized from what it saw.
                 first = FIRST + dt.timedelta(days=args.warm_days)
-                db.execute(
-                    "select bulk_sync.enqueue_backfill(%s, %s, '{orders,refunds}')",
-                    (FIRST, first - dt.timedelta(days=1)),
-                )
+                sqlapi.enqueue_backfill(db, FIRST, first - dt.timedelta(days=1), ["orders", "refunds"])
                 subprocess.run([*command, "--until-idle"], env=env, stderr=subprocess.DEVNULL, check=True)
                 timed_after = db.execute("select max(id) from bulk_sync.jobs").fetchone()[0]
                 ops_before = _operations(base)
@@ -96,7 +93,7 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
                 runner.terminate()
                 returncode = runner.wait(60)
             else:
-                db.execute("select bulk_sync.enqueue_backfill(%s, %s)", (first, last))
+                sqlapi.enqueue_backfill(db, first, last)
                 returncode = subprocess.run([*command, "--until-idle"], env=env, stderr=subprocess.DEVNULL).returncode
                 seconds = time.monotonic() - started
             if returncode != 0:
@@ -105,7 +102,8 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
             if left:
                 raise RuntimeError(f"the {name} run left {left} jobs not completed")
             jobs = db.execute("select count(*) from bulk_sync.jobs where id > %s", (timed_after,)).fetchone()[0]
-            rows = {t: db.execute(f"select count(*) from shopify.{t}").fetchone()[0] for t in TABLES}
+            count = sql.SQL("select count(*) from {}")
+            rows = {t: db.execute(count.format(sql.Identifier("shopify", t))).fetchone()[0] for t in TABLES}
             objects = dict(
                 db.execute(
                     "select shop, sum(object_count)::bigint from bulk_sync.jobs where id > %s group by shop",
@@ -141,7 +139,7 @@ def _one_at_a_time(db: psycopg.Connection, shops: tuple[str, ...], last: dt.date
                     current = {code: j for code, j in current.items() if j != job_id}
         for code in [c for c in plan if c not in current]:
             first, end, entity = plan[code].pop(0)
-            db.execute("select bulk_sync.enqueue_backfill(%s, %s, %s, %s)", (first, end, [entity], [code]))
+            sqlapi.enqueue_backfill(db, first, end, [entity], [code])
             current[code] = db.execute("select max(id) from bulk_sync.jobs where shop = %s", (code,)).fetchone()[0]
             if not plan[code]:
                 del plan[code]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 
+from runner import sqlapi
 from runner.localpg import LocalCluster
 from runner.simulator.data import Settings
 from runner.simulator.faults import Faults
@@ -114,10 +115,8 @@ def run(seed: int, days: int, orders_per_day: int) -> dict:
                            "backoff_cap_seconds = 4, in_progress_retry_seconds = 2, lease_seconds = 10, "
                            "max_attempts = 60, max_operation_seconds = 15")  # fmt: skip
                 for code, version in SHOPS.items():
-                    db.execute(
-                        "select bulk_sync.add_shop(%s, %s, %s)", (code, f"{code.lower()}.myshopify.com", version)
-                    )
-                db.execute("select bulk_sync.enqueue_backfill('2025-09-01', %s)", (settings.last_day,))
+                    sqlapi.add_shop(db, code, f"{code.lower()}.myshopify.com", version)
+                sqlapi.enqueue_backfill(db, "2025-09-01", settings.last_day)
             env = {**os.environ, "DATABASE_URL": dsn}
             for code in SHOPS:
                 env[f"SHOP_{code}_TOKEN"], env[f"SHOP_{code}_URL"] = TOKEN, server.shop_url(code)
@@ -146,7 +145,8 @@ def run(seed: int, days: int, orders_per_day: int) -> dict:
                     r.wait(timeout=60)
             with psycopg.connect(dsn, autocommit=True) as db:
                 statuses = dict(db.execute("select status, count(*) from bulk_sync.jobs group by status").fetchall())
-                terminal = {r[0] for r in db.execute("select state from bulk_sync.job_states where terminal")}
+                terminal = {s.state for s in sqlapi.job_states(db) if s.terminal}
+                limits = sqlapi.max_concurrent_ops(db)  # set from each shop's API version by add_shop
                 unexplained = db.execute(
                     "select count(*) from bulk_sync.jobs where status = 'failed' and last_error is null"
                 ).fetchone()[0]
@@ -163,7 +163,6 @@ def run(seed: int, days: int, orders_per_day: int) -> dict:
     finally:
         server.stop()
     stats = shopify.stats()
-    limits = {c: (1 if v < "2026-01" else 5) for c, v in SHOPS.items()}
     duplicates = sum(s["duplicate_starts"] for s in stats["shops"].values())
     over = {c: s["max_concurrent"] for c, s in stats["shops"].items() if s["max_concurrent"] > limits[c]}
     checks = {

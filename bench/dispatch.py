@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 
 from bench.table import print_table
+from runner import sqlapi
 from runner.localpg import LocalCluster
 
 
@@ -46,20 +47,17 @@ def raw_pgmq(dsn: str, cycles: int, sessions: int) -> float:
 def _respond(db: psycopg.Connection, task: dict) -> None:
     jid, fence = task["job_id"], task["fence"]
     if task["task"] == "start":
-        db.execute(
-            "select bulk_sync.report_operation_started(%s, %s, %s)", (jid, fence, f"gid://shopify/BulkOperation/{jid}")
-        )
+        sqlapi.report_operation_started(db, jid, fence, f"gid://shopify/BulkOperation/{jid}")
     elif task["task"] == "poll":
-        db.execute(
-            "select bulk_sync.report_poll_result(%s, %s, 'COMPLETED', null, 1, %s, %s)",
-            (jid, fence, len(_line(jid)) + 1, f"https://storage.example/{jid}.jsonl"),
+        sqlapi.report_poll_result(
+            db, jid, fence, "COMPLETED", None, 1, len(_line(jid)) + 1, f"https://storage.example/{jid}.jsonl"
         )
     elif task["task"] == "download":
         with db.transaction():
             db.execute("insert into bulk_sync.staging (job_id, line_no, line) values (%s, 1, %s)", (jid, _line(jid)))
-            db.execute("select bulk_sync.report_download_finished(%s, %s, 1, %s)", (jid, fence, len(_line(jid)) + 1))
+            sqlapi.report_download_finished(db, jid, fence, 1, len(_line(jid)) + 1)
     elif task["task"] == "import":
-        db.execute("call bulk_sync.import(%s, %s)", (jid, fence))
+        sqlapi.import_job(db, jid, fence)
 
 
 def _line(job_id: int) -> str:
@@ -69,7 +67,7 @@ def _line(job_id: int) -> str:
 def _worker(dsn: str, name: str, done: threading.Event, counts: list[int]) -> None:
     with psycopg.connect(dsn, autocommit=True) as db:
         while not done.is_set():
-            tasks = [r[0] for r in db.execute("select bulk_sync.claim(%s, 10, 0.2)", (name,)).fetchall()]
+            tasks = sqlapi.claim(db, name, 10, 0.2)
             for task in tasks:
                 _respond(db, task)
             counts.append(len(tasks))
@@ -85,7 +83,7 @@ def lifecycle(dsn: str, jobs: int, sessions: int, shops: int) -> tuple[float, in
                set poll_interval_seconds = 0, max_concurrent_imports = 16, window_sizing = false"""
         )
         for i in range(shops):
-            db.execute("select bulk_sync.add_shop(%s, %s)", (f"S{i}", f"s{i}.myshopify.com"))
+            sqlapi.add_shop(db, f"S{i}", f"s{i}.myshopify.com")
         done, counts = threading.Event(), []
         threads = [threading.Thread(target=_worker, args=(dsn, f"bench{i}", done, counts)) for i in range(sessions)]
         started = time.perf_counter()

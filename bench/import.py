@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 
 from bench.table import print_table
+from runner import sqlapi
 from runner.localpg import LocalCluster
 from runner.simulator.data import Catalogue, Settings, ShopData
 from runner.simulator.export import Export
@@ -28,27 +29,23 @@ def _import(db: psycopg.Connection, lines: list[str], batch: int, run: int) -> f
     """Stages the lines as a job of its own and imports it; returns seconds spent importing."""
     db.execute("update bulk_sync.settings set import_batch_size = %s", (batch,))
     day = dt.date(2025, 9, 1) + dt.timedelta(days=run)
-    db.execute("select bulk_sync.enqueue_backfill(%s, %s, '{orders}')", (day, day))
-    (start,) = db.execute("select bulk_sync.claim('bench', 1)").fetchone()
+    sqlapi.enqueue_backfill(db, day, day, ["orders"])
+    (start,) = sqlapi.claim(db, "bench")
     jid = start["job_id"]
     size = sum(len(line.encode()) for line in lines)
-    db.execute(
-        "select bulk_sync.report_operation_started(%s, %s, %s)",
-        (jid, start["fence"], f"gid://shopify/BulkOperation/{jid}"),
-    )
+    sqlapi.report_operation_started(db, jid, start["fence"], f"gid://shopify/BulkOperation/{jid}")
     db.execute("update pgmq.q_bulk_sync set vt = now()")
-    (poll,) = db.execute("select bulk_sync.claim('bench', 1)").fetchone()
-    db.execute("select bulk_sync.report_poll_result(%s, %s, 'COMPLETED', null, %s, %s, 'https://x.example/e')",
-               (jid, poll["fence"], len(lines), size))  # fmt: skip
-    (dl,) = db.execute("select bulk_sync.claim('bench', 1)").fetchone()
+    (poll,) = sqlapi.claim(db, "bench")
+    sqlapi.report_poll_result(db, jid, poll["fence"], "COMPLETED", None, len(lines), size, "https://x.example/e")
+    (dl,) = sqlapi.claim(db, "bench")
     with db.transaction():
         with db.cursor().copy("copy bulk_sync.staging (job_id, line_no, line) from stdin") as copy:
             for number, line in enumerate(lines, 1):
                 copy.write_row((jid, number, line.rstrip("\n")))
-        db.execute("select bulk_sync.report_download_finished(%s, %s, %s, %s)", (jid, dl["fence"], len(lines), size))
-    (task,) = db.execute("select bulk_sync.claim('bench', 1)").fetchone()
+        sqlapi.report_download_finished(db, jid, dl["fence"], len(lines), size)
+    (task,) = sqlapi.claim(db, "bench")
     started = time.perf_counter()
-    db.execute("call bulk_sync.import(%s, %s)", (jid, task["fence"]))
+    sqlapi.import_job(db, jid, task["fence"])
     elapsed = time.perf_counter() - started
     status = db.execute("select status from bulk_sync.jobs where id = %s", (jid,)).fetchone()[0]
     assert status == "completed", status
@@ -65,7 +62,7 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp, LocalCluster(Path(tmp)) as cluster:
         cluster.create_database("bench")
         with psycopg.connect(cluster.dsn("bench"), autocommit=True) as db:
-            db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
+            sqlapi.add_shop(db, "DE", "de.myshopify.com")
             # The fields bulk-sync's orders query selects, over every day of the data set.
             query = (
                 "{ orders { edges { node { id name createdAt updatedAt processedAt cancelledAt cancelReason email "

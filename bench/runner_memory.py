@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 
 from bench.table import print_table
+from runner import sqlapi
 from runner.localpg import LocalCluster
 
 TOKEN = "shpat_bench_token"  # noqa: S105 - a fake for the local simulator
@@ -47,7 +48,7 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
             base = simulator.stdout.readline().split(" at ")[1].split(" ")[0]
             with psycopg.connect(cluster.dsn("bench"), autocommit=True) as db:
                 db.execute("update bulk_sync.settings set poll_interval_seconds = 1, lease_seconds = 60")
-                db.execute("select bulk_sync.add_shop('BIG', 'big.myshopify.com')")
+                sqlapi.add_shop(db, "BIG", "big.myshopify.com")
                 # One job over the whole data set: a single export of about a million lines.
                 db.execute(
                     """insert into bulk_sync.jobs (shop, entity, filter_field, window_start, window_end, start_date,

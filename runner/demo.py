@@ -18,8 +18,9 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from psycopg import sql
 
-from runner import log
+from runner import log, sqlapi
 from runner.localpg import LocalCluster, free_port
 from runner.simulator.truth import TABLES
 from runner.simulator.webhooks import domain
@@ -42,7 +43,8 @@ def _summary(db: psycopg.Connection, base_url: str) -> bool:
     print(f"\n{'table':<26}{'rows':>12}{'ground truth':>15}  check")
     same = True
     for name in TABLES:
-        rows = db.execute(f"select count(*) from shopify.live_{name}").fetchone()[0]  # without what was deleted
+        live = sql.Identifier("shopify", f"live_{name}")  # without what was deleted
+        rows = db.execute(sql.SQL("select count(*) from {}").format(live)).fetchone()[0]
         truth = sum(_truth_count(base_url, code, name) for code in SHOPS)
         same &= rows == truth
         print(f"shopify.{name:<18}{rows:>12,}{truth:>15,}  {'equal' if rows == truth else 'DIFFERENT'}")
@@ -57,7 +59,7 @@ def _keep_current(db: psycopg.Connection, dsn: str, base_url: str, env: dict[str
     print(f"\nmeanwhile on each shop: {changes['new_orders']} new orders, {changes['refunds']} refunds and "
           f"{changes['edits']} edits of existing orders")  # fmt: skip
     time.sleep(1.1)  # updated_at has whole seconds: the window must end after the changes
-    created = db.execute("select bulk_sync.enqueue_incremental()").fetchone()[0]
+    created = sqlapi.enqueue_incremental(db)
     print(f"select bulk_sync.enqueue_incremental();  -> {created} jobs created (pg_cron runs it every five minutes)")
     started = time.monotonic()
     Runner(dsn, env, concurrency=4, name="demo", until_idle=True).run()
@@ -92,8 +94,8 @@ def _deletions(db: psycopg.Connection, dsn: str, base_url: str, env: dict[str, s
         time.sleep(0.1)
     by_hook = _marked(db)
     waited = time.monotonic() - started
-    db.execute("select bulk_sync.enqueue_reconcile(%s, %s)", (FIRST, LAST))
-    db.execute("select bulk_sync.enqueue_backfill(current_date, current_date, '{skus}')")
+    sqlapi.enqueue_reconcile(db, FIRST, LAST)
+    sqlapi.enqueue_backfill(db, dt.date.today(), dt.date.today(), ["skus"])
     Runner(dsn, env, concurrency=4, name="demo", until_idle=True).run()
     after = _marked(db)
     print(f"\ndeleted on the shops: {len(orders)} orders, {len(variants)} variants; marked by webhook within "
@@ -151,8 +153,8 @@ def run(directory: Path, reset: bool = False, port: int | None = None, orders_pe
                 db.execute("set jit = off")  # the live view's queries are small; compiling them costs more
                 db.execute("update bulk_sync.settings set poll_interval_seconds = 1")
                 for code in SHOPS:
-                    db.execute("select bulk_sync.add_shop(%s, %s)", (code, domain(code)))
-                created = db.execute("select bulk_sync.enqueue_backfill(%s, %s)", (FIRST, LAST)).fetchone()[0]
+                    sqlapi.add_shop(db, code, domain(code))
+                created = sqlapi.enqueue_backfill(db, FIRST, LAST)
                 print(f"select bulk_sync.enqueue_backfill('{FIRST}', '{LAST}');  -> {created} jobs created")
                 env = app | {f"SHOP_{c}_URL": f"{base_url}/{c.lower()}" for c in SHOPS}
                 webhooks = WebhookServer(dsn, env, hook_port, "127.0.0.1")

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import httpx
 import psycopg
 
+from runner import sqlapi
+
 CHUNK = 1 << 16
 
 
@@ -74,10 +76,7 @@ def download(
                         if stop.is_set():
                             raise Abandoned()
                         progress(counter[0])
-            accepted = conn.execute(
-                "select bulk_sync.report_download_finished(%s, %s, %s, %s)", (job_id, fence, lines, counter[0])
-            ).fetchone()[0]
-            if not accepted:
+            if not sqlapi.report_download_finished(conn, job_id, fence, lines, counter[0]):
                 raise _Stale()
             return Result(lines, counter[0], True)
     except _Stale:

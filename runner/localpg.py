@@ -94,14 +94,15 @@ class LocalCluster:
     def create_database(self, dbname: str, fresh: bool = False) -> str:
         """Creates `dbname` unless it exists (fresh: drops it first), migrates it; returns its connection string."""
         import psycopg
+        from psycopg import sql
 
         from runner.migrate import migrate
 
         with psycopg.connect(self.dsn(), autocommit=True) as admin:
             if fresh:
-                admin.execute(f'drop database if exists "{dbname}" with (force)')
+                admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname)))
             if not admin.execute("select 1 from pg_database where datname = %s", (dbname,)).fetchone():
-                admin.execute(f'create database "{dbname}"')
+                admin.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
         with psycopg.connect(self.dsn(dbname)) as conn:
             self.applied = migrate(conn)
         return self.dsn(dbname)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from runner.shared import ConfigError
 
@@ -70,8 +71,8 @@ def _ensure_btree_gist(conn: psycopg.Connection) -> str | None:
     if _one(conn, "select exists (select from pg_extension where extname = 'btree_gist')"):
         return None
     schema = _extension_schema(conn)
-    conn.execute(f'create schema if not exists "{schema}"')
-    conn.execute(f'create extension btree_gist schema "{schema}"')
+    conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+    conn.execute(sql.SQL("create extension btree_gist schema {}").format(sql.Identifier(schema)))
     return f"btree_gist (extension in {schema})"
 
 
@@ -143,31 +144,37 @@ def _upgrade_release_0_1(conn: psycopg.Connection, root: Path, baseline: SqlFile
     return "upgraded from release 0.1"
 
 
+_DROP_DEFINITIONS = """
+do $$
+declare
+    v_statement text;
+begin
+    for v_statement in
+        select 'drop view ' || string_agg(c.oid::regclass::text, ', ')
+        from pg_class as c
+        where c.relnamespace in ('bulk_sync'::regnamespace, 'shopify'::regnamespace) and c.relkind in ('v', 'm')
+        having count(*) > 0
+        union all
+        select format('drop trigger %I on %s', t.tgname, t.tgrelid::regclass)
+        from pg_trigger as t join pg_class as c on c.oid = t.tgrelid
+        where c.relnamespace = 'bulk_sync'::regnamespace and not t.tgisinternal
+        union all
+        select 'drop routine ' || string_agg(p.oid::regprocedure::text, ', ')
+        from pg_proc as p
+        where p.pronamespace = 'bulk_sync'::regnamespace
+        having count(*) > 0
+    loop
+        execute v_statement;
+    end loop;
+end;
+$$"""
+
+
 def _drop_definitions(conn: psycopg.Connection) -> None:
     """Drops every view (bulk_sync, shopify), trigger, function and procedure of bulk_sync, so that the definition
     files re-create exactly what they define (a user's object that depends on one of them stops the migration with
     PostgreSQL's error)."""
-    views = _one(
-        conn,
-        "select string_agg(c.oid::regclass::text, ', ') from pg_class as c "
-        "where c.relnamespace in ('bulk_sync'::regnamespace, 'shopify'::regnamespace) and c.relkind in ('v', 'm')",
-    )
-    if views:
-        conn.execute(f"drop view {views}")
-    triggers = conn.execute(
-        "select format('drop trigger %I on %s', t.tgname, t.tgrelid::regclass) from pg_trigger as t "
-        "join pg_class as c on c.oid = t.tgrelid "
-        "where c.relnamespace = 'bulk_sync'::regnamespace and not t.tgisinternal"
-    ).fetchall()
-    for (statement,) in triggers:
-        conn.execute(statement)
-    routines = _one(
-        conn,
-        "select string_agg(p.oid::regprocedure::text, ', ') from pg_proc as p "
-        "where p.pronamespace = 'bulk_sync'::regnamespace",
-    )
-    if routines:
-        conn.execute(f"drop routine {routines}")
+    conn.execute(_DROP_DEFINITIONS)
 
 
 def migrate(conn: psycopg.Connection, root: Path | None = None) -> list[str]:

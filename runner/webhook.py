@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 
-from runner import log
+from runner import log, sqlapi
 from runner.config import webhook_secret
 from runner.shared import signature
 
@@ -44,33 +44,30 @@ class WebhookServer:
 
     def finished(self, webhook_id: str, domain: str, operation_id: str) -> str:
         """Hands a verified notification to the database."""
-        query = "select bulk_sync.webhook_finished(%s, %s, %s)"
-        return self._query(query, (webhook_id, domain, operation_id))
+        return self._query(sqlapi.webhook_finished, webhook_id, domain, operation_id)
 
     def deleted(self, webhook_id: str, domain: str, topic: str, payload: dict) -> str:
         """Hands a verified deletion notification to the database."""
-        query = "select bulk_sync.webhook_deleted(%s, %s, %s, %s::jsonb)"
-        return self._query(query, (webhook_id, domain, topic, json.dumps(payload)))
+        return self._query(sqlapi.webhook_deleted, webhook_id, domain, topic, payload)
 
     def secret(self, domain: str) -> bytes | None:
         """The secret that signs the webhooks of the shop at `domain` (its code looked up once it is registered)."""
         code = self._codes.get(domain)
         if code is None:
-            code = self._query("select code from bulk_sync.shops where domain = %s", (domain,))
+            code = self._query(sqlapi.shop_of_domain, domain)
             if code is not None:  # an unknown domain is asked again: its shop may be registered later
                 self._codes[domain] = code
         found = webhook_secret(code, self.env)
         return found.encode() if found else None
 
-    def _query(self, query: str, args: tuple) -> object:
-        """One value from the database; one connection, reopened when it broke."""
+    def _query(self, function, *args: object):
+        """One call of the SQL API; one connection, reopened when it broke."""
         with self._db_lock:
             for attempt in (1, 2):
                 if self._db is None or self._db.closed:
                     self._db = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
                 try:
-                    row = self._db.execute(query, args).fetchone()
-                    return row[0] if row else None
+                    return function(self._db, *args)
                 except psycopg.OperationalError:
                     self._db = None
                     if attempt == 2:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from runner import log
+from runner import log, sqlapi
 from runner.config import base_url, credentials, servable
 from runner.download import Abandoned, DownloadError, download
 from runner.shopify_client import Fatal, InProgress, ShopifyClient, Throttled, Transient
@@ -74,7 +74,7 @@ class Heartbeats:
             try:
                 with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10) as db:
                     for (job_id, fence), copied in due.items():
-                        db.execute("select bulk_sync.heartbeat(%s, %s, %s)", (job_id, fence, copied or None))
+                        sqlapi.heartbeat(db, job_id, fence, copied or None)
             except psycopg.Error as exc:
                 log.step(phase="heartbeat", outcome="error", detail=type(exc).__name__)
 
@@ -153,12 +153,10 @@ class Runner:
             try:
                 with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as db:
                     while not self.stop.is_set():
-                        rows = db.execute(
-                            "select bulk_sync.claim(%s, 1, %s, %s)", (worker, self.wait_seconds, self.shops)
-                        ).fetchall()
-                        for (task,) in rows:
+                        rows = sqlapi.claim(db, worker, 1, self.wait_seconds, self.shops)
+                        for task in rows:
                             self._handle(db, task)
-                        if not rows and self.until_idle and db.execute("select bulk_sync.idle()").fetchone()[0]:
+                        if not rows and self.until_idle and sqlapi.idle(db):
                             log.step(worker=worker, phase="idle", outcome="done", detail="no job can make progress")
                             self.stop.set()
             except psycopg.OperationalError as exc:
@@ -167,7 +165,7 @@ class Runner:
                 self.stop.wait(2.0)
 
     # -- tasks ------------------------------------------------------------------------------------------------
-    def _handle(self, db: psycopg.Connection, task: dict) -> None:
+    def _handle(self, db: psycopg.Connection, task: sqlapi.Task) -> None:
         job_id, fence, kind = task["job_id"], task["fence"], task["task"]
         started = time.monotonic()
         outcome, detail = "ok", ""
@@ -179,12 +177,12 @@ class Runner:
                     since = dt.datetime.fromisoformat(task["adopt_since"])
                     adopted = client.find_operation(task["query"], since)
                 operation_id = adopted or client.run_query(task["query"])
-                self._report(db, "report_operation_started", job_id, fence, operation_id, adopted is not None)
+                sqlapi.report_operation_started(db, job_id, fence, operation_id, adopted is not None)
                 outcome, detail = ("adopted" if adopted else "ok"), operation_id
             elif kind == "poll":
                 op = client.poll(task["operation_id"])
-                self._report(db, "report_poll_result", job_id, fence, op.status, op.error_code, op.object_count,
-                             op.file_size, op.url)  # fmt: skip
+                sqlapi.report_poll_result(db, job_id, fence, op.status, op.error_code, op.object_count, op.file_size,
+                                          op.url)  # fmt: skip
                 outcome, detail = op.status, f"{op.object_count} objects"
             elif kind == "download":
                 self.heartbeats.hold(job_id, fence, task["lease_seconds"])
@@ -196,41 +194,36 @@ class Runner:
                 outcome = "ok" if result.accepted else "stale"
                 detail = f"{result.lines} lines, {result.bytes} bytes"
             elif kind == "import":
-                db.execute("call bulk_sync.import(%s, %s)", (job_id, fence))
+                sqlapi.import_job(db, job_id, fence)
             elif kind == "cancel":
                 client.cancel(task["operation_id"])
         except Throttled as exc:
             outcome, detail = "throttled", str(exc)
-            self._report(db, "report_throttled", job_id, fence, min(exc.wait, 3600.0))
+            sqlapi.report_throttled(db, job_id, fence, min(exc.wait, 3600.0))
         except InProgress as exc:
             outcome, detail = "in_progress", str(exc)
-            self._report(db, "report_operation_in_progress", job_id, fence, str(exc))
+            sqlapi.report_operation_in_progress(db, job_id, fence, str(exc))
         except Transient as exc:
             outcome, detail = "transient", str(exc)
-            self._report(db, "report_transient_error", job_id, fence, str(exc))
+            sqlapi.report_transient_error(db, job_id, fence, str(exc))
         except Fatal as exc:
             outcome, detail = "fatal", str(exc)
-            self._report(db, "report_fatal_error", job_id, fence, str(exc))
+            sqlapi.report_fatal_error(db, job_id, fence, str(exc))
         except DownloadError as exc:
             outcome, detail = "expired" if exc.expired else "download_error", str(exc)
-            self._report(db, "report_download_failed", job_id, fence, str(exc), exc.expired)
+            sqlapi.report_download_failed(db, job_id, fence, str(exc), exc.expired)
         except Abandoned:
             outcome = "given_back"
-            self._report(db, "release", job_id, fence)
+            sqlapi.release(db, job_id, fence)
         except psycopg.Error:
             raise  # the database connection is the loop's to handle
         except Exception as exc:  # noqa: BLE001 - a bug here must not stall the job until its lease expires
             outcome, detail = "error", f"runner error: {type(exc).__name__}"
-            self._report(db, "report_transient_error", job_id, fence, detail)
+            sqlapi.report_transient_error(db, job_id, fence, detail)
         log.step(
             job=job_id, shop=task["shop"], entity=task.get("entity"), phase=kind,
             duration_ms=round((time.monotonic() - started) * 1000), outcome=outcome, detail=detail,
         )  # fmt: skip
-
-    @staticmethod
-    def _report(db: psycopg.Connection, function: str, *args: object) -> bool:
-        marks = ", ".join(["%s"] * len(args))
-        return db.execute(f"select bulk_sync.{function}({marks})", args).fetchone()[0]
 
 
 def _first_line(exc: Exception) -> str:

@@ -3,47 +3,47 @@ sequences, routines, views, triggers and every privilege on them."""
 
 import psycopg
 
-_SCHEMAS = "('bulk_sync', 'shopify')"
+SCHEMAS = {"schemas": ["bulk_sync", "shopify"]}  # the parameter of every query below
 
 QUERIES = {
-    "schemas": f"""
+    "schemas": """
         select nspname, nspowner::regrole::text, coalesce(nspacl::text, '') from pg_namespace
-        where nspname in {_SCHEMAS} order by 1""",
-    "relations": f"""
+        where nspname = any(%(schemas)s) order by 1""",
+    "relations": """
         select c.oid::regclass::text, c.relkind, c.relowner::regrole::text, c.relpersistence,
                coalesce(c.relacl::text, '')
-        from pg_class as c where c.relnamespace::regnamespace::text in {_SCHEMAS} and c.relkind <> 't'
+        from pg_class as c where c.relnamespace::regnamespace::text = any(%(schemas)s) and c.relkind <> 't'
         order by 1""",
-    "columns": f"""
+    "columns": """
         select a.attrelid::regclass::text, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
                coalesce(pg_get_expr(d.adbin, d.adrelid), ''), a.attidentity, coalesce(a.attacl::text, '')
         from pg_attribute as a
         join pg_class as c on c.oid = a.attrelid
         left join pg_attrdef as d on d.adrelid = a.attrelid and d.adnum = a.attnum
-        where c.relnamespace::regnamespace::text in {_SCHEMAS} and c.relkind in ('r', 'v', 'p')
+        where c.relnamespace::regnamespace::text = any(%(schemas)s) and c.relkind in ('r', 'v', 'p')
           and a.attnum > 0 and not a.attisdropped
         order by 1, 2""",
-    "constraints": f"""
+    "constraints": """
         select conrelid::regclass::text, conname, pg_get_constraintdef(oid) from pg_constraint
-        where connamespace::regnamespace::text in {_SCHEMAS} order by 1, 2""",
-    "indexes": f"""
-        select schemaname, tablename, indexname, indexdef from pg_indexes where schemaname in {_SCHEMAS}
+        where connamespace::regnamespace::text = any(%(schemas)s) order by 1, 2""",
+    "indexes": """
+        select schemaname, tablename, indexname, indexdef from pg_indexes where schemaname = any(%(schemas)s)
         order by 1, 2, 3""",
-    "routines": f"""
+    "routines": """
         select p.oid::regprocedure::text, p.prokind, p.prosecdef, coalesce(p.proconfig::text, ''),
                md5(pg_get_functiondef(p.oid)), p.proowner::regrole::text, coalesce(p.proacl::text, '')
-        from pg_proc as p where p.pronamespace::regnamespace::text in {_SCHEMAS} order by 1""",
-    "views": f"""
-        select schemaname, viewname, md5(definition) from pg_views where schemaname in {_SCHEMAS} order by 1, 2""",
+        from pg_proc as p where p.pronamespace::regnamespace::text = any(%(schemas)s) order by 1""",
+    "views": """
+        select schemaname, viewname, md5(definition) from pg_views where schemaname = any(%(schemas)s) order by 1, 2""",
     "triggers": """
         select tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) from pg_trigger
-        where not tgisinternal and tgrelid::regclass::text ~ '^(bulk_sync|shopify)\\.' order by 1, 2""",
+        where not tgisinternal and split_part(tgrelid::regclass::text, '.', 1) = any(%(schemas)s) order by 1, 2""",
 }
 
 
 def snapshot(conn: psycopg.Connection) -> dict[str, list[tuple]]:
     """Every catalog fact above, by kind."""
-    return {kind: conn.execute(query).fetchall() for kind, query in QUERIES.items()}
+    return {kind: conn.execute(query, SCHEMAS).fetchall() for kind, query in QUERIES.items()}
 
 
 def differences(a: dict[str, list[tuple]], b: dict[str, list[tuple]]) -> dict[str, tuple[list, list]]:

@@ -2,6 +2,8 @@
 
 import psycopg
 
+from runner import sqlapi
+
 
 def claim(db: psycopg.Connection, worker: str = "w1", qty: int = 10, shops: list[str] | None = None) -> list[dict]:
     """Tasks for `worker` (which serves `shops`, None: every shop), without waiting."""
@@ -10,8 +12,8 @@ def claim(db: psycopg.Connection, worker: str = "w1", qty: int = 10, shops: list
 
 
 def report(db: psycopg.Connection, function: str, *args: object) -> bool:
-    marks = ", ".join(["%s"] * len(args))
-    return db.execute(f"select bulk_sync.{function}({marks})", args).fetchone()[0]
+    """A report through the typed SQL API (runner.sqlapi), by its name."""
+    return getattr(sqlapi, function)(db, *args)
 
 
 def job(db: psycopg.Connection, job_id: int) -> dict:

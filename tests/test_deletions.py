@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from psycopg import sql
 
 from runner.localpg import free_port
 from runner.simulator.truth import TABLES, database_rows
@@ -199,7 +200,12 @@ def _order(number: int, updated: str = "2025-09-02T00:00:00Z") -> str:
 
 
 def _deleted(db: psycopg.Connection, table: str) -> dict[str, bool]:
-    return {i: d for i, d in db.execute(f"select id, deleted_at is not null from shopify.{table} order by id")}
+    return {
+        i: d
+        for i, d in db.execute(
+            sql.SQL("select id, deleted_at is not null from {} order by id").format(sql.Identifier("shopify", table))
+        )
+    }
 
 
 def test_a_complete_snapshot_marks_what_it_lacks_and_only_a_later_export_revives(db: psycopg.Connection) -> None:

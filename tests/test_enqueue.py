@@ -2,6 +2,7 @@ import datetime as dt
 
 import psycopg
 import pytest
+from psycopg import sql
 
 ALL = ("orders", "refunds", "skus")
 
@@ -101,7 +102,7 @@ def test_bad_input_raises_clearly_and_creates_nothing(
     db.execute("select bulk_sync.add_shop('OFF', 'off-shop.myshopify.com')")
     db.execute("update bulk_sync.shops set active = false where code = 'OFF'")
     with pytest.raises(psycopg.Error) as err:
-        db.execute(f"select bulk_sync.enqueue_backfill({args})")
+        db.execute(sql.SQL("select bulk_sync.enqueue_backfill({})").format(sql.SQL(args)))
     assert err.value.sqlstate == sqlstate
     assert text in str(err.value)
     assert _jobs(db) == 0
@@ -127,7 +128,7 @@ def test_no_shop_registered_is_a_clear_error(db: psycopg.Connection) -> None:
 )
 def test_add_shop_rejects_bad_definitions(db: psycopg.Connection, args: str, text: str) -> None:
     with pytest.raises(psycopg.Error, match=text) as err:
-        db.execute(f"select bulk_sync.add_shop({args})")
+        db.execute(sql.SQL("select bulk_sync.add_shop({})").format(sql.SQL(args)))
     assert err.value.sqlstate == "BS006"
     assert db.execute("select count(*) from bulk_sync.shops").fetchone() == (0,)
 

@@ -7,6 +7,7 @@ import itertools
 import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg import sql
 
 from runner.download import _text
 from tests.jobs import claim
@@ -34,17 +35,17 @@ def _has_nul(value: object) -> bool:
     return isinstance(value, list | tuple) and any(_has_nul(v) for v in value)
 
 
-def _call(db: psycopg.Connection, sql: str, args: tuple) -> None:
+def _call(db: psycopg.Connection, query: sql.Composable | str, args: tuple) -> None:
     """Runs one API call; it may succeed or raise one of bulk-sync's own errors (class BS), and nothing else.
     A refused call leaves everything as it was."""
     before = _state(db)
     try:
-        db.execute(sql, args)
+        db.execute(query, args)
     except psycopg.Error as exc:
         if exc.sqlstate is None:  # refused by the driver before sending: PostgreSQL text cannot hold NUL
             assert _has_nul(args) and "NUL" in str(exc)
         else:
-            assert exc.sqlstate.startswith("BS"), f"{sql} {args!r}: {exc.sqlstate} {exc}"
+            assert exc.sqlstate.startswith("BS"), f"{query!r} {args!r}: {exc.sqlstate} {exc}"
         assert _state(db) == before
 
 
@@ -90,7 +91,7 @@ def test_reports_and_verbs_with_random_arguments(db: psycopg.Connection, functio
         args = (text, fence, job if job is None else job % 100)
     else:
         args = (job, fence, text)[:count]
-    _call(db, f"select {function}", args)
+    _call(db, sql.SQL("select {}").format(sql.SQL(function)), args)
 
 
 _days = itertools.count()

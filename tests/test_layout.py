@@ -1,6 +1,7 @@
 """The code's shape: parts that stand alone import nothing of each other."""
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,3 +24,53 @@ def test_the_simulator_imports_nothing_of_the_runner_but_the_shared_module() -> 
         for module in _imports(path):
             if module == "runner" or module.startswith("runner."):
                 assert module.startswith(("runner.simulator", "runner.shared")), f"{path.name} imports {module}"
+
+
+SQL_START = re.compile(
+    r"^\s*(select|insert|update|delete|create|drop|alter|grant|revoke|call|copy|with|do|set|truncate)\b",
+    re.IGNORECASE,
+)
+
+
+def _text(node: ast.AST) -> str:
+    """The literal text an f-string, `%` or `.format` expression starts with."""
+    if isinstance(node, ast.JoinedStr):
+        return "".join(v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str))
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return ""
+
+
+def sql_built_from_strings(source: str) -> list[int]:
+    """Lines where SQL text is assembled with an f-string, `%` or str.format (psycopg's sql composition and
+    parameters are the way); text only printed for people (print) is not SQL sent anywhere."""
+    tree = ast.parse(source)
+    printed = {id(a) for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "print"
+               for a in ast.walk(n)}  # fmt: skip
+    found = []
+    for node in ast.walk(tree):
+        built = None
+        if isinstance(node, ast.JoinedStr) and any(isinstance(v, ast.FormattedValue) for v in node.values):
+            built = node
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Constant):
+            built = node.left
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format"
+              and isinstance(node.func.value, ast.Constant)):  # fmt: skip
+            built = node.func.value
+        if built is not None and id(node) not in printed and SQL_START.match(_text(built)):
+            found.append(node.lineno)
+    return found
+
+
+def test_no_sql_is_assembled_from_strings() -> None:
+    assert sql_built_from_strings('db.execute(f"select * from {table}")') == [1]  # the check itself can fail
+    assert sql_built_from_strings('db.execute("delete from %s" % table)') == [1]
+    assert sql_built_from_strings('q = "update t set {} = 1".format(name)') == [1]
+    assert sql_built_from_strings('print(f"select bulk_sync.tick();  -> {n}")') == []
+    assert sql_built_from_strings('db.execute(sql.SQL("select * from {}").format(sql.Identifier(t)))') == []
+    offenders = {}
+    for folder in ("runner", "bench", "tests"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if lines := sql_built_from_strings(path.read_text()):
+                offenders[str(path.relative_to(ROOT))] = lines
+    assert offenders == {}

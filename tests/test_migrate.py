@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from runner.migrate import definitions, migrate, migrations, sql_dir
 from runner.shared import ConfigError
@@ -22,14 +23,14 @@ def new_database(postgresql: psycopg.Connection, dsn: str):
 
     def make(name: str) -> str:
         with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(f"create database {name}")
+            admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
         made.append(name)
         return dsn.replace(f"dbname={postgresql.info.dbname}", f"dbname={name}")
 
     yield make
     with psycopg.connect(dsn, autocommit=True) as admin:
         for name in made:
-            admin.execute(f"drop database if exists {name} with (force)")
+            admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
 
 
 def test_recorded_once_and_a_second_run_changes_nothing(db: psycopg.Connection) -> None:
@@ -134,7 +135,8 @@ def _columns(conn: psycopg.Connection, table: str) -> str:
 
 def _rows(conn: psycopg.Connection, table: str, columns: str = "t.*") -> list[tuple]:
     """The table's rows as text, of the given columns (later migrations add columns: the old ones must be kept)."""
-    return conn.execute(f"select row({columns})::text from {table} as t order by 1").fetchall()
+    query = sql.SQL("select row({})::text from {} as t order by 1")
+    return conn.execute(query.format(sql.SQL(columns), sql.Identifier(*table.split(".")))).fetchall()
 
 
 def _fill_release_0_1(old: psycopg.Connection) -> None:

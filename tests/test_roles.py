@@ -2,6 +2,7 @@
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tests.jobs import claim, download, order_lines, report
 
@@ -9,7 +10,7 @@ from tests.jobs import claim, download, order_lines, report
 def _login(db: psycopg.Connection, dsn: str, role: str) -> psycopg.Connection:
     login = f"{role}_login"
     if not db.execute("select 1 from pg_roles where rolname = %s", (login,)).fetchone():
-        db.execute(f"create role {login} login in role {role}")
+        db.execute(sql.SQL("create role {} login in role {}").format(sql.Identifier(login), sql.Identifier(role)))
     user = dsn.split("user=")[1].split()[0]
     return psycopg.connect(dsn.replace(f"user={user}", f"user={login}"), autocommit=True)
 
@@ -88,7 +89,8 @@ def test_the_operator_steers_but_cannot_report_or_edit(db: psycopg.Connection, d
 def test_the_reader_reads(db: psycopg.Connection, dsn: str, backfill: None) -> None:
     with _login(db, dsn, "bulk_sync_reader") as reader:
         for table in ("orders", "order_line_items", "refunds", "skus"):
-            assert reader.execute(f"select count(*) from shopify.{table}").fetchone() == (0,)
+            count = sql.SQL("select count(*) from {}").format(sql.Identifier("shopify", table))
+            assert reader.execute(count).fetchone() == (0,)
         assert reader.execute("select count(*) from bulk_sync.progress").fetchone() == (1,)
         _denied(reader, "select bulk_sync.enqueue_backfill('2025-09-03', '2025-09-03')")
         _denied(reader, "select * from bulk_sync.jobs")

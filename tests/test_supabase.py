@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from runner.localpg import LocalCluster, bindir
 from runner.simulator.truth import TABLES
@@ -21,27 +22,27 @@ OWNER = "supa_owner"  # Supabase's "postgres": NOSUPERUSER, CREATEROLE, CREATEDB
 API_ROLES = ("anon", "authenticated")
 SHOPS = {"DE": "2026-10", "NL": "2025-10"}
 
-SUPABASE_ROLES = f"""
+SUPABASE_ROLES = """
 create role anon nologin noinherit;
 create role authenticated nologin noinherit;
 create role service_role nologin noinherit bypassrls;
-create role {OWNER} login createrole createdb bypassrls;
+create role {owner} login createrole createdb bypassrls;
 """
 
 # In the project's database, as the platform's superuser: what the owner creates is everybody's, in public and (to
 # prove it does not matter) in every schema; an extensions schema; the after-create hook.
-SUPABASE_DATABASE = f"""
-grant create on database {{db}} to {OWNER};
-grant all on schema public to {OWNER};
+SUPABASE_DATABASE = """
+grant create on database {db} to {owner};
+grant all on schema public to {owner};
 grant usage on schema public to anon, authenticated, service_role;
-alter default privileges for role {OWNER} in schema public grant all on tables to anon, authenticated, service_role;
-alter default privileges for role {OWNER} in schema public grant all on sequences to anon, authenticated, service_role;
-alter default privileges for role {OWNER} in schema public grant all on functions to anon, authenticated, service_role;
-alter default privileges for role {OWNER} grant all on tables to anon, authenticated, service_role;
-alter default privileges for role {OWNER} grant all on sequences to anon, authenticated, service_role;
-alter default privileges for role {OWNER} grant all on functions to anon, authenticated, service_role;
-alter default privileges for role {OWNER} grant all on schemas to anon, authenticated, service_role;
-create schema extensions authorization {OWNER};
+alter default privileges for role {owner} in schema public grant all on tables to anon, authenticated, service_role;
+alter default privileges for role {owner} in schema public grant all on sequences to anon, authenticated, service_role;
+alter default privileges for role {owner} in schema public grant all on functions to anon, authenticated, service_role;
+alter default privileges for role {owner} grant all on tables to anon, authenticated, service_role;
+alter default privileges for role {owner} grant all on sequences to anon, authenticated, service_role;
+alter default privileges for role {owner} grant all on functions to anon, authenticated, service_role;
+alter default privileges for role {owner} grant all on schemas to anon, authenticated, service_role;
+create schema extensions authorization {owner};
 grant usage on schema extensions to anon, authenticated, service_role;
 create schema hooks;
 -- Like Supabase's after-create script for pgmq: the role that enabled it owns its schema and objects; and, like
@@ -99,7 +100,7 @@ def server(tmp_path_factory) -> LocalCluster:
         path.chmod(path.stat().st_mode | 0o005)
     cluster = LocalCluster(base / "cluster", bin=prefix / "lib" / "postgresql" / major / "bin").start()
     with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
-        admin.execute(SUPABASE_ROLES)
+        admin.execute(sql.SQL(SUPABASE_ROLES).format(owner=sql.Identifier(OWNER)))
     yield cluster
     cluster.stop()
 
@@ -107,9 +108,9 @@ def server(tmp_path_factory) -> LocalCluster:
 def _project(server: LocalCluster, name: str) -> str:
     """A database set up like a Supabase project; returns the owner's connection string to it."""
     with psycopg.connect(server.dsn(), autocommit=True) as admin:
-        admin.execute(f"create database {name}")
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     with psycopg.connect(server.dsn(name), autocommit=True) as admin:
-        admin.execute(SUPABASE_DATABASE.format(db=name))
+        admin.execute(sql.SQL(SUPABASE_DATABASE).format(owner=sql.Identifier(OWNER), db=sql.Identifier(name)))
     return server.dsn(name).replace("user=postgres", f"user={OWNER}")
 
 

@@ -3,6 +3,7 @@
 import datetime as dt
 
 import psycopg
+from psycopg import sql
 
 from tests.jobs import claim, claim_task, job, operation_running, report, run_to_completion
 
@@ -13,7 +14,7 @@ def _setup(db: psycopg.Connection, days: int, entities: str = "{orders}", **sett
     db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com', '2026-10')")
     db.execute("update bulk_sync.settings set min_operation_objects = 0, max_operation_objects = 1000000")
     for name, value in settings.items():
-        db.execute(f"update bulk_sync.settings set {name} = %s", (value,))
+        db.execute(sql.SQL("update bulk_sync.settings set {} = %s").format(sql.Identifier(name)), (value,))
     last = dt.date(2025, 9, 1) + dt.timedelta(days=days - 1)
     db.execute("select bulk_sync.enqueue_backfill('2025-09-01', %s, %s)", (last, entities))
 

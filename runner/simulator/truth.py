@@ -4,6 +4,8 @@ import datetime as dt
 import decimal
 from collections.abc import Iterator
 
+from psycopg import sql
+
 from runner.simulator.data import ShopData, money
 
 TABLES = ("orders", "order_line_items", "refunds", "skus")
@@ -29,7 +31,8 @@ def _plain(value: object) -> object:
 def database_rows(db, table: str, live: bool = False) -> list[dict]:
     """A shopify.* table in the truth's shape (plain values), ordered by id: what a sync must equal. live: only what
     the shop holds now (shopify.live_<table>, without deleted rows)."""
-    cur = db.execute(f"select {COLUMNS[table]} from shopify.{'live_' if live else ''}{table} order by id")
+    name = sql.Identifier("shopify", f"live_{table}" if live else table)
+    cur = db.execute(sql.SQL("select {} from {} order by id").format(sql.SQL(COLUMNS[table]), name))
     names = [c.name for c in cur.description]
     return [{k: _plain(v) for k, v in zip(names, row, strict=True)} for row in cur.fetchall()]
 
