@@ -62,51 +62,28 @@ language sql stable as $$
     ) as b;
 $$;
 
--- The state lists below are declared immutable although they read bulk_sync.job_states: PostgreSQL folds each
--- call into a constant when it plans a query, so the partial indexes on states apply (dispatch runs 25 % slower
--- without). That holds because job_states changes only by a migration, and migrate re-applies every definition
--- after a migration, which invalidates the plans that folded the old lists.
+-- The state list below is declared immutable although it reads bulk_sync.job_states: PostgreSQL folds a call with
+-- constant arguments into a constant when it plans a query, so the partial indexes on states apply (dispatch runs
+-- 25 % slower without). That holds because job_states changes only by a migration, and migrate re-applies every
+-- definition after a migration, which invalidates the plans that folded the old lists.
+
+-- The states whose property p_property (a boolean column of bulk_sync.job_states) is p_value, in their order.
+create or replace function bulk_sync.states(p_property text, p_value boolean default true) returns text[]
+language plpgsql immutable as $$
+declare
+    v_states text[];
+begin
+    execute format(
+        'select array(select state from bulk_sync.job_states where %I = $1 order by position)', p_property
+    ) into v_states using p_value;
+    return v_states;
+end;
+$$;
 
 -- The runner task that a job in this status is waiting for.
 create or replace function bulk_sync.task_for(p_status text) returns text
 language sql stable as $$
     select task from bulk_sync.job_states where state = p_status;
-$$;
-
--- The states that are terminal.
-create or replace function bulk_sync.terminal_states() returns text[]
-language sql immutable as $$
-    select array(select state from bulk_sync.job_states where terminal order by position);
-$$;
-
--- The states in which a runner works on the job under a lease.
-create or replace function bulk_sync.leased_states() returns text[]
-language sql immutable as $$
-    select array(select state from bulk_sync.job_states where leased order by position);
-$$;
-
--- The states that are terminal for good (all but failed, which retry_failed may revive).
-create or replace function bulk_sync.final_states() returns text[]
-language sql immutable as $$
-    select array(select state from bulk_sync.job_states where final order by position);
-$$;
-
--- The states in which a job no longer answers for its window (split into others, or canceled).
-create or replace function bulk_sync.dropped_states() returns text[]
-language sql immutable as $$
-    select array(select state from bulk_sync.job_states where not covers_window order by position);
-$$;
-
--- The states in which a job holds one of its shop's slots.
-create or replace function bulk_sync.shop_slot_states() returns text[]
-language sql immutable as $$
-    select array(select state from bulk_sync.job_states where holds_shop_slot order by position);
-$$;
-
--- The states in which a job holds an import slot.
-create or replace function bulk_sync.import_slot_states() returns text[]
-language sql immutable as $$
-    select array(select state from bulk_sync.job_states where holds_import_slot order by position);
 $$;
 
 -- Messages use only what pgmq 1.4.4 has (Supabase's on PostgreSQL 15): send(text, jsonb, integer), a delay in
@@ -257,6 +234,25 @@ begin
 end;
 $$;
 
+-- The job without what its Shopify export left (operation, counts, URL, progress): it is to export afresh.
+create or replace function bulk_sync.without_export(p_job bulk_sync.jobs) returns bulk_sync.jobs
+language plpgsql immutable as $$
+begin
+    p_job.operation_id := null;
+    p_job.operation_status := null;
+    p_job.operation_started_at := null;
+    p_job.object_count := null;
+    p_job.start_attempted_at := null;
+    p_job.export_url := null;
+    p_job.bytes_total := null;
+    p_job.bytes_copied := 0;
+    p_job.lines_total := null;
+    p_job.lines_processed := 0;
+    p_job.lines_rejected := 0;
+    return p_job;
+end;
+$$;
+
 -- Tries the job again after a delay (backoff when it counts as an attempt), or fails it: its current step again
 -- (an import from copied, where it waits for an import slot), or, with p_new_export, a new Shopify export from
 -- queued (slot released, operation forgotten).
@@ -278,15 +274,7 @@ begin
         p_job.last_error := bulk_sync.redact(p_reason);
     end if;
     if p_new_export then
-        p_job.operation_id := null;
-        p_job.operation_status := null;
-        p_job.operation_started_at := null;
-        p_job.object_count := null;
-        p_job.start_attempted_at := null;
-        p_job.export_url := null;
-        p_job.bytes_total := null;
-        p_job.bytes_copied := 0;
-        p_job.lines_total := null;
+        p_job := bulk_sync.without_export(p_job);
     end if;
     perform bulk_sync.transition(p_job, v_to, p_phase, case when p_count_attempt then 'retry' else 'wait' end,
         format('%s; %s in %s s', p_reason, case when p_new_export then 'new export' else 'again' end,

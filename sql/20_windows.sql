@@ -75,7 +75,7 @@ begin
     select coalesce(jsonb_object_agg(entity, n), '{}') into v_running
     from (
         select entity, count(*) as n from bulk_sync.jobs
-        where shop = p_shop and status = any(bulk_sync.shop_slot_states()) group by entity
+        where shop = p_shop and status = any(bulk_sync.states('holds_shop_slot')) group by entity
     ) as r;
     if v_s.window_sizing then
         -- The right size: what is left to export (queued, or being exported) spread evenly over the shop's slots,
@@ -83,7 +83,7 @@ begin
         v_slots := (select max_concurrent_ops from bulk_sync.shops where code = p_shop)
             - (select count(*) from bulk_sync.jobs
                where shop = p_shop and window_start is null
-                 and (status = 'queued' or status = any(bulk_sync.shop_slot_states())));
+                 and (status = 'queued' or status = any(bulk_sync.states('holds_shop_slot'))));
         select coalesce(jsonb_object_agg(d.entity, d.density) filter (where d.density is not null), '{}'),
                least(v_s.max_operation_objects, greatest(v_s.min_operation_objects,
                      sum(d.density * d.seconds) / greatest(1, v_slots)))
@@ -93,7 +93,7 @@ begin
                    sum(extract(epoch from q.window_end - q.window_start)) as seconds
             from bulk_sync.jobs as q
             where q.shop = p_shop and q.window_start is not null
-              and (q.status = 'queued' or q.status = any(bulk_sync.shop_slot_states()))
+              and (q.status = 'queued' or q.status = any(bulk_sync.states('holds_shop_slot')))
             group by q.entity
         ) as d;
     end if;

@@ -15,7 +15,7 @@ create or replace function bulk_sync.free_slots(p_shop text) returns integer
 language sql stable as $$
     select greatest(0, s.max_concurrent_ops - (
         select count(*) from bulk_sync.jobs as j
-        where j.shop = s.code and j.status = any(bulk_sync.shop_slot_states())
+        where j.shop = s.code and j.status = any(bulk_sync.states('holds_shop_slot'))
     ))::integer
     from bulk_sync.shops as s where s.code = p_shop;
 $$;
@@ -24,8 +24,14 @@ $$;
 create or replace function bulk_sync.free_import_slots() returns integer
 language sql stable as $$
     select greatest(0, (bulk_sync.get_settings()).max_concurrent_imports - (
-        select count(*) from bulk_sync.jobs where status = any(bulk_sync.import_slot_states())
+        select count(*) from bulk_sync.jobs where status = any(bulk_sync.states('holds_import_slot'))
     ))::integer;
+$$;
+
+-- The numbers 1..p_limit not in p_taken, in order: the free slots when p_taken are the slots held.
+create or replace function bulk_sync.unused(p_taken smallint[], p_limit integer) returns smallint[]
+language sql immutable as $$
+    select array(select n::smallint from generate_series(1, p_limit) as n where not n = any(p_taken) order by n);
 $$;
 
 -- Gives free shop slots to the jobs bulk_sync.pick_exports chooses and sends them a start task; returns how many.
@@ -52,15 +58,12 @@ begin
         continue when bulk_sync.free_slots(v_shop) = 0;
         -- Choose (and merge) first, in a statement of its own: the dispatch below must see the merged windows.
         v_ids := bulk_sync.pick_exports(v_shop, bulk_sync.free_slots(v_shop));
-        v_slots := array(
-            select n::smallint
-            from bulk_sync.shops as s
-            cross join generate_series(1, 5) as n  -- constant bounds keep the row estimate small
-            where s.code = v_shop and n <= s.max_concurrent_ops and not exists (
-                select from bulk_sync.jobs as b
-                where b.shop = s.code and b.slot = n and b.status = any(bulk_sync.shop_slot_states())
-            )
-            order by n
+        v_slots := bulk_sync.unused(
+            array(
+                select slot from bulk_sync.jobs
+                where shop = v_shop and status = any(bulk_sync.states('holds_shop_slot'))
+            ),
+            (select max_concurrent_ops from bulk_sync.shops where code = v_shop)
         );
         for i in 1..least(cardinality(v_ids), cardinality(v_slots)) loop
             select * into v_job from bulk_sync.jobs where id = v_ids[i];
@@ -90,14 +93,9 @@ begin
        or not pg_try_advisory_xact_lock(hashtext('bulk_sync.dispatch'), 0) then
         return 0;
     end if;
-    v_slots := array(
-        select n::smallint
-        from generate_series(1, 64) as n  -- constant bounds keep the row estimate small
-        where n <= (bulk_sync.get_settings()).max_concurrent_imports and not exists (
-            select from bulk_sync.jobs as b
-            where b.import_slot = n and b.status = any(bulk_sync.import_slot_states())
-        )
-        order by n
+    v_slots := bulk_sync.unused(
+        array(select import_slot from bulk_sync.jobs where status = any(bulk_sync.states('holds_import_slot'))),
+        (bulk_sync.get_settings()).max_concurrent_imports
     );
     for v_job in
         select * from bulk_sync.jobs
@@ -393,7 +391,7 @@ language plpgsql
 security definer set search_path = pg_catalog, pg_temp as $$
 declare
     v_job bulk_sync.jobs := bulk_sync.fenced(
-        p_job_id, p_fence, bulk_sync.leased_states(), 'release'
+        p_job_id, p_fence, bulk_sync.states('leased'), 'release'
     );
 begin
     if v_job is null then
@@ -413,6 +411,6 @@ security definer set search_path = pg_catalog, pg_temp as $$
     select not exists (
         select from bulk_sync.jobs as j
         join bulk_sync.shops as s on s.code = j.shop
-        where s.active and not j.status = any(bulk_sync.terminal_states())
+        where s.active and not j.status = any(bulk_sync.states('terminal'))
     );
 $$;

@@ -480,7 +480,7 @@ create or replace function bulk_sync.prune_staging() returns bigint
 language sql as $$
     select bulk_sync.clear_staging(array(
         select j.id from bulk_sync.jobs as j
-        where j.status = any(bulk_sync.final_states())
+        where j.status = any(bulk_sync.states('final'))
           and j.finished_at < now() - make_interval(secs => (bulk_sync.get_settings()).staging_retention_seconds)
           and exists (select from bulk_sync.staging as s where s.job_id = j.id)
     ));

@@ -227,40 +227,42 @@ begin
 end;
 $$;
 
--- A transient HTTP error (5xx, reset, timeout) during the job's current step: repeat it after backoff.
-create or replace function bulk_sync.report_transient_error(p_job_id bigint, p_fence bigint, p_reason text)
+-- An error during the job's current step, as the two reports below say: transient (the step again after backoff)
+-- or fatal (the job fails at once with the reason).
+create or replace function bulk_sync.report_error(p_job_id bigint, p_fence bigint, p_reason text, p_fatal boolean)
 returns boolean
-language plpgsql
-security definer set search_path = pg_catalog, pg_temp as $$
+language plpgsql as $$
 declare
     v_job bulk_sync.jobs;
 begin
     perform bulk_sync.require_text(p_reason, 'p_reason');
-    v_job := bulk_sync.fenced(p_job_id, p_fence, bulk_sync.leased_states(), 'transient');
+    v_job := bulk_sync.fenced(p_job_id, p_fence, bulk_sync.states('leased'),
+                              case when p_fatal then 'fatal' else 'transient' end);
     if v_job is null then
         return false;
     end if;
-    perform bulk_sync.retry(v_job, bulk_sync.task_for(v_job.status), 'transient error: ' || p_reason);
+    if p_fatal then
+        perform bulk_sync.fail(v_job, bulk_sync.task_for(v_job.status), p_reason);
+    else
+        perform bulk_sync.retry(v_job, bulk_sync.task_for(v_job.status), 'transient error: ' || p_reason);
+    end if;
     perform bulk_sync.dispatch();
     return true;
 end;
 $$;
 
+-- A transient HTTP error (5xx, reset, timeout) during the job's current step: repeat it after backoff.
+create or replace function bulk_sync.report_transient_error(p_job_id bigint, p_fence bigint, p_reason text)
+returns boolean
+language sql
+security definer set search_path = pg_catalog, pg_temp as $$
+    select bulk_sync.report_error(p_job_id, p_fence, p_reason, false);
+$$;
+
 -- A non-retryable error (401/403, ACCESS_DENIED, an invalid query): the job fails at once with the reason.
 create or replace function bulk_sync.report_fatal_error(p_job_id bigint, p_fence bigint, p_reason text)
 returns boolean
-language plpgsql
+language sql
 security definer set search_path = pg_catalog, pg_temp as $$
-declare
-    v_job bulk_sync.jobs;
-begin
-    perform bulk_sync.require_text(p_reason, 'p_reason');
-    v_job := bulk_sync.fenced(p_job_id, p_fence, bulk_sync.leased_states(), 'fatal');
-    if v_job is null then
-        return false;
-    end if;
-    perform bulk_sync.fail(v_job, bulk_sync.task_for(v_job.status), p_reason);
-    perform bulk_sync.dispatch();
-    return true;
-end;
+    select bulk_sync.report_error(p_job_id, p_fence, p_reason, true);
 $$;

@@ -83,7 +83,7 @@ begin
             p_since,
             (select least(max(j.window_end), v_now) from bulk_sync.jobs as j
              where j.shop = v_shop.code and j.entity = 'orders' and j.kind = 'backfill'
-               and not j.status = any(bulk_sync.dropped_states())),
+               and not j.status = any(bulk_sync.states('covers_window', false))),
             v_now
         )
         on conflict (shop, entity) do nothing;
@@ -96,7 +96,7 @@ begin
             or exists (
                 select from bulk_sync.jobs as j
                 where j.shop = v_shop.code and j.kind = 'incremental'
-                  and not j.status = any(bulk_sync.terminal_states())
+                  and not j.status = any(bulk_sync.states('terminal'))
             );
         insert into bulk_sync.jobs (
             shop, entity, filter_field, window_start, window_end, start_date, end_date, max_attempts, kind

@@ -99,7 +99,7 @@ begin
     perform bulk_sync.require_days(p_from, p_to);
     -- Completed reconciliations add up week after week: they go after audit_retention_days.
     delete from bulk_sync.jobs
-    where entity = 'order_ids' and status = any(bulk_sync.final_states())
+    where entity = 'order_ids' and status = any(bulk_sync.states('final'))
       and finished_at < now() - make_interval(days => v_s.audit_retention_days);
     with created as (
         insert into bulk_sync.jobs as j (

@@ -155,7 +155,7 @@ begin
         where not exists (
             select from bulk_sync.jobs as o
             where o.shop = w.shop and o.entity = w.entity
-              and not o.status = any(bulk_sync.dropped_states())
+              and not o.status = any(bulk_sync.states('covers_window', false))
               and (
                   (w.window_start is null and o.window_start is null and o.start_date = p_from and o.end_date = p_to)
                   or (o.filter_field = w.filter_field
@@ -192,19 +192,9 @@ begin
         -- A retried job exports afresh: what an earlier attempt staged or quarantined goes.
         perform bulk_sync.clear_staging(array[v_job.id]);
         delete from bulk_sync.rejects where job_id = v_job.id;
+        v_job := bulk_sync.without_export(v_job);
         v_job.attempts := 0;
         v_job.next_attempt_at := now();
-        v_job.operation_id := null;
-        v_job.operation_status := null;
-        v_job.operation_started_at := null;
-        v_job.object_count := null;
-        v_job.start_attempted_at := null;
-        v_job.export_url := null;
-        v_job.bytes_total := null;
-        v_job.bytes_copied := 0;
-        v_job.lines_total := null;
-        v_job.lines_processed := 0;
-        v_job.lines_rejected := 0;
         perform bulk_sync.transition(v_job, 'queued', 'retry', 'queued', 'retried by bulk_sync.retry_failed()');
         v_count := v_count + 1;
     end loop;
@@ -224,7 +214,7 @@ begin
     perform bulk_sync.require_shop(p_shop);
     for v_job in
         select * from bulk_sync.jobs
-        where not status = any(bulk_sync.terminal_states()) and (p_shop is null or shop = p_shop)
+        where not status = any(bulk_sync.states('terminal')) and (p_shop is null or shop = p_shop)
         order by id
         for update
     loop
@@ -254,7 +244,7 @@ begin
     delete from bulk_sync.job_runs as r
     using bulk_sync.jobs as j
     where r.job_id = j.id
-      and j.status = any(bulk_sync.final_states())
+      and j.status = any(bulk_sync.states('final'))
       and r.created_at < now() - make_interval(days => (bulk_sync.get_settings()).audit_retention_days);
     get diagnostics v_pruned = row_count;
     delete from bulk_sync.runners where seen_at < now() - interval '1 day';

@@ -22,7 +22,7 @@ select
     count(*) filter (where j.status = 'completed') as completed,
     count(*) filter (where j.status = 'failed') as failed,
     count(*) filter (where j.status = 'queued') as queued,
-    count(*) filter (where j.status <> 'queued' and not j.status = any(bulk_sync.terminal_states())) as active,
+    count(*) filter (where j.status <> 'queued' and not j.status = any(bulk_sync.states('terminal'))) as active,
     round(
         100.0
         * coalesce(sum(extract(epoch from coalesce(j.window_end - j.window_start, interval '1 day'))) filter (
@@ -38,7 +38,7 @@ select
     date_trunc('second', now() - max(w.watermark)) as behind
 from bulk_sync.jobs as j
 left join bulk_sync.watermarks as w on j.shop = w.shop and j.entity = w.entity
-where not j.status = any(bulk_sync.dropped_states())
+where not j.status = any(bulk_sync.states('covers_window', false))
 group by j.shop, j.entity;
 
 -- Per shop and entity: how far its data is current (orders: the incremental watermark).
@@ -73,7 +73,7 @@ live as (
         ) as has_message
     from bulk_sync.jobs as j
     inner join bulk_sync.shops as s on j.shop = s.code
-    where not j.status = any(bulk_sync.terminal_states())
+    where not j.status = any(bulk_sync.states('terminal'))
 )
 
 select
@@ -95,7 +95,7 @@ select
         when l.status = 'queued' then 'due with a free slot, but not dispatched: is a runner or pg_cron running?'
         when l.status = 'copied' then 'an import slot is free, but the import was not dispatched'
         when
-            l.lease_expires_at is null and l.has_message and l.status = any(bulk_sync.shop_slot_states())
+            l.lease_expires_at is null and l.has_message and l.status = any(bulk_sync.states('holds_shop_slot'))
             and exists (
                 select from bulk_sync.runners as r
                 where r.seen_at > now() - interval '5 minutes'

@@ -110,13 +110,7 @@ to bulk_sync_operator;
 
 -- Everyone of bulk-sync: what each job state means (the views read it as their reader, the status display too).
 grant select on bulk_sync.job_states to bulk_sync_runner, bulk_sync_operator, bulk_sync_reader;
-grant execute on function
-bulk_sync.terminal_states(),
-bulk_sync.leased_states(),
-bulk_sync.final_states(),
-bulk_sync.dropped_states(),
-bulk_sync.shop_slot_states(),
-bulk_sync.import_slot_states()
+grant execute on function bulk_sync.states(text, boolean)
 to bulk_sync_runner, bulk_sync_operator, bulk_sync_reader;
 
 -- Everyone of bulk-sync: progress and freshness; the reader: the data.

@@ -1,6 +1,6 @@
 """Cuts the part of Shopify's Admin API schema that the simulator serves out of a full schema file.
 
-    python -m runner.simulator.cut_schema FULL.graphql --version 2026-01 [--out runner/simulator/admin.graphql]
+    python -m runner.simulator.cut_schema FULL.graphql --version 2026-01 [--out FILE]
 
 Keeps the root fields the simulator implements and every type reachable from them: field and argument types,
 interfaces, and every type implementing a kept interface (so `node(id:) { ... on Order }` stays valid). Descriptions
@@ -27,7 +27,7 @@ ROOTS = {
     "Mutation": ("bulkOperationRunQuery", "bulkOperationCancel"),
 }  # fmt: skip
 BUILT_IN = {"String", "Int", "Float", "Boolean", "ID"}
-DEFAULT_OUT = Path(__file__).with_name("admin.graphql")
+VENDOR = Path(__file__).with_name("vendor")  # Shopify's text: kept as cut, never edited
 
 
 def _named(type_node) -> str:
@@ -97,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("full", type=Path, help="a full Admin API schema in SDL (e.g. ShopifySharp's 2026-01 file)")
     parser.add_argument("--version", required=True, help="the API version the file is, e.g. 2026-01")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, help="default: runner/simulator/vendor/shopify-admin-<version>.graphql")
     args = parser.parse_args(argv)
+    args.out = args.out or VENDOR / f"shopify-admin-{args.version}.graphql"
     raw = args.full.read_bytes()
     definitions, kept, total = cut(parse(raw.decode(), no_location=True), ROOTS)
     roots = "; ".join(f"{root}: {', '.join(names)}" for root, names in ROOTS.items())

@@ -1,5 +1,5 @@
-"""Shopify's Admin API schema as the simulator serves it: the cut in admin.graphql, loaded once per process, and what
-differs between API versions, as data."""
+"""Shopify's Admin API schema as the simulator serves it: the newest cut in vendor/ (shopify-admin-<version>.graphql),
+loaded once per process, and what differs between API versions, as data."""
 
 import threading
 from dataclasses import dataclass
@@ -8,7 +8,7 @@ from pathlib import Path
 from graphql import GraphQLSchema, build_ast_schema, parse
 from graphql.type import GraphQLNamedType, get_named_type, is_object_type
 
-SCHEMA_FILE = Path(__file__).with_name("admin.graphql")
+SCHEMA_FILE = sorted(Path(__file__).with_name("vendor").glob("shopify-admin-*.graphql"))[-1]
 MAX_QUERY_BYTES = 65_535
 _lock = threading.Lock()
 _schema: GraphQLSchema | None = None

@@ -1,0 +1,30 @@
+"""The bulk-sync command in processes of its own, as people and platforms run it: its environment for a simulator,
+a runner, and one-shot verbs."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.sim import TOKEN
+
+
+def runner_env(dsn: str, server, **extra: str) -> dict[str, str]:
+    """The runner's environment for every shop the simulator serves (each with the static token)."""
+    env = {**os.environ, "DATABASE_URL": dsn}
+    for code in server.shopify.shops:
+        env[f"SHOP_{code}_TOKEN"] = TOKEN
+        env[f"SHOP_{code}_URL"] = server.shop_url(code)
+    return {**env, **extra}
+
+
+def start_runner(env: dict[str, str], *args: str, log: Path | None = None) -> subprocess.Popen:
+    out = log.open("a") if log else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", *args], env=env, stdout=out, stderr=out, start_new_session=True
+    )
+
+
+def cli(*args: str, dsn: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": dsn}
+    return subprocess.run([sys.executable, "-m", "runner", *args], capture_output=True, text=True, env=env, timeout=60)
