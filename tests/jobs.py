@@ -1,8 +1,10 @@
 """Small helpers for driving jobs through the SQL API the way a runner does."""
 
 import psycopg
+from psycopg import sql
 
 from runner import sqlapi
+from runner.simulator.truth import database_rows
 
 
 def claim(db: psycopg.Connection, worker: str = "w1", qty: int = 10, shops: list[str] | None = None) -> list[dict]:
@@ -94,3 +96,40 @@ def windows_tile(db: psycopg.Connection) -> dict[tuple[str, str], tuple[str, str
            from bulk_sync.jobs where status = 'completed' and window_start is not null group by shop, entity"""
     ).fetchall()
     return {(shop, entity): (first, end, float(days)) for shop, entity, first, end, days in rows}
+
+
+def table(db: psycopg.Connection, name: str) -> list[dict]:
+    return database_rows(db, name)
+
+
+def export_job(
+    db: psycopg.Connection, lines: list[str], day: str = "2025-09-01", entity: str = "orders", take: bool = True
+) -> dict:
+    """Takes one job of `entity` through start, poll and download of `lines`; returns its claimed import task
+    (or, with take=False, the download task, leaving the import task to whoever claims it)."""
+    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    if entity == "order_ids":
+        db.execute("select bulk_sync.enqueue_reconcile(%s, %s)", (day, day))
+    else:
+        db.execute("select bulk_sync.enqueue_backfill(%s, %s, %s)", (day, day, [entity]))
+    (start,) = [t for t in claim(db, qty=100) if t["task"] == "start" and t["entity"] == entity]
+    jid = start["job_id"]
+    report(db, "report_operation_started", jid, start["fence"], f"gid://shopify/BulkOperation/{jid}")
+    (poll,) = claim_task(db, jid, "poll")
+    size = sum(len(line.encode()) for line in lines)
+    url = f"https://storage.example/{jid}.jsonl"
+    report(db, "report_poll_result", jid, poll["fence"], "COMPLETED", None, len(lines), size, url)
+    (dl,) = claim_task(db, jid, "download")
+    assert download(db, dl, lines)
+    if not take:
+        return dl
+    (task,) = claim_task(db, jid, "import")
+    return task
+
+
+def login(db: psycopg.Connection, dsn: str, role: str) -> psycopg.Connection:
+    login = f"{role}_login"
+    if not db.execute("select 1 from pg_roles where rolname = %s", (login,)).fetchone():
+        db.execute(sql.SQL("create role {} login in role {}").format(sql.Identifier(login), sql.Identifier(role)))
+    user = dsn.split("user=")[1].split()[0]
+    return psycopg.connect(dsn.replace(f"user={user}", f"user={login}"), autocommit=True)

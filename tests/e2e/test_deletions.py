@@ -11,12 +11,11 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from psycopg import sql
 
 from runner.localpg import free_port
 from runner.simulator.truth import TABLES, database_rows
 from runner.simulator.webhooks import domain
-from tests.simulator import TOKEN, start, truth
+from tests.sim import TOKEN, start, truth
 
 SHOPS = {"DE": "2026-10", "NL": "2025-10"}  # NL polls and adopts the way API versions before 2026-01 do
 DAYS = ("2025-09-01", "2025-09-04")
@@ -177,99 +176,3 @@ def test_a_start_whose_report_was_lost_is_adopted_never_started_twice(
             assert database_rows(db, name) == expected, name
     finally:
         server.stop()
-
-
-# -- the rules, in SQL ---------------------------------------------------------------------------------------------
-
-V1, V2 = "gid://shopify/ProductVariant/1", "gid://shopify/ProductVariant/2"
-PRODUCT = "gid://shopify/Product/9"
-
-
-def _variant(gid: str) -> str:
-    return (
-        f'{{"id": "{gid}", "sku": "S{gid[-1]}", "title": "t", "price": "1.00", "inventoryQuantity": 1, '
-        f'"updatedAt": "2025-08-01T00:00:00Z", "product": {{"id": "{PRODUCT}", "title": "p"}}}}'
-    )
-
-
-def _order(number: int, updated: str = "2025-09-02T00:00:00Z") -> str:
-    return (
-        f'{{"id": "gid://shopify/Order/{number}", "createdAt": "2025-09-01T0{number}:00:00Z", '
-        f'"updatedAt": "{updated}"}}'
-    )
-
-
-def _deleted(db: psycopg.Connection, table: str) -> dict[str, bool]:
-    return {
-        i: d
-        for i, d in db.execute(
-            sql.SQL("select id, deleted_at is not null from {} order by id").format(sql.Identifier("shopify", table))
-        )
-    }
-
-
-def test_a_complete_snapshot_marks_what_it_lacks_and_only_a_later_export_revives(db: psycopg.Connection) -> None:
-    from tests.jobs import import_job, job
-    from tests.test_import import export_job
-
-    import_job(db, export_job(db, [_variant(V1), _variant(V2)], day="2025-09-01", entity="skus"))
-    second = export_job(db, [_variant(V1)], day="2025-09-02", entity="skus")
-    import_job(db, second)
-    assert _deleted(db, "skus") == {V1: False, V2: True}
-    (at,) = db.execute("select deleted_at from shopify.skus where id = %s", (V2,)).fetchone()
-    assert at == job(db, second["job_id"])["operation_started_at"]  # the start of the export that missed it
-    import_job(db, export_job(db, [_variant(V1), _variant(V2)], day="2025-09-03", entity="skus"))
-    assert _deleted(db, "skus") == {V1: False, V2: False}
-    # A webhook says V2 is gone; an export that started before it does not bring it back, a later one does.
-    payload = {"id": 9, "admin_graphql_api_id": PRODUCT, "variants": [{"id": 1, "admin_graphql_api_id": V1}]}
-    hook = "select bulk_sync.webhook_deleted(%s, 'de-shop.myshopify.com', 'products/update', %s::jsonb)"
-    assert db.execute(hook, ("w1", psycopg.types.json.Jsonb(payload))).fetchone() == ("1 variants deleted",)
-    assert db.execute(hook, ("w1", psycopg.types.json.Jsonb(payload))).fetchone() == ("duplicate",)
-    older = export_job(db, [_variant(V1), _variant(V2)], day="2025-09-04", entity="skus")
-    db.execute("update bulk_sync.jobs set operation_started_at = now() - interval '1 hour' where id = %s",
-               (older["job_id"],))  # fmt: skip
-    import_job(db, older)
-    assert _deleted(db, "skus") == {V1: False, V2: True}
-    import_job(db, export_job(db, [_variant(V1), _variant(V2)], day="2025-09-05", entity="skus"))
-    assert _deleted(db, "skus") == {V1: False, V2: False}
-    no_list = {"id": 9, "admin_graphql_api_id": PRODUCT}  # products/update without variants says nothing
-    assert db.execute(hook, ("w2", psycopg.types.json.Jsonb(no_list))).fetchone() == ("0 variants deleted",)
-    gone = db.execute(hook.replace("products/update", "products/delete"), ("w3", psycopg.types.json.Jsonb(no_list)))
-    assert gone.fetchone() == ("2 variants deleted",)
-
-
-def test_reconciliation_marks_missing_orders_and_queues_the_days_of_gaps(db: psycopg.Connection) -> None:
-    from tests.jobs import import_job
-    from tests.test_import import export_job
-
-    import_job(db, export_job(db, [_order(1), _order(2), _order(3)], day="2025-09-01"))
-    # Shopify has 1 as stored, 3 newer, 4 never seen; 2 is gone
-    ids = [_order(1), _order(3, "2025-09-05T00:00:00Z"), _order(4)]
-    import_job(db, export_job(db, ids, day="2025-09-01", entity="order_ids"))
-    assert _deleted(db, "orders") == {
-        "gid://shopify/Order/1": False, "gid://shopify/Order/2": True, "gid://shopify/Order/3": False,
-    }  # fmt: skip
-    queued = db.execute(
-        "select entity, start_date::text, status from bulk_sync.jobs where entity = 'orders' and status <> 'completed'"
-    ).fetchall()
-    assert queued == [("orders", "2025-09-01", "starting")]  # the gap's day, exported again (and dispatched)
-    assert db.execute("select bulk_sync.enqueue_reconcile('2025-09-01', '2025-09-01')").fetchone() == (1,)
-    assert db.execute("select bulk_sync.enqueue_reconcile('2025-09-01', '2025-09-01')").fetchone() == (0,)  # live
-    with pytest.raises(psycopg.Error, match="invalid date range") as bad:
-        db.execute("select bulk_sync.enqueue_reconcile('2025-09-02', '2025-09-01')")
-    assert bad.value.sqlstate == "BS001"
-
-
-def test_an_empty_reconciliation_deletes_the_whole_window(db: psycopg.Connection) -> None:
-    from tests.jobs import claim_task, import_job, report
-    from tests.test_import import export_job
-
-    import_job(db, export_job(db, [_order(1), _order(2)], day="2025-09-01"))
-    db.execute("select bulk_sync.enqueue_reconcile('2025-09-01', '2025-09-01')")
-    (jid,) = db.execute("select id from bulk_sync.jobs where entity = 'order_ids'").fetchone()
-    (start,) = claim_task(db, jid, "start")
-    report(db, "report_operation_started", jid, start["fence"], "gid://shopify/BulkOperation/77")
-    (poll,) = claim_task(db, jid, "poll")
-    report(db, "report_poll_result", jid, poll["fence"], "COMPLETED", None, 0, None, None)  # Shopify: no url
-    assert _deleted(db, "orders") == {"gid://shopify/Order/1": True, "gid://shopify/Order/2": True}
-    assert db.execute("select count(*) from shopify.live_order_line_items").fetchone() == (0,)

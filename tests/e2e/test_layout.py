@@ -4,7 +4,7 @@ import ast
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _imports(path: Path) -> set[str]:
@@ -74,3 +74,30 @@ def test_no_sql_is_assembled_from_strings() -> None:
             if lines := sql_built_from_strings(path.read_text()):
                 offenders[str(path.relative_to(ROOT))] = lines
     assert offenders == {}
+
+
+def _where_things_are() -> list[tuple[str, str]]:
+    """The README's table of where things are: (first column, second column) per row."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Where things are", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| `")]
+    return [(cells[0], cells[1]) for cells in rows]
+
+
+def test_the_readme_names_only_files_that_exist_and_every_module() -> None:
+    named: set[Path] = set()
+    rows = _where_things_are()
+    assert len(rows) > 15
+    for first, second in rows:
+        places = [ROOT / p for p in re.findall(r"`([^`]+)`", first)]
+        for place in places:
+            assert place.exists(), f"README names {place.relative_to(ROOT)}, which does not exist"
+            named.add(place)
+        if len(places) == 1 and places[0].is_dir():  # a folder's row names files inside it
+            for name in re.findall(r"`([\w./-]+\.(?:py|sql|graphql|sh))`", second):
+                assert (places[0] / name).exists(), f"README names {places[0].relative_to(ROOT)}/{name}"
+                named.add(places[0] / name)
+    modules = [*(ROOT / "runner").glob("*.py"), *(ROOT / "runner" / "simulator").glob("*.py"),
+               *(ROOT / "sql").glob("*.sql")]  # fmt: skip
+    unnamed = [str(m.relative_to(ROOT)) for m in modules if m not in named and m.name != "__init__.py"]
+    assert unnamed == [], f"README does not say where these are: {unnamed}"

@@ -12,6 +12,7 @@ import time
 import psycopg
 
 from tests.jobs import claim, report, run_to_completion
+from tests.processes import cli
 
 
 def test_demo_live_view_in_a_terminal(tmp_path) -> None:
@@ -63,11 +64,6 @@ def test_demo_live_view_in_a_terminal(tmp_path) -> None:
     assert deletions.count("equal") == 4
 
 
-def _cli(*args: str, dsn: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": dsn}
-    return subprocess.run([sys.executable, "-m", "runner", *args], capture_output=True, text=True, env=env, timeout=60)
-
-
 def test_status_and_jobs_in_the_middle_of_a_backfill(db: psycopg.Connection, dsn: str) -> None:
     for code in ("DE", "NL"):
         db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}-shop.myshopify.com"))
@@ -76,7 +72,7 @@ def test_status_and_jobs_in_the_middle_of_a_backfill(db: psycopg.Connection, dsn
     for task in tasks[:3]:
         run_to_completion(db, task, lines=4)
     report(db, "report_fatal_error", tasks[3]["job_id"], tasks[3]["fence"], "HTTP 403: the token lacks read_orders")
-    out = _cli("status", dsn=dsn)
+    out = cli("status", dsn=dsn)
     assert out.returncode == 0, out.stderr
     rows = {}
     for line in out.stdout.splitlines():
@@ -104,8 +100,8 @@ def test_status_and_jobs_in_the_middle_of_a_backfill(db: psycopg.Connection, dsn
     for status, count in states.items():
         assert f"{status} {count}" in line
     assert "HTTP 403: the token lacks read_orders" in out.stdout  # latest problems
-    jobs = _cli("jobs", "--failed", dsn=dsn)
+    jobs = cli("jobs", "--failed", dsn=dsn)
     assert jobs.returncode == 0
     listed = jobs.stdout.splitlines()
     assert len(listed) == 2 and str(tasks[3]["job_id"]) in listed[1] and "lacks read_orders" in listed[1]
-    assert _cli("jobs", "--failed", "--shop", "XX", dsn=dsn).stdout.strip() == "no failed jobs"
+    assert cli("jobs", "--failed", "--shop", "XX", dsn=dsn).stdout.strip() == "no failed jobs"

@@ -6,7 +6,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-PG_CRON_SQL = Path(__file__).parent.parent / "pg_cron.sql"
+PG_CRON_SQL = Path(__file__).parents[2] / "pg_cron.sql"
 
 
 @pytest.mark.pg_cron

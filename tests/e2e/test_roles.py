@@ -4,15 +4,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.jobs import claim, download, order_lines, report
-
-
-def _login(db: psycopg.Connection, dsn: str, role: str) -> psycopg.Connection:
-    login = f"{role}_login"
-    if not db.execute("select 1 from pg_roles where rolname = %s", (login,)).fetchone():
-        db.execute(sql.SQL("create role {} login in role {}").format(sql.Identifier(login), sql.Identifier(role)))
-    user = dsn.split("user=")[1].split()[0]
-    return psycopg.connect(dsn.replace(f"user={user}", f"user={login}"), autocommit=True)
+from tests.jobs import claim, download, login, order_lines, report
 
 
 def _denied(conn: psycopg.Connection, sql: str, *args: object) -> None:
@@ -27,7 +19,7 @@ def backfill(db: psycopg.Connection) -> None:
 
 
 def test_the_runner_does_its_job_and_nothing_else(db: psycopg.Connection, dsn: str, backfill: None) -> None:
-    with _login(db, dsn, "bulk_sync_runner") as runner:
+    with login(db, dsn, "bulk_sync_runner") as runner:
         (task,) = claim(runner, qty=1)
         jid = task["job_id"]
         assert report(runner, "report_operation_started", jid, task["fence"], "gid://shopify/BulkOperation/9")
@@ -61,7 +53,7 @@ def test_the_runner_does_its_job_and_nothing_else(db: psycopg.Connection, dsn: s
 
 
 def test_the_operator_steers_but_cannot_report_or_edit(db: psycopg.Connection, dsn: str, backfill: None) -> None:
-    with _login(db, dsn, "bulk_sync_operator") as operator:
+    with login(db, dsn, "bulk_sync_operator") as operator:
         assert operator.execute(
             "select bulk_sync.enqueue_backfill('2025-09-03', '2025-09-03', '{orders}')"
         ).fetchone() == (1,)
@@ -87,7 +79,7 @@ def test_the_operator_steers_but_cannot_report_or_edit(db: psycopg.Connection, d
 
 
 def test_the_reader_reads(db: psycopg.Connection, dsn: str, backfill: None) -> None:
-    with _login(db, dsn, "bulk_sync_reader") as reader:
+    with login(db, dsn, "bulk_sync_reader") as reader:
         for table in ("orders", "order_line_items", "refunds", "skus"):
             count = sql.SQL("select count(*) from {}").format(sql.Identifier("shopify", table))
             assert reader.execute(count).fetchone() == (0,)

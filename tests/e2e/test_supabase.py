@@ -15,8 +15,8 @@ from psycopg import sql
 
 from runner.localpg import LocalCluster, bindir
 from runner.simulator.truth import TABLES
-from tests.simulator import TOKEN, start, truth
-from tests.test_import import table
+from tests.jobs import table
+from tests.sim import TOKEN, start, truth
 
 OWNER = "supa_owner"  # Supabase's "postgres": NOSUPERUSER, CREATEROLE, CREATEDB, BYPASSRLS
 API_ROLES = ("anon", "authenticated")

@@ -13,9 +13,9 @@ from runner.localpg import free_port
 from runner.shared import signature
 from runner.simulator.truth import TABLES
 from runner.simulator.webhooks import domain
-from tests.simulator import start
-from tests.test_import import table
-from tests.test_runner import _env, _runner
+from tests.jobs import table
+from tests.processes import runner_env, start_runner
+from tests.sim import start
 
 SHOPS = ("DE", "NL")
 SECRET = "whsec_test_client_secret"  # noqa: S105 - a fake
@@ -83,11 +83,11 @@ def test_incremental_runs_keep_up_with_changes_and_kills_never_pass_the_watermar
     db: psycopg.Connection, dsn: str, shopify, tmp_path
 ) -> None:
     _setup(db)
-    env = _env(dsn, shopify)
+    env = runner_env(dsn, shopify)
     env = {k: v for k, v in env.items() if not k.startswith(("SHOP_DA", "SHOP_INT", "SHOP_CHF"))}
     log = tmp_path / "runner.log"
     db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-03')")
-    assert _runner(env, "--until-idle", "--concurrency", "3", log=log).wait(timeout=120) == 0
+    assert start_runner(env, "--until-idle", "--concurrency", "3", log=log).wait(timeout=120) == 0
     _equals_truth(db, shopify)
     rng = random.Random(7)
     kills = checked = 0
@@ -98,13 +98,13 @@ def test_incremental_runs_keep_up_with_changes_and_kills_never_pass_the_watermar
         assert db.execute("select bulk_sync.enqueue_incremental()").fetchone()[0] == len(SHOPS)
         if round_ > 0:  # the first round ends untouched; later ones lose their runner at random moments
             for _ in range(4):
-                runner = _runner(env, "--concurrency", "3", log=log)
+                runner = start_runner(env, "--concurrency", "3", log=log)
                 time.sleep(rng.uniform(0.2, 1.5))
                 runner.send_signal(signal.SIGKILL)
                 runner.wait()
                 kills += 1
                 checked += _check_watermarks(db, shopify)
-        assert _runner(env, "--until-idle", "--concurrency", "3", log=log).wait(timeout=120) == 0
+        assert start_runner(env, "--until-idle", "--concurrency", "3", log=log).wait(timeout=120) == 0
         checked += _check_watermarks(db, shopify)
         _equals_truth(db, shopify)  # new orders, later refunds and edits: all there
         marks = dict(db.execute("select shop, watermark from bulk_sync.watermarks").fetchall())
@@ -130,9 +130,11 @@ def test_the_finish_webhook_polls_at_once_and_forgeries_are_refused(db: psycopg.
         _setup(db)
         # Polls an hour apart: only the webhook can make a job finish within the test's deadline.
         db.execute("update bulk_sync.settings set poll_interval_seconds = 3600, poll_interval_max_seconds = 3600")
-        env = {**_env(dsn, server), "SHOPIFY_WEBHOOK_SECRET": SECRET}
+        env = {**runner_env(dsn, server), "SHOPIFY_WEBHOOK_SECRET": SECRET}
         log = tmp_path / "runner.log"
-        runner = _runner(env, "--concurrency", "2", "--webhook-port", str(port), "--webhook-host", "127.0.0.1", log=log)
+        runner = start_runner(
+            env, "--concurrency", "2", "--webhook-port", str(port), "--webhook-host", "127.0.0.1", log=log
+        )
         hook = f"http://127.0.0.1:{port}/webhooks"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -6,17 +6,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
 from runner.simulator.truth import TABLES
-from tests.jobs import windows_tile
-from tests.simulator import TOKEN, start, truth
-from tests.test_import import table
-from tests.test_roles import _login
+from tests.jobs import login, table, windows_tile
+from tests.processes import runner_env, start_runner
+from tests.sim import TOKEN, start, truth
 
 SHOPS = {"DA": "2025-10", "DE": "2026-10", "NL": "2026-10", "INT": "2026-01", "CHF": "2026-10"}
 
@@ -28,27 +26,12 @@ def shopify():
     server.stop()
 
 
-def _env(dsn: str, server, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "DATABASE_URL": dsn}
-    for code in SHOPS:
-        env[f"SHOP_{code}_TOKEN"] = TOKEN
-        env[f"SHOP_{code}_URL"] = server.shop_url(code)
-    return {**env, **extra}
-
-
 def _setup(db: psycopg.Connection) -> int:
     db.execute("update bulk_sync.settings set poll_interval_seconds = 1, backoff_base_seconds = 1, "
                "backoff_cap_seconds = 4, in_progress_retry_seconds = 2, lease_seconds = 10")  # fmt: skip
     for code, version in SHOPS.items():
         db.execute("select bulk_sync.add_shop(%s, %s, %s)", (code, f"{code.lower()}-shop.myshopify.com", version))
     return db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-07')").fetchone()[0]
-
-
-def _runner(env: dict[str, str], *args: str, log: Path | None = None) -> subprocess.Popen:
-    out = log.open("a") if log else subprocess.DEVNULL
-    return subprocess.Popen(
-        [sys.executable, "-m", "runner", "run", *args], env=env, stdout=out, stderr=out, start_new_session=True
-    )
 
 
 def _steps(db: psycopg.Connection) -> int:
@@ -67,9 +50,9 @@ def test_a_week_of_five_shops_equals_the_ground_truth(db: psycopg.Connection, ds
     created = _setup(db)
     assert created == 5 * 7 * 2 + 5
     log = tmp_path / "runner.log"
-    _login(db, dsn, "bulk_sync_runner").close()  # the runner connects with the least privilege it needs
+    login(db, dsn, "bulk_sync_runner").close()  # the runner connects with the least privilege it needs
     runner_dsn = dsn.replace(f"user={db.info.user}", "user=bulk_sync_runner_login")
-    runner = _runner(_env(runner_dsn, shopify), "--until-idle", "--concurrency", "4", log=log)
+    runner = start_runner(runner_env(runner_dsn, shopify), "--until-idle", "--concurrency", "4", log=log)
     assert runner.wait(timeout=300) == 0, log.read_text()[-3000:]
     _assert_equals_truth(db, shopify)
     stats = httpx.get(f"{shopify.base_url}/_admin/stats").json()["shops"]
@@ -82,7 +65,7 @@ def test_a_week_of_five_shops_equals_the_ground_truth(db: psycopg.Connection, ds
 
 def test_missing_token_is_one_clear_line(db: psycopg.Connection, dsn: str, shopify) -> None:
     _setup(db)
-    env = _env(dsn, shopify)
+    env = runner_env(dsn, shopify)
     del env["SHOP_NL_TOKEN"]
     result = subprocess.run(
         [sys.executable, "-m", "runner", "run", "--until-idle"], env=env, capture_output=True, text=True, timeout=60
@@ -96,14 +79,14 @@ def test_missing_token_is_one_clear_line(db: psycopg.Connection, dsn: str, shopi
 
 def test_sigkilled_runners_lose_nothing(db: psycopg.Connection, dsn: str, shopify, tmp_path) -> None:
     _setup(db)
-    env = _env(dsn, shopify)
+    env = runner_env(dsn, shopify)
     log = tmp_path / "runner.log"
     rng = random.Random(5)
     kills = 0
     while kills < 12:
         # Killed after a random number of steps recorded, not of seconds: as many kills on any machine.
         target = _steps(db) + rng.randint(1, 12)
-        runner = _runner(env, "--until-idle", "--concurrency", "3", log=log)
+        runner = start_runner(env, "--until-idle", "--concurrency", "3", log=log)
         deadline = time.monotonic() + 120  # guards a hang only
         while runner.poll() is None and _steps(db) < target:
             assert time.monotonic() < deadline, "the runner made no progress"
@@ -114,7 +97,7 @@ def test_sigkilled_runners_lose_nothing(db: psycopg.Connection, dsn: str, shopif
         runner.wait()
         kills += 1
     assert kills >= 3
-    final = _runner(env, "--until-idle", "--concurrency", "4", log=log)
+    final = start_runner(env, "--until-idle", "--concurrency", "4", log=log)
     assert final.wait(timeout=300) == 0, log.read_text()[-3000:]
     _assert_equals_truth(db, shopify)
     # Every operation Shopify started is accounted for: reported by a runner, or started by one that vanished
@@ -139,9 +122,9 @@ def test_two_runners_respect_limits_and_every_throttle(db: psycopg.Connection, d
                    bucket_size=30, restore_rate=10)  # fmt: skip
     try:
         _setup(db)
-        env = _env(dsn, server)
+        env = runner_env(dsn, server)
         log = tmp_path / "runner.log"
-        runners = [_runner(env, "--until-idle", "--concurrency", "4", "--name", f"r{i}", log=log) for i in (1, 2)]
+        runners = [start_runner(env, "--until-idle", "--concurrency", "4", "--name", f"r{i}", log=log) for i in (1, 2)]
         for runner in runners:
             assert runner.wait(timeout=300) == 0, log.read_text()[-3000:]
         _assert_equals_truth(db, server)
@@ -173,7 +156,7 @@ def test_shopify_failures_are_reported_and_survived(db: psycopg.Connection, dsn:
         _setup(db)
         db.execute("update bulk_sync.settings set max_attempts = 30, max_operation_seconds = 10")
         log = tmp_path / "runner.log"
-        runner = _runner(_env(dsn, server), "--until-idle", "--concurrency", "4", log=log)
+        runner = start_runner(runner_env(dsn, server), "--until-idle", "--concurrency", "4", log=log)
         assert runner.wait(timeout=300) == 0, log.read_text()[-3000:]
         statuses = dict(db.execute("select status, count(*) from bulk_sync.jobs group by status").fetchall())
         assert set(statuses) <= {"completed", "split"}, statuses
@@ -217,8 +200,8 @@ def test_shopify_failures_are_reported_and_survived(db: psycopg.Connection, dsn:
 
 def test_a_wrong_token_fails_that_shops_jobs_with_the_reason(db: psycopg.Connection, dsn: str, shopify) -> None:
     _setup(db)
-    env = _env(dsn, shopify, SHOP_CHF_TOKEN="shpat_wrong_token")  # noqa: S106 - a fake
-    runner = _runner(env, "--until-idle", "--concurrency", "4")
+    env = runner_env(dsn, shopify, SHOP_CHF_TOKEN="shpat_wrong_token")  # noqa: S106 - a fake
+    runner = start_runner(env, "--until-idle", "--concurrency", "4")
     assert runner.wait(timeout=300) == 0
     failed = db.execute("select distinct shop, last_error from bulk_sync.jobs where status = 'failed'").fetchall()
     assert failed == [("CHF", "HTTP 401 from Shopify: the access token is invalid or lacks a scope")]
@@ -233,9 +216,9 @@ def test_a_wrong_token_fails_that_shops_jobs_with_the_reason(db: psycopg.Connect
 
 def test_sigterm_gives_back_the_work_in_hand(db: psycopg.Connection, dsn: str, shopify, tmp_path) -> None:
     _setup(db)
-    env = _env(dsn, shopify)
+    env = runner_env(dsn, shopify)
     log = tmp_path / "runner.log"
-    runner = _runner(env, "--concurrency", "4", "--name", "leaving", log=log)
+    runner = start_runner(env, "--concurrency", "4", "--name", "leaving", log=log)
     deadline = time.monotonic() + 30
     while (
         time.monotonic() < deadline
@@ -249,5 +232,5 @@ def test_sigterm_gives_back_the_work_in_hand(db: psycopg.Connection, dsn: str, s
     ).fetchone()[0]
     assert held == 0  # nothing left waiting for a lease to expire
     assert "phase=shutdown" in log.read_text()
-    assert _runner(env, "--until-idle", "--concurrency", "4", log=log).wait(timeout=300) == 0
+    assert start_runner(env, "--until-idle", "--concurrency", "4", log=log).wait(timeout=300) == 0
     _assert_equals_truth(db, shopify)

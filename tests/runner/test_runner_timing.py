@@ -5,7 +5,7 @@ from runner.shopify_client import ShopifyClient
 from runner.simulator.clock import Clock
 from runner.tokens import StaticToken
 from runner.worker import HEARTBEAT_SECONDS, Heartbeats
-from tests.simulator import EDGES, TOKEN, start
+from tests.sim import EDGES, TOKEN, start
 
 
 def test_the_client_waits_for_the_budget_it_needs_and_is_never_throttled() -> None:

@@ -22,9 +22,8 @@ from runner.simulator.truth import TABLES
 from runner.simulator.webhooks import domain
 from runner.tokens import ClientCredentials
 from runner.webhook import WebhookServer
-from tests.jobs import claim, make_due, report
-from tests.simulator import EDGES, POLL, TOKEN, start, truth
-from tests.test_import import table
+from tests.jobs import claim, make_due, report, table
+from tests.sim import EDGES, POLL, TOKEN, start, truth
 
 APP = App("bulk-sync-app", "shpss_app_secret_0123456789abcdef")
 OPERATION = {"id": "gid://shopify/BulkOperation/1"}  # a poll: any call will do, only the token matters
@@ -183,7 +182,7 @@ def test_the_claim_hands_a_worker_only_the_shops_it_can_call(db: psycopg.Connect
 
 
 def test_downloads_and_imports_need_no_credentials(db: psycopg.Connection) -> None:
-    from tests.test_import import export_job
+    from tests.jobs import export_job
 
     downloaded = export_job(db, ['{"id": "gid://shopify/Order/1", "updatedAt": "2025-09-01T00:00:00Z"}'], take=False)
     make_due(db)

@@ -6,19 +6,7 @@ import httpx
 import pytest
 
 from runner.simulator.clock import Clock
-from tests.simulator import EDGES, RUN, TOKEN, Client, day_query, start
-
-
-@pytest.fixture
-def sim():
-    server = start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def client(sim) -> Client:
-    return Client(sim)
+from tests.sim import EDGES, RUN, TOKEN, Client, day_query, start
 
 
 def test_tokens_are_checked(sim) -> None:

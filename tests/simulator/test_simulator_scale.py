@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.simulator import POLL, RUN, TOKEN
+from tests.sim import POLL, RUN, TOKEN
 
 ENV = {**os.environ, **{f"SHOP_{c}_TOKEN": TOKEN for c in ("DA", "DE", "NL", "INT", "CHF", "BIG")}}
 

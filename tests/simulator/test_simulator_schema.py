@@ -1,5 +1,5 @@
 """The simulator judges requests and bulk queries by Shopify's real Admin API schema (the cut in
-runner/simulator/admin.graphql), answers in Shopify's words, follows the API version, and serves Shopify's own paths."""
+runner/simulator/vendor/), answers in Shopify's words, follows the API version, and serves Shopify's own paths."""
 
 import json
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 
 from runner.simulator import schema as admin
 from runner.simulator.cut_schema import main as cut_main
-from tests.simulator import EDGES, TOKEN, Client, start
+from tests.sim import EDGES, TOKEN, Client, start
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from runner.download import _text
-from tests.jobs import claim
-from tests.test_import import export_job
+from tests.jobs import claim, export_job
 
 FUZZ = settings(deadline=None, max_examples=120, suppress_health_check=[HealthCheck.function_scoped_fixture])
 WORDS = st.one_of(

@@ -12,41 +12,11 @@ import pytest
 from runner.simulator.data import Catalogue, Settings, ShopData
 from runner.simulator.export import Export
 from runner.simulator.truth import COLUMNS as TRUTH_COLUMNS
-from runner.simulator.truth import database_rows
 from runner.simulator.truth import rows as truth_rows
-from tests.jobs import claim, claim_task, download, import_job, job, make_due, report
+from tests.jobs import claim, claim_task, export_job, import_job, job, make_due, report, table
 
-FIXTURE = (Path(__file__).parent / "fixtures" / "orders_export.jsonl").read_text().splitlines(keepends=True)
+FIXTURE = (Path(__file__).parents[1] / "fixtures" / "orders_export.jsonl").read_text().splitlines(keepends=True)
 COLUMNS = TRUTH_COLUMNS
-
-
-def table(db: psycopg.Connection, name: str) -> list[dict]:
-    return database_rows(db, name)
-
-
-def export_job(
-    db: psycopg.Connection, lines: list[str], day: str = "2025-09-01", entity: str = "orders", take: bool = True
-) -> dict:
-    """Takes one job of `entity` through start, poll and download of `lines`; returns its claimed import task
-    (or, with take=False, the download task, leaving the import task to whoever claims it)."""
-    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
-    if entity == "order_ids":
-        db.execute("select bulk_sync.enqueue_reconcile(%s, %s)", (day, day))
-    else:
-        db.execute("select bulk_sync.enqueue_backfill(%s, %s, %s)", (day, day, [entity]))
-    (start,) = [t for t in claim(db, qty=100) if t["task"] == "start" and t["entity"] == entity]
-    jid = start["job_id"]
-    report(db, "report_operation_started", jid, start["fence"], f"gid://shopify/BulkOperation/{jid}")
-    (poll,) = claim_task(db, jid, "poll")
-    size = sum(len(line.encode()) for line in lines)
-    url = f"https://storage.example/{jid}.jsonl"
-    report(db, "report_poll_result", jid, poll["fence"], "COMPLETED", None, len(lines), size, url)
-    (dl,) = claim_task(db, jid, "download")
-    assert download(db, dl, lines)
-    if not take:
-        return dl
-    (task,) = claim_task(db, jid, "import")
-    return task
 
 
 def test_shopify_shaped_export_imports_every_field(db: psycopg.Connection) -> None:

@@ -155,13 +155,13 @@ def test_freshness_shows_how_far_behind_each_shop_is(db: psycopg.Connection) -> 
 
 
 def test_status_shows_each_shops_freshness(db: psycopg.Connection, dsn: str) -> None:
-    from tests.test_operator import _cli
+    from tests.processes import cli
 
     _shop(db, "DE")
     _shop(db, "NL")
     since = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     db.execute("select bulk_sync.enqueue_incremental('{DE}', %s)", (since,))
-    out = _cli("status", dsn=dsn)
+    out = cli("status", dsn=dsn)
     assert out.returncode == 0, out.stderr
     (line,) = [x for x in out.stdout.splitlines() if x.startswith("freshness")]
     behind = db.execute("select behind from bulk_sync.freshness").fetchone()[0]

@@ -10,7 +10,7 @@ from psycopg import sql
 
 from tests.jobs import claim_task, make_due, operation_running, report, run_to_completion
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 # Every function of pgmq 1.4.4's pgmq--1.4.4.sql (integer arguments are seconds).
 PGMQ_1_4_4 = {

@@ -5,9 +5,9 @@ import re
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
+import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _states(db: psycopg.Connection, where: str = "true") -> set[str]:
@@ -40,14 +40,16 @@ def test_the_predicates_that_name_states_agree_with_the_states_table(db: psycopg
     assert "status_check" not in " ".join(constraints)
 
 
-def test_the_state_functions_read_the_table(db: psycopg.Connection) -> None:
-    for function, where in (
-        ("terminal_states", "terminal"), ("final_states", "final"), ("dropped_states", "not covers_window"),
-        ("leased_states", "leased"), ("shop_slot_states", "holds_shop_slot"),
-        ("import_slot_states", "holds_import_slot"),
+def test_the_state_lists_read_the_table(db: psycopg.Connection) -> None:
+    for prop, value, where in (
+        ("terminal", True, "terminal"), ("final", True, "final"), ("covers_window", False, "not covers_window"),
+        ("leased", True, "leased"), ("holds_shop_slot", True, "holds_shop_slot"),
+        ("holds_import_slot", True, "holds_import_slot"),
     ):  # fmt: skip
-        (found,) = db.execute(sql.SQL("select {}()").format(sql.Identifier("bulk_sync", function))).fetchone()
-        assert set(found) == _states(db, where), function
+        (found,) = db.execute("select bulk_sync.states(%s, %s)", (prop, value)).fetchone()
+        assert set(found) == _states(db, where), prop
+    with pytest.raises(psycopg.errors.UndefinedColumn):
+        db.execute("select bulk_sync.states('no_such_property')")
 
 
 def _lists_states(text: str, every: set[str]) -> list[str]:
