@@ -174,20 +174,13 @@ begin
            leased_by = p_lease_by,
            slot = case when v_to.holds_shop_slot then p_job.slot end,
            import_slot = case when v_to.holds_import_slot then p_job.import_slot end,
-           next_attempt_at = p_job.next_attempt_at,
-           attempts = p_job.attempts,
-           last_error = p_job.last_error,
-           operation_id = p_job.operation_id,
-           operation_status = p_job.operation_status,
-           operation_started_at = p_job.operation_started_at,
-           start_attempted_at = p_job.start_attempted_at,
-           object_count = p_job.object_count,
-           export_url = p_job.export_url,
-           bytes_total = p_job.bytes_total,
-           bytes_copied = p_job.bytes_copied,
-           lines_total = p_job.lines_total,
-           lines_processed = p_job.lines_processed,
-           lines_rejected = p_job.lines_rejected
+           -- the caller's changes
+           (next_attempt_at, attempts, last_error, operation_id, operation_status, operation_started_at,
+            start_attempted_at, object_count, export_url, bytes_total, bytes_copied, lines_total, lines_processed,
+            lines_rejected)
+           = (p_job.next_attempt_at, p_job.attempts, p_job.last_error, p_job.operation_id, p_job.operation_status,
+              p_job.operation_started_at, p_job.start_attempted_at, p_job.object_count, p_job.export_url,
+              p_job.bytes_total, p_job.bytes_copied, p_job.lines_total, p_job.lines_processed, p_job.lines_rejected)
      where j.id = p_job.id and j.status = p_job.status and j.fence = p_job.fence
     returning j.* into v_job;
     if not found then

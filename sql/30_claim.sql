@@ -34,6 +34,27 @@ language sql immutable as $$
     select array(select n::smallint from generate_series(1, p_limit) as n where not n = any(p_taken) order by n);
 $$;
 
+-- Gives the jobs p_ids, in order, the slots p_slots and moves them to p_to (starting: shop slots; ready_to_import:
+-- import slots) with their task messages; returns how many moved.
+create or replace function bulk_sync.give_slots(p_ids bigint[], p_slots smallint[], p_to text) returns integer
+language plpgsql as $$
+declare
+    v_import boolean := (select holds_import_slot from bulk_sync.job_states where state = p_to);
+    v_job bulk_sync.jobs;
+    v_count integer := 0;
+begin
+    for i in 1..least(cardinality(p_ids), cardinality(p_slots)) loop
+        select * into v_job from bulk_sync.jobs where id = p_ids[i] for update;
+        v_job.slot := case when v_import then v_job.slot else p_slots[i] end;
+        v_job.import_slot := case when v_import then p_slots[i] else v_job.import_slot end;
+        v_job := bulk_sync.transition(v_job, p_to, 'dispatch', 'ok',
+                                      format('%s slot %s', case when v_import then 'import' else 'shop' end, p_slots[i]));
+        v_count := v_count + (v_job is not null)::integer;
+    end loop;
+    return v_count;
+end;
+$$;
+
 -- Gives free shop slots to the jobs bulk_sync.pick_exports chooses and sends them a start task; returns how many.
 create or replace function bulk_sync.dispatch_exports() returns integer
 language plpgsql as $$
@@ -41,7 +62,6 @@ declare
     v_shop text;
     v_ids bigint[];
     v_slots smallint[];
-    v_job bulk_sync.jobs;
     v_count integer := 0;
 begin
     -- Serialise dispatchers per shop; the statements after the lock see every earlier dispatch of the shop.
@@ -65,14 +85,7 @@ begin
             ),
             (select max_concurrent_ops from bulk_sync.shops where code = v_shop)
         );
-        for i in 1..least(cardinality(v_ids), cardinality(v_slots)) loop
-            select * into v_job from bulk_sync.jobs where id = v_ids[i];
-            v_job.slot := v_slots[i];
-            if bulk_sync.transition(v_job, 'starting', 'dispatch', 'ok', format('shop slot %s', v_slots[i])) is not null
-            then
-                v_count := v_count + 1;
-            end if;
-        end loop;
+        v_count := v_count + bulk_sync.give_slots(v_ids, v_slots, 'starting');
     end loop;
     return v_count;
 exception when unique_violation then
@@ -86,8 +99,6 @@ create or replace function bulk_sync.dispatch_imports() returns integer
 language plpgsql as $$
 declare
     v_slots smallint[];
-    v_job bulk_sync.jobs;
-    v_count integer := 0;
 begin
     if not exists (select from bulk_sync.jobs where status = 'copied' and next_attempt_at <= now())
        or not pg_try_advisory_xact_lock(hashtext('bulk_sync.dispatch'), 0) then
@@ -97,19 +108,16 @@ begin
         array(select import_slot from bulk_sync.jobs where status = any(bulk_sync.states('holds_import_slot'))),
         (bulk_sync.get_settings()).max_concurrent_imports
     );
-    for v_job in
-        select * from bulk_sync.jobs
-        where status = 'copied' and next_attempt_at <= now()
-        order by next_attempt_at, id
-        limit cardinality(v_slots)
-        for update skip locked
-    loop
-        v_count := v_count + 1;
-        v_job.import_slot := v_slots[v_count];
-        perform bulk_sync.transition(v_job, 'ready_to_import', 'dispatch', 'ok',
-                                     format('import slot %s', v_job.import_slot));
-    end loop;
-    return v_count;
+    return bulk_sync.give_slots(
+        array(
+            select id from bulk_sync.jobs
+            where status = 'copied' and next_attempt_at <= now()
+            order by next_attempt_at, id
+            limit cardinality(v_slots)
+            for update skip locked
+        ),
+        v_slots, 'ready_to_import'
+    );
 exception when unique_violation then
     return 0;
 end;

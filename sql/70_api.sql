@@ -177,56 +177,63 @@ begin
 end;
 $$;
 
--- Gives failed jobs (of one shop, or all) a fresh set of attempts; returns how many were re-queued.
-create or replace function bulk_sync.retry_failed(p_shop text default null) returns integer
-language plpgsql
-security definer set search_path = pg_catalog, pg_temp as $$
+-- Gives one failed job a fresh set of attempts: what an earlier attempt staged or quarantined goes, it exports afresh.
+create or replace function bulk_sync.revive(p_job bulk_sync.jobs) returns bulk_sync.jobs
+language plpgsql as $$
+begin
+    perform bulk_sync.clear_staging(array[p_job.id]);
+    delete from bulk_sync.rejects where job_id = p_job.id;
+    p_job := bulk_sync.without_export(p_job);
+    p_job.attempts := 0;
+    p_job.next_attempt_at := now();
+    return bulk_sync.transition(p_job, 'queued', 'retry', 'queued', 'retried by bulk_sync.retry_failed()');
+end;
+$$;
+
+-- Cancels one live job; an operation running on Shopify for it gets a best-effort cancel task.
+create or replace function bulk_sync.cancel(p_job bulk_sync.jobs) returns bulk_sync.jobs
+language plpgsql as $$
+begin
+    if p_job.status = 'waiting' then
+        perform bulk_sync.send_cancel(p_job.id, p_job.operation_id);
+    end if;
+    return bulk_sync.transition(p_job, 'canceled', 'cancel', 'canceled', 'canceled by bulk_sync.cancel_jobs()');
+end;
+$$;
+
+-- Applies p_action (revive or cancel) to every job of one shop (or all) in the states p_states, oldest first, then
+-- dispatches into the slots that freed; returns how many jobs it changed.
+create or replace function bulk_sync.for_jobs(p_shop text, p_states text[], p_action text) returns integer
+language plpgsql as $$
 declare
-    v_job bulk_sync.jobs;
-    v_count integer := 0;
+    v_count integer;
 begin
     perform bulk_sync.require_shop(p_shop);
-    for v_job in
-        select * from bulk_sync.jobs where status = 'failed' and (p_shop is null or shop = p_shop) order by id for update
-    loop
-        -- A retried job exports afresh: what an earlier attempt staged or quarantined goes.
-        perform bulk_sync.clear_staging(array[v_job.id]);
-        delete from bulk_sync.rejects where job_id = v_job.id;
-        v_job := bulk_sync.without_export(v_job);
-        v_job.attempts := 0;
-        v_job.next_attempt_at := now();
-        perform bulk_sync.transition(v_job, 'queued', 'retry', 'queued', 'retried by bulk_sync.retry_failed()');
-        v_count := v_count + 1;
-    end loop;
+    select count(case p_action when 'revive' then bulk_sync.revive(f.job) when 'cancel' then bulk_sync.cancel(f.job) end)
+      into v_count
+    from (
+        select j as job from bulk_sync.jobs as j
+        where j.status = any(p_states) and (p_shop is null or j.shop = p_shop)
+        order by j.id
+        for update
+    ) as f;
     perform bulk_sync.dispatch();
     return v_count;
 end;
 $$;
 
--- Cancels every live job (of one shop, or all); operations running on Shopify get a best-effort cancel task.
-create or replace function bulk_sync.cancel_jobs(p_shop text default null) returns integer
-language plpgsql
+-- Gives failed jobs (of one shop, or all) a fresh set of attempts; returns how many were re-queued.
+create or replace function bulk_sync.retry_failed(p_shop text default null) returns integer
+language sql
 security definer set search_path = pg_catalog, pg_temp as $$
-declare
-    v_job bulk_sync.jobs;
-    v_count integer := 0;
-begin
-    perform bulk_sync.require_shop(p_shop);
-    for v_job in
-        select * from bulk_sync.jobs
-        where not status = any(bulk_sync.states('terminal')) and (p_shop is null or shop = p_shop)
-        order by id
-        for update
-    loop
-        if v_job.status = 'waiting' then
-            perform bulk_sync.send_cancel(v_job.id, v_job.operation_id);
-        end if;
-        perform bulk_sync.transition(v_job, 'canceled', 'cancel', 'canceled', 'canceled by bulk_sync.cancel_jobs()');
-        v_count := v_count + 1;
-    end loop;
-    perform bulk_sync.dispatch();
-    return v_count;
-end;
+    select bulk_sync.for_jobs(p_shop, '{failed}', 'revive');
+$$;
+
+-- Cancels every live job (of one shop, or all); returns how many.
+create or replace function bulk_sync.cancel_jobs(p_shop text default null) returns integer
+language sql
+security definer set search_path = pg_catalog, pg_temp as $$
+    select bulk_sync.for_jobs(p_shop, bulk_sync.states('terminal', false), 'cancel');
 $$;
 
 -- The periodic safety net (pg_cron, every minute): recover expired leases, dispatch due jobs, import what no runner
