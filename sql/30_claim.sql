@@ -35,7 +35,7 @@ language sql immutable as $$
 $$;
 
 -- Gives the jobs p_ids, in order, the slots p_slots and moves them to p_to (starting: shop slots; ready_to_import:
--- import slots) with their task messages; returns how many moved.
+-- import slots) with their task messages; returns how many moved (none when a slot was taken meanwhile).
 create or replace function bulk_sync.give_slots(p_ids bigint[], p_slots smallint[], p_to text) returns integer
 language plpgsql as $$
 declare
@@ -52,46 +52,51 @@ begin
         v_count := v_count + (v_job is not null)::integer;
     end loop;
     return v_count;
+exception when unique_violation then
+    -- Another dispatcher took one of these slots first (the index is the backstop): none given now.
+    return 0;
 end;
 $$;
 
--- Gives free shop slots to the jobs bulk_sync.pick_exports chooses and sends them a start task; returns how many.
-create or replace function bulk_sync.dispatch_exports() returns integer
+-- Gives one shop's free slots to the jobs bulk_sync.pick_exports chooses (the caller holds the shop's dispatch lock)
+-- and sends them a start task; returns how many.
+create or replace function bulk_sync.dispatch_shop(p_shop text) returns integer
 language plpgsql as $$
 declare
-    v_shop text;
+    v_free integer := bulk_sync.free_slots(p_shop);
     v_ids bigint[];
-    v_slots smallint[];
-    v_count integer := 0;
 begin
-    -- Serialise dispatchers per shop; the statements after the lock see every earlier dispatch of the shop.
-    for v_shop in
-        select s.code
-        from bulk_sync.shops as s
-        where s.active
-          and exists (
-              select from bulk_sync.jobs as q
-              where q.shop = s.code and q.status = 'queued' and q.next_attempt_at <= now()
-          )
-          and pg_try_advisory_xact_lock(hashtext('bulk_sync.dispatch'), hashtext(s.code))
-    loop
-        continue when bulk_sync.free_slots(v_shop) = 0;
-        -- Choose (and merge) first, in a statement of its own: the dispatch below must see the merged windows.
-        v_ids := bulk_sync.pick_exports(v_shop, bulk_sync.free_slots(v_shop));
-        v_slots := bulk_sync.unused(
+    if v_free = 0 then
+        return 0;
+    end if;
+    -- Choose (and merge) first, in a statement of its own: giving the slots must see the merged windows.
+    v_ids := bulk_sync.pick_exports(p_shop, v_free);
+    return bulk_sync.give_slots(
+        v_ids,
+        bulk_sync.unused(
             array(
                 select slot from bulk_sync.jobs
-                where shop = v_shop and status = any(bulk_sync.states('holds_shop_slot'))
+                where shop = p_shop and status = any(bulk_sync.states('holds_shop_slot'))
             ),
-            (select max_concurrent_ops from bulk_sync.shops where code = v_shop)
-        );
-        v_count := v_count + bulk_sync.give_slots(v_ids, v_slots, 'starting');
-    end loop;
-    return v_count;
-exception when unique_violation then
-    -- Another dispatcher took a slot first: nothing to dispatch now.
-    return 0;
+            (select max_concurrent_ops from bulk_sync.shops where code = p_shop)
+        ),
+        'starting'
+    );
 end;
+$$;
+
+-- Dispatches the due exports of every active shop whose dispatch lock it gets; returns how many. The lock
+-- serialises dispatchers per shop: what each does after taking it sees every earlier dispatch of the shop.
+create or replace function bulk_sync.dispatch_exports() returns integer
+language sql as $$
+    select coalesce(sum(bulk_sync.dispatch_shop(s.code)), 0)::integer
+    from bulk_sync.shops as s
+    where s.active
+      and exists (
+          select from bulk_sync.jobs as q
+          where q.shop = s.code and q.status = 'queued' and q.next_attempt_at <= now()
+      )
+      and pg_try_advisory_xact_lock(hashtext('bulk_sync.dispatch'), hashtext(s.code));
 $$;
 
 -- Gives free import slots to copied jobs (oldest first) and sends them an import task; returns how many.
@@ -118,8 +123,6 @@ begin
         ),
         v_slots, 'ready_to_import'
     );
-exception when unique_violation then
-    return 0;
 end;
 $$;
 
