@@ -157,18 +157,6 @@ begin
 end;
 $$;
 
--- True when the shop has fewer jobs holding slots than it may.
-create or replace function bulk_sync.has_free_slot(p_shop text) returns boolean
-language sql stable as $$
-    select bulk_sync.free_slots(p_shop) > 0;
-$$;
-
--- True when fewer imports run than max_concurrent_imports allows.
-create or replace function bulk_sync.has_free_import_slot() returns boolean
-language sql stable as $$
-    select bulk_sync.free_import_slots() > 0;
-$$;
-
 -- A JSON number that is a valid bigint, else null.
 create or replace function bulk_sync.json_bigint(p_value jsonb) returns bigint
 language sql immutable as $$

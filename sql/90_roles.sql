@@ -97,8 +97,6 @@ bulk_sync.retry_failed(text),
 bulk_sync.cancel_jobs(text),
 bulk_sync.tick(),
 -- called by the bulk_sync.stuck view, as its reader
-bulk_sync.has_free_slot(text),
-bulk_sync.has_free_import_slot(),
 bulk_sync.free_slots(text),
 bulk_sync.free_import_slots(),
 bulk_sync.get_settings()
