@@ -109,6 +109,7 @@ def project(obj: dict, plan: Plan, pending: list) -> dict:
         if field_type is None:
             out[key] = plan.type_name
             continue
+        # values.value(), written out: a call per field costs a fifth of the export's speed
         found = obj.get(name, MISSING)
         if found is MISSING:
             found = DERIVED[name](obj) if name in DERIVED else MISSING
