@@ -9,8 +9,7 @@ from runner.simulator.truth import database_rows
 
 def claim(db: psycopg.Connection, worker: str = "w1", qty: int = 10, shops: list[str] | None = None) -> list[dict]:
     """Tasks for `worker` (which serves `shops`, None: every shop), without waiting."""
-    rows = db.execute("select bulk_sync.claim(%s, %s, 0, %s)", (worker, qty, shops)).fetchall()
-    return [row[0] for row in rows]
+    return sqlapi.claim(db, worker, qty, 0, shops)
 
 
 def report(db: psycopg.Connection, function: str, *args: object) -> bool:
@@ -54,7 +53,7 @@ def download(db: psycopg.Connection, task: dict, lines: list[str]) -> bool:
 
 
 def import_job(db: psycopg.Connection, task: dict) -> None:
-    db.execute("call bulk_sync.import(%s, %s)", (task["job_id"], task["fence"]))
+    sqlapi.import_job(db, task["job_id"], task["fence"])
 
 
 def operation_running(db: psycopg.Connection, task: dict) -> dict:

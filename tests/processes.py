@@ -10,8 +10,9 @@ from tests.sim import TOKEN
 
 
 def runner_env(dsn: str, server, **extra: str) -> dict[str, str]:
-    """The runner's environment for every shop the simulator serves (each with the static token)."""
-    env = {**os.environ, "DATABASE_URL": dsn}
+    """The runner's environment for every shop the simulator serves (each with the static token); shop settings of
+    the calling environment are left out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOP_", "SHOPIFY_"))} | {"DATABASE_URL": dsn}
     for code in server.shopify.shops:
         env[f"SHOP_{code}_TOKEN"] = TOKEN
         env[f"SHOP_{code}_URL"] = server.shop_url(code)
@@ -25,6 +26,11 @@ def start_runner(env: dict[str, str], *args: str, log: Path | None = None) -> su
     )
 
 
-def cli(*args: str, dsn: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": dsn}
-    return subprocess.run([sys.executable, "-m", "runner", *args], capture_output=True, text=True, env=env, timeout=60)
+def cli(
+    *args: str, dsn: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    """One verb of the command, run to its end: with `env`, or this environment and DATABASE_URL=`dsn`."""
+    env = env if env is not None else {**os.environ, "DATABASE_URL": dsn}
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )

@@ -3,8 +3,6 @@ by a SKU snapshot or by reconciliation, and a start whose report was lost is ado
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,25 +13,17 @@ import pytest
 from runner.localpg import free_port
 from runner.simulator.truth import TABLES, database_rows
 from runner.simulator.webhooks import domain
-from tests.sim import TOKEN, start, truth
+from tests.processes import runner_env, start_runner
+from tests.sim import start, truth
 
 SHOPS = {"DE": "2026-10", "NL": "2025-10"}  # NL polls and adopts the way API versions before 2026-01 do
 DAYS = ("2025-09-01", "2025-09-04")
 SECRET = "shpss_webhook_secret_for_deletions"  # noqa: S105 - a fake
 
 
-def _env(dsn: str, server, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOP_", "SHOPIFY_"))} | {"DATABASE_URL": dsn}
-    for code in SHOPS:
-        env |= {f"SHOP_{code}_TOKEN": TOKEN, f"SHOP_{code}_URL": server.shop_url(code)}
-    return env | extra
-
-
 def _until_idle(env: dict[str, str], log: Path) -> None:
-    with log.open("a") as out:
-        done = subprocess.run([sys.executable, "-m", "runner", "run", "--until-idle", "--concurrency", "3"],
-                              env=env, stdout=out, stderr=out, timeout=300)  # fmt: skip
-    assert done.returncode == 0, log.read_text()[-3000:]
+    runner = start_runner(env, "--until-idle", "--concurrency", "3", log=log)
+    assert runner.wait(timeout=300) == 0, log.read_text()[-3000:]
 
 
 def _setup(db: psycopg.Connection) -> None:
@@ -75,7 +65,7 @@ def test_without_webhooks_an_incremental_round_a_snapshot_and_reconciliation_fin
     server = start(tuple(SHOPS), days=4, orders_per_day=30, start_latency=0.2, objects_per_second=20_000)
     try:
         _setup(db)
-        env, log = _env(dsn, server), tmp_path / "runner.log"
+        env, log = runner_env(dsn, server), tmp_path / "runner.log"
         _until_idle(env, log)
         _assert_mirror_is_the_shops(db, server, {"orders": set(), "skus": set()})
         deleted = _delete(server, db)
@@ -116,12 +106,9 @@ def test_with_webhooks_deletions_land_before_any_reconciliation(db: psycopg.Conn
     runner = None
     try:
         _setup(db)
-        env, log = _env(dsn, server, SHOPIFY_WEBHOOK_SECRET=SECRET), tmp_path / "runner.log"
-        with log.open("a") as out:
-            runner = subprocess.Popen(
-                [sys.executable, "-m", "runner", "run", "--concurrency", "3", "--webhook-port", str(port),
-                 "--webhook-host", "127.0.0.1"], env=env, stdout=out, stderr=out, start_new_session=True,
-            )  # fmt: skip
+        env, log = runner_env(dsn, server, SHOPIFY_WEBHOOK_SECRET=SECRET), tmp_path / "runner.log"
+        hook_args = ("--webhook-port", str(port), "--webhook-host", "127.0.0.1")
+        runner = start_runner(env, "--concurrency", "3", *hook_args, log=log)
         deadline = time.monotonic() + 120  # guards a hang only
 
         def settled() -> bool:
@@ -160,7 +147,7 @@ def test_a_start_whose_report_was_lost_is_adopted_never_started_twice(
     try:
         _setup(db)
         log = tmp_path / "runner.log"
-        _until_idle(_env(dsn, server), log)
+        _until_idle(runner_env(dsn, server), log)
         stats = httpx.get(f"{server.base_url}/_admin/stats").json()["shops"]
         adopted = db.execute(
             "select j.shop, count(*) from bulk_sync.job_runs as r join bulk_sync.jobs as j on j.id = r.job_id "

@@ -16,6 +16,7 @@ from psycopg import sql
 from runner.localpg import LocalCluster, bindir
 from runner.simulator.truth import TABLES
 from tests.jobs import table
+from tests.processes import cli
 from tests.sim import TOKEN, start, truth
 
 OWNER = "supa_owner"  # Supabase's "postgres": NOSUPERUSER, CREATEROLE, CREATEDB, BYPASSRLS
@@ -112,12 +113,6 @@ def _project(server: LocalCluster, name: str) -> str:
     with psycopg.connect(server.dsn(name), autocommit=True) as admin:
         admin.execute(sql.SQL(SUPABASE_DATABASE).format(owner=sql.Identifier(OWNER), db=sql.Identifier(name)))
     return server.dsn(name).replace("user=postgres", f"user={OWNER}")
-
-
-def _cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "runner", *args], capture_output=True, text=True, env=env, timeout=timeout
-    )
 
 
 def reachable(conn: psycopg.Connection, role: str) -> list[str]:
@@ -217,7 +212,7 @@ def test_migrate_as_owner_with_pgmq_enabled_beforehand_then_a_backfill(server: L
     dsn = _project(server, "enabled_before")
     with psycopg.connect(dsn, autocommit=True) as db:
         db.execute("create extension pgmq")  # what enabling Queues in the dashboard does
-    result = _cli("migrate", env={**os.environ, "DATABASE_URL": dsn})
+    result = cli("migrate", dsn=dsn, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "pgmq" not in result.stdout  # found, used as it is
     assert "btree_gist (extension in extensions)" in result.stdout
@@ -229,7 +224,7 @@ def test_migrate_as_owner_with_pgmq_enabled_beforehand_then_a_backfill(server: L
 def test_migrate_creates_pgmq_through_the_hook_then_a_backfill(server: LocalCluster, tmp_path: Path) -> None:
     dsn = _project(server, "created_by_migrate")
     # With no search_path at all, not only after the hook: everything migrate runs names its schema.
-    result = _cli("migrate", env={**os.environ, "DATABASE_URL": f"{dsn} options='-c search_path='"})
+    result = cli("migrate", dsn=f"{dsn} options='-c search_path='", timeout=120)
     assert result.returncode == 0, result.stderr
     assert "pgmq (extension)" in result.stdout
     with psycopg.connect(dsn) as db:
@@ -244,7 +239,7 @@ def test_a_pgmq_the_owner_cannot_use_is_one_line_naming_the_fix(server: LocalClu
     dsn = _project(server, "foreign_pgmq")
     with psycopg.connect(server.dsn("foreign_pgmq"), autocommit=True) as admin:
         admin.execute("create extension pgmq")  # by the platform's superuser, as older Supabase images did
-    result = _cli("migrate", env={**os.environ, "DATABASE_URL": dsn})
+    result = cli("migrate", dsn=dsn, timeout=120)
     assert result.returncode == 2
     message = result.stderr.strip()
     assert message.count("\n") == 0, message
@@ -270,7 +265,7 @@ def test_a_release_0_1_database_on_supabase_is_closed_by_the_upgrade(server: Loc
         before = [name for name in _reachable_in_public(db, "anon")]
         assert "bulk_sync_jobs" in before and "enqueue_backfill(date,date,text[],text[])" in before
         print(f"release 0.1 on Supabase: anon may use {len(before)} objects in public: {before}")
-    result = _cli("migrate", env={**os.environ, "DATABASE_URL": dsn})
+    result = cli("migrate", dsn=dsn, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "upgraded from release 0.1" in result.stdout
     _assert_api_roles_reach_nothing(dsn)

@@ -1,8 +1,6 @@
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -13,6 +11,7 @@ from runner.migrate import definitions, migrate, migrations, sql_dir
 from runner.shared import ConfigError
 from tests.catalog import differences, snapshot
 from tests.jobs import claim, report
+from tests.processes import cli
 from tests.releases import install_release_0_1
 
 
@@ -89,25 +88,21 @@ def test_a_changed_definition_file_is_applied_again_and_leaves_nothing_behind(
     assert migrate(db, root) == []
 
 
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runner", *args], capture_output=True, text=True, env=env, timeout=60)
-
-
 def test_cli_migrate_on_an_empty_database(new_database) -> None:
     env = {**os.environ, "DATABASE_URL": new_database("fresh_cli")}
-    first = _cli("migrate", env=env)
+    first = cli("migrate", env=env)
     assert first.returncode == 0, first.stderr
     assert "migrations/0001_baseline.sql" in first.stdout and "pgmq" in first.stdout
-    second = _cli("migrate", env=env)
+    second = cli("migrate", env=env)
     assert second.returncode == 0 and "up to date" in second.stdout
 
 
 def test_cli_configuration_mistakes_are_one_line(dsn: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    missing = _cli("migrate", env=env)
+    missing = cli("migrate", env=env)
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "DATABASE_URL" in missing.stderr
-    unreachable = _cli("status", env={**env, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
+    unreachable = cli("status", env={**env, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
     assert unreachable.returncode == 2
     assert "cannot connect" in unreachable.stderr and "Traceback" not in unreachable.stderr
 
