@@ -114,13 +114,14 @@ begin
 end;
 $$;
 
--- Raises BS009 unless p_value is a non-empty text.
-create or replace function bulk_sync.require_text(p_value text, p_name text) returns void
+-- Returns p_value; raises BS009 unless it is a non-empty text.
+create or replace function bulk_sync.require_text(p_value text, p_name text) returns text
 language plpgsql immutable as $$
 begin
     if p_value is null or btrim(p_value) = '' then
         raise exception '% must be a non-empty text', p_name using errcode = 'BS009';
     end if;
+    return p_value;
 end;
 $$;
 

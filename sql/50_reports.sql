@@ -37,25 +37,42 @@ begin
 end;
 $$;
 
--- Shopify refused to start: OPERATION_IN_PROGRESS (another operation of this app holds the shop). Wait, then retry.
-create or replace function bulk_sync.report_operation_in_progress(p_job_id bigint, p_fence bigint, p_message text)
-returns boolean
-language plpgsql
-security definer set search_path = pg_catalog, pg_temp as $$
+-- A report that the job's current step did not succeed, fenced to p_expected statuses (p_phase names it when
+-- stale): the job fails (p_fatal) or tries again as bulk_sync.retry does (p_count_attempt, p_delay, p_new_export).
+-- The reason is p_what: p_detail, and the detail (Shopify's words or the runner's) is required. Slots freed are
+-- handed out at once.
+create or replace function bulk_sync.report_failure(
+    p_job_id bigint, p_fence bigint, p_expected text[], p_phase text, p_what text, p_detail text,
+    p_fatal boolean default false, p_count_attempt boolean default true, p_delay interval default null,
+    p_new_export boolean default false
+) returns boolean
+language plpgsql as $$
 declare
-    v_job bulk_sync.jobs;
+    v_reason text := concat_ws(': ', p_what, bulk_sync.require_text(p_detail, 'the reason'));
+    v_job bulk_sync.jobs := bulk_sync.fenced(p_job_id, p_fence, p_expected, p_phase);
 begin
-    perform bulk_sync.require_text(p_message, 'p_message');
-    v_job := bulk_sync.fenced(p_job_id, p_fence, '{starting}', 'start');
     if v_job is null then
         return false;
+    elsif p_fatal then
+        perform bulk_sync.fail(v_job, bulk_sync.task_for(v_job.status), v_reason);
+    else
+        perform bulk_sync.retry(v_job, bulk_sync.task_for(v_job.status), v_reason, p_count_attempt, p_delay,
+                                p_new_export);
     end if;
-    perform bulk_sync.retry(v_job, 'start', 'OPERATION_IN_PROGRESS: ' || p_message, false,
-        make_interval(secs => (bulk_sync.get_settings()).in_progress_retry_seconds * (0.75 + 0.5 * random())),
-        p_new_export => true);
     perform bulk_sync.dispatch();
     return true;
 end;
+$$;
+
+-- Shopify refused to start: OPERATION_IN_PROGRESS (another operation holds the shop). Export later, no attempt spent.
+create or replace function bulk_sync.report_operation_in_progress(p_job_id bigint, p_fence bigint, p_message text)
+returns boolean
+language sql
+security definer set search_path = pg_catalog, pg_temp as $$
+    select bulk_sync.report_failure(p_job_id, p_fence, '{starting}', 'start', 'OPERATION_IN_PROGRESS', p_message,
+        p_count_attempt => false,
+        p_delay => make_interval(secs => (bulk_sync.get_settings()).in_progress_retry_seconds * (0.75 + 0.5 * random())),
+        p_new_export => true);
 $$;
 
 -- Shopify throttled a call (THROTTLED or HTTP 429): repeat the same step after p_retry_after_seconds.
@@ -63,23 +80,15 @@ create or replace function bulk_sync.report_throttled(p_job_id bigint, p_fence b
 returns boolean
 language plpgsql
 security definer set search_path = pg_catalog, pg_temp as $$
-declare
-    v_job bulk_sync.jobs;
 begin
     if p_retry_after_seconds is null or p_retry_after_seconds not between 0 and 3600 then
         raise exception 'p_retry_after_seconds must be between 0 and 3600, got %',
             coalesce(p_retry_after_seconds::text, 'NULL') using errcode = 'BS009';
     end if;
-    v_job := bulk_sync.fenced(
-        p_job_id, p_fence, array(select state from bulk_sync.job_states where leased and task <> 'import'), 'throttled'
-    );
-    if v_job is null then
-        return false;
-    end if;
-    perform bulk_sync.retry(v_job, bulk_sync.task_for(v_job.status),
-        format('throttled by Shopify, retry after %s s', p_retry_after_seconds), false,
-        make_interval(secs => p_retry_after_seconds));
-    return true;
+    return bulk_sync.report_failure(p_job_id, p_fence,
+        array(select state from bulk_sync.job_states where leased and task <> 'import'), 'throttled',
+        'throttled by Shopify', format('retry after %s s', p_retry_after_seconds),
+        p_count_attempt => false, p_delay => make_interval(secs => p_retry_after_seconds));
 end;
 $$;
 
@@ -207,48 +216,11 @@ $$;
 create or replace function bulk_sync.report_download_failed(
     p_job_id bigint, p_fence bigint, p_reason text, p_url_expired boolean default false
 ) returns boolean
-language plpgsql
+language sql
 security definer set search_path = pg_catalog, pg_temp as $$
-declare
-    v_job bulk_sync.jobs;
-begin
-    perform bulk_sync.require_text(p_reason, 'p_reason');
-    v_job := bulk_sync.fenced(p_job_id, p_fence, '{exporting}', 'download');
-    if v_job is null then
-        return false;
-    end if;
-    if coalesce(p_url_expired, false) then
-        perform bulk_sync.retry(v_job, 'download', 'export URL expired: ' || p_reason, p_new_export => true);
-        perform bulk_sync.dispatch();
-    else
-        perform bulk_sync.retry(v_job, 'download', 'download failed: ' || p_reason);
-    end if;
-    return true;
-end;
-$$;
-
--- An error during the job's current step, as the two reports below say: transient (the step again after backoff)
--- or fatal (the job fails at once with the reason).
-create or replace function bulk_sync.report_error(p_job_id bigint, p_fence bigint, p_reason text, p_fatal boolean)
-returns boolean
-language plpgsql as $$
-declare
-    v_job bulk_sync.jobs;
-begin
-    perform bulk_sync.require_text(p_reason, 'p_reason');
-    v_job := bulk_sync.fenced(p_job_id, p_fence, bulk_sync.states('leased'),
-                              case when p_fatal then 'fatal' else 'transient' end);
-    if v_job is null then
-        return false;
-    end if;
-    if p_fatal then
-        perform bulk_sync.fail(v_job, bulk_sync.task_for(v_job.status), p_reason);
-    else
-        perform bulk_sync.retry(v_job, bulk_sync.task_for(v_job.status), 'transient error: ' || p_reason);
-    end if;
-    perform bulk_sync.dispatch();
-    return true;
-end;
+    select bulk_sync.report_failure(p_job_id, p_fence, '{exporting}', 'download',
+        case when p_url_expired then 'export URL expired' else 'download failed' end, p_reason,
+        p_new_export => coalesce(p_url_expired, false));
 $$;
 
 -- A transient HTTP error (5xx, reset, timeout) during the job's current step: repeat it after backoff.
@@ -256,7 +228,8 @@ create or replace function bulk_sync.report_transient_error(p_job_id bigint, p_f
 returns boolean
 language sql
 security definer set search_path = pg_catalog, pg_temp as $$
-    select bulk_sync.report_error(p_job_id, p_fence, p_reason, false);
+    select bulk_sync.report_failure(p_job_id, p_fence, bulk_sync.states('leased'), 'transient', 'transient error',
+                                   p_reason);
 $$;
 
 -- A non-retryable error (401/403, ACCESS_DENIED, an invalid query): the job fails at once with the reason.
@@ -264,5 +237,5 @@ create or replace function bulk_sync.report_fatal_error(p_job_id bigint, p_fence
 returns boolean
 language sql
 security definer set search_path = pg_catalog, pg_temp as $$
-    select bulk_sync.report_error(p_job_id, p_fence, p_reason, true);
+    select bulk_sync.report_failure(p_job_id, p_fence, bulk_sync.states('leased'), 'fatal', null, p_reason, true);
 $$;
