@@ -92,16 +92,11 @@ begin
 end;
 $$;
 
--- Shopify's answer to a poll of the job's operation: status, errorCode, objectCount, fileSize and url.
-create or replace function bulk_sync.report_poll_result(
-    p_job_id bigint, p_fence bigint, p_status text, p_error_code text default null,
-    p_object_count bigint default null, p_file_size bigint default null, p_url text default null
-) returns boolean
-language plpgsql
-security definer set search_path = pg_catalog, pg_temp as $$
-declare
-    v_job bulk_sync.jobs;
-    v_s bulk_sync.settings := bulk_sync.get_settings();
+-- Raises BS009 unless the poll result is one Shopify can give: a known status, counts not negative, an http(s) URL.
+create or replace function bulk_sync.check_poll_result(
+    p_status text, p_object_count bigint, p_file_size bigint, p_url text
+) returns void
+language plpgsql immutable as $$
 begin
     if p_status is null or p_status not in
        ('CREATED', 'RUNNING', 'CANCELING', 'COMPLETED', 'FAILED', 'CANCELED', 'EXPIRED') then
@@ -114,6 +109,21 @@ begin
     if p_url !~ '^https?://' then
         raise exception 'export url must be an http(s) URL' using errcode = 'BS009';
     end if;
+end;
+$$;
+
+-- Shopify's answer to a poll of the job's operation: status, errorCode, objectCount, fileSize and url.
+create or replace function bulk_sync.report_poll_result(
+    p_job_id bigint, p_fence bigint, p_status text, p_error_code text default null,
+    p_object_count bigint default null, p_file_size bigint default null, p_url text default null
+) returns boolean
+language plpgsql
+security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_job bulk_sync.jobs;
+    v_s bulk_sync.settings := bulk_sync.get_settings();
+begin
+    perform bulk_sync.check_poll_result(p_status, p_object_count, p_file_size, p_url);
     v_job := bulk_sync.fenced(p_job_id, p_fence, '{waiting}', 'poll');
     if v_job is null then
         return false;
