@@ -2,7 +2,7 @@
 -- synced by updated_at; enqueue_incremental() (pg_cron) queues the window from the watermark (minus an overlap) to
 -- now, and the watermark moves only across completed incremental windows that touch it, so a gap is impossible and
 -- an overlap harmless (the newer version of an order wins). Refunds and edits change an order's updated_at, so they
--- arrive with it. A bulk_operations/finish webhook makes a job poll at once instead of at its next poll time.
+-- arrive with it.
 
 -- Split halves inherit their parent's kind.
 create or replace function bulk_sync.jobs_inherit_kind() returns trigger
@@ -113,49 +113,5 @@ begin
     end loop;
     perform bulk_sync.dispatch();
     return v_count;
-end;
-$$;
-
--- Records a delivery by its X-Shopify-Webhook-Id (kept 3 days: Shopify retries for 48 hours); false when it was
--- handled already.
-create or replace function bulk_sync.webhook_received(p_webhook_id text, p_shop text, p_subject text)
-returns boolean
-language plpgsql as $$
-begin
-    perform bulk_sync.require_text(p_webhook_id, 'webhook id');
-    delete from bulk_sync.webhooks where received_at < now() - interval '3 days';
-    insert into bulk_sync.webhooks (webhook_id, shop, operation_id, outcome)
-    values (p_webhook_id, p_shop, left(p_subject, 200), 'received')
-    on conflict (webhook_id) do nothing;
-    return found;
-end;
-$$;
-
--- Handles a bulk_operations/finish notification once per webhook id: the job waiting for that operation is polled
--- at once. Returns 'polled', 'duplicate' or 'ignored' (no job waits for it: already polled, or not ours).
-create or replace function bulk_sync.webhook_finished(p_webhook_id text, p_shop_domain text, p_operation_id text)
-returns text
-language plpgsql
-security definer set search_path = pg_catalog, pg_temp as $$
-declare
-    v_shop text := (select code from bulk_sync.shops where domain = p_shop_domain);
-    v_job bulk_sync.jobs;
-    v_outcome text := 'ignored';
-begin
-    if not bulk_sync.webhook_received(p_webhook_id, v_shop, p_operation_id) then
-        return 'duplicate';
-    end if;
-    select * into v_job from bulk_sync.jobs
-    where shop = v_shop and operation_id = p_operation_id and status = 'waiting'
-    for update;
-    if found then
-        -- A poll now, with the job's fence: whichever poll message comes first is taken, the other is stale.
-        perform bulk_sync.send(v_job.id, 'poll', v_job.fence);
-        perform bulk_sync.audit(v_job.id, 'webhook', 'ok', 'waiting', 'waiting', v_job.fence,
-                                'bulk_operations/finish received: polling now');
-        v_outcome := 'polled';
-    end if;
-    update bulk_sync.webhooks set outcome = v_outcome where webhook_id = p_webhook_id;
-    return v_outcome;
 end;
 $$;
