@@ -20,12 +20,17 @@ language sql stable as $$
     from bulk_sync.shops as s where s.code = p_shop;
 $$;
 
--- The free import slots (max_concurrent_imports less the imports dispatched or running).
-create or replace function bulk_sync.free_import_slots() returns integer
+-- The free import slots of an entity: its own (import_limits) less its imports dispatched or running, at most what
+-- max_concurrent_imports leaves over all entities.
+create or replace function bulk_sync.free_import_slots(p_entity text) returns integer
 language sql stable as $$
-    select greatest(0, (bulk_sync.get_settings()).max_concurrent_imports - (
-        select count(*) from bulk_sync.jobs where status = any(bulk_sync.states('holds_import_slot'))
-    ))::integer;
+    select greatest(0, least(
+        coalesce((select max_concurrent_imports from bulk_sync.import_limits where entity = p_entity), 0)
+        - count(*) filter (where j.entity = p_entity),
+        (bulk_sync.get_settings()).max_concurrent_imports - count(*)
+    ))::integer
+    from bulk_sync.jobs as j
+    where j.status = any(bulk_sync.states('holds_import_slot'));
 $$;
 
 -- The numbers 1..p_limit not in p_taken, in order: the free slots when p_taken are the slots held.
@@ -99,30 +104,43 @@ language sql as $$
       and pg_try_advisory_xact_lock(hashtext('bulk_sync.dispatch'), hashtext(s.code));
 $$;
 
--- Gives free import slots to copied jobs (oldest first) and sends them an import task; returns how many.
+-- Gives each entity's free import slots to its copied jobs (oldest first) and sends them an import task; returns
+-- how many.
 create or replace function bulk_sync.dispatch_imports() returns integer
 language plpgsql as $$
 declare
-    v_slots smallint[];
+    v_entity text;
+    v_count integer := 0;
 begin
     if not exists (select from bulk_sync.jobs where status = 'copied' and next_attempt_at <= now())
        or not pg_try_advisory_xact_lock(hashtext('bulk_sync.dispatch'), 0) then
         return 0;
     end if;
-    v_slots := bulk_sync.unused(
-        array(select import_slot from bulk_sync.jobs where status = any(bulk_sync.states('holds_import_slot'))),
-        (bulk_sync.get_settings()).max_concurrent_imports
-    );
-    return bulk_sync.give_slots(
-        array(
-            select id from bulk_sync.jobs
-            where status = 'copied' and next_attempt_at <= now()
-            order by next_attempt_at, id
-            limit cardinality(v_slots)
-            for update skip locked
-        ),
-        v_slots, 'ready_to_import'
-    );
+    for v_entity in
+        select entity from bulk_sync.jobs
+        where status = 'copied' and next_attempt_at <= now()
+        group by entity
+        order by min(next_attempt_at)
+    loop
+        v_count := v_count + bulk_sync.give_slots(
+            array(
+                select id from bulk_sync.jobs
+                where status = 'copied' and entity = v_entity and next_attempt_at <= now()
+                order by next_attempt_at, id
+                limit bulk_sync.free_import_slots(v_entity)
+                for update skip locked
+            ),
+            bulk_sync.unused(
+                array(
+                    select import_slot from bulk_sync.jobs
+                    where entity = v_entity and status = any(bulk_sync.states('holds_import_slot'))
+                ),
+                (select max_concurrent_imports from bulk_sync.import_limits where entity = v_entity)
+            ),
+            'ready_to_import'
+        );
+    end loop;
+    return v_count;
 end;
 $$;
 
@@ -191,8 +209,10 @@ language sql stable as $$
               and bulk_sync.free_slots(s.code) > 0
         )
         or (
-            exists (select from bulk_sync.jobs where status = 'copied' and next_attempt_at <= now())
-            and bulk_sync.free_import_slots() > 0
+            exists (
+                select from bulk_sync.jobs
+                where status = 'copied' and next_attempt_at <= now() and bulk_sync.free_import_slots(entity) > 0
+            )
         );
 $$;
 

@@ -117,7 +117,7 @@ where
         l.idle_for > st.patience
         -- Waiting in line (for a retry time, a shop slot or an import slot) is progress, not being stuck.
         and not (l.status = 'queued' and (l.next_attempt_at > now() or bulk_sync.free_slots(l.shop) = 0))
-        and not (l.status = 'copied' and bulk_sync.free_import_slots() = 0)
+        and not (l.status = 'copied' and bulk_sync.free_import_slots(l.entity) = 0)
     )
     -- Polled all the time, yet going nowhere.
     or (l.status = 'waiting' and now() - l.operation_started_at > st.max_operation / 2);

@@ -98,12 +98,12 @@ bulk_sync.cancel_jobs(text),
 bulk_sync.tick(),
 -- called by the bulk_sync.stuck view, as its reader
 bulk_sync.free_slots(text),
-bulk_sync.free_import_slots(),
+bulk_sync.free_import_slots(text),
 bulk_sync.get_settings()
 to bulk_sync_operator;
 grant select on
 bulk_sync.shops, bulk_sync.jobs, bulk_sync.job_runs, bulk_sync.rejects, bulk_sync.settings,
-bulk_sync.watermarks, bulk_sync.webhooks, bulk_sync.runners, bulk_sync.stuck
+bulk_sync.import_limits, bulk_sync.watermarks, bulk_sync.webhooks, bulk_sync.runners, bulk_sync.stuck
 to bulk_sync_operator;
 
 -- Everyone of bulk-sync: what each job state means (the views read it as their reader, the status display too).

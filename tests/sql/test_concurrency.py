@@ -7,7 +7,7 @@ import time
 import psycopg
 import pytest
 
-from tests.jobs import download, import_job, order_lines, windows_tile
+from tests.jobs import claim_task, download, export_job, import_job, job, order_lines, windows_tile
 
 SESSIONS = 8
 
@@ -135,3 +135,46 @@ def test_a_lowered_limit_is_respected_by_dispatch(db: psycopg.Connection) -> Non
     # slots 4 and 5 are still held: with a limit of 2 nothing more may start
     assert db.execute("select bulk_sync.dispatch()").fetchone() == (0,)
     assert db.execute("select count(*) from bulk_sync.jobs where status = 'starting'").fetchone() == (2,)
+
+
+def _holding(db: psycopg.Connection) -> dict[str, int]:
+    rows = db.execute(
+        """select entity, count(*) from bulk_sync.jobs
+           where status = any(bulk_sync.states('holds_import_slot')) group by entity"""
+    ).fetchall()
+    return dict(rows)
+
+
+def test_each_entity_imports_in_slots_of_its_own_within_the_global_cap(db: psycopg.Connection) -> None:
+    orders = [export_job(db, order_lines(i, 2), f"2025-09-0{i}", take=False)["job_id"] for i in (1, 2, 3)]
+    # orders have 2 slots: the third waits in copied, and says why it waits nowhere (waiting in line is progress)
+    assert _holding(db) == {"orders": 2}
+    assert job(db, orders[2])["status"] == "copied"
+    # a SKU export imports at once, in a slot of its own, though the orders hold two imports
+    skus = export_job(db, order_lines(9, 2), "2025-09-01", "skus", take=False)["job_id"]
+    assert job(db, skus)["status"] == "ready_to_import"
+    assert _holding(db) == {"orders": 2, "skus": 1}
+    # an orders import done (claimed meanwhile by the claims above, or now): the waiting one takes the freed slot
+    task = claim_task(db, orders[0], "import") or [job(db, orders[0])]
+    assert task[0]["fence"] == job(db, orders[0])["fence"] and job(db, orders[0])["status"] == "importing"
+    import_job(db, {"job_id": orders[0], "fence": task[0]["fence"]})
+    assert job(db, orders[0])["status"] == "completed"
+    assert job(db, orders[2])["status"] == "ready_to_import"
+    # the global cap bounds them all: at 3, a refunds export waits though its own slot is free
+    db.execute("update bulk_sync.settings set max_concurrent_imports = 3")
+    refunds = export_job(db, order_lines(8, 2), "2025-09-01", "refunds", take=False)["job_id"]
+    assert job(db, refunds)["status"] == "copied"
+    assert db.execute("select bulk_sync.free_import_slots('refunds')").fetchone() == (0,)
+    db.execute("update bulk_sync.settings set max_concurrent_imports = 5")
+    db.execute("select bulk_sync.dispatch()")
+    assert _holding(db) == {"orders": 2, "skus": 1, "refunds": 1}
+
+
+def test_the_schema_refuses_a_second_import_in_an_entitys_taken_slot(db: psycopg.Connection) -> None:
+    first = export_job(db, order_lines(1, 2), "2025-09-01", take=False)["job_id"]
+    second = export_job(db, order_lines(2, 2), "2025-09-02", take=False)["job_id"]
+    skus = export_job(db, order_lines(9, 2), "2025-09-01", "skus", take=False)["job_id"]
+    slots = {jid: job(db, jid)["import_slot"] for jid in (first, second, skus)}
+    assert slots == {first: 1, second: 2, skus: 1}  # slot 1 of orders and slot 1 of skus are different slots
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        db.execute("update bulk_sync.jobs set import_slot = 1 where id = %s", (second,))
