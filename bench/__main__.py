@@ -4,6 +4,7 @@ import importlib
 import sys
 import time
 
+from bench import exit_on_sigterm
 from bench.table import print_table
 
 
@@ -20,4 +21,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

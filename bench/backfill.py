@@ -25,6 +25,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
+from bench import exit_on_sigterm
 from bench.table import print_table
 from runner import sqlapi
 from runner.localpg import LocalCluster
@@ -88,10 +89,12 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
             started = time.monotonic()
             if name == "original":
                 runner = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
-                _one_at_a_time(db, args.shop_codes, last)
-                seconds = time.monotonic() - started
-                runner.terminate()
-                returncode = runner.wait(60)
+                try:
+                    _one_at_a_time(db, args.shop_codes, last)
+                    seconds = time.monotonic() - started
+                finally:
+                    runner.terminate()
+                    returncode = runner.wait(60)
             else:
                 sqlapi.enqueue_backfill(db, first, last)
                 returncode = subprocess.run([*command, "--until-idle"], env=env, stderr=subprocess.DEVNULL).returncode
@@ -231,4 +234,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench import exit_on_sigterm
 from runner import sqlapi
 from runner.localpg import LocalCluster
 from runner.simulator.data import Settings
@@ -107,6 +108,7 @@ def run(seed: int, days: int, orders_per_day: int) -> dict:
     server = SimulatorServer(shopify).start()
     kills = restarts = 0
     started = time.monotonic()
+    runners: list[subprocess.Popen] = []
     try:
         with tempfile.TemporaryDirectory(prefix="bulk-sync-chaos-") as tmp, LocalCluster(Path(tmp)) as cluster:
             dsn = cluster.create_database("chaos")
@@ -139,6 +141,7 @@ def run(seed: int, days: int, orders_per_day: int) -> dict:
                     kills += 1
                     runners = [r for r in runners if r is not victim] + [_runner(env, log)]
             final = _runner(env, log)
+            runners.append(final)
             final.wait(timeout=600)
             for r in runners:
                 if r.poll() is None:
@@ -161,6 +164,9 @@ def run(seed: int, days: int, orders_per_day: int) -> dict:
                 ).fetchone()[0]
             text = log.read_text()
     finally:
+        for r in runners:
+            if r.poll() is None:
+                os.killpg(r.pid, signal.SIGKILL)
         server.stop()
     stats = shopify.stats()
     duplicates = sum(s["duplicate_starts"] for s in stats["shops"].values())
@@ -201,4 +207,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

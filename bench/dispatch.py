@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench import exit_on_sigterm
 from bench.table import print_table
 from runner import sqlapi
 from runner.localpg import LocalCluster
@@ -126,4 +127,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench import exit_on_sigterm
 from bench.table import print_table
 from runner import sqlapi
 from runner.localpg import LocalCluster
@@ -44,6 +45,7 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
              "--to", last, "--orders-per-day", str(args.orders_per_day), "--objects-per-second", "1e9"],
             env=env, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
+        runner = None
         try:
             base = simulator.stdout.readline().split(" at ")[1].split(" ")[0]
             with psycopg.connect(cluster.dsn("bench"), autocommit=True) as db:
@@ -72,8 +74,10 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
                     "select status, lines_total, bytes_copied from bulk_sync.jobs"
                 ).fetchone()
         finally:
-            simulator.terminate()
-            simulator.wait(10)
+            for process in (runner, simulator):
+                if process is not None and process.poll() is None:
+                    process.terminate()
+                    process.wait(10)
     return [
         ("runner memory: job status", status),
         ("runner memory: export lines", f"{lines:,}"),
@@ -89,4 +93,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()
