@@ -34,14 +34,17 @@ def start(
     orders_per_day: int = 20,
     clock: Clock | None = None,
     apps: dict[str, App] | None = None,
-    **timing: float,
+    **timing: object,
 ) -> SimulatorServer:
     """A simulator on a free port; pass a frozen Clock to move its time by hand. Shops with an app accept only the
     tokens its client credentials grant; the others TOKEN."""
     settings = Settings(
         first_day=dt.date(2025, 9, 1), last_day=dt.date(2025, 9, days), orders_per_day=orders_per_day, spike_day=None
     )
-    keys = ("bucket_size", "restore_rate", "throttle_with_429", "webhook_url", "webhook_secret", "token_lifetime")
+    keys = (
+        "bucket_size", "restore_rate", "throttle_with_429", "webhook_url", "webhook_secret", "token_lifetime",
+        "export_cache",
+    )  # fmt: skip
     bucket = {k: timing.pop(k) for k in keys if k in timing}
     options = {"start_latency": 0.05, "objects_per_second": 100_000.0, **timing}
     tokens = {code: None if code in (apps or {}) else TOKEN for code in shops}

@@ -49,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--domain", action="append", default=[], metavar="CODE=HOST",
         help="a shop's domain, for clients using Shopify's own paths at the root (default: <code>.myshopify.com)",
     )  # fmt: skip
+    parser.add_argument(
+        "--export-cache", type=Path, metavar="DIR",
+        help="keep every export in DIR and serve it again when the same shop, data and query ask (benchmarks)",
+    )  # fmt: skip
     parser.add_argument("--dump-truth", type=Path, metavar="DIR", help="write the ground truth as JSONL and exit")
 
 
@@ -115,7 +119,8 @@ def build(args: argparse.Namespace) -> "Shopify":
     timing = Timing(args.start_latency, args.objects_per_second, url_lifetime=args.url_lifetime)
     tokens, apps = _credentials(codes, dict(os.environ))
     config = Config(tokens, settings, timing, args.bucket_size, args.restore_rate, args.throttle_429, apps=apps,
-                    token_lifetime=args.token_lifetime, domains=_domains(args.domain, codes))  # fmt: skip
+                    token_lifetime=args.token_lifetime, domains=_domains(args.domain, codes),
+                    export_cache=args.export_cache)  # fmt: skip
     if args.webhook_url:
         config.webhook_url = args.webhook_url
         config.webhook_secret = os.environ.get("SHOPIFY_WEBHOOK_SECRET") or ""

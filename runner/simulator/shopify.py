@@ -21,7 +21,7 @@ from runner.simulator.clock import Clock
 from runner.simulator.data import Catalogue, Settings, ShopData
 from runner.simulator.export import Export
 from runner.simulator.faults import Faults
-from runner.simulator.operations import BulkOperation, Timing, iso, sign, write_export
+from runner.simulator.operations import BulkOperation, ExportCache, Timing, iso, sign, write_export
 from runner.simulator.schema import concurrent_operations, schema
 from runner.simulator.validation import RequestErrors, check, parse_document
 from runner.simulator.validation import operation as select_operation
@@ -80,6 +80,7 @@ class Config:
     apps: dict[str, App] = field(default_factory=dict)  # shop code -> the app whose client credentials it grants
     token_lifetime: float = 86_399  # seconds a granted token is valid (expires_in)
     domains: dict[str, str] = field(default_factory=dict)  # shop code -> its domain (default <code>.myshopify.com)
+    export_cache: Path | None = None  # exports kept here by shop, data and query, and served again (benchmarks)
 
 
 class Shopify:
@@ -109,6 +110,8 @@ class Shopify:
         self._lock = threading.Lock()
         self._next = FIRST_OPERATION
         self._rng = random.Random(f"{config.data.seed}:changes")
+        self.cache = ExportCache(config.export_cache) if config.export_cache else None
+        self.revisions: Counter[str] = Counter()  # per shop, how many changes its data has had (a cache key part)
         threading.Thread(target=schema, daemon=True).start()  # built once per process, before the first request
         self.notifier = None
         if config.webhook_url:
@@ -240,7 +243,12 @@ class Shopify:
         op.expire_on_handout = self.faults.hit(shop, "op_url_expired")
         export = Export(self.shops[shop], document, group)
         malformed = self.faults.hit(shop, "malformed_line")
-        threading.Thread(target=write_export, args=(op, export, self.config.directory, malformed), daemon=True).start()
+        key = ""
+        if self.cache:
+            key = self.cache.key(shop, tuple(self.shops), self.config.data, self.revisions[shop], query, group)
+        threading.Thread(
+            target=write_export, args=(op, export, self.config.directory, malformed, self.cache, key), daemon=True
+        ).start()
         if op.report_lost:
             raise LostReport(op.gid)
         return op, []
@@ -335,7 +343,8 @@ class Shopify:
             shops[code]["tokens_rejected"] = self.auth.rejected[code]
             shops[code]["max_concurrent"] = self.max_concurrent[code]
         delivered = self.notifier.delivered if self.notifier else 0
-        return {"shops": shops, "faults": self.faults.summary(), "webhooks_delivered": delivered}
+        cache = {"hits": self.cache.hits, "misses": self.cache.misses} if self.cache else None
+        return {"shops": shops, "faults": self.faults.summary(), "webhooks_delivered": delivered, "export_cache": cache}
 
     def change(
         self, shop: str, new_orders: int = 0, refunds: int = 0, edits: int = 0, deleted_orders: int = 0,
@@ -346,6 +355,7 @@ class Shopify:
         now = dt.datetime.fromtimestamp(int(self.clock()), dt.UTC)
         data = self.shops[shop]
         with self._lock:
+            self.revisions[shop] += 1
             added = data.add_orders(new_orders, now, self._rng)
             refunded = data.refund_orders(refunds, now, self._rng)
             edited = data.edit_orders(edits, now, self._rng)

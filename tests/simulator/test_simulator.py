@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from runner.simulator.clock import Clock
+from runner.simulator.faults import Faults
 from tests.sim import EDGES, RUN, TOKEN, Client, day_query, start
 
 
@@ -425,3 +426,32 @@ def test_live_changes_move_updated_at_and_reach_the_truth(client: Client, sim) -
     assert exported == set(changed["added"]) | set(changed["refunded"])
     truth = httpx.get(f"{sim.base_url}/_admin/truth/de/refunds").text.splitlines()
     assert len(truth) == sum(1 for _ in sim.shopify.truth("DE", "refunds"))
+
+
+def test_the_export_cache_serves_the_same_export_until_the_data_changes(tmp_path) -> None:
+    query = day_query("2025-09-01", "2025-09-02")
+    first = start(export_cache=tmp_path)
+    try:
+        made, lines = Client(first).export(query)
+    finally:
+        first.stop()
+    assert first.shopify.stats()["export_cache"] == {"hits": 0, "misses": 1}
+    second = start(export_cache=tmp_path)  # another process of the same data: served from the cache
+    try:
+        client = Client(second)
+        served, again = client.export(query)
+        assert again == lines and len(lines) > 10
+        assert (served["objectCount"], served["rootObjectCount"], served["fileSize"]) == (
+            made["objectCount"], made["rootObjectCount"], made["fileSize"]
+        )  # fmt: skip
+        assert second.shopify.stats()["export_cache"] == {"hits": 1, "misses": 0}
+        # a fault that changes the file is never served from, nor kept in, the cache
+        second.shopify.faults = Faults({"DE": {"malformed_line": 1}})
+        assert client.export(query)[1] != lines
+        second.shopify.faults = Faults({})
+        # changed data is made again, not served
+        second.shopify.change("DE", edits=5)
+        client.export(query)
+        assert second.shopify.stats()["export_cache"] == {"hits": 1, "misses": 1}
+    finally:
+        second.stop()
