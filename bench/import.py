@@ -1,90 +1,199 @@
-"""bench/import: lines per second from staging into shopify.* (orders with line items and refunds, as the
-simulator exports them), by batch size, on a private cluster with default durability.
+"""bench/import: bulk-sync's ingest path beside this machine's floor, on the same lines, on a private cluster with
+default durability. For an orders export (orders, line items, inline refunds) and a SKU export, in lines/s:
 
-    python -m bench.import [--orders-per-day 2000] [--days 5]"""
+  COPY text     the lines into a text column: what reading them into PostgreSQL costs at all
+  COPY jsonb    the lines into a jsonb column: that plus parsing them
+  COPY typed    the rows the import made, COPY'd in binary into tables shaped and indexed like shopify.* (their
+                keys, checks and indexes, line items with their foreign key): the floor for rows that end up indexed
+  path          bulk-sync's own: the download's COPY into bulk_sync.staging, then the import (bulk_sync.import)
+
+and path / COPY typed, the ratio the import is judged by. Each figure is the best of --repeat runs.
+
+    python -m bench.import [--orders-per-day 2000] [--days 5] [--products 20000] [--repeat 3]"""
 
 import argparse
 import datetime as dt
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
+from bench import exit_on_sigterm
 from bench.table import print_table
 from runner import sqlapi
 from runner.localpg import LocalCluster
 from runner.simulator.data import Catalogue, Settings, ShopData
 from runner.simulator.export import Export
 
+FIRST = dt.date(2025, 9, 1)
+TABLES = {"orders": ("orders", "order_line_items", "refunds"), "skus": ("skus",)}
+QUERIES = {  # the fields bulk-sync's own bulk queries select (bulk_sync.bulk_query)
+    "orders": "{ orders { edges { node { id name createdAt updatedAt processedAt cancelledAt cancelReason email note "
+    "currencyCode displayFinancialStatus displayFulfillmentStatus customer { id } subtotalPriceSet { shopMoney { "
+    "amount currencyCode } } currentSubtotalPriceSet { shopMoney { amount currencyCode } } totalPriceSet { shopMoney "
+    "{ amount currencyCode } } currentTotalPriceSet { shopMoney { amount currencyCode } } totalTaxSet { shopMoney { "
+    "amount currencyCode } } totalRefundedSet { shopMoney { amount currencyCode } } refunds { id createdAt note "
+    "totalRefundedSet { shopMoney { amount currencyCode } } } lineItems { edges { node { id sku title name quantity "
+    "currentQuantity variant { id } product { id } originalUnitPriceSet { shopMoney { amount currencyCode } } "
+    "originalTotalSet { shopMoney { amount currencyCode } } } } } } } } }",
+    "skus": "{ productVariants { edges { node { id sku title price inventoryQuantity updatedAt product { id title } "
+    "} } } }",
+}
 
-def _lines(orders_per_day: int, days: int, query: str) -> list[str]:
-    first = dt.date(2025, 9, 1)
-    settings = Settings(first_day=first, last_day=first + dt.timedelta(days=days - 1), orders_per_day=orders_per_day)
+
+def export_lines(entity: str, orders_per_day: int, days: int, products: int) -> list[str]:
+    """The lines the simulator exports for the entity: one shop's orders over `days` days, or its variants."""
+    last = FIRST + dt.timedelta(days=days - 1)
+    settings = Settings(first_day=FIRST, last_day=last, orders_per_day=orders_per_day, products=products)
     shop = ShopData("DE", 1, settings, Catalogue(settings))
-    return [line for line, _ in Export.of(shop, query).lines()]
+    return [line.rstrip("\n") for line, _ in Export.of(shop, QUERIES[entity]).lines()]
 
 
-def _import(db: psycopg.Connection, lines: list[str], batch: int, run: int) -> float:
-    """Stages the lines as a job of its own and imports it; returns seconds spent importing."""
-    db.execute("update bulk_sync.settings set import_batch_size = %s", (batch,))
-    day = dt.date(2025, 9, 1) + dt.timedelta(days=run)
-    sqlapi.enqueue_backfill(db, day, day, ["orders"])
+def _copy_rows(db: psycopg.Connection, table: sql.Composable, columns: sql.Composable, lines: list[str]) -> None:
+    with db.cursor().copy(sql.SQL("copy {} ({}) from stdin").format(table, columns)) as copy:
+        for line in lines:
+            copy.write_row((line,))
+
+
+def _timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def _floor_tables(db: psycopg.Connection, entity: str) -> None:
+    """bench.<table> shaped and indexed like shopify.<table>, empty; line items reference bench.orders."""
+    db.execute("create schema if not exists bench")
+    for table in TABLES[entity]:
+        db.execute(sql.SQL("drop table if exists {} cascade").format(sql.Identifier("bench", table)))
+        db.execute(
+            sql.SQL("create table {} (like {} including all)").format(
+                sql.Identifier("bench", table), sql.Identifier("shopify", table)
+            )
+        )
+    if entity == "orders":
+        db.execute("alter table bench.order_line_items add foreign key (order_id) references bench.orders (id)")
+
+
+def _path(db: psycopg.Connection, entity: str, lines: list[str], run: int) -> tuple[float, float]:
+    """Stages the lines as the download does and imports them; returns the seconds of each, on empty tables."""
+    for table in TABLES[entity]:
+        db.execute(sql.SQL("truncate {} cascade").format(sql.Identifier("shopify", table)))
+    day = FIRST + dt.timedelta(days=run)
+    sqlapi.enqueue_backfill(db, day, day, [entity])
     (start,) = sqlapi.claim(db, "bench")
     jid = start["job_id"]
-    size = sum(len(line.encode()) for line in lines)
+    size = sum(len(line.encode()) + 1 for line in lines)
     sqlapi.report_operation_started(db, jid, start["fence"], f"gid://shopify/BulkOperation/{jid}")
     db.execute("update pgmq.q_bulk_sync set vt = now()")
     (poll,) = sqlapi.claim(db, "bench")
     sqlapi.report_poll_result(db, jid, poll["fence"], "COMPLETED", None, len(lines), size, "https://x.example/e")
-    (dl,) = sqlapi.claim(db, "bench")
+    (download,) = sqlapi.claim(db, "bench")
+    db.execute("checkpoint")
+    started = time.perf_counter()
     with db.transaction():
         with db.cursor().copy("copy bulk_sync.staging (job_id, line_no, line) from stdin") as copy:
             for number, line in enumerate(lines, 1):
-                copy.write_row((jid, number, line.rstrip("\n")))
-        sqlapi.report_download_finished(db, jid, dl["fence"], len(lines), size)
+                copy.write_row((jid, number, line))
+        assert sqlapi.report_download_finished(db, jid, download["fence"], len(lines), size)
+    staged = time.perf_counter() - started
     (task,) = sqlapi.claim(db, "bench")
-    started = time.perf_counter()
-    sqlapi.import_job(db, jid, task["fence"])
-    elapsed = time.perf_counter() - started
-    status = db.execute("select status from bulk_sync.jobs where id = %s", (jid,)).fetchone()[0]
+    db.execute("checkpoint")
+    imported = _timed(lambda: sqlapi.import_job(db, jid, task["fence"]))
+    (status,) = db.execute("select status from bulk_sync.jobs where id = %s", (jid,)).fetchone()
     assert status == "completed", status
-    db.execute("truncate shopify.orders, shopify.order_line_items, shopify.refunds")
-    return elapsed
+    return staged, imported
+
+
+def _typed(db: psycopg.Connection, entity: str) -> float:
+    """COPY of the rows the path made (now in shopify.*) into bench.* in binary; returns the seconds."""
+    data = {}
+    for table in TABLES[entity]:
+        with db.cursor().copy(
+            sql.SQL("copy {} to stdout (format binary)").format(sql.Identifier("shopify", table))
+        ) as copy:
+            data[table] = b"".join(bytes(chunk) for chunk in copy)
+    _floor_tables(db, entity)
+    db.execute("checkpoint")
+
+    def copy_all() -> None:
+        with db.transaction():
+            for table in TABLES[entity]:
+                with db.cursor().copy(
+                    sql.SQL("copy {} from stdin (format binary)").format(sql.Identifier("bench", table))
+                ) as copy:
+                    copy.write(data[table])
+
+    return _timed(copy_all)
+
+
+def _raw(db: psycopg.Connection, kind: str, lines: list[str]) -> float:
+    db.execute("create schema if not exists bench")
+    db.execute(sql.SQL("drop table if exists {}").format(sql.Identifier("bench", f"raw_{kind}")))
+    db.execute(sql.SQL("create table {} (line {})").format(sql.Identifier("bench", f"raw_{kind}"), sql.SQL(kind)))
+    db.execute("checkpoint")
+    with db.transaction():
+        return _timed(lambda: _copy_rows(db, sql.Identifier("bench", f"raw_{kind}"), sql.SQL("line"), lines))
+
+
+def measure(db: psycopg.Connection, entity: str, lines: list[str], repeat: int) -> dict[str, float]:
+    """Best seconds of each way in, over `repeat` runs: text, jsonb, typed, staging, import."""
+    best: dict[str, float] = {}
+
+    def keep(name: str, seconds: float) -> None:
+        best[name] = min(best.get(name, seconds), seconds)
+
+    for run in range(repeat):
+        keep("text", _raw(db, "text", lines))
+        keep("jsonb", _raw(db, "jsonb", lines))
+        staged, imported = _path(db, entity, lines, run + (100 if entity == "skus" else 0))
+        keep("staging", staged)
+        keep("import", imported)
+        keep("path", staged + imported)
+        keep("typed", _typed(db, entity))
+    return best
+
+
+def rows(entity: str, lines: int, best: dict[str, float]) -> list[tuple[str, str]]:
+    rate = {name: lines / seconds for name, seconds in best.items()}
+    label = f"{entity} export ({lines:,} lines)"
+    return [
+        (f"{label}: COPY text, lines/s", f"{rate['text']:.0f}"),
+        (f"{label}: COPY jsonb, lines/s", f"{rate['jsonb']:.0f}"),
+        (f"{label}: COPY typed (the floor), lines/s", f"{rate['typed']:.0f}"),
+        (f"{label}: path (staging + import), lines/s", f"{rate['path']:.0f}"),
+        (f"{label}:   staging alone, lines/s", f"{rate['staging']:.0f}"),
+        (f"{label}:   import alone, lines/s", f"{rate['import']:.0f}"),
+        (f"{label}: path / COPY typed", f"{best['path'] / best['typed']:.2f}x"),
+    ]
 
 
 def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders-per-day", type=int, default=2000)
     parser.add_argument("--days", type=int, default=5)
+    parser.add_argument("--products", type=int, default=20000)
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     out = []
     with tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp, LocalCluster(Path(tmp)) as cluster:
         cluster.create_database("bench")
         with psycopg.connect(cluster.dsn("bench"), autocommit=True) as db:
             sqlapi.add_shop(db, "DE", "de.myshopify.com")
-            # The fields bulk-sync's orders query selects, over every day of the data set.
-            query = (
-                "{ orders { edges { node { id name createdAt updatedAt processedAt cancelledAt cancelReason email "
-                "note currencyCode displayFinancialStatus displayFulfillmentStatus customer { id } "
-                "subtotalPriceSet { shopMoney { amount currencyCode } } totalPriceSet { shopMoney { amount "
-                "currencyCode } } totalRefundedSet { shopMoney { amount currencyCode } } refunds { id createdAt note "
-                "totalRefundedSet { shopMoney { amount currencyCode } } } lineItems { edges { node { id sku title "
-                "name quantity currentQuantity variant { id } product { id } originalUnitPriceSet { shopMoney { "
-                "amount currencyCode } } originalTotalSet { shopMoney { amount currencyCode } } } } } } } } }"
-            )
-            lines = _lines(args.orders_per_day, args.days, query)
-            for run, batch in enumerate((1000, 5000, 20000)):
-                seconds = _import(db, lines, batch, run)
-                out.append(
-                    (f"import lines/s, batches of {batch:,} ({len(lines):,} lines)", f"{len(lines) / seconds:.0f}")
-                )
+            db.execute("update bulk_sync.settings set max_backfill_days = 400")
+            for entity in ("orders", "skus"):
+                lines = export_lines(entity, args.orders_per_day, args.days, args.products)
+                out += rows(entity, len(lines), measure(db, entity, lines, args.repeat))
     return out
 
 
-def main() -> None:
-    print_table(figures())
+def main(argv: list[str] | None = None) -> None:
+    print_table(figures(argv))
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()
