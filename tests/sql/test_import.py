@@ -375,3 +375,21 @@ def test_a_batch_never_scans_the_whole_line_items_or_refunds_table(db: psycopg.C
     # orders 1..1000 won: their 2,999 old line items replaced by the export's 1,000, their refunds by none
     assert db.execute("select count(*) from shopify.order_line_items").fetchone()[0] == 60000 - 2999 + 1000
     assert db.execute("select count(*) from shopify.refunds").fetchone()[0] == 100000 - 1000
+
+
+def test_an_object_twice_in_a_batch_imports_once_from_its_last_valid_line(db: psycopg.Connection) -> None:
+    order, item = json.loads(FIXTURE[0]), json.loads(FIXTURE[2])
+    lines = [
+        *FIXTURE,
+        json.dumps({**order, "name": "again"}) + "\n",  # the same order later in the export: this one counts
+        json.dumps({**item, "quantity": 7}) + "\n",
+        json.dumps({**item, "quantity": 9, "__parentId": None}) + "\n",  # later still, but quarantined
+    ]
+    task = export_job(db, lines)
+    import_job(db, task)
+    done = job(db, task["job_id"])
+    assert (done["status"], done["lines_total"], done["lines_rejected"]) == ("completed", 10, 1)
+    orders, items = table(db, "orders"), table(db, "order_line_items")
+    assert len(orders) == 3 and len(items) == 4
+    assert [o["name"] for o in orders if o["id"] == order["id"]] == ["again"]
+    assert [i["quantity"] for i in items if i["id"] == item["id"]] == [7]
