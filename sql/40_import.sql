@@ -2,6 +2,51 @@
 -- lines_processed, newer wins, and every line either imported or quarantined with its reason. Shopify writes
 -- children after their parents, so a child's parent is always in an earlier line.
 
+-- Refuses staged lines or import roots of a job that does not exist, once per statement (the foreign key did it once
+-- per line; sql/migrations/0006_staging_checks.sql).
+create or replace function bulk_sync.check_staged_jobs() returns trigger
+language plpgsql
+security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_job bigint;
+begin
+    select a.job_id into v_job
+    from (select distinct job_id from added) as a
+    where not exists (select from bulk_sync.jobs as j where j.id = a.job_id)
+    limit 1;
+    if found then
+        raise exception 'job % does not exist: % rows refused', v_job, tg_table_name
+            using errcode = 'foreign_key_violation';
+    end if;
+    return null;
+end;
+$$;
+
+create or replace trigger staging_jobs_exist
+after insert on bulk_sync.staging
+referencing new table as added
+for each statement execute function bulk_sync.check_staged_jobs();
+
+create or replace trigger import_roots_jobs_exist
+after insert on bulk_sync.import_roots
+referencing new table as added
+for each statement execute function bulk_sync.check_staged_jobs();
+
+-- Removes what deleted jobs staged (lines and import roots), as a cascading foreign key would.
+create or replace function bulk_sync.forget_staged() returns trigger
+language plpgsql as $$
+begin
+    delete from bulk_sync.staging as s using removed as r where s.job_id = r.id;
+    delete from bulk_sync.import_roots as i using removed as r where i.job_id = r.id;
+    return null;
+end;
+$$;
+
+create or replace trigger jobs_forget_staged
+after delete on bulk_sync.jobs
+referencing old table as removed
+for each statement execute function bulk_sync.forget_staged();
+
 -- A timestamp as Shopify's search syntax wants it: full ISO-8601 in UTC.
 create or replace function bulk_sync.search_time(p_moment timestamptz) returns text
 language sql immutable as $$

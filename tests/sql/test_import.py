@@ -393,3 +393,17 @@ def test_an_object_twice_in_a_batch_imports_once_from_its_last_valid_line(db: ps
     assert len(orders) == 3 and len(items) == 4
     assert [o["name"] for o in orders if o["id"] == order["id"]] == ["again"]
     assert [i["quantity"] for i in items if i["id"] == item["id"]] == [7]
+
+
+def test_staged_lines_need_their_job_and_go_with_it(db: psycopg.Connection) -> None:
+    task = export_job(db, FIXTURE, take=False)
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="job 999999 does not exist"):
+        db.execute("insert into bulk_sync.staging values (%s, 100, '{}'), (999999, 1, '{}')", (task["job_id"],))
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        db.execute("insert into bulk_sync.import_roots values (999999, 'gid://shopify/Order/1', true)")
+    assert db.execute("select count(*) from bulk_sync.staging").fetchone() == (len(FIXTURE),)
+    db.execute("insert into bulk_sync.import_roots values (%s, 'gid://shopify/Order/1', true)", (task["job_id"],))
+    db.execute("delete from bulk_sync.job_runs where job_id = %s", (task["job_id"],))
+    db.execute("delete from bulk_sync.jobs where id = %s", (task["job_id"],))
+    assert db.execute("select count(*) from bulk_sync.staging").fetchone() == (0,)
+    assert db.execute("select count(*) from bulk_sync.import_roots").fetchone() == (0,)
