@@ -131,8 +131,8 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
 
 
 # Per phase, the seconds during which at least one job of the run (jobs after the given id) was in it, from the
-# audit trail: Shopify exporting (dispatched to COMPLETED), downloading into staging, waiting for an import slot,
-# importing. Phases overlap one another (a pipeline); each figure is the union of its jobs' spans.
+# audit trail: Shopify at work (dispatched to COMPLETED), download into staging, in line for an import slot (and a
+# runner to take it), import. Phases overlap one another (a pipeline); each figure is the union of its jobs' spans.
 PHASES = """
     with marks as (
         select job_id,
@@ -147,8 +147,8 @@ PHASES = """
         select p.phase, tstzrange(p.first, p.last) as span
         from marks
         cross join lateral (values
-            ('Shopify exporting', dispatched, exported), ('downloading into staging', exported, copied),
-            ('waiting for an import slot', copied, importing), ('importing', importing, completed)
+            ('Shopify at work', dispatched, exported), ('download into staging', exported, copied),
+            ('in line for an import slot', copied, importing), ('import', importing, completed)
         ) as p (phase, first, last)
         where p.first < p.last
     )
@@ -266,8 +266,11 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
             ("ingest run: lines/s end to end (export lines / wall s)", f"{lines / machine:.0f}"),
         ]
         rows += [
-            (f"ingest run: s with a job {phase} (of {machine:.0f} s)", f"{ingest.phases.get(phase, 0.0):.1f}")
-            for phase in ("Shopify exporting", "downloading into staging", "waiting for an import slot", "importing")
+            (
+                f"ingest run: s with some job in phase '{phase}' (of {machine:.0f} s)",
+                f"{ingest.phases.get(phase, 0.0):.1f}",
+            )
+            for phase in ("Shopify at work", "download into staging", "in line for an import slot", "import")
         ]
         rows.append(("sized / max(Shopify bound, machine bound)", f"{sized.seconds / max(bound, machine):.2f}"))
     if "original" in runs:
