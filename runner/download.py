@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import httpx
 import psycopg
 
-from runner import sqlapi
+from runner import sqlapi, tls
 
 CHUNK = 1 << 16
 
@@ -63,7 +63,10 @@ def download(
     counter = [0]
     lines = 0
     try:
-        with conn.transaction(), httpx.stream("GET", url, timeout=httpx.Timeout(timeout, connect=10.0)) as response:
+        with (
+            conn.transaction(),
+            httpx.stream("GET", url, timeout=httpx.Timeout(timeout, connect=10.0), verify=tls.context()) as response,
+        ):
             if response.status_code in (400, 401, 403, 404, 410):
                 raise DownloadError(f"HTTP {response.status_code} for the export URL", expired=True)
             if response.status_code != 200:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from runner import tls
+
 RUN = (
     "mutation bulkSyncRun($query: String!) { bulkOperationRunQuery(query: $query) "
     "{ bulkOperation { id status } userErrors { field message code } } }"
@@ -76,7 +78,7 @@ class ShopifyClient:
         self.endpoint = f"{base_url.rstrip('/')}/admin/api/{api_version}/graphql.json"
         self.api_version = api_version
         self.auth = auth
-        self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0))
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), verify=tls.context())
         self._lock = threading.Lock()
         self._available: float | None = None
         self._restore = 50.0

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import httpx
 
-from runner import log
+from runner import log, tls
 from runner.shopify_client import Fatal, Transient
 
 MARGIN_SECONDS = 300.0  # renew this long before expiry (a tenth of the lifetime when that is shorter)
@@ -42,7 +42,7 @@ class ClientCredentials:
         self.shop = shop
         self.endpoint = f"{base_url.rstrip('/')}/admin/oauth/access_token"
         self._client_id, self._secret = client_id, client_secret
-        self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0))
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), verify=tls.context())
         self._clock = clock
         self._lock = threading.Lock()
         self._token: str | None = None
