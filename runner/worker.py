@@ -153,9 +153,11 @@ class Runner:
             try:
                 with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as db:
                     while not self.stop.is_set():
+                        asked = time.monotonic()
                         rows = sqlapi.claim(db, worker, 1, self.wait_seconds, self.shops)
+                        claim_ms = round((time.monotonic() - asked) * 1000)
                         for task in rows:
-                            self._handle(db, task)
+                            self._handle(db, task, claim_ms)
                         if not rows and self.until_idle and sqlapi.idle(db):
                             log.step(worker=worker, phase="idle", outcome="done", detail="no job can make progress")
                             self.stop.set()
@@ -165,7 +167,9 @@ class Runner:
                 self.stop.wait(2.0)
 
     # -- tasks ------------------------------------------------------------------------------------------------
-    def _handle(self, db: psycopg.Connection, task: sqlapi.Task) -> None:
+    def _handle(self, db: psycopg.Connection, task: sqlapi.Task, claim_ms: int = 0) -> None:
+        """Does the task's HTTP side and reports it; logs one line (claim_ms: how long the claim that handed it out
+        took, a wait for work included)."""
         job_id, fence, kind = task["job_id"], task["fence"], task["task"]
         started = time.monotonic()
         outcome, detail = "ok", ""
@@ -221,7 +225,7 @@ class Runner:
             outcome, detail = "error", f"runner error: {type(exc).__name__}"
             sqlapi.report_transient_error(db, job_id, fence, detail)
         log.step(
-            job=job_id, shop=task["shop"], entity=task.get("entity"), phase=kind,
+            job=job_id, shop=task["shop"], entity=task.get("entity"), phase=kind, claim_ms=claim_ms,
             duration_ms=round((time.monotonic() - started) * 1000), outcome=outcome, detail=detail,
         )  # fmt: skip
 
