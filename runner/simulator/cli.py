@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="first_day", type=dt.date.fromisoformat, default=dt.date(2025, 9, 1))
     parser.add_argument("--to", dest="last_day", type=dt.date.fromisoformat, default=dt.date(2025, 10, 31))
     parser.add_argument("--orders-per-day", type=int, default=1000)
+    parser.add_argument("--products", type=int, default=300, help="products in the catalogue every shop sells")
     parser.add_argument("--start-latency", type=float, default=0.5, help="seconds an operation stays CREATED")
     parser.add_argument("--objects-per-second", type=float, default=50_000.0, help="export speed while RUNNING")
     parser.add_argument("--url-lifetime", type=float, default=7 * 86_400, help="seconds an export URL stays valid")
@@ -115,7 +116,7 @@ def build(args: argparse.Namespace) -> "Shopify":
     if not codes:
         raise ConfigError("--shops needs at least one shop code")
     settings = Settings(seed=args.seed, first_day=args.first_day, last_day=args.last_day,
-                        orders_per_day=args.orders_per_day)  # fmt: skip
+                        orders_per_day=args.orders_per_day, products=args.products)  # fmt: skip
     timing = Timing(args.start_latency, args.objects_per_second, url_lifetime=args.url_lifetime)
     tokens, apps = _credentials(codes, dict(os.environ))
     config = Config(tokens, settings, timing, args.bucket_size, args.restore_rate, args.throttle_429, apps=apps,
