@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-under-load lint pytest bench chaos setup system clean
+.PHONY: demo test test-under-load lint pytest bench bench-quick chaos setup system clean
 
 demo: setup
 	$(BIN)/bulk-sync demo
@@ -26,6 +26,9 @@ pytest: setup
 
 bench: setup
 	$(BIN)/python -m bench
+
+bench-quick: setup
+	$(BIN)/python -m bench --quick
 
 chaos: setup
 	$(BIN)/python -m bench.chaos --seed 1 --seed 2 --seed 3
