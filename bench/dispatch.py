@@ -83,6 +83,7 @@ def lifecycle(dsn: str, jobs: int, sessions: int, shops: int) -> tuple[float, in
             """update bulk_sync.settings
                set poll_interval_seconds = 0, max_concurrent_imports = 16, window_sizing = false"""
         )
+        db.execute("update bulk_sync.import_limits set max_concurrent_imports = 16")  # every import slot to orders
         for i in range(shops):
             sqlapi.add_shop(db, f"S{i}", f"s{i}.myshopify.com")
         done, counts = threading.Event(), []
