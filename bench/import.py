@@ -16,7 +16,9 @@ runs.
 
 import argparse
 import datetime as dt
+import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,12 +49,12 @@ QUERIES = {  # the fields bulk-sync's own bulk queries select (bulk_sync.bulk_qu
 }
 
 
-def export_lines(entity: str, orders_per_day: int, days: int, products: int) -> list[str]:
+def export_lines(entity: str, orders_per_day: int, days: int, products: int, shop: str = "DE") -> list[str]:
     """The lines the simulator exports for the entity: one shop's orders over `days` days, or its variants."""
     last = FIRST + dt.timedelta(days=days - 1)
     settings = Settings(first_day=FIRST, last_day=last, orders_per_day=orders_per_day, products=products)
-    shop = ShopData("DE", 1, settings, Catalogue(settings))
-    return [line.rstrip("\n") for line, _ in Export.of(shop, QUERIES[entity]).lines()]
+    data = ShopData(shop, ("DE", "NL").index(shop) + 1, settings, Catalogue(settings))
+    return [line.rstrip("\n") for line, _ in Export.of(data, QUERIES[entity]).lines()]
 
 
 def _copy_rows(db: psycopg.Connection, table: sql.Composable, columns: sql.Composable, lines: list[str]) -> None:
@@ -81,12 +83,10 @@ def _floor_tables(db: psycopg.Connection, entity: str) -> None:
         db.execute("alter table bench.order_line_items add foreign key (order_id) references bench.orders (id)")
 
 
-def _path(db: psycopg.Connection, entity: str, lines: list[str], run: int) -> tuple[float, float]:
-    """Stages the lines as the download does and imports them; returns the seconds of each, on empty tables."""
-    for table in TABLES[entity]:
-        db.execute(sql.SQL("truncate {} cascade").format(sql.Identifier("shopify", table)))
-    day = FIRST + dt.timedelta(days=run)
-    sqlapi.enqueue_backfill(db, day, day, [entity])
+def _stage(db: psycopg.Connection, entity: str, lines: list[str], day: dt.date, shop: str = "DE") -> tuple[dict, float]:
+    """Takes a job of the shop's entity to its import task, staging the lines as the download does; returns the task
+    and the seconds the staging took."""
+    sqlapi.enqueue_backfill(db, day, day, [entity], [shop])
     (start,) = sqlapi.claim(db, "bench")
     jid = start["job_id"]
     size = sum(len(line.encode()) + 1 for line in lines)
@@ -104,11 +104,49 @@ def _path(db: psycopg.Connection, entity: str, lines: list[str], run: int) -> tu
         assert sqlapi.report_download_finished(db, jid, download["fence"], len(lines), size)
     staged = time.perf_counter() - started
     (task,) = sqlapi.claim(db, "bench")
+    return task, staged
+
+
+def _import(dsn: str, task: dict) -> None:
+    with psycopg.connect(dsn, autocommit=True) as db:
+        sqlapi.import_job(db, task["job_id"], task["fence"])
+        (status,) = db.execute("select status from bulk_sync.jobs where id = %s", (task["job_id"],)).fetchone()
+        assert status == "completed", status
+
+
+def _empty(db: psycopg.Connection, entity: str) -> None:
+    for table in TABLES[entity]:
+        db.execute(sql.SQL("truncate {} cascade").format(sql.Identifier("shopify", table)))
+
+
+def _path(db: psycopg.Connection, dsn: str, entity: str, lines: list[str], run: int) -> tuple[float, float]:
+    """Stages the lines as the download does and imports them; returns the seconds of each, on empty tables."""
+    _empty(db, entity)
+    task, staged = _stage(db, entity, lines, FIRST + dt.timedelta(days=run))
     db.execute("checkpoint")
-    imported = _timed(lambda: sqlapi.import_job(db, jid, task["fence"]))
-    (status,) = db.execute("select status from bulk_sync.jobs where id = %s", (jid,)).fetchone()
-    assert status == "completed", status
-    return staged, imported
+    return staged, _timed(lambda: _import(dsn, task))
+
+
+def imports_at_once(db: psycopg.Connection, dsn: str, exports: list[list[str]], run: int) -> tuple[float, float]:
+    """Seconds to import two shops' orders exports one after the other, and both at once (two sessions)."""
+    seconds = []
+    for together in (False, True):
+        _empty(db, "orders")
+        day = FIRST + dt.timedelta(days=200 + 2 * run + together)
+        tasks = [_stage(db, "orders", lines, day, shop)[0] for shop, lines in zip(("DE", "NL"), exports, strict=True)]
+        db.execute("checkpoint")
+        started = time.perf_counter()
+        if together:
+            threads = [threading.Thread(target=_import, args=(dsn, task)) for task in tasks]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        else:
+            for task in tasks:
+                _import(dsn, task)
+        seconds.append(time.perf_counter() - started)
+    return seconds[0], seconds[1]
 
 
 def _typed(db: psycopg.Connection, entity: str, form: str) -> float:
@@ -142,7 +180,7 @@ def _raw(db: psycopg.Connection, kind: str, lines: list[str]) -> float:
         return _timed(lambda: _copy_rows(db, sql.Identifier("bench", f"raw_{kind}"), sql.SQL("line"), lines))
 
 
-def measure(db: psycopg.Connection, entity: str, lines: list[str], repeat: int) -> dict[str, float]:
+def measure(db: psycopg.Connection, dsn: str, entity: str, lines: list[str], repeat: int) -> dict[str, float]:
     """Best seconds of each way in, over `repeat` runs: text, jsonb, typed, staging, import."""
     best: dict[str, float] = {}
 
@@ -152,7 +190,7 @@ def measure(db: psycopg.Connection, entity: str, lines: list[str], repeat: int) 
     for run in range(repeat):
         keep("text", _raw(db, "text", lines))
         keep("jsonb", _raw(db, "jsonb", lines))
-        staged, imported = _path(db, entity, lines, run + (100 if entity == "skus" else 0))
+        staged, imported = _path(db, dsn, entity, lines, run + (100 if entity == "skus" else 0))
         keep("staging", staged)
         keep("import", imported)
         keep("path", staged + imported)
@@ -186,13 +224,24 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
     args = parser.parse_args(argv)
     out = []
     with tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp, LocalCluster(Path(tmp)) as cluster:
-        cluster.create_database("bench")
-        with psycopg.connect(cluster.dsn("bench"), autocommit=True) as db:
+        dsn = cluster.create_database("bench")
+        with psycopg.connect(dsn, autocommit=True) as db:
             sqlapi.add_shop(db, "DE", "de.myshopify.com")
+            sqlapi.add_shop(db, "NL", "nl.myshopify.com")
             db.execute("update bulk_sync.settings set max_backfill_days = 400")
             for entity in ("orders", "skus"):
                 lines = export_lines(entity, args.orders_per_day, args.days, args.products)
-                out += rows(entity, len(lines), measure(db, entity, lines, args.repeat))
+                out += rows(entity, len(lines), measure(db, dsn, entity, lines, args.repeat))
+            # Two imports at once (two shops' orders: the default orders slots) against one after the other.
+            exports = [export_lines("orders", args.orders_per_day, args.days, args.products, s) for s in ("DE", "NL")]
+            runs = [imports_at_once(db, dsn, exports, run) for run in range(args.repeat)]
+            lines = sum(len(e) for e in exports)
+            one, two = min(r[0] for r in runs), min(r[1] for r in runs)
+            out += [
+                (f"two orders imports ({lines:,} lines): one after the other, lines/s", f"{lines / one:.0f}"),
+                (f"two orders imports ({lines:,} lines): both at once, lines/s", f"{lines / two:.0f}"),
+                (f"two orders imports: at once / one after the other ({os.cpu_count()} cores)", f"{one / two:.2f}x"),
+            ]
     return out
 
 
