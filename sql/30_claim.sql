@@ -39,6 +39,23 @@ language sql immutable as $$
     select array(select n::smallint from generate_series(1, p_limit) as n where not n = any(p_taken) order by n);
 $$;
 
+-- The free slot numbers, lowest first, of a shop's operations (p_shop) or of an entity's imports (p_entity).
+create or replace function bulk_sync.free_slot_numbers(p_shop text, p_entity text) returns smallint[]
+language sql stable as $$
+    select bulk_sync.unused(
+        array(
+            select case when p_shop is null then j.import_slot else j.slot end
+            from bulk_sync.jobs as j
+            where (j.shop = p_shop and j.status = any(bulk_sync.states('holds_shop_slot')))
+               or (j.entity = p_entity and j.status = any(bulk_sync.states('holds_import_slot')))
+        ),
+        coalesce(
+            (select s.max_concurrent_ops from bulk_sync.shops as s where s.code = p_shop),
+            (select l.max_concurrent_imports from bulk_sync.import_limits as l where l.entity = p_entity)
+        )
+    );
+$$;
+
 -- Gives the jobs p_ids, in order, the slots p_slots and moves them to p_to (starting: shop slots; ready_to_import:
 -- import slots) with their task messages; returns how many moved (none when a slot was taken meanwhile).
 create or replace function bulk_sync.give_slots(p_ids bigint[], p_slots smallint[], p_to text) returns integer
@@ -76,17 +93,7 @@ begin
     end if;
     -- Choose (and merge) first, in a statement of its own: giving the slots must see the merged windows.
     v_ids := bulk_sync.pick_exports(p_shop, v_free);
-    return bulk_sync.give_slots(
-        v_ids,
-        bulk_sync.unused(
-            array(
-                select slot from bulk_sync.jobs
-                where shop = p_shop and status = any(bulk_sync.states('holds_shop_slot'))
-            ),
-            (select max_concurrent_ops from bulk_sync.shops where code = p_shop)
-        ),
-        'starting'
-    );
+    return bulk_sync.give_slots(v_ids, bulk_sync.free_slot_numbers(p_shop, null), 'starting');
 end;
 $$;
 
@@ -130,13 +137,7 @@ begin
                 limit bulk_sync.free_import_slots(v_entity)
                 for update skip locked
             ),
-            bulk_sync.unused(
-                array(
-                    select import_slot from bulk_sync.jobs
-                    where entity = v_entity and status = any(bulk_sync.states('holds_import_slot'))
-                ),
-                (select max_concurrent_imports from bulk_sync.import_limits where entity = v_entity)
-            ),
+            bulk_sync.free_slot_numbers(null, v_entity),
             'ready_to_import'
         );
     end loop;
