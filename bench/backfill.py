@@ -1,11 +1,13 @@
 """bench/backfill: the wall time of a whole backfill against Shopify's limits. Every operation costs a fixed start-up
 plus time per object (20 s + 2,000 objects/s by default, all times divided by --scale so the run stays short) and a
-shop runs at most 5 at once. Three runs on the same simulated shops, each with a private database:
+shop runs at most 5 at once. Runs on the same simulated shops, each with a private database:
 
+  ingest    this design against a Shopify that answers at once: how fast this machine downloads and imports
+            (after an untimed run of the same that makes the exports: every run is served them from the
+            simulator's export cache, so generating data is not what is timed)
   sized     this design: days merged into right-sized windows, the shop's full concurrency, exports pipelined
   original  the first design: one day per operation, one operation per shop at a time, the next export only
             once the previous one is imported
-  ingest    this design against a Shopify that answers at once: how fast this machine downloads and imports
 
 and the lower bound Shopify imposes: per shop, one start-up plus its objects spread over its concurrency.
 
