@@ -1,7 +1,9 @@
 """Benchmarks: each prints figures (`python -m bench` runs them all); none is a timed assertion."""
 
+import os
 import signal
 import sys
+from pathlib import Path
 
 
 def exit_on_sigterm() -> None:
@@ -13,3 +15,9 @@ def exit_on_sigterm() -> None:
         sys.exit(143)
 
     signal.signal(signal.SIGTERM, leave)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process used so far (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from bench import exit_on_sigterm
+from bench import cpu_seconds, exit_on_sigterm
 from bench.table import print_table
 from runner import sqlapi
 from runner.localpg import LocalCluster
@@ -50,12 +50,6 @@ def _connections(dsn: str, stop: threading.Event, peak: list[int]) -> None:
             ).fetchone()
             peak[0] = max(peak[0], count)
             stop.wait(0.25)
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time a process used so far (user + system), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _machine_busy() -> float:
@@ -125,7 +119,7 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
             for runner in runners:
                 runner.wait(max(1.0, args.timeout - (time.monotonic() - started)))
             busy, runners_cpu = _machine_busy() - busy, _children_cpu() - runners_cpu
-            simulator_cpu = _cpu_seconds(simulator.pid)
+            simulator_cpu = cpu_seconds(simulator.pid)
             stop.set()
             sampler.join()
             with psycopg.connect(dsn, autocommit=True) as db:
