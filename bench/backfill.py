@@ -27,7 +27,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from bench import exit_on_sigterm
+from bench import cpu_seconds, exit_on_sigterm
 from bench.table import print_table
 from runner import sqlapi
 from runner.localpg import LocalCluster
@@ -89,7 +89,7 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
                 sqlapi.enqueue_backfill(db, FIRST, first - dt.timedelta(days=1), ["orders", "refunds"])
                 subprocess.run([*command, "--until-idle"], env=env, stderr=subprocess.DEVNULL, check=True)
                 timed_after = db.execute("select max(id) from bulk_sync.jobs").fetchone()[0]
-                ops_before = _operations(base)
+                ops_before = _stats(base)[0]
             started = time.monotonic()
             if name.startswith("original"):
                 runner = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
@@ -118,13 +118,13 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
                 ).fetchall()
             )
             phases = dict(db.execute(PHASES, (timed_after,)).fetchall())
-        operations = _operations(base) - ops_before
-        cache_counts = httpx.get(f"{base}/_admin/stats", timeout=30).json()["export_cache"]
+        operations, cache_counts = _stats(base)
+        operations -= ops_before
         if not name.startswith("original") and args.truth:
             truth = {t: sum(_truth_count(base, code, t) for code in args.shop_codes) for t in TABLES}
             if truth != rows:
                 raise RuntimeError(f"the {name} run's tables differ from the ground truth: {rows} != {truth}")
-        simulator_cpu = _cpu_seconds(simulator.pid)
+        simulator_cpu = cpu_seconds(simulator.pid)
     finally:
         simulator.terminate()
         simulator.wait(10)
@@ -183,16 +183,10 @@ def _one_at_a_time(db: psycopg.Connection, shops: tuple[str, ...], last: dt.date
         time.sleep(0.05)
 
 
-def _operations(base: str) -> int:
-    """Operations the simulated Shopify started so far."""
-    stats = httpx.get(f"{base}/_admin/stats", timeout=30).json()["shops"]
-    return sum(s["operations_started"] for s in stats.values())
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time a process used so far (user + system), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _stats(base: str) -> tuple[int, dict[str, int]]:
+    """Operations the simulated Shopify started so far, and the exports it served from its cache or made."""
+    stats = httpx.get(f"{base}/_admin/stats", timeout=30).json()
+    return sum(s["operations_started"] for s in stats["shops"].values()), stats["export_cache"]
 
 
 def _truth_count(base: str, code: str, table: str) -> int:
