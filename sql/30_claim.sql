@@ -209,11 +209,12 @@ language sql stable as $$
               )
               and bulk_sync.free_slots(s.code) > 0
         )
-        or (
-            exists (
-                select from bulk_sync.jobs
-                where status = 'copied' and next_attempt_at <= now() and bulk_sync.free_import_slots(entity) > 0
-            )
+        or exists (
+            -- per entity, not per copied job: idle runners ask this every 100 ms, and many copied jobs may wait
+            select from (
+                select distinct entity from bulk_sync.jobs where status = 'copied' and next_attempt_at <= now()
+            ) as e
+            where bulk_sync.free_import_slots(e.entity) > 0
         );
 $$;
 
