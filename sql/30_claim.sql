@@ -425,7 +425,7 @@ begin
 end;
 $$;
 
--- True when no job of an active shop can still make progress (every one in a terminal state).
+-- True when nothing of an active shop is left to do: every job terminal and no cancel left to send to Shopify.
 create or replace function bulk_sync.idle() returns boolean
 language sql stable
 security definer set search_path = pg_catalog, pg_temp as $$
@@ -433,5 +433,12 @@ security definer set search_path = pg_catalog, pg_temp as $$
         select from bulk_sync.jobs as j
         join bulk_sync.shops as s on s.code = j.shop
         where s.active and not j.status = any(bulk_sync.states('terminal'))
+    )
+    -- a cancel still to send: the split halves of a job can finish before a runner takes it
+    and not exists (
+        select from pgmq.q_bulk_sync as q
+        join bulk_sync.jobs as j on j.id = bulk_sync.json_bigint(q.message -> 'job_id')
+        join bulk_sync.shops as s on s.code = j.shop
+        where s.active and q.message ->> 'task' = 'cancel'
     );
 $$;

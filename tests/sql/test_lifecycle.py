@@ -315,9 +315,13 @@ def test_an_operation_running_too_long_is_canceled_and_split(db: psycopg.Connect
     assert report(db, "report_poll_result", poll["job_id"], poll["fence"], "RUNNING", None, 10)
     parent = job(db, poll["job_id"])
     assert parent["status"] == "split" and "max_operation_seconds" in parent["last_error"]
+    # the halves end before any runner took the cancel: a runner run --until-idle must not stop yet
+    db.execute("update bulk_sync.jobs set status = 'canceled', slot = null where parent_id = %s", (poll["job_id"],))
+    assert db.execute("select bulk_sync.idle()").fetchone() == (False,)
     make_due(db)
     cancels = [t for t in claim(db, qty=10) if t["task"] == "cancel"]
     assert [(t["job_id"], t["operation_id"]) for t in cancels] == [(poll["job_id"], "gid://shopify/BulkOperation/42")]
+    assert db.execute("select bulk_sync.idle()").fetchone() == (True,)
 
 
 def test_stuck_jobs_are_listed_with_why(db: psycopg.Connection, dsn: str, one_job: dict) -> None:
