@@ -395,6 +395,61 @@ def test_an_object_twice_in_a_batch_imports_once_from_its_last_valid_line(db: ps
     assert [i["quantity"] for i in items if i["id"] == item["id"]] == [7]
 
 
+def test_a_line_item_already_stored_is_replaced_in_place(db: psycopg.Connection) -> None:
+    # line items go in with a plain insert; an id already there (its order twice in one export, in different
+    # batches, or the item under another order before) takes the upsert instead of failing the batch
+    db.execute("update bulk_sync.settings set import_batch_size = 2")
+    _reimport(db, _order("2025-09-02T00:00:00Z", ["11", "12"], []), "2025-09-01")
+    moved = [  # item 12, still stored under order 1, now under order 2
+        line.replace("Order\\/1", "Order\\/2").replace('"#1"', '"#2"')
+        for line in _order("2025-09-02T00:00:00Z", ["12"], [])
+    ]
+    first = _order("2025-09-02T00:00:00Z", ["11"], [])
+    again = [line.replace('"S11"', '"again"') for line in first]  # order 1 twice: the later one counts
+    done = _reimport(db, moved + first + again, "2025-09-02")
+    assert (done["status"], done["lines_processed"], done["lines_rejected"]) == ("completed", 6, 0)
+    assert [(i["id"], i["order_id"], i["sku"]) for i in table(db, "order_line_items")] == [
+        ("gid://shopify/LineItem/11", "gid://shopify/Order/1", "again"),
+        ("gid://shopify/LineItem/12", "gid://shopify/Order/2", "S12"),
+    ]
+
+
+def test_an_order_another_import_inserts_meanwhile_is_upserted(db: psycopg.Connection, dsn: str) -> None:
+    # new orders go in with a plain insert; one that another session inserts after this batch looked makes the
+    # insert fail, and the upsert then takes the whole batch
+    task = export_job(db, _order("2025-09-02T00:00:00Z", ["11"], ["21"]), "2025-09-02")
+    with psycopg.connect(dsn) as other:
+        other.execute(
+            "insert into shopify.orders (id, shop, name, updated_at, raw, import_job) "
+            "values ('gid://shopify/Order/1', 'DE', 'older', '2025-09-01T00:00:00Z', '{}', 0)"
+        )
+        errors: list[BaseException] = []
+        importer = psycopg.connect(dsn, autocommit=True)
+
+        def run() -> None:
+            try:
+                import_job(importer, task)
+            except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+                errors.append(error)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not db.execute(
+            "select wait_event_type = 'Lock' from pg_stat_activity where pid = %s", (importer.info.backend_pid,)
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline, "the import never waited for the other session's order"
+            time.sleep(0.05)
+        other.commit()
+        thread.join(60)
+        importer.close()
+    assert errors == []
+    assert job(db, task["job_id"])["status"] == "completed"
+    assert [(o["name"], o["updated_at"]) for o in table(db, "orders")] == [("#1", "2025-09-02T00:00:00Z")]
+    assert [i["id"] for i in table(db, "order_line_items")] == ["gid://shopify/LineItem/11"]
+    assert [r["id"] for r in table(db, "refunds")] == ["gid://shopify/Refund/21"]
+
+
 def test_staged_lines_need_their_job_and_go_with_it(db: psycopg.Connection) -> None:
     task = export_job(db, FIXTURE, take=False)
     with pytest.raises(psycopg.errors.ForeignKeyViolation, match="job 999999 does not exist"):
