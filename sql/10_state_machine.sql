@@ -6,7 +6,8 @@
 --     ▲  ▲        │            │ │           │                                          │
 --     │  └────────┘ (retry)    │ └─► split (TIMEOUT: window halved into new queued jobs) │
 --     │  └─────────────────────┘ (FAILED/CANCELED/EXPIRED op, URL expired)              │
---     │                        └─► completed (empty export)       copied ◄──────────────┘ (retry import)
+--     │                        └─► completed (empty export)       copied ◄──────────────┤ (retry import)
+--     │                                    exporting ◄──────────────────────────────────┘ (staging lost: download again)
 --     └── failed ◄── any live state (non-retryable, attempts exhausted)
 --         canceled ◄── any live state (cancel_jobs)
 --

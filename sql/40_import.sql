@@ -500,7 +500,29 @@ begin
 end;
 $$;
 
--- Imports the next batch of a job whose import lease p_fence holds; returns 'more', 'completed', 'failed' or 'stale'.
+-- Sends a job whose staged lines are all gone (staging is unlogged: a crash of the database empties it) back to
+-- exporting, to download its export again and import it from the first line; returns 'restaged'.
+create or replace function bulk_sync.restage(p_job bulk_sync.jobs) returns text
+language plpgsql as $$
+declare
+    v_message text := format(
+        'staged lines lost (the database restarted: staging is unlogged) after %s of %s lines; downloading again',
+        p_job.lines_processed, p_job.lines_total);
+begin
+    perform bulk_sync.clear_staging(array[p_job.id]);  -- the import roots, lost with the lines they came from
+    p_job.next_attempt_at := now();
+    p_job.bytes_copied := 0;
+    p_job.lines_total := null;
+    p_job.lines_processed := 0;
+    p_job.lines_rejected := 0;
+    perform bulk_sync.transition(p_job, 'exporting', 'import', 'retry', v_message);
+    perform bulk_sync.dispatch_imports();
+    return 'restaged';
+end;
+$$;
+
+-- Imports the next batch of a job whose import lease p_fence holds; returns 'more', 'completed', 'failed', 'stale'
+-- or 'restaged'.
 -- The rows and the advanced lines_processed commit together, in the caller's transaction.
 create or replace function bulk_sync.import_batch(p_job_id bigint, p_fence bigint) returns text
 language plpgsql
@@ -513,6 +535,9 @@ declare
 begin
     if v_job is null then
         return 'stale';
+    end if;
+    if v_job.lines_processed < v_job.lines_total and not exists (select from bulk_sync.staging where job_id = v_job.id) then
+        return bulk_sync.restage(v_job);
     end if;
     v_count := bulk_sync.stage_batch(v_job, v_s.import_batch_size);
     if v_count > 0 then

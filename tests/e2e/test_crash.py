@@ -5,10 +5,15 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import psycopg
 
-from tests.jobs import claim, job, make_due, report
+from runner.localpg import LocalCluster
+from tests.jobs import claim, claim_task, download, export_job, import_job, job, make_due, report, table
+
+FIXTURE = (Path(__file__).parents[1] / "fixtures" / "orders_export.jsonl").read_text().splitlines(keepends=True)
+TABLES = ("orders", "order_line_items", "refunds")
 
 CLAIM_AND_HANG = textwrap.dedent(
     """
@@ -78,3 +83,36 @@ def test_claim_waits_for_work_then_returns_it(db: psycopg.Connection) -> None:
     started = time.monotonic()
     assert db.execute("select bulk_sync.claim('w', 1, 0.5)").fetchall() == []
     assert 0.5 <= time.monotonic() - started < 45  # no work: it waits its whole wait, then gives up
+
+
+def test_staging_lost_in_a_database_crash_is_downloaded_again(tmp_path: Path) -> None:
+    # Staging is unlogged: an immediate shutdown (a crash, for the database) empties it mid-import. The import
+    # then sends the job back to download the same export, and imports it again from its first line.
+    lines = FIXTURE
+    with LocalCluster(tmp_path / "pg") as cluster:
+        dsn = cluster.create_database("crash")
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute("update bulk_sync.settings set import_batch_size = 2")
+            task = export_job(db, lines)
+            jid = task["job_id"]
+            for _ in range(2):  # two batches committed, as a runner killed with the database would leave them
+                assert db.execute("select bulk_sync.import_batch(%s, %s)", (jid, task["fence"])).fetchone() == ("more",)
+        cluster.restart("immediate")
+        with psycopg.connect(dsn, autocommit=True) as db:
+            assert job(db, jid)["lines_processed"] == 4
+            assert db.execute("select count(*) from bulk_sync.staging").fetchone() == (0,)
+            import_job(db, task)  # the runner's import task, on the new server
+            lost = job(db, jid)
+            assert (lost["status"], lost["lines_processed"], lost["lines_total"]) == ("exporting", 0, None)
+            assert lost["export_url"] is not None and lost["attempts"] == 0
+            message = db.execute(
+                "select message from bulk_sync.job_runs where job_id = %s order by id desc limit 1", (jid,)
+            ).fetchone()[0]
+            assert message.startswith("staged lines lost") and "after 4 of 7 lines" in message
+            (again,) = claim_task(db, jid, "download")
+            assert download(db, again, lines)
+            (task,) = claim_task(db, jid, "import")
+            import_job(db, task)
+            done = job(db, jid)
+            assert (done["status"], done["lines_processed"], done["lines_rejected"]) == ("completed", 7, 0)
+            assert [len(table(db, t)) for t in TABLES] == [3, 4, 1]

@@ -182,7 +182,10 @@ def test_a_release_0_1_database_is_upgraded_identical_to_a_fresh_one_with_its_da
         done = migrate(old)
         assert "upgraded from release 0.1" in done
         assert differences(snapshot(old), fresh_catalog) == {}
-        assert {new: _rows(old, new, columns[new]) for new in before} == before
+        after = {new: _rows(old, new, columns[new]) for new in before}
+        # later migrations add legal changes of state (0007: a job whose staging was lost downloads again)
+        assert set(before.pop("bulk_sync.transitions")) < set(after.pop("bulk_sync.transitions"))
+        assert after == before
         assert old.execute("select count(*) from pgmq.q_bulk_sync").fetchone()[0] == queued
         assert old.execute("select to_regclass('public.bulk_sync_migrations')").fetchone() == (None,)
         # It goes on where it stopped: the messages of release 0.1 are claimed and reported as before.
