@@ -12,7 +12,7 @@ default durability. For an orders export (orders, line items, inline refunds) an
 and path / COPY typed, the ratio the import is judged by (and path / COPY binary). Each figure is the best of --repeat
 runs.
 
-    python -m bench.import [--orders-per-day 2000] [--days 5] [--products 20000] [--repeat 3]"""
+    python -m bench.import [--orders-per-day 2000] [--days 5] [--products 20000] [--repeat 5]"""
 
 import argparse
 import datetime as dt
@@ -220,7 +220,7 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
     parser.add_argument("--orders-per-day", type=int, default=2000)
     parser.add_argument("--days", type=int, default=5)
     parser.add_argument("--products", type=int, default=20000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     out = []
     with tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp, LocalCluster(Path(tmp)) as cluster:
