@@ -60,10 +60,12 @@ def _run(args: argparse.Namespace) -> int:
     import os
     import socket
 
+    from runner import log
     from runner.config import check
     from runner.db import connect, database_url
     from runner.worker import Runner
 
+    log.use_format(args.log_format)
     if args.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
     env = dict(os.environ)
@@ -86,12 +88,22 @@ def _run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ConfigError(f"cannot listen on {args.webhook_host}:{args.webhook_port}: {exc.strerror}") from None
         webhooks.start()
+    health = None
+    if args.metrics_port is not None:
+        from runner.health import HealthServer
+
+        try:
+            health = HealthServer(runner, args.metrics_port, args.metrics_host).start()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {args.metrics_host}:{args.metrics_port}: {exc.strerror}") from None
     runner.install_signal_handlers()
     try:
         return runner.run()
     finally:
         if webhooks is not None:
             webhooks.stop()
+        if health is not None:
+            health.stop()
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -147,6 +159,16 @@ def parser() -> argparse.ArgumentParser:
         help="receive Shopify's webhooks (bulk_operations/finish, deletions) on this port",
     )  # fmt: skip
     run.add_argument("--webhook-host", default="0.0.0.0", help="address to listen on (default: %(default)s)")  # noqa: S104
+    run.add_argument(
+        "--metrics-port", type=int,
+        help="serve /metrics (Prometheus), /healthz (worker loops alive) and /readyz (database answers and a claim "
+        "succeeded within lease_seconds) on this port",
+    )  # fmt: skip
+    run.add_argument("--metrics-host", default="0.0.0.0", help="address to listen on (default: %(default)s)")  # noqa: S104
+    run.add_argument(
+        "--log-format", choices=("logfmt", "json"), default="logfmt",
+        help="one line per step as key=value pairs or as a JSON object (default: %(default)s)",
+    )  # fmt: skip
     run.set_defaults(func=_run)
     demo = verbs.add_parser(
         "demo",

@@ -1,5 +1,5 @@
-"""One structured line per step (logfmt), scrubbed of URL query strings and Shopify tokens whatever the caller
-passes."""
+"""One structured line per step (logfmt, or JSON for platforms that parse it), scrubbed of URL query strings and
+Shopify tokens whatever the caller passes."""
 
 import json
 import re
@@ -10,12 +10,19 @@ import time
 _SECRET = re.compile(r"(https?://[^\s?#\"']*)\?[^\s\"']*|shp[a-z]{2}_[A-Za-z0-9]+")
 _lock = threading.Lock()
 _sink = sys.stderr
+_json = False
 
 
 def send_to(stream) -> None:
     """Where step lines go (None: back to stderr)."""
     global _sink
     _sink = stream or sys.stderr
+
+
+def use_format(name: str) -> None:
+    """logfmt (key=value ...) or json (one object per line)."""
+    global _json
+    _json = name == "json"
 
 
 def redact(text: str) -> str:
@@ -27,8 +34,16 @@ def _value(value: object) -> str:
     return json.dumps(text) if not text or any(c in text for c in ' "=\\') else text
 
 
+def _json_value(value: object) -> object:
+    return value if value is None or isinstance(value, int | float) else redact(str(value))
+
+
 def step(**fields: object) -> None:
-    """Writes `ts=... key=value ...` to stderr."""
-    line = " ".join(f"{k}={_value(v)}" for k, v in {"ts": time.strftime("%Y-%m-%dT%H:%M:%S"), **fields}.items())
+    """Writes `ts=... key=value ...` (or the same as a JSON object) to stderr."""
+    fields = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S"), **fields}
+    if _json:
+        line = json.dumps({k: _json_value(v) for k, v in fields.items()}, ensure_ascii=False)
+    else:
+        line = " ".join(f"{k}={_value(v)}" for k, v in fields.items())
     with _lock:
         print(line, file=_sink, flush=True)

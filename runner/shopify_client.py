@@ -69,11 +69,14 @@ def api_at_least(version: str, minimum: str) -> bool:
 
 class ShopifyClient:
     """One shop's Admin API. Thread-safe; keeps the shop's cost bucket as the last response described it. `auth`
-    gives the access token (runner.tokens: a static one, or client credentials renewed on a 401)."""
+    gives the access token (runner.tokens: a static one, or client credentials renewed on a 401). `on_request` is
+    told each request's HTTP status (None: no answer) and seconds, `on_wait` each wait for the budget."""
 
     def __init__(
         self, base_url: str, auth, api_version: str, timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+        on_request: Callable[[int | None, float], None] = lambda status, seconds: None,
+        on_wait: Callable[[float], None] = lambda seconds: None,
     ) -> None:  # fmt: skip
         self.endpoint = f"{base_url.rstrip('/')}/admin/api/{api_version}/graphql.json"
         self.api_version = api_version
@@ -83,6 +86,7 @@ class ShopifyClient:
         self._available: float | None = None
         self._restore = 50.0
         self._clock, self._sleep = clock, sleep
+        self._on_request, self._on_wait = on_request, on_wait
         self._seen = clock()
 
     def close(self) -> None:
@@ -98,6 +102,7 @@ class ShopifyClient:
             wait = max(0.0, (cost - available) / self._restore)
             self._available, self._seen = available - cost, now + wait
         if wait:
+            self._on_wait(min(wait, 60.0))
             self._sleep(min(wait, 60.0))
 
     def _note_cost(self, body: dict) -> float | None:
@@ -158,12 +163,17 @@ class ShopifyClient:
 
     def _post(self, token: str, query: str, variables: dict) -> httpx.Response:
         headers = {"X-Shopify-Access-Token": token, "Content-Type": "application/json"}
+        started = time.monotonic()
         try:
-            return self._http.post(self.endpoint, json={"query": query, "variables": variables}, headers=headers)
+            response = self._http.post(self.endpoint, json={"query": query, "variables": variables}, headers=headers)
         except httpx.TimeoutException:
+            self._on_request(None, time.monotonic() - started)
             raise Transient("Shopify did not answer in time") from None
         except httpx.TransportError as exc:
+            self._on_request(None, time.monotonic() - started)
             raise Transient(f"connection to Shopify failed ({type(exc).__name__})") from None
+        self._on_request(response.status_code, time.monotonic() - started)
+        return response
 
     def run_query(self, bulk_query: str) -> str:
         """Starts a bulk operation; returns its id."""

@@ -37,9 +37,10 @@ class ClientCredentials:
 
     def __init__(
         self, shop: str, base_url: str, client_id: str, client_secret: str, timeout: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, on_grant: Callable[[str], None] = lambda why: None,
     ) -> None:  # fmt: skip
         self.shop = shop
+        self._on_grant = on_grant  # told why, after each token granted
         self.endpoint = f"{base_url.rstrip('/')}/admin/oauth/access_token"
         self._client_id, self._secret = client_id, client_secret
         self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), verify=tls.context())
@@ -102,6 +103,7 @@ class ClientCredentials:
         self._token = token
         self._renew_at = self._clock() + lifetime - min(MARGIN_SECONDS, lifetime / 10)
         self.grants += 1
+        self._on_grant(why)
         log.step(shop=self.shop, phase="token", outcome="granted", detail=f"{why}; expires in {lifetime:.0f} s")
 
     def _refusal(self, status: int, body: dict) -> str:

@@ -13,6 +13,7 @@ import psycopg
 from runner import log, sqlapi
 from runner.config import base_url, credentials, servable
 from runner.download import Abandoned, DownloadError, download
+from runner.metrics import Metrics
 from runner.shopify_client import Fatal, InProgress, ShopifyClient, Throttled, Transient
 from runner.tokens import ClientCredentials, StaticToken
 
@@ -86,6 +87,7 @@ class Runner:
     def __init__(
         self, dsn: str, env: dict[str, str], concurrency: int = 1, name: str = "runner",
         until_idle: bool = False, wait_seconds: float = 2.0, only: list[str] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:  # fmt: skip
         self.dsn = dsn
         self.env = env
@@ -100,6 +102,10 @@ class Runner:
         self.tokens: dict[str, StaticToken | ClientCredentials] = {}
         self._clients_lock = threading.Lock()
         self.errors = 0
+        self.metrics = metrics or Metrics()
+        self.threads: list[threading.Thread] = []
+        self.last_claim: float | None = None  # time.monotonic() of the last claim that succeeded
+        self.in_hand = 0  # tasks being handled now
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -114,7 +120,9 @@ class Runner:
 
     def run(self) -> int:
         self.heartbeats.start()
-        threads = [threading.Thread(target=self._loop, args=(i,), daemon=True) for i in range(self.concurrency)]
+        threads = self.threads = [
+            threading.Thread(target=self._loop, args=(i,), daemon=True) for i in range(self.concurrency)
+        ]
         for thread in threads:
             thread.start()
         while any(t.is_alive() for t in threads):
@@ -139,12 +147,17 @@ class Runner:
             if code not in self.tokens:
                 self.tokens[code] = (
                     StaticToken(found.token) if found.token
-                    else ClientCredentials(code, url, found.client_id, found.client_secret)
+                    else ClientCredentials(code, url, found.client_id, found.client_secret,
+                                           on_grant=lambda why: self.metrics.granted(code, why))
                 )  # fmt: skip
             client = self.clients.get(code)
             endpoint = f"{url.rstrip('/')}/admin/api/{task['api_version']}/graphql.json"
             if client is None or client.endpoint != endpoint:  # new, or its domain or API version changed
-                client = self.clients[code] = ShopifyClient(url, self.tokens[code], task["api_version"])
+                client = self.clients[code] = ShopifyClient(
+                    url, self.tokens[code], task["api_version"],
+                    on_request=lambda status, seconds: self.metrics.request(code, status, seconds),
+                    on_wait=lambda seconds: self.metrics.waited(code, "budget", seconds),
+                )  # fmt: skip
             return client
 
     def _loop(self, index: int) -> None:
@@ -155,7 +168,9 @@ class Runner:
                     while not self.stop.is_set():
                         asked = time.monotonic()
                         rows = sqlapi.claim(db, worker, 1, self.wait_seconds, self.shops)
-                        claim_ms = round((time.monotonic() - asked) * 1000)
+                        self.last_claim = time.monotonic()
+                        self.metrics.claimed(len(rows))
+                        claim_ms = round((self.last_claim - asked) * 1000)
                         for task in rows:
                             self._handle(db, task, claim_ms)
                         if not rows and self.until_idle and sqlapi.idle(db):
@@ -173,6 +188,7 @@ class Runner:
         job_id, fence, kind = task["job_id"], task["fence"], task["task"]
         started = time.monotonic()
         outcome, detail = "ok", ""
+        self._in_hand(kind, +1)
         try:
             client = self.client(task) if kind in ("start", "poll", "cancel") else None
             if kind == "start":
@@ -197,12 +213,17 @@ class Runner:
                     self.heartbeats.drop(job_id, fence)
                 outcome = "ok" if result.accepted else "stale"
                 detail = f"{result.lines} lines, {result.bytes} bytes"
+                self.metrics.download_bytes.labels(task["shop"]).inc(result.bytes)
+                if result.accepted:
+                    self.metrics.lines_staged.labels(task["shop"]).inc(result.lines)
             elif kind == "import":
                 sqlapi.import_job(db, job_id, fence)
+                detail = self._imported(db, task)
             elif kind == "cancel":
                 client.cancel(task["operation_id"])
         except Throttled as exc:
             outcome, detail = "throttled", str(exc)
+            self.metrics.waited(task["shop"], "throttled", min(exc.wait, 3600.0))
             sqlapi.report_throttled(db, job_id, fence, min(exc.wait, 3600.0))
         except InProgress as exc:
             outcome, detail = "in_progress", str(exc)
@@ -220,14 +241,35 @@ class Runner:
             outcome = "given_back"
             sqlapi.release(db, job_id, fence)
         except psycopg.Error:
+            outcome = "database_error"
             raise  # the database connection is the loop's to handle
         except Exception as exc:  # noqa: BLE001 - a bug here must not stall the job until its lease expires
             outcome, detail = "error", f"runner error: {type(exc).__name__}"
             sqlapi.report_transient_error(db, job_id, fence, detail)
+        finally:
+            self._in_hand(kind, -1)
+            self.metrics.tasks.labels(task["shop"], kind, outcome).inc()
+            self.metrics.task_seconds.labels(kind).observe(time.monotonic() - started)
         log.step(
             job=job_id, shop=task["shop"], entity=task.get("entity"), phase=kind, claim_ms=claim_ms,
             duration_ms=round((time.monotonic() - started) * 1000), outcome=outcome, detail=detail,
         )  # fmt: skip
+
+    def _in_hand(self, phase: str, change: int) -> None:
+        with self._clients_lock:
+            self.in_hand += change
+        self.metrics.in_flight.labels(phase).inc(change)
+
+    def _imported(self, db: psycopg.Connection, task: sqlapi.Task) -> str:
+        """Counts an import task done, by where it left its job; returns that for the step line."""
+        found = sqlapi.import_outcome(db, task["job_id"])
+        if found is None:
+            return "job gone"
+        status, entity, lines, rejected = found
+        self.metrics.imports.labels(task["shop"], entity, status).inc()
+        if status == "completed":
+            self.metrics.import_lines.labels(task["shop"], entity).inc(lines)
+        return f"{status}: {lines} lines, {rejected} quarantined"
 
 
 def _first_line(exc: Exception) -> str:

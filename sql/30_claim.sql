@@ -442,3 +442,10 @@ security definer set search_path = pg_catalog, pg_temp as $$
         where s.active and q.message ->> 'task' = 'cancel'
     );
 $$;
+
+-- The lease a claimed task runs under, in seconds (a runner that claimed nothing for that long is not ready).
+create or replace function bulk_sync.lease_seconds() returns integer
+language sql stable
+security definer set search_path = pg_catalog, pg_temp as $$
+    select (bulk_sync.get_settings()).lease_seconds;
+$$;

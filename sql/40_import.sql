@@ -571,6 +571,14 @@ begin
 end;
 $$;
 
+-- Where a job's import left it: its status, entity and lines processed and quarantined (for the runner's metrics).
+create or replace function bulk_sync.import_outcome(p_job_id bigint)
+returns table (status text, entity text, lines_processed bigint, lines_rejected bigint)
+language sql stable
+security definer set search_path = pg_catalog, pg_temp as $$
+    select j.status, j.entity, j.lines_processed, j.lines_rejected from bulk_sync.jobs as j where j.id = p_job_id;
+$$;
+
 -- Imports a whole job, one committed batch at a time (CALL it outside a transaction block). Resumes where the
 -- last committed batch stopped; a concurrent or stale caller imports nothing twice (the job row and fence decide).
 create or replace procedure bulk_sync.import(p_job_id bigint, p_fence bigint)

@@ -94,8 +94,9 @@ def test_entry_points_cannot_be_redirected_by_search_path(db: psycopg.Connection
         """select p.oid::regprocedure::text, p.proconfig from pg_proc as p
            where p.prosecdef and p.pronamespace = 'bulk_sync'::regnamespace"""
     ).fetchall()
-    # the API, the claim, heartbeat, release, idle, the reports, import batches, webhooks, the staging check trigger
-    assert len(definers) == 23
+    # the API, the claim, heartbeat, release, idle, the lease length, the reports, import batches and outcomes,
+    # webhooks, the staging check trigger
+    assert len(definers) == 25
     assert all(config == ["search_path=pg_catalog, pg_temp"] for _, config in definers), definers
     public = db.execute(
         """select count(*) from pg_proc as p where p.pronamespace = 'bulk_sync'::regnamespace
