@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-under-load lint pytest bench bench-quick chaos setup system clean
+.PHONY: demo test test-under-load lint pytest bench bench-quick chaos timeline-example setup system clean
 
 demo: setup
 	$(BIN)/bulk-sync demo
@@ -32,6 +32,10 @@ bench-quick: setup
 
 chaos: setup
 	$(BIN)/python -m bench.chaos --seed 1 --seed 2 --seed 3
+
+# The README's example picture (docs/timeline.svg, the one generated file in git): the demo's backfill, drawn.
+timeline-example: setup
+	$(BIN)/bulk-sync demo --timeline docs/timeline.svg
 
 setup: system $(VENV)/.installed
 

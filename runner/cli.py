@@ -56,6 +56,38 @@ def _jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _since(text: str):
+    """A moment: ISO 8601 (UTC unless it says otherwise), or a time ago: 90s, 30m, 2h, 1d."""
+    import datetime as dt
+    import re
+
+    ago = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])", text.strip())
+    if ago:
+        seconds = float(ago.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[ago.group(2)]
+        return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (e.g. 2025-09-01T10:00, or 2h for two hours ago)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _timeline(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from runner import timeline
+    from runner.db import connect
+
+    with connect(args.database_url, autocommit=True) as conn:
+        jobs = timeline.jobs(conn, args.shop, args.since)
+    Path(args.out).write_text(timeline.svg(jobs))
+    bars = sum(1 for job in jobs for bar in job.bars if bar.kind == "export")
+    print(f"wrote {args.out}: {len(jobs)} jobs, {bars} Shopify operations")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     import os
     import socket
@@ -114,7 +146,10 @@ def _demo(args: argparse.Namespace) -> int:
 
     require_graphql()
     try:
-        return run(Path(args.dir), reset=args.reset, port=args.port, orders_per_day=args.orders_per_day)
+        return run(
+            Path(args.dir), reset=args.reset, port=args.port, orders_per_day=args.orders_per_day,
+            picture=Path(args.timeline) if args.timeline else None,
+        )  # fmt: skip
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -138,6 +173,17 @@ def parser() -> argparse.ArgumentParser:
             verb.add_argument("--failed", action="store_true", help="only failed jobs")
             verb.add_argument("--shop", help="only this shop")
             verb.add_argument("--limit", type=int, default=50, help="at most this many (default: 50)")
+    picture = verbs.add_parser(
+        "timeline",
+        help="draw the jobs' operations, downloads and imports per shop on a time axis (SVG)",
+        description="Reads the audit trail (bulk_sync.job_runs) and draws one lane per shop: a bar per Shopify "
+        "operation (created to COMPLETED), per download and per import, failures, retries and splits marked.",
+    )
+    picture.add_argument("--database-url", help="overrides DATABASE_URL")
+    picture.add_argument("--shop", help="only this shop")
+    picture.add_argument("--since", type=_since, help="jobs with a step since then: ISO 8601, or e.g. 2h (ago)")
+    picture.add_argument("--out", required=True, help="the SVG file to write")
+    picture.set_defaults(func=_timeline)
     run = verbs.add_parser(
         "run",
         help="the runner: take tasks from the database, call Shopify, report back",
@@ -182,6 +228,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, help="port for the cluster (default: a free one)")
     demo.add_argument("--reset", action="store_true", help="start over with an empty cluster")
     demo.add_argument("--orders-per-day", type=int, default=300, help="per shop (default: %(default)s)")
+    demo.add_argument("--timeline", help="where to draw the backfill's timeline (default: DIR/timeline.svg)")
     demo.set_defaults(func=_demo)
     from runner.simulator.cli import add_arguments, run
 

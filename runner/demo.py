@@ -20,7 +20,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from runner import log, sqlapi
+from runner import log, sqlapi, timeline
 from runner.localpg import LocalCluster, free_port
 from runner.simulator.truth import TABLES
 from runner.simulator.webhooks import domain
@@ -131,7 +131,10 @@ def _simulator(app: dict[str, str], orders_per_day: int, webhooks: str) -> tuple
     return process, first.split(" at ")[1].split(" ")[0]
 
 
-def run(directory: Path, reset: bool = False, port: int | None = None, orders_per_day: int = 300) -> int:
+def run(
+    directory: Path, reset: bool = False, port: int | None = None, orders_per_day: int = 300,
+    picture: Path | None = None,
+) -> int:  # fmt: skip
     if reset and directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -154,6 +157,7 @@ def run(directory: Path, reset: bool = False, port: int | None = None, orders_pe
                 db.execute("update bulk_sync.settings set poll_interval_seconds = 1")
                 for code in SHOPS:
                     sqlapi.add_shop(db, code, domain(code))
+                (queued_at,) = db.execute("select now()").fetchone()
                 created = sqlapi.enqueue_backfill(db, FIRST, LAST)
                 print(f"select bulk_sync.enqueue_backfill('{FIRST}', '{LAST}');  -> {created} jobs created")
                 env = app | {f"SHOP_{c}_URL": f"{base_url}/{c.lower()}" for c in SHOPS}
@@ -168,6 +172,11 @@ def run(directory: Path, reset: bool = False, port: int | None = None, orders_pe
                 watch(db, 2 if sys.stdout.isatty() else 3, running=worker.is_alive,
                       wait=lambda s: worker.join(timeout=s), lines=True)  # fmt: skip
                 print(f"\nbackfill finished in {time.monotonic() - started:.0f} s")
+                picture = picture or directory / "timeline.svg"
+                drawn = timeline.jobs(db, since=queued_at)
+                picture.write_text(timeline.svg(drawn, title="bulk-sync demo: the backfill of five shops"))
+                operations = sum(1 for job in drawn for bar in job.bars if bar.kind == "export")
+                print(f"its timeline ({len(drawn)} jobs, {operations} Shopify operations): {picture}")
                 same = _summary(db, base_url)
                 same &= _keep_current(db, dsn, base_url, env, directory)
                 same &= _deletions(db, dsn, base_url, env)

@@ -1,5 +1,5 @@
 """The runner as a service: /metrics against the simulator's own counts, /readyz following the database, /healthz,
-JSON step lines, and the postgres_exporter queries."""
+JSON step lines, and the timeline of the same backfill."""
 
 import decimal
 import json
@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from runner.localpg import LocalCluster, free_port
 from tests.jobs import login
-from tests.processes import runner_env, start_runner
+from tests.processes import cli, runner_env, start_runner
 from tests.sim import TOKEN, start
 
 SHOPS = ("DE", "NL")
@@ -48,7 +48,9 @@ def _stop(runner) -> None:
     assert runner.wait(timeout=60) == 0
 
 
-def test_metrics_agree_with_the_simulator(db: psycopg.Connection, dsn: str, tmp_path: Path) -> None:
+def test_metrics_agree_with_the_simulator_and_the_timeline_draws_every_operation(
+    db: psycopg.Connection, dsn: str, tmp_path: Path
+) -> None:
     server = start(SHOPS, days=4, orders_per_day=30, start_latency=0.3, objects_per_second=20_000,
                    faults={"DE": {"graphql_throttled": 2, "op_failed_timeout": 1}})  # fmt: skip
     log, port = tmp_path / "runner.log", free_port()
@@ -108,6 +110,30 @@ def test_metrics_agree_with_the_simulator(db: psycopg.Connection, dsn: str, tmp_
     assert any(s.get("phase") == "download" and s.get("outcome") == "ok" for s in steps)
     assert isinstance(next(s for s in steps if "duration_ms" in s)["duration_ms"], int)
     assert TOKEN not in log.read_text() and "Signature=" not in log.read_text()
+    # the timeline: one export bar per operation Shopify started, a mark per split job
+    picture = tmp_path / "timeline.svg"
+    drawn = cli("timeline", "--out", str(picture), dsn=dsn)
+    assert drawn.returncode == 0, drawn.stderr
+    svg = picture.read_text()
+    operations = sum(stats[code]["operations_started"] for code in SHOPS)
+    assert svg.count('class="export"') == operations
+    assert f"{operations} Shopify operations" in drawn.stdout
+    # the timed-out operation: its job split in halves, or (a SKU snapshot has no window) exported again
+    splits, retries = db.execute(
+        """select (select count(*) from bulk_sync.jobs where status = 'split'),
+                  (select count(*) from bulk_sync.job_runs where status = 'retry')"""
+    ).fetchone()
+    assert splits + retries >= 1
+    assert (svg.count('class="mark-split"'), svg.count('class="mark-retry"')) == (splits, retries)
+    assert (
+        svg.count('class="import"')
+        == db.execute("select count(*) from bulk_sync.jobs where status = 'completed' and lines_total > 0").fetchone()[
+            0
+        ]
+    )
+    only_nl = tmp_path / "nl.svg"
+    assert cli("timeline", "--shop", "NL", "--out", str(only_nl), dsn=dsn).returncode == 0
+    assert only_nl.read_text().count('class="export"') == stats["NL"]["operations_started"]
 
 
 def test_readyz_follows_the_database_and_healthz_the_loops(tmp_path: Path) -> None:

@@ -1,0 +1,189 @@
+"""`bulk-sync timeline`: a picture of what the jobs did, read from the audit trail (bulk_sync.job_runs). One lane
+per shop; in it, each job on a row of its own (rows reused once a job is done), with a bar per Shopify operation
+(created to COMPLETED, or to how it ended), per download (COMPLETED to staged) and per import (claimed to done),
+on one time axis. Failed, retried and split jobs are marked where it happened. Plain SVG, no library."""
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from html import escape
+
+import psycopg
+
+from runner import sqlapi
+
+ROWS = """
+    select r.job_id, j.shop, j.entity, r.status, r.from_status, r.to_status, r.created_at, r.message
+    from bulk_sync.job_runs as r
+    join bulk_sync.jobs as j on j.id = r.job_id
+    where (%(shop)s::text is null or j.shop = %(shop)s)
+      and r.job_id in (select job_id from bulk_sync.job_runs where created_at >= %(since)s)
+    order by r.job_id, r.id
+"""
+OPERATION = re.compile(r"gid://shopify/BulkOperation/\d+")
+# A bar lasts while a runner works on the job under a lease, by the task of that state (bulk_sync.job_states)
+BARS = {"poll": "export", "download": "download", "import": "import"}
+COLORS = {"export": "#4e79a7", "download": "#59a14f", "import": "#b07aa1"}
+MARKS = {"failed": "#d62728", "retry": "#ff7f0e", "split": "#17becf"}  # outcomes of steps (job_runs.status)
+LEFT, RIGHT, TOP, ROW, GAP, WIDTH = 70, 20, 64, 9, 3, 1100
+
+
+@dataclass
+class Bar:
+    kind: str  # export, download, import
+    state: str  # the job's state while it lasts
+    start: dt.datetime
+    end: dt.datetime | None = None  # None: still going
+    ok: bool = True
+    note: str = ""
+
+
+@dataclass
+class Job:
+    id: int
+    shop: str
+    entity: str
+    bars: list[Bar] = field(default_factory=list)
+    marks: list[tuple[str, dt.datetime, str]] = field(default_factory=list)  # (failed|retry|split, when, why)
+
+
+def jobs(conn: psycopg.Connection, shop: str | None = None, since: dt.datetime | None = None) -> list[Job]:
+    """The jobs with a step since `since` (all when None), of one shop or all, each with its bars and marks."""
+    states = {s.state: s for s in sqlapi.job_states(conn)}
+    found: dict[int, Job] = {}
+    args = {"shop": shop, "since": since or dt.datetime.min.replace(tzinfo=dt.UTC)}
+    for job_id, code, entity, status, before, after, at, message in conn.execute(ROWS, args):
+        job = found.setdefault(job_id, Job(job_id, code, entity))
+        if after in states:
+            _step(job, status, states.get(before), states[after], at, message or "")
+    return [job for job in found.values() if job.bars or job.marks]
+
+
+def _step(
+    job: Job, outcome: str, before: sqlapi.JobState | None, after: sqlapi.JobState, at: dt.datetime, message: str
+) -> None:
+    """Applies one audit row (a step from state `before` to `after` with its outcome) to the job's bars and marks.
+    A bar ends well when the job moves on: to a later state that is not terminal, or to the one final terminal
+    state that still answers for the window (completed)."""
+    if before != after and before is not None:
+        for bar in job.bars:
+            if bar.end is None and bar.state == before.state:
+                forward = after.position > before.position
+                bar.end, bar.ok = at, forward and (not after.terminal or (after.final and after.covers_window))
+        if after.leased and after.task in BARS:
+            operation = OPERATION.search(message)
+            job.bars.append(Bar(BARS[after.task], after.state, at, note=operation.group(0) if operation else ""))
+    if outcome in MARKS:
+        job.marks.append((outcome, at, message))
+
+
+def _rows(items: list[Job], now: dt.datetime) -> dict[int, int]:
+    """A row in its shop's lane for every job: the first row free when the job begins."""
+    ends: dict[str, list[dt.datetime]] = {}
+    row = {}
+    for job in sorted(items, key=lambda j: min(b.start for b in j.bars) if j.bars else j.marks[0][1]):
+        times = [t for b in job.bars for t in (b.start, b.end or now)] + [m[1] for m in job.marks]
+        begin, finish = min(times), max(times)
+        lane = ends.setdefault(job.shop, [])
+        free = next((i for i, end in enumerate(lane) if end < begin), None)
+        if free is None:
+            lane.append(finish)
+            free = len(lane) - 1
+        lane[free] = finish
+        row[job.id] = free
+    return row
+
+
+def svg(items: list[Job], now: dt.datetime | None = None, title: str = "bulk-sync timeline") -> str:
+    """The jobs drawn as an SVG document."""
+    now = now or dt.datetime.now(dt.UTC)
+    if not items:
+        return _document(WIDTH, 60, [f'<text x="{LEFT}" y="40">{escape(title)}: no jobs in this period</text>'])
+    times = [t for j in items for b in j.bars for t in (b.start, b.end or now)] + [m[1] for j in items for m in j.marks]
+    t0, t1 = min(times), max(times)
+    span = max((t1 - t0).total_seconds(), 1.0)
+    plot = WIDTH - LEFT - RIGHT
+
+    def x(t: dt.datetime) -> float:
+        return LEFT + (t - t0).total_seconds() / span * plot
+
+    rows = _rows(items, now)
+    shops = sorted({j.shop for j in items})
+    lanes, y = {}, TOP
+    for shop in shops:
+        lanes[shop] = y
+        y += (max(rows[j.id] for j in items if j.shop == shop) + 1) * ROW + 2 * GAP + 6
+    height = y + 30
+    operations = sum(1 for j in items for b in j.bars if b.kind == "export")
+    out = [
+        f'<text x="{LEFT}" y="18" font-size="14" font-weight="bold">{escape(title)}</text>',
+        f'<text x="{LEFT}" y="34">{len(items)} jobs, {operations} Shopify operations, {len(shops)} shops; '
+        f"{t0:%Y-%m-%d %H:%M:%S} to {t1:%H:%M:%S} UTC ({span:.0f} s)</text>",
+    ]
+    legend = [*(("bar", k, c) for k, c in COLORS.items()), *(("mark", k, c) for k, c in MARKS.items())]
+    for i, (shape, name, color) in enumerate(legend):
+        lx = LEFT + i * 120
+        if shape == "bar":
+            out.append(f'<rect x="{lx}" y="42" width="18" height="8" fill="{color}"/>')
+        else:
+            out.append(_mark(lx + 9, 46, name, legend=True))
+        out.append(f'<text x="{lx + 24}" y="50">{name}</text>')
+    for shop, top in lanes.items():
+        bottom = top + (max(rows[j.id] for j in items if j.shop == shop) + 1) * ROW + 2 * GAP
+        out.append(f'<rect x="{LEFT}" y="{top}" width="{plot}" height="{bottom - top}" fill="#f4f4f4"/>')
+        out.append(f'<text x="{LEFT - 8}" y="{(top + bottom) / 2 + 4:.1f}" text-anchor="end">{escape(shop)}</text>')
+    out += _axis(t0, span, plot, height - 26)
+    for job in items:
+        top = lanes[job.shop] + GAP + rows[job.id] * ROW
+        for bar in job.bars:
+            left, right = x(bar.start), x(bar.end or now)
+            state = "ok" if bar.ok else "ended badly"
+            state = "still going" if bar.end is None else state
+            tip = (
+                f"job {job.id} {job.entity}: {bar.kind} {state}, {((bar.end or now) - bar.start).total_seconds():.1f} s"
+            )
+            tip += f" ({bar.note})" if bar.note else ""
+            style = "" if bar.ok and bar.end else ' fill-opacity="0.45"'
+            out.append(
+                f'<rect class="{bar.kind}" x="{left:.1f}" y="{top}" width="{max(right - left, 1.0):.1f}" '
+                f'height="{ROW - 2}" fill="{COLORS[bar.kind]}"{style}><title>{escape(tip)}</title></rect>'
+            )
+        for kind, at, why in job.marks:
+            out.append(_mark(x(at), top + (ROW - 2) / 2, kind, f"job {job.id} {job.entity}: {kind}: {why}"))
+    return _document(WIDTH, height, out)
+
+
+def _axis(t0: dt.datetime, span: float, plot: float, y: float) -> list[str]:
+    steps = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400, 604800)
+    step = next((s for s in steps if span / s <= 12), steps[-1])
+    out = [f'<line x1="{LEFT}" y1="{y}" x2="{LEFT + plot}" y2="{y}" stroke="#555"/>']
+    for i in range(int(span // step) + 1):
+        tx = LEFT + i * step / span * plot
+        at = i * step
+        label = f"{at} s" if span < 600 else f"{at // 60} min" if span < 7200 else f"{at // 3600}:{at // 60 % 60:02d} h"
+        out.append(f'<line x1="{tx:.1f}" y1="{y}" x2="{tx:.1f}" y2="{y + 4}" stroke="#555"/>')
+        out.append(f'<text x="{tx:.1f}" y="{y + 16}" text-anchor="middle" fill="#555">{label}</text>')
+    return out
+
+
+def _mark(cx: float, cy: float, kind: str, tip: str = "", legend: bool = False) -> str:
+    title = f"<title>{escape(tip[:300])}</title>" if tip else ""
+    shape = {
+        "failed": f"M{cx - 4:.1f},{cy - 4:.1f} l8,8 m-8,0 l8,-8",
+        "retry": f"M{cx:.1f},{cy - 4:.1f} L{cx + 4:.1f},{cy + 4:.1f} L{cx - 4:.1f},{cy + 4:.1f} Z",
+        "split": f"M{cx:.1f},{cy - 5:.1f} L{cx + 4:.1f},{cy:.1f} L{cx:.1f},{cy + 5:.1f} L{cx - 4:.1f},{cy:.1f} Z",
+    }[kind]
+    paint = f'stroke="{MARKS[kind]}" stroke-width="2" fill="none"' if kind == "failed" else f'fill="{MARKS[kind]}"'
+    return f'<path class="{"legend" if legend else "mark-" + kind}" d="{shape}" {paint}>{title}</path>'
+
+
+def _document(width: float, height: float, body: list[str]) -> str:
+    return "\n".join(
+        [
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:.0f}" '
+            f'viewBox="0 0 {width} {height:.0f}" font-family="Helvetica, Arial, sans-serif" font-size="11">',
+            f'<rect width="{width}" height="{height:.0f}" fill="white"/>',
+            *body,
+            "</svg>\n",
+        ]
+    )
