@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from runner import log, sqlapi, timeline
+from runner.health import HealthServer
 from runner.localpg import LocalCluster, free_port
 from runner.simulator.truth import TABLES
 from runner.simulator.webhooks import domain
@@ -164,10 +165,12 @@ def run(
                 webhooks = WebhookServer(dsn, env, hook_port, "127.0.0.1")
                 webhooks.start()
                 runner = Runner(dsn, env, concurrency=4, name="demo", until_idle=True)
+                health = HealthServer(runner, free_port(), "127.0.0.1").start()
                 worker = threading.Thread(target=runner.run, daemon=True)
                 started = time.monotonic()
                 worker.start()
-                print(f"runners working (step log: {directory / 'runner.log'})\n")
+                print(f"runners working (step log: {directory / 'runner.log'}; "
+                      f"metrics: http://127.0.0.1:{health.port}/metrics)\n")  # fmt: skip
                 # the live view, redrawn in place on a terminal; a line of progress every 3 s elsewhere
                 watch(db, 2 if sys.stdout.isatty() else 3, running=worker.is_alive,
                       wait=lambda s: worker.join(timeout=s), lines=True)  # fmt: skip
@@ -177,6 +180,10 @@ def run(
                 picture.write_text(timeline.svg(drawn, title="bulk-sync demo: the backfill of five shops"))
                 operations = sum(1 for job in drawn for bar in job.bars if bar.kind == "export")
                 print(f"its timeline ({len(drawn)} jobs, {operations} Shopify operations): {picture}")
+                scrape = httpx.get(f"http://127.0.0.1:{health.port}/metrics", timeout=30).text
+                health.stop()
+                (directory / "metrics.txt").write_text(scrape)
+                print(f"the runners' metrics at its end: {directory / 'metrics.txt'}")
                 same = _summary(db, base_url)
                 same &= _keep_current(db, dsn, base_url, env, directory)
                 same &= _deletions(db, dsn, base_url, env)

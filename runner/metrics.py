@@ -53,7 +53,7 @@ class Metrics:
             "expiring, rejected)", ["shop", "reason"], registry=r,
         )  # fmt: skip
         self.claims = Counter(
-            "bulk_sync_claims", "Claims of tasks, by result (task, empty, error)", ["result"], registry=r
+            "bulk_sync_claims", "Claims that succeeded, by result (task, empty)", ["result"], registry=r
         )
         self.last_claim = Gauge(
             "bulk_sync_last_claim_timestamp_seconds", "When a claim last succeeded (Unix time)", registry=r

@@ -62,6 +62,17 @@ def test_demo_live_view_in_a_terminal(tmp_path) -> None:
     assert current.count("equal") == 4
     assert re.match(r" 15 orders, 50 variants; marked by webhook within", deletions), deletions
     assert deletions.count("equal") == 4
+    # the backfill drawn, and the runners' metrics as they ended it
+    picture, metrics = tmp_path / "demo" / "timeline.svg", tmp_path / "demo" / "metrics.txt"
+    drawn = re.search(r"its timeline \((\d+) jobs, (\d+) Shopify operations\): (\S+)", text)
+    assert drawn and drawn.group(3) == str(picture), text[-3000:]
+    assert picture.read_text().count('class="export"') == int(drawn.group(2)) > 0
+    operations_started = sum(
+        float(line.split()[-1])
+        for line in metrics.read_text().splitlines()
+        if line.startswith("bulk_sync_tasks_total{") and 'phase="start"' in line and 'outcome="ok"' in line
+    )
+    assert operations_started == int(drawn.group(2))
 
 
 def test_status_and_jobs_in_the_middle_of_a_backfill(db: psycopg.Connection, dsn: str) -> None:
