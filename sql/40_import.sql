@@ -255,37 +255,52 @@ begin
 end;
 $$;
 
--- Writes the batch's orders and records the winners in pg_temp.bulk_sync_won: without p_upsert only those not
--- stored yet (a plain insert), with it those not already won, newer or equal updated_at winning. Returns how many.
-create or replace function bulk_sync.upsert_orders(p_job bulk_sync.jobs, p_upsert boolean) returns integer
+-- Writes the batch's latest valid objects of kind p_kind into shopify.<p_table> and records the winners in
+-- pg_temp.bulk_sync_won; returns how many. Without p_upsert only ids not stored yet, with a plain insert; with it the
+-- ids not already won, through p_conflict (the stored row is t). p_values reads gid and doc, and $1 (the shop), $2
+-- (the job) and $3 (when its export started).
+create or replace function bulk_sync.write_latest(
+    p_job bulk_sync.jobs, p_upsert boolean, p_kind text, p_table text, p_columns text, p_values text, p_conflict text
+) returns integer
 language plpgsql as $$
 declare
     v_count integer;
 begin
-    execute '
-    with latest as (
-        select gid, doc from pg_temp.bulk_sync_batch as b
-        where reason is null and kind = ''Order'' and latest and '
-        || case when p_upsert then 'not exists (select from pg_temp.bulk_sync_won as w where w.gid = b.gid)'
-                else 'not exists (select from shopify.orders as o where o.id = b.gid)' end || '
-    ),
-    upserted as (
-        insert into shopify.orders as o (
-            id, shop, name, created_at, updated_at, processed_at, cancelled_at, cancel_reason, currency,
-            subtotal_price, current_subtotal_price, total_price, current_total_price, total_tax, total_refunded,
-            financial_status, fulfillment_status, customer_id, email, note, raw, import_job, imported_at
-        )
-        select gid, $1, doc ->> ''name'', (doc ->> ''createdAt'')::timestamptz,
-               (doc ->> ''updatedAt'')::timestamptz, (doc ->> ''processedAt'')::timestamptz,
-               (doc ->> ''cancelledAt'')::timestamptz, doc ->> ''cancelReason'',
-               coalesce(doc ->> ''currencyCode'', doc -> ''totalPriceSet'' -> ''shopMoney'' ->> ''currencyCode''),
-               bulk_sync.amount(doc -> ''subtotalPriceSet''), bulk_sync.amount(doc -> ''currentSubtotalPriceSet''),
-               bulk_sync.amount(doc -> ''totalPriceSet''), bulk_sync.amount(doc -> ''currentTotalPriceSet''),
-               bulk_sync.amount(doc -> ''totalTaxSet''), bulk_sync.amount(doc -> ''totalRefundedSet''),
-               doc ->> ''displayFinancialStatus'', doc ->> ''displayFulfillmentStatus'', doc -> ''customer'' ->> ''id'',
-               doc ->> ''email'', doc ->> ''note'', doc, $2, now()
-        from latest'
-        || case when p_upsert then '
+    execute format(
+        'with latest as (
+             select gid, doc from pg_temp.bulk_sync_batch as b
+             where reason is null and kind = %L and latest and not exists (%s)
+         ),
+         written as (insert into shopify.%I as t (%s) select %s from latest %s returning t.id)
+         insert into pg_temp.bulk_sync_won (gid) select id from written',
+        p_kind,
+        case when p_upsert then 'select from pg_temp.bulk_sync_won as w where w.gid = b.gid'
+             else format('select from shopify.%I as s where s.id = b.gid', p_table) end,
+        p_table, p_columns, p_values, case when p_upsert then p_conflict else '' end
+    ) using p_job.shop, p_job.id, p_job.operation_started_at;
+    get diagnostics v_count = row_count;
+    return v_count;
+end;
+$$;
+
+-- Writes the batch's orders (bulk_sync.write_latest), newer or equal updated_at winning; returns how many won.
+create or replace function bulk_sync.upsert_orders(p_job bulk_sync.jobs, p_upsert boolean) returns integer
+language sql as $$
+    select bulk_sync.write_latest(p_job, p_upsert, 'Order', 'orders',
+        'id, shop, name, created_at, updated_at, processed_at, cancelled_at, cancel_reason, currency, subtotal_price,
+         current_subtotal_price, total_price, current_total_price, total_tax, total_refunded, financial_status,
+         fulfillment_status, customer_id, email, note, raw, import_job, imported_at',
+        $values$
+        gid, $1, doc ->> 'name', (doc ->> 'createdAt')::timestamptz, (doc ->> 'updatedAt')::timestamptz,
+        (doc ->> 'processedAt')::timestamptz, (doc ->> 'cancelledAt')::timestamptz, doc ->> 'cancelReason',
+        coalesce(doc ->> 'currencyCode', doc -> 'totalPriceSet' -> 'shopMoney' ->> 'currencyCode'),
+        bulk_sync.amount(doc -> 'subtotalPriceSet'), bulk_sync.amount(doc -> 'currentSubtotalPriceSet'),
+        bulk_sync.amount(doc -> 'totalPriceSet'), bulk_sync.amount(doc -> 'currentTotalPriceSet'),
+        bulk_sync.amount(doc -> 'totalTaxSet'), bulk_sync.amount(doc -> 'totalRefundedSet'),
+        doc ->> 'displayFinancialStatus', doc ->> 'displayFulfillmentStatus', doc -> 'customer' ->> 'id',
+        doc ->> 'email', doc ->> 'note', doc, $2, now()
+        $values$,
+        $conflict$
         on conflict (id) do update
            set shop = excluded.shop, name = excluded.name, created_at = excluded.created_at,
                updated_at = excluded.updated_at, processed_at = excluded.processed_at,
@@ -298,15 +313,9 @@ begin
                email = excluded.email, note = excluded.note, raw = excluded.raw,
                import_job = excluded.import_job, imported_at = excluded.imported_at,
                -- alive again only in an export that started after the deletion was learnt of
-               deleted_at = case when o.deleted_at > $3 then o.deleted_at end
-         where coalesce(o.updated_at, ''-infinity'') <= coalesce(excluded.updated_at, ''-infinity'')' else '' end || '
-        returning o.id
-    )
-    insert into pg_temp.bulk_sync_won (gid) select id from upserted'
-    using p_job.shop, p_job.id, p_job.operation_started_at;
-    get diagnostics v_count = row_count;
-    return v_count;
-end;
+               deleted_at = case when t.deleted_at > $3 then t.deleted_at end
+         where coalesce(t.updated_at, '-infinity') <= coalesce(excluded.updated_at, '-infinity')
+        $conflict$);
 $$;
 
 -- Replaces the refunds of the batch's winning orders with their inline lists (p_won: winners already decided).
@@ -423,40 +432,26 @@ begin
 end;
 $$;
 
--- Writes the batch's variants and records the winners in pg_temp.bulk_sync_won: without p_upsert only those not
--- stored yet (a plain insert), with it those not already won, newer or equal updated_at winning.
-create or replace function bulk_sync.upsert_skus(p_job bulk_sync.jobs, p_upsert boolean) returns void
-language plpgsql as $$
-begin
-    execute '
-    with latest as (
-        select gid, doc from pg_temp.bulk_sync_batch as b
-        where reason is null and kind = ''ProductVariant'' and latest and '
-        || case when p_upsert then 'not exists (select from pg_temp.bulk_sync_won as w where w.gid = b.gid)'
-                else 'not exists (select from shopify.skus as s where s.id = b.gid)' end || '
-    ),
-    upserted as (
-        insert into shopify.skus as s (
-            id, shop, sku, title, product_id, product_title, price, inventory_quantity, updated_at, raw, import_job,
-            imported_at
-        )
-        select gid, $1, doc ->> ''sku'', doc ->> ''title'', doc -> ''product'' ->> ''id'',
-               doc -> ''product'' ->> ''title'', (doc ->> ''price'')::numeric, (doc ->> ''inventoryQuantity'')::integer,
-               (doc ->> ''updatedAt'')::timestamptz, doc, $2, now()
-        from latest'
-        || case when p_upsert then '
+-- Writes the batch's variants (bulk_sync.write_latest), newer or equal updated_at winning; returns how many won.
+create or replace function bulk_sync.upsert_skus(p_job bulk_sync.jobs, p_upsert boolean) returns integer
+language sql as $$
+    select bulk_sync.write_latest(p_job, p_upsert, 'ProductVariant', 'skus',
+        'id, shop, sku, title, product_id, product_title, price, inventory_quantity, updated_at, raw, import_job,
+         imported_at',
+        $values$
+        gid, $1, doc ->> 'sku', doc ->> 'title', doc -> 'product' ->> 'id', doc -> 'product' ->> 'title',
+        (doc ->> 'price')::numeric, (doc ->> 'inventoryQuantity')::integer, (doc ->> 'updatedAt')::timestamptz, doc,
+        $2, now()
+        $values$,
+        $conflict$
         on conflict (id) do update
            set shop = excluded.shop, sku = excluded.sku, title = excluded.title, product_id = excluded.product_id,
                product_title = excluded.product_title, price = excluded.price,
                inventory_quantity = excluded.inventory_quantity, updated_at = excluded.updated_at, raw = excluded.raw,
                import_job = excluded.import_job, imported_at = excluded.imported_at,
-               deleted_at = case when s.deleted_at > $3 then s.deleted_at end
-         where coalesce(s.updated_at, ''-infinity'') <= coalesce(excluded.updated_at, ''-infinity'')' else '' end || '
-        returning s.id
-    )
-    insert into pg_temp.bulk_sync_won (gid) select id from upserted'
-    using p_job.shop, p_job.id, p_job.operation_started_at;
-end;
+               deleted_at = case when t.deleted_at > $3 then t.deleted_at end
+         where coalesce(t.updated_at, '-infinity') <= coalesce(excluded.updated_at, '-infinity')
+        $conflict$);
 $$;
 
 -- Ends an import: completed when every line is imported or quarantined and the count is Shopify's, else failed.
