@@ -1,5 +1,5 @@
 """`python -m bench [--quick]` (make bench, make bench-quick): every benchmark in turn, then one table of their figures.
-The full run takes about 25 minutes on 2 cores; --quick runs each on less data (about 5 minutes) for a first look."""
+The full run takes 25 to 30 minutes on 2 cores; --quick runs each on less data (about 5 minutes) for a first look."""
 
 import argparse
 import importlib
