@@ -257,10 +257,10 @@ $$;
 
 -- Writes the batch's latest valid objects of kind p_kind into shopify.<p_table> and records the winners in
 -- pg_temp.bulk_sync_won; returns how many. Without p_upsert only ids not stored yet, with a plain insert; with it the
--- ids not already won, through p_conflict (the stored row is t). p_values reads gid and doc, and $1 (the shop), $2
--- (the job) and $3 (when its export started).
+-- ids not already won, replacing (p_set) a stored row whose updated_at is not newer. p_values reads gid and doc, and
+-- $1 (the shop) and $2 (the job).
 create or replace function bulk_sync.write_latest(
-    p_job bulk_sync.jobs, p_upsert boolean, p_kind text, p_table text, p_columns text, p_values text, p_conflict text
+    p_job bulk_sync.jobs, p_upsert boolean, p_kind text, p_table text, p_columns text, p_values text, p_set text
 ) returns integer
 language plpgsql as $$
 declare
@@ -276,7 +276,13 @@ begin
         p_kind,
         case when p_upsert then 'select from pg_temp.bulk_sync_won as w where w.gid = b.gid'
              else format('select from shopify.%I as s where s.id = b.gid', p_table) end,
-        p_table, p_columns, p_values, case when p_upsert then p_conflict else '' end
+        p_table, p_columns, p_values,
+        case when p_upsert then format(
+            'on conflict (id) do update set %s,
+                 -- alive again only in an export that started after the deletion was learnt of
+                 deleted_at = case when t.deleted_at > $3 then t.deleted_at end
+             where coalesce(t.updated_at, ''-infinity'') <= coalesce(excluded.updated_at, ''-infinity'')', p_set)
+        else '' end
     ) using p_job.shop, p_job.id, p_job.operation_started_at;
     get diagnostics v_count = row_count;
     return v_count;
@@ -300,22 +306,15 @@ language sql as $$
         doc ->> 'displayFinancialStatus', doc ->> 'displayFulfillmentStatus', doc -> 'customer' ->> 'id',
         doc ->> 'email', doc ->> 'note', doc, $2, now()
         $values$,
-        $conflict$
-        on conflict (id) do update
-           set shop = excluded.shop, name = excluded.name, created_at = excluded.created_at,
-               updated_at = excluded.updated_at, processed_at = excluded.processed_at,
-               cancelled_at = excluded.cancelled_at, cancel_reason = excluded.cancel_reason,
-               currency = excluded.currency, subtotal_price = excluded.subtotal_price,
-               current_subtotal_price = excluded.current_subtotal_price, total_price = excluded.total_price,
-               current_total_price = excluded.current_total_price, total_tax = excluded.total_tax,
-               total_refunded = excluded.total_refunded, financial_status = excluded.financial_status,
-               fulfillment_status = excluded.fulfillment_status, customer_id = excluded.customer_id,
-               email = excluded.email, note = excluded.note, raw = excluded.raw,
-               import_job = excluded.import_job, imported_at = excluded.imported_at,
-               -- alive again only in an export that started after the deletion was learnt of
-               deleted_at = case when t.deleted_at > $3 then t.deleted_at end
-         where coalesce(t.updated_at, '-infinity') <= coalesce(excluded.updated_at, '-infinity')
-        $conflict$);
+        'shop = excluded.shop, name = excluded.name, created_at = excluded.created_at, updated_at = excluded.updated_at,
+         processed_at = excluded.processed_at, cancelled_at = excluded.cancelled_at,
+         cancel_reason = excluded.cancel_reason, currency = excluded.currency, subtotal_price = excluded.subtotal_price,
+         current_subtotal_price = excluded.current_subtotal_price, total_price = excluded.total_price,
+         current_total_price = excluded.current_total_price, total_tax = excluded.total_tax,
+         total_refunded = excluded.total_refunded, financial_status = excluded.financial_status,
+         fulfillment_status = excluded.fulfillment_status, customer_id = excluded.customer_id, email = excluded.email,
+         note = excluded.note, raw = excluded.raw, import_job = excluded.import_job, imported_at = excluded.imported_at'
+    );
 $$;
 
 -- Replaces the refunds of the batch's winning orders with their inline lists (p_won: winners already decided).
@@ -443,15 +442,11 @@ language sql as $$
         (doc ->> 'price')::numeric, (doc ->> 'inventoryQuantity')::integer, (doc ->> 'updatedAt')::timestamptz, doc,
         $2, now()
         $values$,
-        $conflict$
-        on conflict (id) do update
-           set shop = excluded.shop, sku = excluded.sku, title = excluded.title, product_id = excluded.product_id,
-               product_title = excluded.product_title, price = excluded.price,
-               inventory_quantity = excluded.inventory_quantity, updated_at = excluded.updated_at, raw = excluded.raw,
-               import_job = excluded.import_job, imported_at = excluded.imported_at,
-               deleted_at = case when t.deleted_at > $3 then t.deleted_at end
-         where coalesce(t.updated_at, '-infinity') <= coalesce(excluded.updated_at, '-infinity')
-        $conflict$);
+        'shop = excluded.shop, sku = excluded.sku, title = excluded.title, product_id = excluded.product_id,
+         product_title = excluded.product_title, price = excluded.price, inventory_quantity = excluded.inventory_quantity,
+         updated_at = excluded.updated_at, raw = excluded.raw, import_job = excluded.import_job,
+         imported_at = excluded.imported_at'
+    );
 $$;
 
 -- Ends an import: completed when every line is imported or quarantined and the count is Shopify's, else failed.
