@@ -162,6 +162,9 @@ def run(seed: int, days: int, orders_per_day: int) -> dict:
                 adopted = db.execute(
                     "select count(*) from bulk_sync.job_runs where phase = 'start' and message like '%adopted%'"
                 ).fetchone()[0]
+                restaged = db.execute(  # staging is unlogged: the restart empties it, and the import downloads again
+                    "select count(*) from bulk_sync.job_runs where message like 'staged lines lost%'"
+                ).fetchone()[0]
             text = log.read_text()
     finally:
         for r in runners:
@@ -188,7 +191,7 @@ def run(seed: int, days: int, orders_per_day: int) -> dict:
         "postgres_restarts": restarts, "faults": faults, "rows_verified": rows, **lost,
         "operations": sum(s["operations_started"] for s in stats["shops"].values()),
         "lost_starts": faults.get("lost_start_report", 0), "adopted": adopted, "duplicate_starts": duplicates,
-        "mismatched_tables": mismatched, "checks": checks,
+        "downloaded_again_after_the_restart": restaged, "mismatched_tables": mismatched, "checks": checks,
     }  # fmt: skip
 
 

@@ -31,6 +31,7 @@ class Task(TypedDict):
     query: NotRequired[str | None]
     export_url: NotRequired[str | None]
     adopt_since: NotRequired[str | None]
+    attempt: NotRequired[int]  # cancel: how many were tried before
 
 
 class Tick(TypedDict):
@@ -124,6 +125,10 @@ def report_download_finished(db: Connection, job_id: int, fence: int, lines: int
 
 def report_download_failed(db: Connection, job_id: int, fence: int, reason: str, url_expired: bool = False) -> bool:
     return _one(db, "select bulk_sync.report_download_failed(%s, %s, %s, %s)", (job_id, fence, reason, url_expired))
+
+
+def report_cancel_failed(db: Connection, job_id: int, operation_id: str, attempt: int, reason: str) -> bool:
+    return _one(db, "select bulk_sync.report_cancel_failed(%s, %s, %s, %s)", (job_id, operation_id, attempt, reason))
 
 
 def report_transient_error(db: Connection, job_id: int, fence: int, reason: str) -> bool:

@@ -220,7 +220,11 @@ class Runner:
                 sqlapi.import_job(db, job_id, fence)
                 detail = self._imported(db, task)
             elif kind == "cancel":
-                client.cancel(task["operation_id"])
+                try:
+                    client.cancel(task["operation_id"])
+                except (Throttled, Transient) as exc:  # no job waits on it (no fence to report on): ask again later
+                    outcome, detail = "transient", str(exc)
+                    sqlapi.report_cancel_failed(db, job_id, task["operation_id"], task.get("attempt", 0), str(exc))
         except Throttled as exc:
             outcome, detail = "throttled", str(exc)
             self.metrics.waited(task["shop"], "throttled", min(exc.wait, 3600.0))

@@ -105,12 +105,18 @@ begin
 end;
 $$;
 
--- Asks runners to cancel a Shopify operation nobody waits for any more (best effort, no lease, no report).
-create or replace function bulk_sync.send_cancel(p_job_id bigint, p_operation_id text) returns bigint
+-- Asks runners to cancel a Shopify operation nobody waits for any more (no lease; a cancel Shopify did not take is
+-- asked again, bulk_sync.report_cancel_failed); p_attempt: how many were tried before.
+create or replace function bulk_sync.send_cancel(
+    p_job_id bigint, p_operation_id text, p_attempt integer default 0, p_delay interval default '0 s'
+) returns bigint
 language plpgsql as $$
 begin
     return pgmq.send(
-        'bulk_sync', jsonb_build_object('job_id', p_job_id, 'task', 'cancel', 'fence', 0, 'operation_id', p_operation_id)
+        'bulk_sync',
+        jsonb_build_object('job_id', p_job_id, 'task', 'cancel', 'fence', 0, 'operation_id', p_operation_id,
+                           'attempt', p_attempt),
+        ceil(extract(epoch from greatest(p_delay, '0 s')))::integer
     );
 end;
 $$;

@@ -296,7 +296,8 @@ begin
     if v_task = 'cancel' and p_message ->> 'operation_id' ~ '^gid://shopify/BulkOperation/[0-9]+$' then
         -- Best effort, whatever the job does now: ask Shopify to stop an operation nobody waits for.
         return jsonb_build_object('job_id', v_job.id, 'task', v_task, 'fence', v_job.fence, 'shop', v_job.shop,
-                                  'operation_id', p_message ->> 'operation_id')
+                                  'operation_id', p_message ->> 'operation_id',
+                                  'attempt', coalesce(bulk_sync.json_bigint(p_message -> 'attempt'), 0))
                || bulk_sync.shop_endpoint(v_job.shop);
     end if;
     -- The state whose task this is (an import is taken in ready_to_import and done in importing).

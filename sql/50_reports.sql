@@ -249,3 +249,33 @@ language sql
 security definer set search_path = pg_catalog, pg_temp as $$
     select bulk_sync.report_failure(p_job_id, p_fence, bulk_sync.states('leased'), 'fatal', null, p_reason, true);
 $$;
+
+-- A cancel Shopify did not take (no answer, 5xx, throttled): asked again after backoff until max_attempts cancels
+-- were tried, each audited; false when given up. Cancels are not fenced: the job ended when its operation was
+-- abandoned.
+create or replace function bulk_sync.report_cancel_failed(
+    p_job_id bigint, p_operation_id text, p_attempt integer, p_reason text
+) returns boolean
+language plpgsql
+security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_job bulk_sync.jobs;
+    v_next integer := greatest(coalesce(p_attempt, 0), 0) + 1;
+    v_delay interval := bulk_sync.backoff(v_next);
+    v_again boolean := v_next < (bulk_sync.get_settings()).max_attempts;
+begin
+    select * into v_job from bulk_sync.jobs where id = p_job_id;
+    if not found or coalesce(p_operation_id, '') !~ '^gid://shopify/BulkOperation/[0-9]+$' then
+        raise exception 'no operation % of job % to cancel', p_operation_id, p_job_id using errcode = 'BS009';
+    end if;
+    if v_again then
+        perform bulk_sync.send_cancel(v_job.id, p_operation_id, v_next, v_delay);
+    end if;
+    perform bulk_sync.audit(v_job.id, 'cancel', case when v_again then 'retry' else 'failed' end,
+        v_job.status, v_job.status, v_job.fence,
+        format('cancel of %s failed (%s); %s', p_operation_id, bulk_sync.require_text(p_reason, 'p_reason'),
+               case when v_again then format('again in %s s', round(extract(epoch from v_delay)::numeric, 1))
+                    else format('given up after %s tries', v_next) end));
+    return v_again;
+end;
+$$;

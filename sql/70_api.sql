@@ -190,7 +190,7 @@ begin
 end;
 $$;
 
--- Cancels one live job; an operation running on Shopify for it gets a best-effort cancel task.
+-- Cancels one live job; an operation running on Shopify for it gets a cancel task.
 create or replace function bulk_sync.cancel(p_job bulk_sync.jobs) returns bulk_sync.jobs
 language plpgsql as $$
 begin

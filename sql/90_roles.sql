@@ -81,6 +81,7 @@ bulk_sync.report_download_finished(bigint, bigint, bigint, bigint),
 bulk_sync.report_download_failed(bigint, bigint, text, boolean),
 bulk_sync.report_transient_error(bigint, bigint, text),
 bulk_sync.report_fatal_error(bigint, bigint, text),
+bulk_sync.report_cancel_failed(bigint, text, integer, text),
 bulk_sync.webhook_finished(text, text, text),
 bulk_sync.webhook_deleted(text, text, text, jsonb)
 to bulk_sync_runner;
