@@ -86,8 +86,8 @@ def import_job(db: Connection, job_id: int, fence: int) -> None:
     db.execute("call bulk_sync.import(%s, %s)", (job_id, fence))
 
 
-def import_outcome(db: Connection, job_id: int) -> tuple[str, str, int, int] | None:
-    """(status, entity, lines processed, lines quarantined) of the job, or None when there is no such job."""
+def import_outcome(db: Connection, job_id: int) -> tuple[str, str, int, int, int] | None:
+    """(status, entity, lines processed, lines quarantined, fence) of the job, or None when there is no such job."""
     return db.execute("select * from bulk_sync.import_outcome(%s)", (job_id,)).fetchone()
 
 

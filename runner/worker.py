@@ -269,7 +269,9 @@ class Runner:
         found = sqlapi.import_outcome(db, task["job_id"])
         if found is None:
             return "job gone"
-        status, entity, lines, rejected = found
+        status, entity, lines, rejected, fence = found
+        if fence > task["fence"] + 1:  # the import ends with one step past the task's fence: another caller's did
+            status = "stale"
         self.metrics.imports.labels(task["shop"], entity, status).inc()
         if status == "completed":
             self.metrics.import_lines.labels(task["shop"], entity).inc(lines)

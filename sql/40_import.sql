@@ -561,12 +561,15 @@ begin
 end;
 $$;
 
--- Where a job's import left it: its status, entity and lines processed and quarantined (for the runner's metrics).
+-- Where a job's import left it, for the runner's metrics: its status, entity, lines processed and quarantined, and
+-- its fence (one past the import task's when that import ended the job's importing; more when another did).
 create or replace function bulk_sync.import_outcome(p_job_id bigint)
-returns table (status text, entity text, lines_processed bigint, lines_rejected bigint)
+returns table (status text, entity text, lines_processed bigint, lines_rejected bigint, fence bigint)
 language sql stable
 security definer set search_path = pg_catalog, pg_temp as $$
-    select j.status, j.entity, j.lines_processed, j.lines_rejected from bulk_sync.jobs as j where j.id = p_job_id;
+    select j.status, j.entity, j.lines_processed, j.lines_rejected, j.fence
+    from bulk_sync.jobs as j
+    where j.id = p_job_id;
 $$;
 
 -- Imports a whole job, one committed batch at a time (CALL it outside a transaction block). Resumes where the
