@@ -232,17 +232,8 @@ $$;
 create or replace function bulk_sync.import_orders(p_job bulk_sync.jobs) returns void
 language plpgsql as $$
 declare
-    v_replaced integer;
+    v_replaced integer := bulk_sync.upsert_orders(p_job);
 begin
-    -- Most orders of a backfill are new: a plain insert of those first (an upsert's speculative insertion costs
-    -- about a fifth more per row), then the upsert of the rest. Should a concurrent import insert one of them in
-    -- between, the insert is undone whole and the upsert takes every order.
-    begin
-        perform bulk_sync.upsert_orders(p_job, false);
-    exception when unique_violation then
-        null;
-    end;
-    v_replaced := bulk_sync.upsert_orders(p_job, true);
     perform bulk_sync.record_roots(p_job);
     -- The winners' children are replaced as a set: what this export no longer has disappears. A new order has no
     -- line items yet (their foreign key), so only a batch that replaced stored orders looks for them.
@@ -255,18 +246,15 @@ begin
 end;
 $$;
 
--- Writes the batch's latest valid objects of kind p_kind into shopify.<p_table> and records the winners in
--- pg_temp.bulk_sync_won; returns how many. Without p_upsert only ids not stored yet, with a plain insert; with it the
--- ids not already won, replacing (p_set) a stored row whose updated_at is not newer. p_values reads gid and doc, and
--- $1 (the shop) and $2 (the job).
-create or replace function bulk_sync.write_latest(
-    p_job bulk_sync.jobs, p_upsert boolean, p_kind text, p_table text, p_columns text, p_values text, p_set text
-) returns integer
-language plpgsql as $$
-declare
-    v_count integer;
-begin
-    execute format(
+-- The statement that writes the batch's latest valid objects of kind p_kind into shopify.<p_table> and records
+-- them in pg_temp.bulk_sync_won: without p_upsert, a plain insert of the ids not stored yet; with it, the ids not
+-- already written, replacing (p_set) a stored row whose updated_at is not newer. p_values reads gid and doc, and $1
+-- (the shop), $2 (the job) and $3 (when its export started).
+create or replace function bulk_sync.write_latest_sql(
+    p_upsert boolean, p_kind text, p_table text, p_columns text, p_values text, p_set text
+) returns text
+language sql immutable as $$
+    select format(
         'with latest as (
              select gid, doc from pg_temp.bulk_sync_batch as b
              where reason is null and kind = %L and latest and not exists (%s)
@@ -283,16 +271,38 @@ begin
                  deleted_at = case when t.deleted_at > $3 then t.deleted_at end
              where coalesce(t.updated_at, ''-infinity'') <= coalesce(excluded.updated_at, ''-infinity'')', p_set)
         else '' end
-    ) using p_job.shop, p_job.id, p_job.operation_started_at;
+    );
+$$;
+
+-- Writes the batch's latest valid objects of a kind (bulk_sync.write_latest_sql) and records the winners in
+-- pg_temp.bulk_sync_won; returns how many the upsert wrote (stored objects replaced). Most objects of a backfill are
+-- new: a plain insert of those first (an upsert's speculative insertion costs about a fifth more per row), then the
+-- upsert of the rest. Should a concurrent import store one of them meanwhile, the insert is undone whole and the
+-- upsert takes them all.
+create or replace function bulk_sync.write_latest(
+    p_job bulk_sync.jobs, p_kind text, p_table text, p_columns text, p_values text, p_set text
+) returns integer
+language plpgsql as $$
+declare
+    v_count integer;
+begin
+    begin
+        execute bulk_sync.write_latest_sql(false, p_kind, p_table, p_columns, p_values, p_set)
+        using p_job.shop, p_job.id, p_job.operation_started_at;
+    exception when unique_violation then
+        null;
+    end;
+    execute bulk_sync.write_latest_sql(true, p_kind, p_table, p_columns, p_values, p_set)
+    using p_job.shop, p_job.id, p_job.operation_started_at;
     get diagnostics v_count = row_count;
     return v_count;
 end;
 $$;
 
--- Writes the batch's orders (bulk_sync.write_latest), newer or equal updated_at winning; returns how many won.
-create or replace function bulk_sync.upsert_orders(p_job bulk_sync.jobs, p_upsert boolean) returns integer
+-- Writes the batch's orders (bulk_sync.write_latest); returns how many stored orders they replaced.
+create or replace function bulk_sync.upsert_orders(p_job bulk_sync.jobs) returns integer
 language sql as $$
-    select bulk_sync.write_latest(p_job, p_upsert, 'Order', 'orders',
+    select bulk_sync.write_latest(p_job, 'Order', 'orders',
         'id, shop, name, created_at, updated_at, processed_at, cancelled_at, cancel_reason, currency, subtotal_price,
          current_subtotal_price, total_price, current_total_price, total_tax, total_refunded, financial_status,
          fulfillment_status, customer_id, email, note, raw, import_job, imported_at',
@@ -415,13 +425,7 @@ $$;
 create or replace function bulk_sync.import_skus(p_job bulk_sync.jobs) returns void
 language plpgsql as $$
 begin
-    -- New variants with a plain insert first, then the upsert of the rest, as for orders (import_orders).
-    begin
-        perform bulk_sync.upsert_skus(p_job, false);
-    exception when unique_violation then
-        null;
-    end;
-    perform bulk_sync.upsert_skus(p_job, true);
+    perform bulk_sync.upsert_skus(p_job);
     -- Every variant the snapshot holds, won or not: the ones it lacks are deleted when it completes.
     insert into bulk_sync.import_roots (job_id, gid, accepted)
     select p_job.id, gid, true
@@ -431,10 +435,10 @@ begin
 end;
 $$;
 
--- Writes the batch's variants (bulk_sync.write_latest), newer or equal updated_at winning; returns how many won.
-create or replace function bulk_sync.upsert_skus(p_job bulk_sync.jobs, p_upsert boolean) returns integer
+-- Writes the batch's variants (bulk_sync.write_latest); returns how many stored variants they replaced.
+create or replace function bulk_sync.upsert_skus(p_job bulk_sync.jobs) returns integer
 language sql as $$
-    select bulk_sync.write_latest(p_job, p_upsert, 'ProductVariant', 'skus',
+    select bulk_sync.write_latest(p_job, 'ProductVariant', 'skus',
         'id, shop, sku, title, product_id, product_title, price, inventory_quantity, updated_at, raw, import_job,
          imported_at',
         $values$
