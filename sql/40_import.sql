@@ -530,9 +530,6 @@ begin
     if v_job is null then
         return 'stale';
     end if;
-    if v_job.lines_processed < v_job.lines_total and not exists (select from bulk_sync.staging where job_id = v_job.id) then
-        return bulk_sync.restage(v_job);
-    end if;
     v_count := bulk_sync.stage_batch(v_job, v_s.import_batch_size);
     if v_count > 0 then
         if v_job.entity = 'orders' then
@@ -560,6 +557,10 @@ begin
     end if;
     if v_count > 0 and v_job.lines_processed < coalesce(v_job.lines_total, 0) then
         return 'more';
+    end if;
+    -- Nothing left to read before the last line: lost in a crash (all of it), or a bug (finish_import fails the job).
+    if v_job.lines_processed < v_job.lines_total and not exists (select from bulk_sync.staging where job_id = v_job.id) then
+        return bulk_sync.restage(v_job);
     end if;
     return bulk_sync.finish_import(v_job);
 end;
