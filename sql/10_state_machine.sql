@@ -90,16 +90,17 @@ $$;
 -- Messages use only what pgmq 1.4.4 has (Supabase's on PostgreSQL 15): send(text, jsonb, integer), a delay in
 -- whole seconds (the timestamptz form came with 1.5.0). Delays are rounded up, never sooner.
 
--- Sends one task message {job_id, task, fence} to the runners' queue, visible after p_delay (whole seconds, up).
+-- Sends one task message {job_id, task, fence} (and p_more's fields) to the runners' queue, visible after p_delay
+-- (whole seconds, up).
 create or replace function bulk_sync.send(
-    p_job_id bigint, p_task text, p_fence bigint, p_delay interval default '0 s'
+    p_job_id bigint, p_task text, p_fence bigint, p_delay interval default '0 s', p_more jsonb default '{}'
 )
 returns bigint
 language plpgsql as $$
 begin
     return pgmq.send(
         'bulk_sync',
-        jsonb_build_object('job_id', p_job_id, 'task', p_task, 'fence', p_fence),
+        jsonb_build_object('job_id', p_job_id, 'task', p_task, 'fence', p_fence) || p_more,
         ceil(extract(epoch from greatest(p_delay, '0 s')))::integer
     );
 end;
@@ -110,15 +111,9 @@ $$;
 create or replace function bulk_sync.send_cancel(
     p_job_id bigint, p_operation_id text, p_attempt integer default 0, p_delay interval default '0 s'
 ) returns bigint
-language plpgsql as $$
-begin
-    return pgmq.send(
-        'bulk_sync',
-        jsonb_build_object('job_id', p_job_id, 'task', 'cancel', 'fence', 0, 'operation_id', p_operation_id,
-                           'attempt', p_attempt),
-        ceil(extract(epoch from greatest(p_delay, '0 s')))::integer
-    );
-end;
+language sql as $$
+    select bulk_sync.send(p_job_id, 'cancel', 0, p_delay,
+                          jsonb_build_object('operation_id', p_operation_id, 'attempt', p_attempt));
 $$;
 
 -- Returns p_value; raises BS009 unless it is a non-empty text.
