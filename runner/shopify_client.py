@@ -163,17 +163,17 @@ class ShopifyClient:
 
     def _post(self, token: str, query: str, variables: dict) -> httpx.Response:
         headers = {"X-Shopify-Access-Token": token, "Content-Type": "application/json"}
-        started = time.monotonic()
+        started, status = time.monotonic(), None
         try:
             response = self._http.post(self.endpoint, json={"query": query, "variables": variables}, headers=headers)
+            status = response.status_code
+            return response
         except httpx.TimeoutException:
-            self._on_request(None, time.monotonic() - started)
             raise Transient("Shopify did not answer in time") from None
         except httpx.TransportError as exc:
-            self._on_request(None, time.monotonic() - started)
             raise Transient(f"connection to Shopify failed ({type(exc).__name__})") from None
-        self._on_request(response.status_code, time.monotonic() - started)
-        return response
+        finally:
+            self._on_request(status, time.monotonic() - started)
 
     def run_query(self, bulk_query: str) -> str:
         """Starts a bulk operation; returns its id."""
