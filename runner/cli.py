@@ -83,8 +83,7 @@ def _timeline(args: argparse.Namespace) -> int:
     with connect(args.database_url, autocommit=True) as conn:
         jobs = timeline.jobs(conn, args.shop, args.since)
     Path(args.out).write_text(timeline.svg(jobs))
-    bars = sum(1 for job in jobs for bar in job.bars if bar.kind == "export")
-    print(f"wrote {args.out}: {len(jobs)} jobs, {bars} Shopify operations")
+    print(f"wrote {args.out}: {len(jobs)} jobs, {timeline.operations(jobs)} Shopify operations")
     return 0
 
 

@@ -178,8 +178,7 @@ def run(
                 picture = picture or directory / "timeline.svg"
                 drawn = timeline.jobs(db, since=queued_at)
                 picture.write_text(timeline.svg(drawn, title="bulk-sync demo: the backfill of five shops"))
-                operations = sum(1 for job in drawn for bar in job.bars if bar.kind == "export")
-                print(f"its timeline ({len(drawn)} jobs, {operations} Shopify operations): {picture}")
+                print(f"its timeline ({len(drawn)} jobs, {timeline.operations(drawn)} Shopify operations): {picture}")
                 scrape = httpx.get(f"http://127.0.0.1:{health.port}/metrics", timeout=30).text
                 health.stop()
                 (directory / "metrics.txt").write_text(scrape)

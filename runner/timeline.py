@@ -46,6 +46,16 @@ class Job:
     bars: list[Bar] = field(default_factory=list)
     marks: list[tuple[str, dt.datetime, str]] = field(default_factory=list)  # (failed|retry|split, when, why)
 
+    def span(self, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+        """From its first bar or mark to its last (a bar still going ends now)."""
+        times = [t for b in self.bars for t in (b.start, b.end or now)] + [m[1] for m in self.marks]
+        return min(times), max(times)
+
+
+def operations(items: list[Job]) -> int:
+    """How many Shopify operations the jobs had: one export bar each."""
+    return sum(1 for job in items for bar in job.bars if bar.kind == "export")
+
 
 def jobs(conn: psycopg.Connection, shop: str | None = None, since: dt.datetime | None = None) -> list[Job]:
     """The jobs with a step since `since` (all when None), of one shop or all, each with its bars and marks."""
@@ -81,9 +91,8 @@ def _rows(items: list[Job], now: dt.datetime) -> dict[int, int]:
     """A row in its shop's lane for every job: the first row free when the job begins."""
     ends: dict[str, list[dt.datetime]] = {}
     row = {}
-    for job in sorted(items, key=lambda j: min(b.start for b in j.bars) if j.bars else j.marks[0][1]):
-        times = [t for b in job.bars for t in (b.start, b.end or now)] + [m[1] for m in job.marks]
-        begin, finish = min(times), max(times)
+    for job in sorted(items, key=lambda j: j.span(now)[0]):
+        begin, finish = job.span(now)
         lane = ends.setdefault(job.shop, [])
         free = next((i for i, end in enumerate(lane) if end < begin), None)
         if free is None:
@@ -99,8 +108,8 @@ def svg(items: list[Job], now: dt.datetime | None = None, title: str = "bulk-syn
     now = now or dt.datetime.now(dt.UTC)
     if not items:
         return _document(WIDTH, 60, [f'<text x="{LEFT}" y="40">{escape(title)}: no jobs in this period</text>'])
-    times = [t for j in items for b in j.bars for t in (b.start, b.end or now)] + [m[1] for j in items for m in j.marks]
-    t0, t1 = min(times), max(times)
+    spans = [job.span(now) for job in items]
+    t0, t1 = min(b for b, _ in spans), max(f for _, f in spans)
     span = max((t1 - t0).total_seconds(), 1.0)
     plot = WIDTH - LEFT - RIGHT
 
@@ -109,15 +118,15 @@ def svg(items: list[Job], now: dt.datetime | None = None, title: str = "bulk-syn
 
     rows = _rows(items, now)
     shops = sorted({j.shop for j in items})
+    heights = {shop: (max(rows[j.id] for j in items if j.shop == shop) + 1) * ROW + 2 * GAP for shop in shops}
     lanes, y = {}, TOP
     for shop in shops:
         lanes[shop] = y
-        y += (max(rows[j.id] for j in items if j.shop == shop) + 1) * ROW + 2 * GAP + 6
+        y += heights[shop] + 6
     height = y + 30
-    operations = sum(1 for j in items for b in j.bars if b.kind == "export")
     out = [
         f'<text x="{LEFT}" y="18" font-size="14" font-weight="bold">{escape(title)}</text>',
-        f'<text x="{LEFT}" y="34">{len(items)} jobs, {operations} Shopify operations, {len(shops)} shops; '
+        f'<text x="{LEFT}" y="34">{len(items)} jobs, {operations(items)} Shopify operations, {len(shops)} shops; '
         f"{t0:%Y-%m-%d %H:%M:%S} to {t1:%H:%M:%S} UTC ({span:.0f} s)</text>",
     ]
     legend = [*(("bar", k, c) for k, c in COLORS.items()), *(("mark", k, c) for k, c in MARKS.items())]
@@ -129,7 +138,7 @@ def svg(items: list[Job], now: dt.datetime | None = None, title: str = "bulk-syn
             out.append(_mark(lx + 9, 46, name, legend=True))
         out.append(f'<text x="{lx + 24}" y="50">{name}</text>')
     for shop, top in lanes.items():
-        bottom = top + (max(rows[j.id] for j in items if j.shop == shop) + 1) * ROW + 2 * GAP
+        bottom = top + heights[shop]
         out.append(f'<rect x="{LEFT}" y="{top}" width="{plot}" height="{bottom - top}" fill="#f4f4f4"/>')
         out.append(f'<text x="{LEFT - 8}" y="{(top + bottom) / 2 + 4:.1f}" text-anchor="end">{escape(shop)}</text>')
     out += _axis(t0, span, plot, height - 26)
