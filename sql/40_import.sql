@@ -135,7 +135,7 @@ begin
         -- none yet, or one of the shape before an upgrade (a session that imported before it)
         drop table if exists pg_temp.bulk_sync_batch, pg_temp.bulk_sync_won;
         create temp table bulk_sync_batch (
-            line_no bigint primary key,
+            line_no bigint,
             doc jsonb,
             gid text,
             kind text,
@@ -144,6 +144,10 @@ begin
             latest boolean not null default true
         );
         create temp table bulk_sync_won (gid text primary key);
+        -- ANALYZE then samples 300 rows, not 30,000: the planner needs their number and the few kinds, not histograms
+        alter table pg_temp.bulk_sync_batch alter gid set statistics 1, alter kind set statistics 1,
+            alter parent set statistics 1, alter reason set statistics 1, alter latest set statistics 1;
+        alter table pg_temp.bulk_sync_won alter gid set statistics 1;
     end if;
     -- Nothing vacuums a session's temp tables: deleted rows pile up (a long-lived runner's batch table reached
     -- 100 MB, spilled out of temp_buffers and slowed every import to disk reads). Truncate once it outgrows a few
@@ -172,22 +176,26 @@ begin
                        else format('unexpected object type %s in a %s export', kind, p_job.entity)
                    end
             from (
-                select line_no, doc,
-                       case when jsonb_typeof(doc -> 'id') = 'string' then doc ->> 'id' end as gid,
+                select line_no, doc, gid,
                        -- gid://shopify/<Kind>/<number>: split_part and a digits check, a tenth of a regex's cost
-                       case when doc ->> 'id' like 'gid://shopify/%' and split_part(doc ->> 'id', '/', 4) ~ '^[A-Za-z]+$'
-                                 and split_part(doc ->> 'id', '/', 5) ~ '^[0-9]+$'
-                                 and split_part(doc ->> 'id', '/', 6) = ''
-                            then split_part(doc ->> 'id', '/', 4) end as kind,
-                       case when jsonb_typeof(doc) = 'object' then doc ->> '__parentId' end as parent
+                       case when gid like 'gid://shopify/%' and split_part(gid, '/', 4) ~ '^[A-Za-z]+$'
+                                 and split_part(gid, '/', 5) ~ '^[0-9]+$' and split_part(gid, '/', 6) = ''
+                            then split_part(gid, '/', 4) end as kind,
+                       parent
                 from (
-                    select line_no,
-                           case when v_safe then bulk_sync.try_jsonb(line) else line::jsonb end as doc
-                    from bulk_sync.staging
-                    where job_id = p_job.id
-                      and line_no > p_job.lines_processed and line_no <= p_job.lines_processed + p_size
-                    offset 0  -- parse each line once: keeps the planner from repeating the cast per reference
-                ) as parsed
+                    select line_no, doc,
+                           case when jsonb_typeof(doc -> 'id') = 'string' then doc ->> 'id' end as gid,
+                           case when jsonb_typeof(doc) = 'object' then doc ->> '__parentId' end as parent
+                    from (
+                        select line_no,
+                               case when v_safe then bulk_sync.try_jsonb(line) else line::jsonb end as doc
+                        from bulk_sync.staging
+                        where job_id = p_job.id
+                          and line_no > p_job.lines_processed and line_no <= p_job.lines_processed + p_size
+                        offset 0  -- parse each line once: keeps the planner from repeating the cast per reference
+                    ) as parsed
+                    offset 0
+                ) as identified
                 offset 0
             ) as classified;
             get diagnostics v_count = row_count;
