@@ -227,12 +227,13 @@ create or replace function bulk_sync.record_roots(p_job bulk_sync.jobs) returns 
 language plpgsql as $$
 begin
     analyze pg_temp.bulk_sync_won;
-    insert into bulk_sync.import_roots (job_id, gid, accepted)
-    select p_job.id, b.gid, w.gid is not null
-    from pg_temp.bulk_sync_batch as b
-    left join pg_temp.bulk_sync_won as w on w.gid = b.gid
-    where b.reason is null and b.kind = 'Order' and b.latest
-    on conflict (job_id, gid) do update set accepted = excluded.accepted;
+    perform bulk_sync.insert_new(p_job,
+        'insert into bulk_sync.import_roots as r (job_id, gid, accepted)
+         select $2, b.gid, w.gid is not null
+         from pg_temp.bulk_sync_batch as b
+         left join pg_temp.bulk_sync_won as w on w.gid = b.gid
+         where b.reason is null and b.kind = ''Order'' and b.latest',
+        'on conflict (job_id, gid) do update set accepted = excluded.accepted');
 end;
 $$;
 
@@ -284,9 +285,8 @@ $$;
 
 -- Writes the batch's latest valid objects of a kind (bulk_sync.write_latest_sql) and records the winners in
 -- pg_temp.bulk_sync_won; returns how many the upsert wrote (stored objects replaced). Most objects of a backfill are
--- new: a plain insert of those first (an upsert's speculative insertion costs about a fifth more per row), then the
--- upsert of the rest. Should a concurrent import store one of them meanwhile, the insert is undone whole and the
--- upsert takes them all.
+-- new: a plain insert of those first (cheaper per row, bulk_sync.insert_new says why), then the upsert of the rest.
+-- Should a concurrent import store one of them meanwhile, the insert is undone whole and the upsert takes them all.
 create or replace function bulk_sync.write_latest(
     p_job bulk_sync.jobs, p_kind text, p_table text, p_columns text, p_values text, p_set text
 ) returns integer
@@ -302,6 +302,26 @@ begin
     end;
     execute bulk_sync.write_latest_sql(true, p_kind, p_table, p_columns, p_values, p_set)
     using p_job.shop, p_job.id, p_job.operation_started_at;
+    get diagnostics v_count = row_count;
+    return v_count;
+end;
+$$;
+
+-- Runs p_insert (an INSERT reading $1 the shop, $2 the job, $3 when its export started) as a plain insert, and once
+-- more with p_on_conflict appended when it meets a key already stored; returns the rows written. Keys are rarely
+-- there already (an object twice in an export), and a plain insert costs about a fifth less per row than an
+-- upsert's speculative insertion.
+create or replace function bulk_sync.insert_new(p_job bulk_sync.jobs, p_insert text, p_on_conflict text)
+returns integer
+language plpgsql as $$
+declare
+    v_count integer;
+begin
+    begin
+        execute p_insert using p_job.shop, p_job.id, p_job.operation_started_at;
+    exception when unique_violation then
+        execute p_insert || ' ' || p_on_conflict using p_job.shop, p_job.id, p_job.operation_started_at;
+    end;
     get diagnostics v_count = row_count;
     return v_count;
 end;
@@ -391,41 +411,26 @@ begin
      where b.reason is null and b.kind = 'LineItem'
        and not exists (select from bulk_sync.import_roots as r where r.job_id = p_job.id and r.gid = b.parent);
     -- The winners' other line items are gone (import_orders), so an id is there already only when an order came
-    -- twice in this export or a line item changed orders: a plain insert, then, and the upsert only when it
-    -- fails (an upsert's speculative insertion costs about a fifth more per row).
-    begin
-        perform bulk_sync.insert_line_items(p_job, false);
-    exception when unique_violation then
-        perform bulk_sync.insert_line_items(p_job, true);
-    end;
-end;
-$$;
-
--- Inserts the batch's line items whose order won in this job; p_upsert: replace the ones already there.
-create or replace function bulk_sync.insert_line_items(p_job bulk_sync.jobs, p_upsert boolean) returns void
-language plpgsql as $$
-begin
-    execute '
-        insert into shopify.order_line_items as li (
-            id, shop, order_id, sku, title, name, quantity, current_quantity, variant_id, product_id, unit_price,
-            total_price, currency, raw, import_job, imported_at
-        )
-        select b.gid, $1, b.parent, b.doc ->> ''sku'', b.doc ->> ''title'', b.doc ->> ''name'',
-               (b.doc ->> ''quantity'')::integer, (b.doc ->> ''currentQuantity'')::integer,
-               b.doc -> ''variant'' ->> ''id'', b.doc -> ''product'' ->> ''id'',
-               bulk_sync.amount(b.doc -> ''originalUnitPriceSet''), bulk_sync.amount(b.doc -> ''originalTotalSet''),
-               b.doc -> ''originalUnitPriceSet'' -> ''shopMoney'' ->> ''currencyCode'', b.doc - ''__parentId'', $2, now()
-        from pg_temp.bulk_sync_batch as b
-        join bulk_sync.import_roots as r on r.job_id = $2 and r.gid = b.parent and r.accepted
-        where b.reason is null and b.kind = ''LineItem'' and b.latest'
-        || case when p_upsert then '
-        on conflict (id) do update
-           set shop = excluded.shop, order_id = excluded.order_id, sku = excluded.sku, title = excluded.title,
-               name = excluded.name, quantity = excluded.quantity, current_quantity = excluded.current_quantity,
-               variant_id = excluded.variant_id, product_id = excluded.product_id, unit_price = excluded.unit_price,
-               total_price = excluded.total_price, currency = excluded.currency, raw = excluded.raw,
-               import_job = excluded.import_job, imported_at = excluded.imported_at' else '' end
-    using p_job.shop, p_job.id;
+    -- twice in this export or a line item changed orders.
+    perform bulk_sync.insert_new(p_job,
+        'insert into shopify.order_line_items as li (
+             id, shop, order_id, sku, title, name, quantity, current_quantity, variant_id, product_id, unit_price,
+             total_price, currency, raw, import_job, imported_at
+         )
+         select b.gid, $1, b.parent, b.doc ->> ''sku'', b.doc ->> ''title'', b.doc ->> ''name'',
+                (b.doc ->> ''quantity'')::integer, (b.doc ->> ''currentQuantity'')::integer,
+                b.doc -> ''variant'' ->> ''id'', b.doc -> ''product'' ->> ''id'',
+                bulk_sync.amount(b.doc -> ''originalUnitPriceSet''), bulk_sync.amount(b.doc -> ''originalTotalSet''),
+                b.doc -> ''originalUnitPriceSet'' -> ''shopMoney'' ->> ''currencyCode'', b.doc - ''__parentId'', $2, now()
+         from pg_temp.bulk_sync_batch as b
+         join bulk_sync.import_roots as r on r.job_id = $2 and r.gid = b.parent and r.accepted
+         where b.reason is null and b.kind = ''LineItem'' and b.latest',
+        'on conflict (id) do update
+            set shop = excluded.shop, order_id = excluded.order_id, sku = excluded.sku, title = excluded.title,
+                name = excluded.name, quantity = excluded.quantity, current_quantity = excluded.current_quantity,
+                variant_id = excluded.variant_id, product_id = excluded.product_id, unit_price = excluded.unit_price,
+                total_price = excluded.total_price, currency = excluded.currency, raw = excluded.raw,
+                import_job = excluded.import_job, imported_at = excluded.imported_at');
 end;
 $$;
 
@@ -435,11 +440,12 @@ language plpgsql as $$
 begin
     perform bulk_sync.upsert_skus(p_job);
     -- Every variant the snapshot holds, won or not: the ones it lacks are deleted when it completes.
-    insert into bulk_sync.import_roots (job_id, gid, accepted)
-    select p_job.id, gid, true
-    from pg_temp.bulk_sync_batch
-    where reason is null and kind = 'ProductVariant' and latest
-    on conflict (job_id, gid) do nothing;
+    perform bulk_sync.insert_new(p_job,
+        'insert into bulk_sync.import_roots (job_id, gid, accepted)
+         select $2, gid, true
+         from pg_temp.bulk_sync_batch
+         where reason is null and kind = ''ProductVariant'' and latest',
+        'on conflict (job_id, gid) do nothing');
 end;
 $$;
 

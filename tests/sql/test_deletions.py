@@ -63,6 +63,21 @@ def test_a_complete_snapshot_marks_what_it_lacks_and_only_a_later_export_revives
     assert gone.fetchone() == ("2 variants deleted",)
 
 
+def test_a_variant_twice_in_a_snapshot_counts_once_from_its_last_line(db: psycopg.Connection) -> None:
+    from tests.jobs import job
+
+    # one line per batch: the second V1 meets the root the first recorded (the plain insert fails, the upsert runs)
+    db.execute("update bulk_sync.settings set import_batch_size = 1")
+    import_job(db, export_job(db, [_variant(V1), _variant(V2)], day="2025-09-01", entity="skus"))
+    again = _variant(V1).replace('"sku": "S1"', '"sku": "again"')
+    task = export_job(db, [_variant(V1), again, _variant(V2), again], day="2025-09-02", entity="skus")
+    import_job(db, task)
+    done = job(db, task["job_id"])
+    assert (done["status"], done["lines_processed"], done["lines_rejected"]) == ("completed", 4, 0)
+    assert _deleted(db, "skus") == {V1: False, V2: False}
+    assert db.execute("select sku from shopify.skus where id = %s", (V1,)).fetchone() == ("again",)
+
+
 def test_reconciliation_marks_missing_orders_and_queues_the_days_of_gaps(db: psycopg.Connection) -> None:
 
     import_job(db, export_job(db, [_order(1), _order(2), _order(3)], day="2025-09-01"))
