@@ -143,7 +143,7 @@ begin
             reason text,
             latest boolean not null default true
         );
-        create temp table bulk_sync_won (gid text primary key);
+        create temp table bulk_sync_won (gid text);
         -- ANALYZE then samples 300 rows, not 30,000: the planner needs their number and the few kinds, not histograms
         alter table pg_temp.bulk_sync_batch alter gid set statistics 1, alter kind set statistics 1,
             alter parent set statistics 1, alter reason set statistics 1, alter latest set statistics 1;

@@ -25,6 +25,7 @@ begin
     update shopify.skus as s
        set deleted_at = p_job.operation_started_at
      where s.shop = p_job.shop and s.deleted_at is null
+       and s.import_job <> p_job.id  -- written by this snapshot: in it
        and not exists (select from bulk_sync.import_roots as r where r.job_id = p_job.id and r.gid = s.id)
        and not exists (
            select from bulk_sync.jobs as i
