@@ -31,7 +31,7 @@ from bench import cpu_seconds, exit_on_sigterm
 from bench.table import print_table
 from runner import sqlapi
 from runner.localpg import LocalCluster
-from runner.simulator.truth import TABLES
+from runner.simulator import truth
 
 SHOPS = ("DA", "DE", "NL", "INT", "CHF")
 TOKEN = "shpat_bench_token"  # noqa: S105 - a fake for the local simulator
@@ -110,7 +110,7 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
                 raise RuntimeError(f"the {name} run left {left} jobs not completed")
             jobs = db.execute("select count(*) from bulk_sync.jobs where id > %s", (timed_after,)).fetchone()[0]
             count = sql.SQL("select count(*) from {}")
-            rows = {t: db.execute(count.format(sql.Identifier("shopify", t))).fetchone()[0] for t in TABLES}
+            rows = {t: db.execute(count.format(sql.Identifier("shopify", t))).fetchone()[0] for t in truth.TABLES}
             objects = dict(
                 db.execute(
                     "select shop, sum(object_count)::bigint from bulk_sync.jobs where id > %s group by shop",
@@ -121,9 +121,9 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
         operations, cache_counts = _stats(base)
         operations -= ops_before
         if not name.startswith("original") and args.truth:
-            truth = {t: sum(_truth_count(base, code, t) for code in args.shop_codes) for t in TABLES}
-            if truth != rows:
-                raise RuntimeError(f"the {name} run's tables differ from the ground truth: {rows} != {truth}")
+            expected = {t: sum(truth.count(base, code, t) for code in args.shop_codes) for t in truth.TABLES}
+            if expected != rows:
+                raise RuntimeError(f"the {name} run's tables differ from the ground truth: {rows} != {expected}")
         simulator_cpu = cpu_seconds(simulator.pid)
     finally:
         simulator.terminate()
@@ -187,11 +187,6 @@ def _stats(base: str) -> tuple[int, dict[str, int]]:
     """Operations the simulated Shopify started so far, and the exports it served from its cache or made."""
     stats = httpx.get(f"{base}/_admin/stats", timeout=30).json()
     return sum(s["operations_started"] for s in stats["shops"].values()), stats["export_cache"]
-
-
-def _truth_count(base: str, code: str, table: str) -> int:
-    with httpx.stream("GET", f"{base}/_admin/truth/{code.lower()}/{table}", timeout=600) as response:
-        return sum(chunk.count(b"\n") for chunk in response.iter_bytes())
 
 
 def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:

@@ -23,7 +23,7 @@ from psycopg import sql
 from runner import log, sqlapi, timeline
 from runner.health import HealthServer
 from runner.localpg import LocalCluster, free_port
-from runner.simulator.truth import TABLES
+from runner.simulator import truth
 from runner.simulator.webhooks import domain
 from runner.status import watch
 from runner.webhook import WebhookServer
@@ -35,20 +35,15 @@ FIRST, LAST = dt.date(2025, 9, 1), dt.date(2025, 10, 31)
 TOKEN_LIFETIME = 30
 
 
-def _truth_count(base_url: str, code: str, table: str) -> int:
-    with httpx.stream("GET", f"{base_url}/_admin/truth/{code.lower()}/{table}", timeout=300) as response:
-        return sum(chunk.count(b"\n") for chunk in response.iter_bytes())
-
-
 def _summary(db: psycopg.Connection, base_url: str) -> bool:
     print(f"\n{'table':<26}{'rows':>12}{'ground truth':>15}  check")
     same = True
-    for name in TABLES:
+    for name in truth.TABLES:
         live = sql.Identifier("shopify", f"live_{name}")  # without what was deleted
         rows = db.execute(sql.SQL("select count(*) from {}").format(live)).fetchone()[0]
-        truth = sum(_truth_count(base_url, code, name) for code in SHOPS)
-        same &= rows == truth
-        print(f"shopify.{name:<18}{rows:>12,}{truth:>15,}  {'equal' if rows == truth else 'DIFFERENT'}")
+        expected = sum(truth.count(base_url, code, name) for code in SHOPS)
+        same &= rows == expected
+        print(f"shopify.{name:<18}{rows:>12,}{expected:>15,}  {'equal' if rows == expected else 'DIFFERENT'}")
     return same
 
 

@@ -4,6 +4,7 @@ import datetime as dt
 import decimal
 from collections.abc import Iterator
 
+import httpx
 from psycopg import sql
 
 from runner.simulator.data import ShopData, money
@@ -80,3 +81,10 @@ def rows(shop: ShopData, table: str) -> Iterator[dict]:
                     "note": r["note"], "total_refunded": _amount(r["totalRefundedSet"]),
                     "currency": r["totalRefundedSet"][1],
                 }  # fmt: skip
+
+
+def count(base_url: str, code: str, table: str, timeout: float = 600) -> int:
+    """How many rows of `table` a running simulator's shop `code` holds (GET /_admin/truth), streamed."""
+    with httpx.stream("GET", f"{base_url}/_admin/truth/{code.lower()}/{table}", timeout=timeout) as response:
+        response.raise_for_status()
+        return sum(chunk.count(b"\n") for chunk in response.iter_bytes())
