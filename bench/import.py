@@ -10,13 +10,14 @@ default durability. For an orders export (orders, line items, inline refunds) an
   path          bulk-sync's own: the download's COPY into bulk_sync.staging, then the import (bulk_sync.import)
 
 and path / COPY typed, the ratio the import is judged by (and path / COPY binary). Each figure is the best of --repeat
-runs.
+runs. Then six shops' orders exports imported one, two and three at a time (bulk_sync.import_limits).
 
     python -m bench.import [--orders-per-day 2000] [--days 5] [--products 20000] [--repeat 5]"""
 
 import argparse
 import datetime as dt
 import os
+import queue
 import tempfile
 import threading
 import time
@@ -34,6 +35,7 @@ from runner.simulator.data import Catalogue, Settings, ShopData
 from runner.simulator.export import Export
 
 FIRST = dt.date(2025, 9, 1)
+SHOPS = ("DE", "NL", "INT", "DA", "CHF", "AT")  # six exports: as many whole rounds at 1, 2 or 3 at a time
 TABLES = {"orders": ("orders", "order_line_items", "refunds"), "skus": ("skus",)}
 QUERIES = {  # the fields bulk-sync's own bulk queries select (bulk_sync.bulk_query)
     "orders": "{ orders { edges { node { id name createdAt updatedAt processedAt cancelledAt cancelReason email note "
@@ -53,7 +55,7 @@ def export_lines(entity: str, orders_per_day: int, days: int, products: int, sho
     """The lines the simulator exports for the entity: one shop's orders over `days` days, or its variants."""
     last = FIRST + dt.timedelta(days=days - 1)
     settings = Settings(first_day=FIRST, last_day=last, orders_per_day=orders_per_day, products=products)
-    data = ShopData(shop, ("DE", "NL").index(shop) + 1, settings, Catalogue(settings))
+    data = ShopData(shop, SHOPS.index(shop) + 1, settings, Catalogue(settings))
     return [line.rstrip("\n") for line, _ in Export.of(data, QUERIES[entity]).lines()]
 
 
@@ -127,26 +129,39 @@ def _path(db: psycopg.Connection, dsn: str, entity: str, lines: list[str], run: 
     return staged, _timed(lambda: _import(dsn, task))
 
 
-def imports_at_once(db: psycopg.Connection, dsn: str, exports: list[list[str]], run: int) -> tuple[float, float]:
-    """Seconds to import two shops' orders exports one after the other, and both at once (two sessions)."""
-    seconds = []
-    for together in (False, True):
+def _import_all(dsn: str, tasks: list[dict], at_once: int) -> float:
+    """Seconds to import the tasks with `at_once` sessions, each taking the next task when done with one."""
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for task in tasks:
+        todo.put(task)
+
+    def work() -> None:
+        while True:
+            try:
+                task = todo.get_nowait()
+            except queue.Empty:
+                return
+            _import(dsn, task)
+
+    threads = [threading.Thread(target=work) for _ in range(at_once)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
+def imports_at_once(db: psycopg.Connection, dsn: str, exports: list[list[str]], run: int) -> dict[int, float]:
+    """Seconds to import the shops' orders exports (one each) 1, 2 and 3 at a time."""
+    seconds = {}
+    for at_once in (1, 2, 3):
         _empty(db, "orders")
-        day = FIRST + dt.timedelta(days=200 + 2 * run + together)
-        tasks = [_stage(db, "orders", lines, day, shop)[0] for shop, lines in zip(("DE", "NL"), exports, strict=True)]
+        day = FIRST + dt.timedelta(days=200 + 3 * run + at_once)
+        tasks = [_stage(db, "orders", lines, day, shop)[0] for shop, lines in zip(SHOPS, exports, strict=True)]
         db.execute("checkpoint")
-        started = time.perf_counter()
-        if together:
-            threads = [threading.Thread(target=_import, args=(dsn, task)) for task in tasks]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-        else:
-            for task in tasks:
-                _import(dsn, task)
-        seconds.append(time.perf_counter() - started)
-    return seconds[0], seconds[1]
+        seconds[at_once] = _import_all(dsn, tasks, at_once)
+    return seconds
 
 
 def _typed(db: psycopg.Connection, entity: str, form: str) -> float:
@@ -226,22 +241,25 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp, LocalCluster(Path(tmp)) as cluster:
         dsn = cluster.create_database("bench")
         with psycopg.connect(dsn, autocommit=True) as db:
-            sqlapi.add_shop(db, "DE", "de.myshopify.com")
-            sqlapi.add_shop(db, "NL", "nl.myshopify.com")
+            for shop in SHOPS:
+                sqlapi.add_shop(db, shop, f"{shop.lower()}.myshopify.com")
             db.execute("update bulk_sync.settings set max_backfill_days = 400")
+            # an import slot for every shop's orders (the default is 2): the bench decides how many run at a time
+            db.execute("update bulk_sync.import_limits set max_concurrent_imports = %s", (len(SHOPS),))
+            db.execute("update bulk_sync.settings set max_concurrent_imports = %s", (len(SHOPS),))
             for entity in ("orders", "skus"):
                 lines = export_lines(entity, args.orders_per_day, args.days, args.products)
                 out += rows(entity, len(lines), measure(db, dsn, entity, lines, args.repeat))
-            # Two imports at once (two shops' orders: the default orders slots) against one after the other.
-            exports = [export_lines("orders", args.orders_per_day, args.days, args.products, s) for s in ("DE", "NL")]
+            # One, two and three imports at a time, on six shops' orders exports (a third of the days each).
+            days = max(1, round(args.days / 3))
+            exports = [export_lines("orders", args.orders_per_day, days, args.products, shop) for shop in SHOPS]
             runs = [imports_at_once(db, dsn, exports, run) for run in range(args.repeat)]
             lines = sum(len(e) for e in exports)
-            one, two = min(r[0] for r in runs), min(r[1] for r in runs)
-            out += [
-                (f"two orders imports ({lines:,} lines): one after the other, lines/s", f"{lines / one:.0f}"),
-                (f"two orders imports ({lines:,} lines): both at once, lines/s", f"{lines / two:.0f}"),
-                (f"two orders imports: at once / one after the other ({os.cpu_count()} cores)", f"{one / two:.2f}x"),
-            ]
+            best = {n: min(r[n] for r in runs) for n in runs[0]}
+            label = f"{len(exports)} orders imports ({lines:,} lines, {os.cpu_count()} cores)"
+            out.append((f"{label}: 1 / 2 / 3 at a time, lines/s", " / ".join(f"{lines / best[n]:.0f}" for n in best)))
+            gains = " / ".join(f"{best[1] / best[n]:.2f}x" for n in best if n > 1)
+            out.append((f"{label}: 2 / 3 at a time against 1", gains))
     return out
 
 
