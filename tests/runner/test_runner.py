@@ -234,3 +234,28 @@ def test_sigterm_gives_back_the_work_in_hand(db: psycopg.Connection, dsn: str, s
     assert "phase=shutdown" in log.read_text()
     assert start_runner(env, "--until-idle", "--concurrency", "4", log=log).wait(timeout=300) == 0
     _assert_equals_truth(db, shopify)
+
+
+def test_idle_workers_wait_for_work_one_at_a_time_in_the_database(db: psycopg.Connection, dsn: str, tmp_path) -> None:
+    # 8 idle workers: one waits in bulk_sync.claim (it polls for work every 100 ms), the others wait in the runner
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOP_", "SHOPIFY_"))} | {"DATABASE_URL": dsn}
+    env |= {"SHOP_DE_TOKEN": TOKEN, "SHOP_DE_URL": "http://127.0.0.1:9/de"}  # never called: there is no work
+    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    runner = start_runner(env, "--concurrency", "8", "--name", "idle", log=tmp_path / "runner.log")
+    claims = """select count(*) filter (where state = 'active'), count(*)
+                from pg_stat_activity
+                where datname = current_database() and query like 'select bulk_sync.claim(%%'"""
+    try:
+        deadline = time.monotonic() + 60
+        while (now := db.execute(claims).fetchone()) != (1, 8):  # each worker asked once; one still waits there
+            assert runner.poll() is None, (tmp_path / "runner.log").read_text()
+            assert time.monotonic() < deadline, f"{now[0]} of 8 workers wait in the database"
+            time.sleep(0.05)
+        samples = []
+        for _ in range(40):
+            samples.append(db.execute(claims).fetchone()[0])
+            time.sleep(0.05)
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=60) == 0
+    assert max(samples) == 1, samples  # one watching (none between two watches), never more
