@@ -124,6 +124,10 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
             sampler.join()
             with psycopg.connect(dsn, autocommit=True) as db:
                 statuses = dict(db.execute("select status, count(*) from bulk_sync.jobs group by status").fetchall())
+                failures = db.execute(
+                    "select count(*), left(last_error, 120) from bulk_sync.jobs where status = 'failed'"
+                    " group by 2 order by 1 desc limit 3"
+                ).fetchall()
                 (wall,) = db.execute(
                     "select extract(epoch from max(finished_at) - %s::timestamptz)::float from bulk_sync.jobs",
                     (enqueued,),
@@ -150,6 +154,7 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
         ("shops x days x orders/day, runners x threads",
          f"{args.shops} x {args.days} x {args.orders_per_day}, {args.runners} x {args.concurrency}"),
         ("jobs (by status)", ", ".join(f"{s} {n}" for s, n in sorted(statuses.items()))),
+        *((f"failed: {reason}", str(count)) for count, reason in failures),
         ("Shopify requests", f"{requests:,}"),
         ("wall s, enqueue to last job finished", f"{wall:.1f}"),
         ("jobs/s through the whole lifecycle", f"{jobs / wall:.1f}"),
