@@ -4,6 +4,7 @@ The selection is compiled once per export with graphql-core (fragments, aliases,
 plan per object type; each object is then projected through it. Nested connections become lines of their own with
 `__parentId`, the id of the object that holds them."""
 
+import copy
 import datetime as dt
 import json
 import re
@@ -151,6 +152,7 @@ class Export:
                 plan = Plan(self, node_type(named), self.node_selection(named, nodes))
                 self.roots.append((nodes[0].name.value, args, plan))
         self.warnings: list[str] = []
+        self.created: tuple | None = None  # set on one day's part of an export (day_parts): its creation bounds
 
     @classmethod
     def of(cls, shop: ShopData, query: str, group_objects: bool = False) -> "Export":
@@ -165,9 +167,32 @@ class Export:
         edge = get_named_type(connection.fields["edges"].type)
         return [n for ns in self.sub_fields(edge, edges).values() for n in ns if n.name.value == "node"]
 
+    def day_parts(self) -> tuple[str, list["Export"]] | None:
+        """For an export of orders created within whole UTC days (and no other filter): its search text and one
+        export per day, whose files one after the other make a file of the whole export (in creation order, each
+        child after its parent). None for any other export."""
+        if len(self.roots) != 1 or self.roots[0][0] != "orders":
+            return None
+        search = self.roots[0][1].get("query") or ""
+        bounds, warnings = parse_search(search)
+        lo, lo_incl, hi, hi_incl = bounds.get("created") or (None, False, None, False)
+        if warnings or set(bounds) != {"created"} or lo is None or hi is None or not lo_incl or hi_incl:
+            return None
+        if lo.utcoffset() or hi.utcoffset() or lo.time() != dt.time() or hi.time() != dt.time():
+            return None
+        parts = []
+        for n in range((hi - lo).days):
+            part = copy.copy(self)
+            part.warnings = []
+            part.created = (lo + dt.timedelta(days=n), True, lo + dt.timedelta(days=n + 1), False)
+            parts.append(part)
+        return search, parts
+
     def _source(self, name: str, args: dict) -> Iterator[dict]:
         bounds, warnings = parse_search(args.get("query"))
         self.warnings += warnings
+        if self.created is not None:
+            bounds = {"created": self.created}
         if name == "orders":
             return self.shop.orders(bounds.get("created"), bounds.get("updated"))
         if name == "productVariants":

@@ -10,7 +10,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     from runner.simulator.export import Export
@@ -138,30 +138,69 @@ class ExportCache:
         staged.replace(self.directory / f"{key}.jsonl")
         (self.directory / f"{key}.json").write_text(json.dumps([op.lines, op.roots, op.size]))
 
+    def compose(self, parts: list[tuple[str, "Export"]], op: BulkOperation) -> None:
+        """Writes the operation's file as its days' parts (day_parts) in order, each served from the cache or made
+        now and kept: an export of other days than the run before served from what it made. A hit when every part
+        was kept before."""
+        made = False
+        with op.path.open("wb") as out:
+            for key, part in parts:
+                meta, data = self.directory / f"{key}.json", self.directory / f"{key}.jsonl"
+                if not meta.exists():
+                    made, tally = True, Tally()
+                    staged = self.directory / f"{key}.{op.number}.tmp"
+                    with staged.open("wb") as kept:
+                        write_lines(part, kept, tally)
+                    staged.replace(data)
+                    meta.write_text(json.dumps([tally.lines, tally.roots, tally.size]))
+                lines, roots, size = json.loads(meta.read_text())
+                with data.open("rb") as src:
+                    shutil.copyfileobj(src, out)
+                op.lines, op.roots, op.size = op.lines + lines, op.roots + roots, op.size + size
+        self.misses += made
+        self.hits += not made
+
+
+@dataclass
+class Tally:
+    lines: int = 0
+    roots: int = 0
+    size: int = 0
+
+
+def write_lines(export: "Export", out: BinaryIO, tally: "Tally | BulkOperation", malformed: bool = False) -> None:
+    """Writes the export's lines to `out`, counting lines, roots and bytes into `tally` as it goes (malformed: the
+    second line cut inside its JSON)."""
+    for line, is_root in export.lines():
+        data = line.encode()
+        if malformed and tally.lines == 1:
+            data = data[: max(1, len(data) // 2)] + b"\n"  # cut inside the JSON, newline kept
+        out.write(data)
+        tally.lines += 1
+        tally.roots += is_root
+        tally.size += len(data)
+        if tally.lines % 10_000 == 0:
+            time.sleep(0)  # let request threads run
+
 
 def write_export(
     op: BulkOperation, export: "Export", directory: Path, malformed: bool,
-    cache: ExportCache | None = None, key: str = "",
+    cache: ExportCache | None = None, key: str = "", parts: list[tuple[str, "Export"]] | None = None,
 ) -> None:  # fmt: skip
     """Writes the export file line by line (bounded memory), counting lines, roots and bytes; with a cache (and no
-    fault that changes the file), serves a kept copy or keeps this one."""
+    fault that changes the file), serves a kept copy or keeps this one, or, given its days' parts, composes it."""
     op.path = directory / f"bulk-{op.number}.jsonl"
     cached = cache is not None and not malformed and op.fail_with is None
-    if cached and cache.take(key, op, op.path):
+    if cached and not parts and cache.take(key, op, op.path):
         op.written = True
         return
     try:
-        with op.path.open("wb") as out:
-            for line, is_root in export.lines():
-                data = line.encode()
-                if malformed and op.lines == 1:
-                    data = data[: max(1, len(data) // 2)] + b"\n"  # cut inside the JSON, newline kept
-                out.write(data)
-                op.lines += 1
-                op.roots += is_root
-                op.size += len(data)
-                if op.lines % 10_000 == 0:
-                    time.sleep(0)  # let request threads run
+        if cached and parts:
+            cache.compose(parts, op)
+            cached = False  # its parts are kept
+        else:
+            with op.path.open("wb") as out:
+                write_lines(export, out, op, malformed)
     except Exception as exc:  # noqa: BLE001 - reported as the operation's failure
         op.error = str(exc)
         op.fail_with = "INTERNAL_SERVER_ERROR"

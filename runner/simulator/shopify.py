@@ -243,11 +243,18 @@ class Shopify:
         op.expire_on_handout = self.faults.hit(shop, "op_url_expired")
         export = Export(self.shops[shop], document, group)
         malformed = self.faults.hit(shop, "malformed_line")
-        key = ""
+        key, parts = "", None
         if self.cache:
-            key = self.cache.key(shop, tuple(self.shops), self.config.data, self.revisions[shop], query, group)
+            same = (shop, tuple(self.shops), self.config.data, self.revisions[shop], group)
+            key = self.cache.key(*same, query)
+            if split := export.day_parts():
+                search, days = split
+                rest = query.replace(search, "")  # the query but for its window: what each day's part shares
+                parts = [(self.cache.key(*same, rest, day.created[0].isoformat()), day) for day in days]
         threading.Thread(
-            target=write_export, args=(op, export, self.config.directory, malformed, self.cache, key), daemon=True
+            target=write_export,
+            args=(op, export, self.config.directory, malformed, self.cache, key, parts),
+            daemon=True,
         ).start()
         if op.report_lost:
             raise LostReport(op.gid)

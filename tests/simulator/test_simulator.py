@@ -455,3 +455,29 @@ def test_the_export_cache_serves_the_same_export_until_the_data_changes(tmp_path
         assert second.shopify.stats()["export_cache"] == {"hits": 1, "misses": 1}
     finally:
         second.stop()
+
+
+def test_the_export_cache_makes_an_export_of_days_from_the_days_of_earlier_exports(tmp_path) -> None:
+    sim = start(export_cache=tmp_path)
+    try:
+        client = Client(sim)
+        client.export(day_query("2025-09-01", "2025-09-03"))
+        client.export(day_query("2025-09-03", "2025-09-04"))
+        assert sim.shopify.stats()["export_cache"] == {"hits": 0, "misses": 2}
+        served, lines = client.export(day_query("2025-09-01", "2025-09-04"))  # other windows, the same days
+        assert sim.shopify.stats()["export_cache"] == {"hits": 1, "misses": 2}
+    finally:
+        sim.stop()
+    plain = start()  # no cache: made whole
+    try:
+        made, expected = Client(plain).export(day_query("2025-09-01", "2025-09-04"))
+    finally:
+        plain.stop()
+    assert sorted(lines) == sorted(expected) and len(lines) > 10
+    assert (served["objectCount"], served["rootObjectCount"], served["fileSize"]) == (
+        made["objectCount"], made["rootObjectCount"], made["fileSize"]
+    )  # fmt: skip
+    positions = {json.loads(line)["id"]: n for n, line in enumerate(lines)}
+    for line in lines:  # each child after its parent
+        parent = json.loads(line).get("__parentId")
+        assert parent is None or positions[parent] < positions[json.loads(line)["id"]]
