@@ -157,7 +157,11 @@ class ShopifyClient:
         if wait is not None:
             raise Throttled(wait)
         if body.get("errors"):
-            messages = "; ".join(str(e.get("message", e)) for e in body["errors"] if isinstance(e, dict))
+            errors = [e for e in body["errors"] if isinstance(e, dict)]
+            messages = "; ".join(str(e.get("message", e)) for e in errors)
+            if any((e.get("extensions") or {}).get("code") == "INTERNAL_SERVER_ERROR" for e in errors):
+                # Shopify's own failure, answered in a 200: as a 5xx, worth another try
+                raise Transient(f"GraphQL error INTERNAL_SERVER_ERROR from Shopify: {messages[:300]}")
             raise Fatal(f"GraphQL error: {messages[:500]}")
         return body.get("data") or {}
 

@@ -148,6 +148,7 @@ def test_two_runners_respect_limits_and_every_throttle(db: psycopg.Connection, d
 def test_shopify_failures_are_reported_and_survived(db: psycopg.Connection, dsn: str, tmp_path) -> None:
     faults = {
         "*": {"graphql_5xx": 0.05, "graphql_reset": 0.03, "graphql_429": 0.03},
+        "INT": {"graphql_internal": 2},
         "DE": {"download_cut": 2, "download_5xx": 1, "download_reset": 1, "op_failed_internal": 1, "op_stuck": 1},
         "NL": {"op_failed_null": 1, "op_url_expired": 1, "op_failed_timeout": 1, "graphql_throttled": 2},
     }
@@ -165,6 +166,7 @@ def test_shopify_failures_are_reported_and_survived(db: psycopg.Connection, dsn:
             assert table(db, name) == expected, name
         injected = httpx.get(f"{server.base_url}/_admin/stats").json()["faults"]
         assert injected["DE"]["download_cut"] == 2 and injected["NL"]["op_failed_timeout"] == 1
+        assert injected["INT"]["graphql_internal"] == 2  # Shopify's own failure in a 200: retried, not fatal
         retried = db.execute("select count(*) from bulk_sync.job_runs where status = 'retry'").fetchone()[0]
         assert retried >= 8
         # the TIMEOUT and the stuck operation each split their window in two; a skus snapshot has none to split and
