@@ -34,7 +34,8 @@ SHOPS = {"DA": "2025-10", "DE": "2026-10", "NL": "2026-10", "INT": "2026-01", "C
 TOKEN = "shpat_chaos_token_0123456789"  # noqa: S105 - a recognisable fake
 FAULTS = {
     "*": {
-        "graphql_5xx": 0.03, "graphql_reset": 0.02, "graphql_throttled": 0.02, "graphql_429": 0.02,
+        "graphql_5xx": 0.03, "graphql_internal": 0.01, "graphql_reset": 0.02, "graphql_throttled": 0.02,
+        "graphql_429": 0.02,
         "download_5xx": 0.05, "download_reset": 0.03, "download_cut": 0.05, "op_failed_internal": 0.05,
         "op_failed_null": 0.03, "op_failed_timeout": 0.02, "op_stuck": 0.02, "op_url_expired": 0.02,
         "malformed_line": 0.03, "foreign_op": 0.02, "lost_start_report": 0.05,

@@ -3,6 +3,7 @@ every other field (values.py), and connections paged by first/last/after/before.
 
 import base64
 import itertools
+import uuid
 from collections.abc import Iterable
 
 from graphql import GraphQLResolveInfo, execute
@@ -14,6 +15,15 @@ from runner.simulator.schema import group_objects_default, is_connection, schema
 from runner.simulator.values import MISSING, children, default, value
 
 MAX_PAGE = 250
+
+
+def internal_error() -> dict:
+    """The GraphQL error Shopify answers its own failures with, in an HTTP 200 (shopify.dev changelog, "Improved
+    GraphQL errors")."""
+    request = str(uuid.uuid4())
+    return {"message": "Internal error. Looks like something went wrong on our end.\n"
+                       f"Request ID: {request} (include this in support requests).",
+            "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": request}}  # fmt: skip
 
 
 class RequestError(Exception):

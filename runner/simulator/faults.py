@@ -19,6 +19,7 @@ KINDS = {
     "graphql_5xx": "HTTP 503 on a GraphQL request",
     "graphql_reset": "connection reset on a GraphQL request",
     "graphql_throttled": "THROTTLED error whatever the bucket holds",
+    "graphql_internal": "INTERNAL_SERVER_ERROR as a GraphQL error in an HTTP 200, as Shopify answers its own failures",
     "graphql_429": "HTTP 429 with Retry-After on a GraphQL request",
     "download_5xx": "HTTP 503 on a download",
     "download_reset": "connection reset on a download, before any byte",

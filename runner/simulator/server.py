@@ -20,6 +20,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from runner.simulator.api import internal_error
 from runner.simulator.auth import INVALID_CLIENT, INVALID_TOKEN
 from runner.simulator.faults import FaultError
 from runner.simulator.shopify import Shopify
@@ -79,6 +80,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._reset()
             if sim.faults.hit(code, "graphql_5xx"):
                 return self._json(503, {"errors": "Service Unavailable"})
+            if sim.faults.hit(code, "graphql_internal"):
+                return self._json(200, {"errors": [internal_error()]})
             try:
                 request = json.loads(body or b"{}")
             except json.JSONDecodeError:

@@ -5,6 +5,7 @@ import datetime as dt
 import math
 import random
 import secrets
+import sys
 import tempfile
 import threading
 from collections import Counter
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from graphql.language import FieldNode
 
-from runner.simulator.api import Request, RequestError
+from runner.simulator.api import Request, RequestError, internal_error
 from runner.simulator.auth import App, Auth
 from runner.simulator.bulk_rules import bulk_query_errors
 from runner.simulator.clock import Clock
@@ -174,6 +175,12 @@ class Shopify:
             if isinstance(error.original_error, LostReport):
                 self.counters[(shop, "lost_start_reports")] += 1
                 return 200, {}, {"X-Simulator-Reset": "1"}
+            if error.original_error is not None and not isinstance(error.original_error, RequestError):
+                # the simulator's own failure: answered as Shopify answers its own, and told on stderr
+                self.counters[(shop, "internal_errors")] += 1
+                print(f"simulator: internal error: {error.original_error!r}", file=sys.stderr, flush=True)
+                errors.append(internal_error())
+                continue
             code = getattr(error.original_error, "code", "INTERNAL_SERVER_ERROR")
             errors.append({"message": error.message, "locations": [loc.formatted for loc in error.locations or ()],
                            "path": error.path, "extensions": {"code": code}})  # fmt: skip
@@ -195,7 +202,9 @@ class Shopify:
         return sorted(ops, key=lambda op: op.number)
 
     def operations_of(self, shop: str) -> list[BulkOperation]:
-        return [op for op in self.operations.values() if op.shop == shop]
+        # tuple() copies the values without running Python code in between, so another shop's thread adding an
+        # operation cannot change the dict while it is read ("dictionary changed size during iteration")
+        return [op for op in tuple(self.operations.values()) if op.shop == shop]
 
     def current(self, shop: str) -> BulkOperation | None:
         """The shop's most recent operation (what currentBulkOperation answers, terminal or not)."""

@@ -355,7 +355,10 @@ def test_malformed_line_keeps_the_count() -> None:
         server.stop()
 
 
-@pytest.mark.parametrize("kind", ["graphql_5xx", "graphql_reset", "graphql_throttled", "graphql_429"])
+GRAPHQL_FAULTS = ["graphql_5xx", "graphql_reset", "graphql_throttled", "graphql_429", "graphql_internal"]
+
+
+@pytest.mark.parametrize("kind", GRAPHQL_FAULTS)
 def test_graphql_faults(kind: str) -> None:
     server = _with_fault(kind)
     try:
@@ -365,10 +368,11 @@ def test_graphql_faults(kind: str) -> None:
                 client.post(RUN, q=EDGES)
         else:
             response = client.post(RUN, q=EDGES)
-            expected = {"graphql_5xx": 503, "graphql_throttled": 200, "graphql_429": 429}[kind]
+            expected = {"graphql_5xx": 503, "graphql_throttled": 200, "graphql_429": 429, "graphql_internal": 200}[kind]
             assert response.status_code == expected
-            if kind == "graphql_throttled":
-                assert response.json()["errors"][0]["extensions"]["code"] == "THROTTLED"
+            if kind in ("graphql_throttled", "graphql_internal"):
+                code = response.json()["errors"][0]["extensions"]["code"]
+                assert code == {"graphql_throttled": "THROTTLED", "graphql_internal": "INTERNAL_SERVER_ERROR"}[kind]
             if kind == "graphql_429":
                 assert response.headers["Retry-After"] == "1"
         assert client.stats()["faults"] == {"DE": {kind: 1}}
