@@ -206,6 +206,9 @@ class _Handler(BaseHTTPRequestHandler):
 class SimulatorServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's listen backlog is 5: many runner threads connecting at once overflowed it, and each dropped
+    # connection attempt waited for TCP's retransmission (1 s, then 3 s) before it was served
+    request_queue_size = 128
 
     def handle_error(self, request: object, client_address: object) -> None:
         """Clients that hang up (killed runners, injected resets) are routine here, not errors to print."""
