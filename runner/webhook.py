@@ -21,6 +21,13 @@ DELETIONS = ("orders/delete", "products/delete", "products/update")  # Shopify h
 MAX_BODY = 1024 * 1024  # a products/update payload lists every variant
 
 
+class _Listener(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's listen backlog is 5: a burst of deliveries beyond it waits for TCP's retransmission (1 s, then
+    # 3 s), and Shopify gives a delivery 1 s to connect (5 s in all) before it counts it failed and retries later
+    request_queue_size = 128
+
+
 class WebhookServer:
     def __init__(self, dsn: str, env: dict[str, str], port: int, host: str = "0.0.0.0") -> None:  # noqa: S104
         self.dsn = dsn
@@ -28,8 +35,7 @@ class WebhookServer:
         self._codes: dict[str, str] = {}  # shop domain -> code, of registered shops
         self._db_lock = threading.Lock()
         self._db: psycopg.Connection | None = None
-        self.httpd = ThreadingHTTPServer((host, port), self._handler())
-        self.httpd.daemon_threads = True
+        self.httpd = _Listener((host, port), self._handler())
         self.port = self.httpd.server_address[1]
 
     def start(self) -> None:
