@@ -2,12 +2,14 @@
 per app-and-shop concurrency, the export file, and signed download URLs."""
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -133,10 +135,21 @@ class ExportCache:
 
     def keep(self, key: str, op: BulkOperation) -> None:
         """Keeps a whole export (written without a fault) under `key`."""
-        staged = self.directory / f"{key}.{op.number}.tmp"
-        shutil.copyfile(op.path, staged)
+
+        def copy(out: BinaryIO) -> None:
+            with op.path.open("rb") as src:
+                shutil.copyfileobj(src, out)
+
+        self._store(key, op.number, copy, op)
+
+    def _store(self, key: str, number: int, fill: Callable[[BinaryIO], None], tally: "Tally | BulkOperation") -> None:
+        """Keeps what `fill` writes under `key`, then its counts (read from `tally` once it is written): a key with
+        counts is whole."""
+        staged = self.directory / f"{key}.{number}.tmp"
+        with staged.open("wb") as out:
+            fill(out)
         staged.replace(self.directory / f"{key}.jsonl")
-        (self.directory / f"{key}.json").write_text(json.dumps([op.lines, op.roots, op.size]))
+        (self.directory / f"{key}.json").write_text(json.dumps([tally.lines, tally.roots, tally.size]))
 
     def compose(self, parts: list[tuple[str, "Export"]], op: BulkOperation) -> None:
         """Writes the operation's file as its days' parts (day_parts) in order, each served from the cache or made
@@ -148,11 +161,7 @@ class ExportCache:
                 meta, data = self.directory / f"{key}.json", self.directory / f"{key}.jsonl"
                 if not meta.exists():
                     made, tally = True, Tally()
-                    staged = self.directory / f"{key}.{op.number}.tmp"
-                    with staged.open("wb") as kept:
-                        write_lines(part, kept, tally)
-                    staged.replace(data)
-                    meta.write_text(json.dumps([tally.lines, tally.roots, tally.size]))
+                    self._store(key, op.number, functools.partial(write_lines, part, tally=tally), tally)
                 lines, roots, size = json.loads(meta.read_text())
                 with data.open("rb") as src:
                     shutil.copyfileobj(src, out)
@@ -196,8 +205,7 @@ def write_export(
         return
     try:
         if cached and parts:
-            cache.compose(parts, op)
-            cached = False  # its parts are kept
+            cache.compose(parts, op)  # its parts are kept as they are made
         else:
             with op.path.open("wb") as out:
                 write_lines(export, out, op, malformed)
@@ -209,6 +217,6 @@ def write_export(
         op.partial_lines = op.lines // 2
         with op.path.open("rb") as src:
             op.partial_size = sum(len(src.readline()) for _ in range(op.partial_lines))
-    elif cached:
+    elif cached and not parts:
         cache.keep(key, op)
     op.written = True
