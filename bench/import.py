@@ -224,8 +224,8 @@ def measure(
         keep("staging", staged)
         keep("import", imported)
         path = keep("path", staged + imported)
-        for form in ratios:
-            ratios[form].append(path / keep(form, _typed(db, entity, "text" if form == "typed" else form)))
+        ratios["typed"].append(path / keep("typed", _typed(db, entity, "text")))
+        ratios["binary"].append(path / keep("binary", _typed(db, entity, "binary")))
     return best, {form: statistics.median(values) for form, values in ratios.items()}
 
 
