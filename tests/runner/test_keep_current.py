@@ -33,10 +33,13 @@ def _orders_truth(server) -> dict[str, str]:
 
 
 def _check_watermarks(db: psycopg.Connection, server) -> int:
-    """Every order whose current version changed before its shop's watermark is in the database at that version."""
+    """Every order whose current version changed before its shop's watermark is in the database at that version.
+    The watermarks are read first: a SIGKILLed runner's backend may still finish its import, moving a watermark
+    after the rows were read."""
+    marks = db.execute("select shop, watermark from bulk_sync.watermarks").fetchall()
     stored = {r["id"]: r["updated_at"] for r in table(db, "orders")}
     checked = 0
-    for code, mark in db.execute("select shop, watermark from bulk_sync.watermarks").fetchall():
+    for code, mark in marks:
         for order in server.shopify.truth(code, "orders"):
             if order["updated_at"] < mark.strftime("%Y-%m-%dT%H:%M:%SZ"):
                 assert stored.get(order["id"]) == order["updated_at"], (code, mark, order["id"])
