@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--products", type=int, default=300, help="products in the catalogue every shop sells")
     parser.add_argument("--start-latency", type=float, default=0.5, help="seconds an operation stays CREATED")
     parser.add_argument("--objects-per-second", type=float, default=50_000.0, help="export speed while RUNNING")
+    parser.add_argument(
+        "--download-rate", type=float, default=0.0, metavar="BYTES_PER_S",
+        help="serve each export download at this many bytes a second, like a real link (default: as fast as it goes)",
+    )  # fmt: skip
     parser.add_argument("--url-lifetime", type=float, default=7 * 86_400, help="seconds an export URL stays valid")
     parser.add_argument(
         "--token-lifetime", type=float, default=86_399, help="seconds a client credentials token stays valid"
@@ -117,7 +121,9 @@ def build(args: argparse.Namespace) -> "Shopify":
         raise ConfigError("--shops needs at least one shop code")
     settings = Settings(seed=args.seed, first_day=args.first_day, last_day=args.last_day,
                         orders_per_day=args.orders_per_day, products=args.products)  # fmt: skip
-    timing = Timing(args.start_latency, args.objects_per_second, url_lifetime=args.url_lifetime)
+    timing = Timing(
+        args.start_latency, args.objects_per_second, url_lifetime=args.url_lifetime, download_rate=args.download_rate
+    )
     tokens, apps = _credentials(codes, dict(os.environ))
     config = Config(tokens, settings, timing, args.bucket_size, args.restore_rate, args.throttle_429, apps=apps,
                     token_lifetime=args.token_lifetime, domains=_domains(args.domain, codes),

@@ -27,6 +27,7 @@ class Timing:
     cancel_seconds: float = 0.5
     url_lifetime: float = 7 * 86_400
     foreign_op_seconds: float = 5.0
+    download_rate: float = 0.0  # bytes per second each export download is served at (0: as fast as it goes)
 
 
 def iso(moment: float | None) -> str | None:

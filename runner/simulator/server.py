@@ -17,6 +17,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -191,6 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.end_headers()
         remaining = (end - start + 1) // 2 if cut else end - start + 1
+        rate, began, sent = sim.config.timing.download_rate, time.monotonic(), 0
         with op.path.open("rb") as src:
             src.seek(start)
             while remaining > 0:
@@ -199,6 +201,9 @@ class _Handler(BaseHTTPRequestHandler):
                     break
                 self.wfile.write(data)
                 remaining -= len(data)
+                sent += len(data)
+                if rate > 0:  # paced like a download over a link of this many bytes a second
+                    time.sleep(max(0.0, began + sent / rate - time.monotonic()))
         if cut:
             self._reset()
 
