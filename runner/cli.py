@@ -27,7 +27,6 @@ def _status(args: argparse.Namespace) -> int:
     from runner.status import render, snapshot, watch
 
     with connect(args.database_url, autocommit=True) as conn:
-        conn.execute("set jit = off")  # small queries; compiling them would cost more than running them
         if args.watch:
             watch(conn, args.interval)
         else:

@@ -149,7 +149,6 @@ def run(
             dsn = cluster.create_database(DATABASE, fresh=True)
             print("migrated: " + (", ".join(cluster.applied) if cluster.applied else "already up to date"))
             with psycopg.connect(dsn, autocommit=True) as db:
-                db.execute("set jit = off")  # the live view's queries are small; compiling them costs more
                 db.execute("update bulk_sync.settings set poll_interval_seconds = 1")
                 for code in SHOPS:
                     sqlapi.add_shop(db, code, domain(code))
