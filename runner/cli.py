@@ -93,17 +93,24 @@ def _run(args: argparse.Namespace) -> int:
     from runner import log
     from runner.config import check
     from runner.db import connect, database_url
+    from runner.pool import Budget
     from runner.worker import Runner
 
     log.use_format(args.log_format)
     if args.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
+    if args.db_connections < 2:
+        raise ConfigError("--db-connections must be at least 2: one for long steps, one for the short ones")
     env = dict(os.environ)
     only = sorted({c.strip().upper() for c in args.shops.split(",") if c.strip()}) if args.shops else None
     with connect(args.database_url) as conn:
         check(env, conn, only)
     name = args.name or f"{socket.gethostname()}:{os.getpid()}"
-    runner = Runner(database_url(args.database_url), env, args.concurrency, name, args.until_idle, only=only)
+    budget = Budget(database_url(args.database_url), args.db_connections, f"bulk-sync run {name}")
+    runner = Runner(
+        database_url(args.database_url), env, args.concurrency, name, args.until_idle, only=only, budget=budget
+    )
+    budget.open()
     webhooks = None
     if args.webhook_port is not None:
         from runner.webhook import WebhookServer
@@ -114,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
                 "(SHOP_<CODE>_CLIENT_SECRET or SHOPIFY_CLIENT_SECRET) or SHOPIFY_WEBHOOK_SECRET"
             )
         try:
-            webhooks = WebhookServer(database_url(args.database_url), env, args.webhook_port, args.webhook_host)
+            webhooks = WebhookServer(budget, env, args.webhook_port, args.webhook_host)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {args.webhook_host}:{args.webhook_port}: {exc.strerror}") from None
         webhooks.start()
@@ -134,6 +141,7 @@ def _run(args: argparse.Namespace) -> int:
             webhooks.stop()
         if health is not None:
             health.stop()
+        budget.close()
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -153,6 +161,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from runner.pool import DEFAULT_SIZE
+
     top = argparse.ArgumentParser(prog="bulk-sync", description="Shopify bulk exports into PostgreSQL.")
     top.add_argument("--version", action="version", version=f"bulk-sync {__version__}")
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -192,6 +202,10 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--database-url", help="overrides DATABASE_URL")
     run.add_argument("--concurrency", type=int, default=2, help="tasks in flight at once (default: %(default)s)")
+    run.add_argument(
+        "--db-connections", type=int, default=DEFAULT_SIZE,
+        help="database connections this process holds at most, whatever its concurrency (default: %(default)s)",
+    )  # fmt: skip
     run.add_argument("--until-idle", action="store_true", help="exit once no job can make progress")
     run.add_argument("--name", help="worker name in leases and the audit trail (default: host:pid)")
     run.add_argument(

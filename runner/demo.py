@@ -23,6 +23,7 @@ from psycopg import sql
 from runner import log, sqlapi, timeline
 from runner.health import HealthServer
 from runner.localpg import LocalCluster, free_port
+from runner.pool import Budget
 from runner.simulator import truth
 from runner.simulator.webhooks import domain
 from runner.status import watch
@@ -156,7 +157,7 @@ def run(
                 created = sqlapi.enqueue_backfill(db, FIRST, LAST)
                 print(f"select bulk_sync.enqueue_backfill('{FIRST}', '{LAST}');  -> {created} jobs created")
                 env = app | {f"SHOP_{c}_URL": f"{base_url}/{c.lower()}" for c in SHOPS}
-                webhooks = WebhookServer(dsn, env, hook_port, "127.0.0.1")
+                webhooks = WebhookServer(Budget(dsn, 2, "bulk-sync demo webhooks").open(), env, hook_port, "127.0.0.1")
                 webhooks.start()
                 runner = Runner(dsn, env, concurrency=4, name="demo", until_idle=True)
                 health = HealthServer(runner, free_port(), "127.0.0.1").start()
@@ -185,6 +186,7 @@ def run(
     finally:
         if webhooks is not None:
             webhooks.stop()
+            webhooks.budget.close()
         log.send_to(None)
         runner_log.close()
         simulator.terminate()

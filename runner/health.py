@@ -10,7 +10,10 @@ import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from runner import sqlapi
+from runner.db import first_line
 from runner.worker import Runner
+
+PROBE_SECONDS = 3.0  # /readyz waits this long for a connection
 
 
 def alive(runner: Runner) -> str | None:
@@ -23,13 +26,14 @@ def alive(runner: Runner) -> str | None:
 
 def ready(runner: Runner, clock=time.monotonic) -> str | None:
     """None when the runner can take work: the database answers, and a claim succeeded within the lease (or a task
-    is in hand); else why not, in one line."""
+    is in hand); else why not, in one line. Asks on a connection of the runner's budget (never one of its own),
+    which no download or import can hold."""
     try:
-        with psycopg.connect(runner.dsn, autocommit=True, connect_timeout=3) as db:
+        with runner.budget.connection(timeout=PROBE_SECONDS) as db:
             lease = sqlapi.lease_seconds(db)
     except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return f"database unreachable: {first}"
+        reason = first_line(exc)
+        return reason if reason.startswith("database unreachable") else f"database unreachable: {reason}"
     if runner.in_hand:
         return None
     if runner.last_claim is None:

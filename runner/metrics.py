@@ -2,8 +2,11 @@
 shop, phase, entity, outcome, kind and status class: never a token, a URL or anything unique to a job."""
 
 import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
@@ -59,6 +62,10 @@ class Metrics:
             "bulk_sync_last_claim_timestamp_seconds", "When a claim last succeeded (Unix time)", registry=r
         )
 
+    def watch(self, budget) -> None:
+        """Serves the figures of the runner's connection budget (runner.pool.Budget) as they are at each scrape."""
+        self.registry.register(_BudgetCollector(budget.stats))
+
     def claimed(self, tasks: int) -> None:
         self.claims.labels("task" if tasks else "empty").inc()
         self.last_claim.set(time.time())
@@ -75,3 +82,28 @@ class Metrics:
     def granted(self, shop: str, why: str) -> None:
         reason = {"first use": "first_use", "expiring": "expiring", "HTTP 401": "rejected"}.get(why, "other")
         self.token_grants.labels(shop, reason).inc()
+
+
+class _BudgetCollector(Collector):
+    """The database connections of the process: the budget, open, in use, the most open at once, and the waits
+    for one (runner.pool.Budget.stats)."""
+
+    def __init__(self, stats: Callable[[], dict[str, float]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        now = self._stats()
+        for key, name, text in (
+            ("size", "bulk_sync_db_connections_max", "Database connections this runner may hold (--db-connections)"),
+            ("open", "bulk_sync_db_connections_open", "Database connections open now"),
+            ("in_use", "bulk_sync_db_connections_in_use", "Database connections lent to a step now"),
+            ("high_water", "bulk_sync_db_connections_high_water", "The most database connections open at once"),
+        ):
+            yield GaugeMetricFamily(name, text, value=now[key])
+        yield CounterMetricFamily(
+            "bulk_sync_db_connection_waits", "Steps that waited for a free database connection", value=now["waits"]
+        )
+        yield CounterMetricFamily(
+            "bulk_sync_db_connection_wait_seconds", "Seconds steps waited for a free database connection",
+            value=now["wait_seconds"],
+        )  # fmt: skip

@@ -14,6 +14,7 @@ import psycopg
 
 from runner import log, sqlapi
 from runner.config import webhook_secret
+from runner.pool import Budget
 from runner.shared import signature
 
 TOPIC = "bulk_operations/finish"
@@ -29,12 +30,12 @@ class _Listener(ThreadingHTTPServer):
 
 
 class WebhookServer:
-    def __init__(self, dsn: str, env: dict[str, str], port: int, host: str = "0.0.0.0") -> None:  # noqa: S104
-        self.dsn = dsn
+    """Serves deliveries on host:port, each handed to the database on a connection of `budget` (the runner's)."""
+
+    def __init__(self, budget: Budget, env: dict[str, str], port: int, host: str = "0.0.0.0") -> None:  # noqa: S104
+        self.budget = budget
         self.env = env
         self._codes: dict[str, str] = {}  # shop domain -> code, of registered shops
-        self._db_lock = threading.Lock()
-        self._db: psycopg.Connection | None = None
         self.httpd = _Listener((host, port), self._handler())
         self.port = self.httpd.server_address[1]
 
@@ -45,40 +46,24 @@ class WebhookServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-        if self._db is not None:
-            self._db.close()
 
     def finished(self, webhook_id: str, domain: str, operation_id: str) -> str:
         """Hands a verified notification to the database."""
-        return self._query(sqlapi.webhook_finished, webhook_id, domain, operation_id)
+        return self.budget.call(sqlapi.webhook_finished, webhook_id, domain, operation_id)
 
     def deleted(self, webhook_id: str, domain: str, topic: str, payload: dict) -> str:
         """Hands a verified deletion notification to the database."""
-        return self._query(sqlapi.webhook_deleted, webhook_id, domain, topic, payload)
+        return self.budget.call(sqlapi.webhook_deleted, webhook_id, domain, topic, payload)
 
     def secret(self, domain: str) -> bytes | None:
         """The secret that signs the webhooks of the shop at `domain` (its code looked up once it is registered)."""
         code = self._codes.get(domain)
         if code is None:
-            code = self._query(sqlapi.shop_of_domain, domain)
+            code = self.budget.call(sqlapi.shop_of_domain, domain)
             if code is not None:  # an unknown domain is asked again: its shop may be registered later
                 self._codes[domain] = code
         found = webhook_secret(code, self.env)
         return found.encode() if found else None
-
-    def _query(self, function, *args: object):
-        """One call of the SQL API; one connection, reopened when it broke."""
-        with self._db_lock:
-            for attempt in (1, 2):
-                if self._db is None or self._db.closed:
-                    self._db = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
-                try:
-                    return function(self._db, *args)
-                except psycopg.OperationalError:
-                    self._db = None
-                    if attempt == 2:
-                        raise
-        return None
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self

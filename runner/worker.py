@@ -5,15 +5,18 @@ import datetime as dt
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
 
 from runner import log, sqlapi
 from runner.config import base_url, credentials, servable
-from runner.download import Abandoned, DownloadError, download
+from runner.db import first_line
+from runner.download import Abandoned, DownloadError, fetch, stage
 from runner.metrics import Metrics
+from runner.pool import DEFAULT_SIZE, Budget
 from runner.shopify_client import Fatal, InProgress, ShopifyClient, Throttled, Transient
 from runner.tokens import ClientCredentials, StaticToken
 
@@ -29,11 +32,12 @@ class _Lease:
 
 
 class Heartbeats:
-    """Keeps the leases of long downloads alive from a connection of its own: each lease is extended every third
-    of its length (at most every HEARTBEAT_SECONDS), so a short lease survives a slow download too."""
+    """Keeps the leases of long downloads alive, and of steps waiting for a place among the long ones: each lease
+    is extended every third of its length (at most every HEARTBEAT_SECONDS), so a short lease survives a slow
+    download too. Borrows a connection of the budget for each round."""
 
-    def __init__(self, dsn: str, stop: threading.Event, clock: Callable[[], float] = time.monotonic) -> None:
-        self._dsn = dsn
+    def __init__(self, budget: Budget, stop: threading.Event, clock: Callable[[], float] = time.monotonic) -> None:
+        self._budget = budget
         self._stop = stop
         self._clock = clock
         self._lock = threading.Lock()
@@ -73,11 +77,11 @@ class Heartbeats:
             if not (due := self.due()):
                 continue
             try:
-                with psycopg.connect(self._dsn, autocommit=True, connect_timeout=10) as db:
+                with self._budget.connection() as db:
                     for (job_id, fence), copied in due.items():
                         sqlapi.heartbeat(db, job_id, fence, copied or None)
             except psycopg.Error as exc:
-                log.step(phase="heartbeat", outcome="error", detail=type(exc).__name__)
+                log.step(phase="heartbeat", outcome="error", detail=f"{type(exc).__name__}: {first_line(exc)}")
 
 
 class Doorbell:
@@ -114,12 +118,13 @@ class Doorbell:
 
 class Runner:
     """Serves the shops its environment has credentials for (`env`: SHOP_<CODE>_TOKEN, client credentials, base
-    URLs); a shop registered while it runs is served as soon as a task of it comes, without a restart."""
+    URLs); a shop registered while it runs is served as soon as a task of it comes, without a restart. Holds at
+    most `db_connections` database connections (its `budget`), whatever its concurrency."""
 
     def __init__(
         self, dsn: str, env: dict[str, str], concurrency: int = 1, name: str = "runner",
         until_idle: bool = False, wait_seconds: float = 2.0, only: list[str] | None = None,
-        metrics: Metrics | None = None,
+        metrics: Metrics | None = None, db_connections: int = DEFAULT_SIZE, budget: Budget | None = None,
     ) -> None:  # fmt: skip
         self.dsn = dsn
         self.env = env
@@ -129,12 +134,15 @@ class Runner:
         self.until_idle = until_idle
         self.wait_seconds = wait_seconds
         self.stop = threading.Event()
-        self.heartbeats = Heartbeats(dsn, self.stop)
+        self._owns_budget = budget is None  # closed at the end of run(); a budget handed in is its giver's
+        self.budget = budget or Budget(dsn, db_connections, f"bulk-sync run {name}")
+        self.heartbeats = Heartbeats(self.budget, self.stop)
         self.clients: dict[str, ShopifyClient] = {}
         self.tokens: dict[str, StaticToken | ClientCredentials] = {}
         self._clients_lock = threading.Lock()
         self.errors = 0
         self.metrics = metrics or Metrics()
+        self.metrics.watch(self.budget)
         self.threads: list[threading.Thread] = []
         self.doorbell = Doorbell()
         self.last_claim: float | None = None  # time.monotonic() of the last claim that succeeded
@@ -152,9 +160,11 @@ class Runner:
         signal.signal(signal.SIGINT, handle)
 
     def run(self) -> int:
+        self.budget.open()
         self.heartbeats.start()
         threads = self.threads = [
-            threading.Thread(target=self._loop, args=(i,), daemon=True) for i in range(self.concurrency)
+            threading.Thread(target=self._loop, args=(i,), name=f"{self.name}/{i}", daemon=True)
+            for i in range(self.concurrency)
         ]
         for thread in threads:
             thread.start()
@@ -166,6 +176,8 @@ class Runner:
         for auth in self.tokens.values():
             if isinstance(auth, ClientCredentials):
                 auth.close()
+        if self._owns_budget:
+            self.budget.close()
         return 0
 
     def client(self, task: dict) -> ShopifyClient:
@@ -195,104 +207,70 @@ class Runner:
 
     def _loop(self, index: int) -> None:
         worker = f"{self.name}/{index}"
+        watching = False  # asks without waiting first: there may be work for every worker
         while not self.stop.is_set():
             try:
-                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as db:
-                    watching = False  # asks without waiting first: there may be work for every worker
-                    while not self.stop.is_set():
-                        asked = time.monotonic()
-                        rows = []
-                        try:
-                            rows = sqlapi.claim(db, worker, 1, self.wait_seconds if watching else 0.0, self.shops)
-                        finally:
-                            if watching:
-                                self.doorbell.watched(bool(rows))
-                        self.last_claim = time.monotonic()
-                        self.metrics.claimed(len(rows))
-                        claim_ms = round((self.last_claim - asked) * 1000)
-                        for task in rows:
-                            self._handle(db, task, claim_ms)
-                        if rows:
-                            watching = False
-                            continue
-                        if self.until_idle and sqlapi.idle(db):
-                            log.step(worker=worker, phase="idle", outcome="done", detail="no job can make progress")
-                            self.stop.set()
-                        watching = self.doorbell.wait_turn(self.stop)
+                watching = self._turn(worker, watching)
             except psycopg.OperationalError as exc:
                 self.errors += 1
-                log.step(worker=worker, phase="database", outcome="error", detail=_first_line(exc))
+                watching = False
+                log.step(worker=worker, phase="database", outcome="error", detail=first_line(exc))
                 self.stop.wait(2.0)
 
+    def _turn(self, worker: str, watching: bool) -> bool:
+        """One claim and the tasks it handed out; returns whether to wait in the database on the next claim."""
+        asked = time.monotonic()
+        rows: list[sqlapi.Task] = []
+        idle = False
+        try:
+            with self.budget.connection() as db:
+                rows = sqlapi.claim(db, worker, 1, self.wait_seconds if watching else 0.0, self.shops)
+                idle = not rows and self.until_idle and sqlapi.idle(db)
+        finally:
+            if watching:
+                self.doorbell.watched(bool(rows))
+        self.last_claim = time.monotonic()
+        self.metrics.claimed(len(rows))
+        claim_ms = round((self.last_claim - asked) * 1000)
+        for task in rows:
+            self._handle(task, claim_ms)
+        if rows:
+            return False
+        if idle:
+            log.step(worker=worker, phase="idle", outcome="done", detail="no job can make progress")
+            self.stop.set()
+        return self.doorbell.wait_turn(self.stop)
+
+    # -- the database -----------------------------------------------------------------------------------------
+    @contextmanager
+    def _long(self, job_id: int, fence: int, lease_seconds: float) -> Iterator[psycopg.Connection]:
+        """A connection for a long step (a download's COPY, an import), its lease kept alive while it waits for one
+        of the budget's places for long steps."""
+        self.heartbeats.hold(job_id, fence, lease_seconds)
+        try:
+            with self.budget.long_step():
+                self.heartbeats.drop(job_id, fence)
+                with self.budget.connection() as db:
+                    yield db
+        finally:
+            self.heartbeats.drop(job_id, fence)
+
     # -- tasks ------------------------------------------------------------------------------------------------
-    def _handle(self, db: psycopg.Connection, task: sqlapi.Task, claim_ms: int = 0) -> None:
+    def _handle(self, task: sqlapi.Task, claim_ms: int = 0) -> None:
         """Does the task's HTTP side and reports it; logs one line (claim_ms: how long the claim that handed it out
         took, a wait for work included)."""
         job_id, fence, kind = task["job_id"], task["fence"], task["task"]
         started = time.monotonic()
-        outcome, detail = "ok", ""
+        outcome, detail = "error", ""
         self._in_hand(kind, +1)
         try:
-            client = self.client(task) if kind in ("start", "poll", "cancel") else None
-            if kind == "start":
-                adopted = None
-                if task.get("adopt_since"):  # an earlier start may have made the operation: never start twice
-                    since = dt.datetime.fromisoformat(task["adopt_since"])
-                    adopted = client.find_operation(task["query"], since)
-                operation_id = adopted or client.run_query(task["query"])
-                sqlapi.report_operation_started(db, job_id, fence, operation_id, adopted is not None)
-                outcome, detail = ("adopted" if adopted else "ok"), operation_id
-            elif kind == "poll":
-                op = client.poll(task["operation_id"])
-                sqlapi.report_poll_result(db, job_id, fence, op.status, op.error_code, op.object_count, op.file_size,
-                                          op.url)  # fmt: skip
-                outcome, detail = op.status, f"{op.object_count} objects"
-            elif kind == "download":
-                self.heartbeats.hold(job_id, fence, task["lease_seconds"])
-                try:
-                    result = download(db, job_id, fence, task["export_url"], self.stop,
-                                      lambda copied: self.heartbeats.copied(job_id, fence, copied))  # fmt: skip
-                finally:
-                    self.heartbeats.drop(job_id, fence)
-                outcome = "ok" if result.accepted else "stale"
-                detail = f"{result.lines} lines, {result.bytes} bytes"
-                self.metrics.download_bytes.labels(task["shop"]).inc(result.bytes)
-                if result.accepted:
-                    self.metrics.lines_staged.labels(task["shop"]).inc(result.lines)
-            elif kind == "import":
-                sqlapi.import_job(db, job_id, fence)
-                detail = self._imported(db, task)
-            elif kind == "cancel":
-                try:
-                    client.cancel(task["operation_id"])
-                except (Throttled, Transient) as exc:  # no job waits on it (no fence to report on): ask again later
-                    outcome, detail = "transient", str(exc)
-                    sqlapi.report_cancel_failed(db, job_id, task["operation_id"], task.get("attempt", 0), str(exc))
-        except Throttled as exc:
-            outcome, detail = "throttled", str(exc)
-            self.metrics.waited(task["shop"], "throttled", min(exc.wait, 3600.0))
-            sqlapi.report_throttled(db, job_id, fence, min(exc.wait, 3600.0))
-        except InProgress as exc:
-            outcome, detail = "in_progress", str(exc)
-            sqlapi.report_operation_in_progress(db, job_id, fence, str(exc))
-        except Transient as exc:
-            outcome, detail = "transient", str(exc)
-            sqlapi.report_transient_error(db, job_id, fence, str(exc))
-        except Fatal as exc:
-            outcome, detail = "fatal", str(exc)
-            sqlapi.report_fatal_error(db, job_id, fence, str(exc))
-        except DownloadError as exc:
-            outcome, detail = "expired" if exc.expired else "download_error", str(exc)
-            sqlapi.report_download_failed(db, job_id, fence, str(exc), exc.expired)
-        except Abandoned:
-            outcome = "given_back"
-            sqlapi.release(db, job_id, fence)
+            outcome, detail = self._perform(task)
         except psycopg.Error:
             outcome = "database_error"
             raise  # the database connection is the loop's to handle
         except Exception as exc:  # noqa: BLE001 - a bug here must not stall the job until its lease expires
             outcome, detail = "error", f"runner error: {type(exc).__name__}"
-            sqlapi.report_transient_error(db, job_id, fence, detail)
+            self.budget.call(sqlapi.report_transient_error, job_id, fence, detail)
         finally:
             self._in_hand(kind, -1)
             self.metrics.tasks.labels(task["shop"], kind, outcome).inc()
@@ -302,14 +280,85 @@ class Runner:
             duration_ms=round((time.monotonic() - started) * 1000), outcome=outcome, detail=detail,
         )  # fmt: skip
 
+    def _perform(self, task: sqlapi.Task) -> tuple[str, str]:
+        """The task's side effects and the report of what happened; returns (outcome, detail) for the step line."""
+        job_id, fence, kind = task["job_id"], task["fence"], task["task"]
+        try:
+            client = self.client(task) if kind in ("start", "poll", "cancel") else None
+            if kind == "start":
+                adopted = None
+                if task.get("adopt_since"):  # an earlier start may have made the operation: never start twice
+                    since = dt.datetime.fromisoformat(task["adopt_since"])
+                    adopted = client.find_operation(task["query"], since)
+                operation_id = adopted or client.run_query(task["query"])
+                self.budget.call(sqlapi.report_operation_started, job_id, fence, operation_id, adopted is not None)
+                return ("adopted" if adopted else "ok"), operation_id
+            if kind == "poll":
+                op = client.poll(task["operation_id"])
+                self.budget.call(sqlapi.report_poll_result, job_id, fence, op.status, op.error_code, op.object_count,
+                             op.file_size, op.url)  # fmt: skip
+                return op.status, f"{op.object_count} objects"
+            if kind == "download":
+                return self._download(task)
+            if kind == "import":
+                with self._long(job_id, fence, task.get("lease_seconds", 120)) as db:
+                    sqlapi.import_job(db, job_id, fence)
+                return "ok", self._imported(task)
+            if kind == "cancel":
+                try:
+                    client.cancel(task["operation_id"])
+                except (Throttled, Transient) as exc:  # no job waits on it (no fence to report on): ask again later
+                    self.budget.call(sqlapi.report_cancel_failed, job_id, task["operation_id"], task.get("attempt", 0),
+                                 str(exc))  # fmt: skip
+                    return "transient", str(exc)
+            return "ok", ""
+        except Throttled as exc:
+            self.metrics.waited(task["shop"], "throttled", min(exc.wait, 3600.0))
+            self.budget.call(sqlapi.report_throttled, job_id, fence, min(exc.wait, 3600.0))
+            return "throttled", str(exc)
+        except InProgress as exc:
+            self.budget.call(sqlapi.report_operation_in_progress, job_id, fence, str(exc))
+            return "in_progress", str(exc)
+        except Transient as exc:
+            self.budget.call(sqlapi.report_transient_error, job_id, fence, str(exc))
+            return "transient", str(exc)
+        except Fatal as exc:
+            self.budget.call(sqlapi.report_fatal_error, job_id, fence, str(exc))
+            return "fatal", str(exc)
+        except DownloadError as exc:
+            self.budget.call(sqlapi.report_download_failed, job_id, fence, str(exc), exc.expired)
+            return ("expired" if exc.expired else "download_error"), str(exc)
+        except Abandoned:
+            self.budget.call(sqlapi.release, job_id, fence)
+            return "given_back", ""
+
+    def _download(self, task: sqlapi.Task) -> tuple[str, str]:
+        """The export into a spool with no connection held, then into staging on one of the long places; its lease
+        kept alive by heartbeats throughout."""
+        job_id, fence = task["job_id"], task["fence"]
+        self.heartbeats.hold(job_id, fence, task["lease_seconds"])
+        try:
+            spool = fetch(task["export_url"], self.stop, lambda copied: self.heartbeats.copied(job_id, fence, copied))
+            try:
+                with self.budget.long_step(), self.budget.connection() as db:
+                    result = stage(db, job_id, fence, spool, self.stop)
+            finally:
+                spool.close()
+        finally:
+            self.heartbeats.drop(job_id, fence)
+        self.metrics.download_bytes.labels(task["shop"]).inc(result.bytes)
+        if result.accepted:
+            self.metrics.lines_staged.labels(task["shop"]).inc(result.lines)
+        return ("ok" if result.accepted else "stale"), f"{result.lines} lines, {result.bytes} bytes"
+
     def _in_hand(self, phase: str, change: int) -> None:
         with self._clients_lock:
             self.in_hand += change
         self.metrics.in_flight.labels(phase).inc(change)
 
-    def _imported(self, db: psycopg.Connection, task: sqlapi.Task) -> str:
+    def _imported(self, task: sqlapi.Task) -> str:
         """Counts an import task done, by where it left its job; returns that for the step line."""
-        found = sqlapi.import_outcome(db, task["job_id"])
+        found = self.budget.call(sqlapi.import_outcome, task["job_id"])
         if found is None:
             return "job gone"
         status, entity, lines, rejected, fence = found
@@ -319,8 +368,3 @@ class Runner:
         if status == "completed":
             self.metrics.import_lines.labels(task["shop"], entity).inc(lines)
         return f"{status}: {lines} lines, {rejected} quarantined"
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

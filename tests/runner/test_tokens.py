@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from runner.config import base_url, credentials, servable, webhook_secret
+from runner.pool import Budget
 from runner.shared import signature
 from runner.shopify_client import Fatal, ShopifyClient, Transient
 from runner.simulator.auth import App
@@ -195,7 +196,8 @@ def test_webhooks_are_verified_with_the_secret_of_the_shops_app(db: psycopg.Conn
         db.execute("select bulk_sync.add_shop(%s, %s)", (code, domain(code)))
     env = {"SHOP_DE_CLIENT_ID": "de", "SHOP_DE_CLIENT_SECRET": "de-secret", "SHOPIFY_CLIENT_SECRET": "app-secret",
            "SHOP_CHF_CLIENT_ID": "chf", "SHOP_CHF_CLIENT_SECRET": "chf-secret"}  # fmt: skip
-    server = WebhookServer(dsn, env, 0, "127.0.0.1")
+    budget = Budget(dsn, 2).open()
+    server = WebhookServer(budget, env, 0, "127.0.0.1")
     server.start()
     try:
         body = b'{"admin_graphql_api_id":"gid://shopify/BulkOperation/1","status":"completed"}'
@@ -217,6 +219,7 @@ def test_webhooks_are_verified_with_the_secret_of_the_shops_app(db: psycopg.Conn
         assert deliver("CHF", b"chf-secret", "w6") == 200
     finally:
         server.stop()
+        budget.close()
 
 
 # -- the runner, as a process, against the simulator ---------------------------------------------------------------
