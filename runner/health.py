@@ -17,10 +17,14 @@ PROBE_SECONDS = 3.0  # /readyz waits this long for a connection
 
 
 def alive(runner: Runner) -> str | None:
-    """None when every worker loop runs (or the runner is stopping as asked), else why not."""
+    """None when every worker loop runs (or the runner is stopping as asked), else why not: the loop that could
+    not go on and its last error."""
+    if runner.ended:
+        worker, why = next(iter(runner.ended.items()))
+        return f"worker loop {worker} ended: {why}"
     dead = [t.name for t in runner.threads if not t.is_alive()]
     if dead and not runner.stop.is_set():
-        return f"{len(dead)} of {len(runner.threads)} worker loops have ended"
+        return f"{len(dead)} of {len(runner.threads)} worker loops have ended: {', '.join(dead)}"
     return None
 
 

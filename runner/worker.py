@@ -5,6 +5,7 @@ import datetime as dt
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ from runner.tokens import ClientCredentials, StaticToken
 
 HEARTBEAT_SECONDS = 20.0  # at most this long between heartbeats of a held lease; a third of the lease if shorter
 TICK_SECONDS = 1.0
+GIVE_UP_AFTER = 10  # a worker loop that fails this often in a row (the database unreachable aside) ends the process
+BACKOFF_CAP_SECONDS = 30.0  # a failed worker loop waits 1, 2, 4 ... s, at most this, before it goes on
+UNREACHABLE_SECONDS = 2.0  # a worker loop waits this long before it asks an unreachable database again
 
 
 @dataclass
@@ -125,6 +129,7 @@ class Runner:
         self, dsn: str, env: dict[str, str], concurrency: int = 1, name: str = "runner",
         until_idle: bool = False, wait_seconds: float = 2.0, only: list[str] | None = None,
         metrics: Metrics | None = None, db_connections: int = DEFAULT_SIZE, budget: Budget | None = None,
+        give_up_after: int = GIVE_UP_AFTER, backoff_cap: float = BACKOFF_CAP_SECONDS,
     ) -> None:  # fmt: skip
         self.dsn = dsn
         self.env = env
@@ -147,6 +152,10 @@ class Runner:
         self.doorbell = Doorbell()
         self.last_claim: float | None = None  # time.monotonic() of the last claim that succeeded
         self.in_hand = 0  # tasks being handled now
+        self.give_up_after = give_up_after
+        self.backoff_cap = backoff_cap
+        self.ended: dict[str, str] = {}  # worker loops that could not go on, and why
+        self._tracebacks: set[tuple[str, str]] = set()  # the errors whose traceback was logged already
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -160,6 +169,7 @@ class Runner:
         signal.signal(signal.SIGINT, handle)
 
     def run(self) -> int:
+        """Works until stopped; 0, or 1 when a worker loop could not go on (the process should be restarted)."""
         self.budget.open()
         self.heartbeats.start()
         threads = self.threads = [
@@ -178,7 +188,7 @@ class Runner:
                 auth.close()
         if self._owns_budget:
             self.budget.close()
-        return 0
+        return 1 if self.ended else 0
 
     def client(self, task: dict) -> ShopifyClient:
         """The Admin API client of the task's shop, made on first use from the task's endpoint and the environment;
@@ -206,16 +216,32 @@ class Runner:
             return client
 
     def _loop(self, index: int) -> None:
+        """Claims and handles tasks until stopped. Any error is logged (a task in hand is reported as a transient
+        error first) and the loop goes on after a backoff; an unreachable database is waited for however long,
+        but GIVE_UP_AFTER other failures in a row end the loop, and with it the process."""
         worker = f"{self.name}/{index}"
         watching = False  # asks without waiting first: there may be work for every worker
+        failures = 0
         while not self.stop.is_set():
             try:
                 watching = self._turn(worker, watching)
-            except psycopg.OperationalError as exc:
-                self.errors += 1
-                watching = False
-                log.step(worker=worker, phase="database", outcome="error", detail=first_line(exc))
-                self.stop.wait(2.0)
+                failures = 0
+                continue
+            except _TaskFailed as failed:  # logged and reported with its task
+                error = failed.cause
+            except Exception as exc:  # noqa: BLE001 - in the claim: nothing is lost, the loop must go on
+                error = exc
+                self._log_error(error, worker=worker, phase="claim")
+            watching = False
+            self.errors += 1
+            if isinstance(error, psycopg.OperationalError):  # unreachable, or no connection free: wait it out
+                self.stop.wait(UNREACHABLE_SECONDS)
+                continue
+            failures += 1
+            if failures >= self.give_up_after:
+                self._end(worker, error, failures)
+                return
+            self.stop.wait(min(self.backoff_cap, 2.0 ** (failures - 1)))
 
     def _turn(self, worker: str, watching: bool) -> bool:
         """One claim and the tasks it handed out; returns whether to wait in the database on the next claim."""
@@ -241,6 +267,21 @@ class Runner:
             self.stop.set()
         return self.doorbell.wait_turn(self.stop)
 
+    def _end(self, worker: str, error: BaseException, failures: int) -> None:
+        """A worker loop that cannot go on: say why, and stop the runner (it exits with 1, to be restarted)."""
+        why = f"{type(error).__name__}: {first_line(error)} ({failures} failures in a row)"
+        self.ended[worker] = log.redact(why)
+        log.step(worker=worker, phase="worker", outcome="ended", detail=why)
+        self.stop.set()
+
+    def _log_error(self, error: BaseException, **fields: object) -> None:
+        """One step line for an error, with its traceback the first time an error of its kind and place comes."""
+        where = " ".join(f"{f.filename}:{f.lineno}" for f in traceback.extract_tb(error.__traceback__))
+        if (type(error).__name__, where) not in self._tracebacks:
+            self._tracebacks.add((type(error).__name__, where))
+            fields["traceback"] = "".join(traceback.format_exception(error)).rstrip()
+        log.step(**fields, outcome="error", detail=f"{type(error).__name__}: {first_line(error)}")
+
     # -- the database -----------------------------------------------------------------------------------------
     @contextmanager
     def _long(self, job_id: int, fence: int, lease_seconds: float) -> Iterator[psycopg.Connection]:
@@ -258,27 +299,43 @@ class Runner:
     # -- tasks ------------------------------------------------------------------------------------------------
     def _handle(self, task: sqlapi.Task, claim_ms: int = 0) -> None:
         """Does the task's HTTP side and reports it; logs one line (claim_ms: how long the claim that handed it out
-        took, a wait for work included)."""
-        job_id, fence, kind = task["job_id"], task["fence"], task["task"]
+        took, a wait for work included). An unexpected error is logged, reported as a transient error of the task's
+        step and raised as _TaskFailed."""
+        job_id, kind = task["job_id"], task["task"]
         started = time.monotonic()
+        failure: Exception | None = None
         outcome, detail = "error", ""
         self._in_hand(kind, +1)
         try:
             outcome, detail = self._perform(task)
-        except psycopg.Error:
-            outcome = "database_error"
-            raise  # the database connection is the loop's to handle
-        except Exception as exc:  # noqa: BLE001 - a bug here must not stall the job until its lease expires
-            outcome, detail = "error", f"runner error: {type(exc).__name__}"
-            self.budget.call(sqlapi.report_transient_error, job_id, fence, detail)
+        except Exception as exc:  # noqa: BLE001 - the step must not stall until its lease expires
+            failure, outcome = exc, "error"
+            self._report_failure(task, f"runner error: {type(exc).__name__}")
         finally:
             self._in_hand(kind, -1)
-            self.metrics.tasks.labels(task["shop"], kind, outcome).inc()
+            self.metrics.tasks.labels(task["shop"], kind, outcome if failure is None else "error").inc()
             self.metrics.task_seconds.labels(kind).observe(time.monotonic() - started)
-        log.step(
-            job=job_id, shop=task["shop"], entity=task.get("entity"), phase=kind, claim_ms=claim_ms,
-            duration_ms=round((time.monotonic() - started) * 1000), outcome=outcome, detail=detail,
-        )  # fmt: skip
+        fields = {
+            "job": job_id, "shop": task["shop"], "entity": task.get("entity"), "phase": kind, "claim_ms": claim_ms,
+            "duration_ms": round((time.monotonic() - started) * 1000),
+        }  # fmt: skip
+        if failure is not None:
+            self._log_error(failure, **fields)
+            raise _TaskFailed(failure)
+        log.step(**fields, outcome=outcome, detail=detail)
+
+    def _report_failure(self, task: sqlapi.Task, reason: str) -> None:
+        """Reports an unexpected error of a task as transient (a cancel: asked again later); when even that fails,
+        the lease expires and the step is handed out again."""
+        try:
+            if task["task"] == "cancel":
+                self.budget.call(sqlapi.report_cancel_failed, task["job_id"], task["operation_id"],
+                             task.get("attempt", 0), reason)  # fmt: skip
+            else:
+                self.budget.call(sqlapi.report_transient_error, task["job_id"], task["fence"], reason)
+        except Exception as exc:  # noqa: BLE001 - logged; the lease is the safety net
+            log.step(job=task["job_id"], phase=task["task"], outcome="unreported",
+                     detail=f"{type(exc).__name__}: {first_line(exc)}; the lease will expire")  # fmt: skip
 
     def _perform(self, task: sqlapi.Task) -> tuple[str, str]:
         """The task's side effects and the report of what happened; returns (outcome, detail) for the step line."""
@@ -368,3 +425,11 @@ class Runner:
         if status == "completed":
             self.metrics.import_lines.labels(task["shop"], entity).inc(lines)
         return f"{status}: {lines} lines, {rejected} quarantined"
+
+
+class _TaskFailed(Exception):
+    """A task's step failed unexpectedly; it was logged and reported already."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
