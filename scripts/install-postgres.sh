@@ -1,6 +1,7 @@
 #!/bin/sh
-# Makes sure a PostgreSQL server with pg_cron is installed (Debian/Ubuntu packages). Uses the installed major
-# version when its pg_cron package exists, else the distribution's default PostgreSQL with its pg_cron.
+# Makes sure a PostgreSQL server with pg_cron is installed (Debian/Ubuntu packages), and PgBouncer, which the tests
+# put in front of it as Supabase's poolers. Uses the installed major version when its pg_cron package exists, else
+# the distribution's default PostgreSQL with its pg_cron.
 set -eu
 
 have_pg_cron() {
@@ -10,16 +11,25 @@ have_pg_cron() {
     return 1
 }
 
-have_pg_cron && exit 0
+have_pgbouncer() {
+    command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]
+}
+
+have_pg_cron && have_pgbouncer && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "bulk-sync needs PostgreSQL (14 or newer) with pg_cron: install postgresql-<major>-cron or equivalent" >&2
+    echo "bulk-sync needs PostgreSQL (14 or newer) with pg_cron, and its tests PgBouncer: install" \
+        "postgresql-<major>-cron and pgbouncer or their equivalents" >&2
     exit 1
 fi
 if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 
 $sudo apt-get update -qq
+if ! have_pgbouncer; then
+    $sudo apt-get install -y -qq pgbouncer >/dev/null
+fi
+have_pg_cron && exit 0
 installed=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -n 1)
 if [ -n "$installed" ] && $sudo apt-get install -y -qq "postgresql-$installed-cron" >/dev/null; then
     have_pg_cron && exit 0
