@@ -83,25 +83,73 @@ def _pgmq_unusable(conn: psycopg.Connection) -> str | None:
     if _one(conn, "select to_regclass('pgmq.q_bulk_sync') is not null"):
         return None  # the queue exists: nothing to create
     if not _one(conn, "select has_schema_privilege('pgmq', 'create')"):
-        return "permission denied for schema pgmq"
+        return "permission denied to create in schema pgmq"
     owner_ok = _one(
         conn, "select coalesce((select pg_has_role(extowner, 'usage') from pg_extension where extname = 'pgmq'), true)"
     )
     return None if owner_ok else "the pgmq extension belongs to another role"
 
 
+# What Supabase's dashboard runs for Database > Extensions > pgmq with "Create a new schema": the role enabling it
+# owns schema pgmq and everything in it (a plain `create extension pgmq` leaves the schema to the platform).
+_PGMQ_OWN_SCHEMA = "create schema if not exists pgmq; create extension pgmq with schema pgmq;"
+
+
+def _pgmq_advice(conn: psycopg.Connection, reason: str) -> str:
+    """One line: why this role cannot use pgmq, and what makes it usable on this kind of server."""
+    me, schema_owner, schema_mine, ext_owner, ext_mine = conn.execute(
+        """select current_user, n.nspowner::regrole::text, pg_has_role(n.nspowner, 'usage'),
+                  e.extowner::regrole::text, coalesce(pg_has_role(e.extowner, 'usage'), false)
+           from pg_namespace as n left join pg_extension as e on e.extname = 'pgmq'
+           where n.nspname = 'pgmq'"""
+    ).fetchone()
+    owners = f"schema pgmq belongs to {schema_owner}" + (f", the extension to {ext_owner}" if ext_owner else "")
+    if not _on_supabase(conn):
+        return (
+            f"pgmq is installed but {me} cannot use it ({reason}; {owners}): have {ext_owner or schema_owner} or a "
+            f"superuser run `drop extension if exists pgmq; drop schema pgmq;` (its queues go with them), then run "
+            f"migrate again as {me}: it creates pgmq for {me}"
+        )
+    enable = (
+        'then enable pgmq again in Database > Extensions with "Create a new schema" named pgmq (or run: '
+        f"{_PGMQ_OWN_SCHEMA}) and run migrate again"
+    )
+    if ext_mine and schema_mine:
+        first = "run `drop extension pgmq;` (its queues go with it)"
+    elif ext_mine:
+        first = (
+            f"run `drop extension pgmq;` (its queues go with it); schema pgmq stays {schema_owner}'s, which only "
+            "Supabase support can drop: ask them to"
+        )
+    else:
+        first = (
+            f"pgmq was enabled by {ext_owner or schema_owner}: ask Supabase support to drop extension and schema pgmq"
+        )
+    return f"pgmq is installed but {me} cannot use it ({reason}; {owners}); on Supabase, {first}, {enable}"
+
+
+def _on_supabase(conn: psycopg.Connection) -> bool:
+    """A Supabase project's database: its API roles and its extensions schema."""
+    return bool(
+        _one(
+            conn,
+            "select to_regrole('service_role') is not null and to_regrole('authenticated') is not null"
+            " and to_regnamespace('extensions') is not null",
+        )
+    )
+
+
 def _ensure_pgmq(conn: psycopg.Connection) -> str | None:
-    """pgmq as found; else the server's extension; else the SQL shipped in the pgmq package."""
+    """pgmq as found; else the server's extension in a schema of its own; else the SQL shipped in the pgmq
+    package."""
     if _one(conn, "select to_regnamespace('pgmq') is not null"):
         reason = _pgmq_unusable(conn)
         if reason:
-            raise ConfigError(
-                f"pgmq is installed but {_one(conn, 'select current_user')} cannot use it ({reason}); on Supabase, "
-                "disable and re-enable the pgmq extension (Database > Extensions) so that postgres owns it"
-            )
+            raise ConfigError(_pgmq_advice(conn, reason))
         return None
     if _one(conn, "select exists (select from pg_available_extensions where name = 'pgmq')"):
-        conn.execute("create extension pgmq")
+        conn.execute("create schema if not exists pgmq")
+        conn.execute("create extension pgmq with schema pgmq")
         return "pgmq (extension)"
     from pgmq.install import get_embedded_install_sql
 
@@ -233,4 +281,8 @@ def migrate(conn: psycopg.Connection, root: Path | None = None) -> list[str]:
                 ([d.name for d in defs], [d.checksum for d in defs]),
             )
             done.append(f"definitions ({', '.join(d.name for d in stale) or 'unchanged files, re-applied'})")
+        # Every time: whoever was granted a privilege on the queue since (Supabase Studio's "Expose Queues via
+        # PostgREST" grants service_role all of every queue table) loses it.
+        if revoked := _one(conn, "select bulk_sync.close_queue()"):
+            done.append(f"queue closed to {', '.join(revoked)}")
     return done

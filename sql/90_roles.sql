@@ -20,6 +20,46 @@ begin
 end;
 $$;
 
+-- Takes every privilege on bulk-sync's queue (pgmq.q_bulk_sync, pgmq.a_bulk_sync and their sequences) from every
+-- role but its owner; returns the roles it took one from. bulk-sync's roles need none (its functions run as their
+-- owner). migrate runs it every time: Supabase Studio's "Expose Queues via PostgREST" grants service_role all of
+-- every queue table, and its default privileges give later ones to anon and authenticated as well.
+create or replace function bulk_sync.close_queue() returns text[]
+language plpgsql as $$
+declare
+    v_grant record;
+    v_roles text[] := '{}';
+begin
+    for v_grant in
+        select distinct
+            case when c.relkind = 'S' then 'sequence ' else 'table ' end || c.oid::regclass::text as target,
+            case when a.grantee = 0 then 'public' else quote_ident(a.grantee::regrole::text) end as grantee
+        from pg_class as c
+        cross join lateral aclexplode(c.relacl) as a
+        where c.relnamespace = 'pgmq'::regnamespace and a.grantee <> c.relowner
+          and (c.relname in ('q_bulk_sync', 'a_bulk_sync') or c.oid in (
+              select d.objid from pg_depend as d
+              where d.classid = 'pg_class'::regclass and d.refclassid = 'pg_class'::regclass
+                and d.refobjid in (to_regclass('pgmq.q_bulk_sync'), to_regclass('pgmq.a_bulk_sync'))
+                and d.deptype in ('a', 'i')
+          ))
+        union
+        -- column privileges go with a revoke on their table
+        select distinct 'table ' || c.oid::regclass::text,
+               case when a.grantee = 0 then 'public' else quote_ident(a.grantee::regrole::text) end
+        from pg_class as c
+        inner join pg_attribute as col on c.oid = col.attrelid
+        cross join lateral aclexplode(col.attacl) as a
+        where c.relnamespace = 'pgmq'::regnamespace and c.relname in ('q_bulk_sync', 'a_bulk_sync')
+          and a.grantee <> c.relowner
+    loop
+        execute format('revoke all on %s from %s', v_grant.target, v_grant.grantee);
+        v_roles := array(select distinct unnest(v_roles || v_grant.grantee) order by 1);
+    end loop;
+    return v_roles;
+end;
+$$;
+
 -- Revokes every privilege on the schemas bulk_sync and shopify and on everything in them from every role but the
 -- owner (PUBLIC included).
 do $$

@@ -46,15 +46,27 @@ alter default privileges for role {owner} grant all on schemas to anon, authenti
 create schema extensions authorization {owner};
 grant usage on schema extensions to anon, authenticated, service_role;
 create schema hooks;
--- Like Supabase's after-create script for pgmq: the role that enabled it owns its schema and objects; and, like
--- it, set local search_path = '' for the rest of the transaction (after any CREATE EXTENSION).
+-- Like supautils: a CREATE EXTENSION pgmq that has to make schema pgmq makes it as the platform's superuser (here
+-- the cluster's), whose it stays; enabled into a schema the role made first ("Create a new schema" in the
+-- dashboard), the schema stays the role's. Noted before the command, acted on after it.
+create function hooks.before_create() returns event_trigger language plpgsql security definer as $$
+begin
+    perform set_config('hooks.pgmq_schema_existed', (to_regnamespace('pgmq') is not null)::text, true);
+end;
+$$;
+create event trigger before_create on ddl_command_start when tag in ('CREATE EXTENSION')
+execute function hooks.before_create();
+-- Like Supabase's after-create script for pgmq: the role that enabled it owns its objects; and, like it, set local
+-- search_path = '' for the rest of the transaction (after any CREATE EXTENSION).
 create function hooks.after_create() returns event_trigger language plpgsql security definer as $$
 declare
     v_owner text := (select extowner::regrole::text from pg_extension where extname = 'pgmq');
     v_object record;
 begin
     if exists (select from pg_event_trigger_ddl_commands() where object_identity = 'pgmq') then
-        execute format('alter schema pgmq owner to %I', v_owner);
+        if current_setting('hooks.pgmq_schema_existed', true) = 'false' then
+            execute format('alter schema pgmq owner to %I', current_user);
+        end if;
         for v_object in
             select format('alter table %s owner to %I', oid::regclass, v_owner) as statement from pg_class
             where relnamespace = 'pgmq'::regnamespace and relkind in ('r', 'p')
@@ -89,10 +101,11 @@ def server(tmp_path_factory) -> LocalCluster:
     version = (Path(pgmq.install.__file__).parent / "sql" / "VERSION").read_text().strip()
     extension = prefix / "share" / "postgresql" / major / "extension"
     (extension / f"pgmq--{version}.sql").write_text(pgmq.install.get_embedded_install_sql())
-    # Supabase lets its owner role create pgmq (supautils' privileged extensions); plain PostgreSQL: trusted.
+    # As pgmq's own control file: any role that may create in the database may create it, and owns what it makes
+    # (Supabase lets its owner role create it: supautils' privileged extensions).
     (extension / "pgmq.control").write_text(
         f"comment = 'message queue'\ndefault_version = '{version}'\nrelocatable = false\nschema = 'pgmq'\n"
-        "trusted = true\n"
+        "superuser = false\n"
     )
     # The server runs as the postgres user (when this runs as root): it must reach and read the private prefix.
     for path in base.parents:
@@ -208,17 +221,65 @@ def test_the_hook_empties_search_path_for_the_rest_of_the_transaction(server: Lo
             conn.execute("create table made_after_the_hook (x integer)")
 
 
+# What the dashboard runs for Database > Extensions > pgmq with "Create a new schema"
+ENABLE_PGMQ = "create schema if not exists pgmq; create extension pgmq with schema pgmq;"
+
+# What Studio's "Expose Queues via PostgREST" grants (beside its wrapper functions in schema pgmq_public)
+EXPOSE_QUEUES = """
+grant usage on schema pgmq to anon, authenticated, service_role;
+grant all privileges on all tables in schema pgmq to {owner}, service_role;
+alter default privileges in schema pgmq grant all privileges on tables to {owner}, service_role;
+"""
+
+
+def _queue_grantees(dsn: str) -> set[str]:
+    """Every role but the owner holding a privilege on bulk-sync's queue tables or their sequences."""
+    with psycopg.connect(dsn) as db:
+        rows = db.execute(
+            """select distinct coalesce(a.grantee::regrole::text, 'public') from pg_class as c
+               cross join lateral aclexplode(c.relacl) as a
+               where c.relnamespace = 'pgmq'::regnamespace and a.grantee <> c.relowner
+                 and (c.relname in ('q_bulk_sync', 'a_bulk_sync') or c.relname like 'q_bulk_sync%%seq'
+                      or c.relname like 'a_bulk_sync%%seq')"""
+        ).fetchall()
+    return {role for (role,) in rows}
+
+
+def _refused(dsn: str) -> str:
+    """migrate's one line for a pgmq it cannot use; nothing of bulk-sync made."""
+    result = cli("migrate", dsn=dsn, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = result.stderr.strip()
+    assert message.count("\n") == 0, message
+    with psycopg.connect(dsn) as db:
+        assert db.execute("select to_regnamespace('bulk_sync')").fetchone() == (None,)  # nothing changed
+    return message
+
+
 def test_migrate_as_owner_with_pgmq_enabled_beforehand_then_a_backfill(server: LocalCluster, tmp_path: Path) -> None:
     dsn = _project(server, "enabled_before")
     with psycopg.connect(dsn, autocommit=True) as db:
-        db.execute("create extension pgmq")  # what enabling Queues in the dashboard does
+        db.execute(ENABLE_PGMQ)
+        db.execute(sql.SQL(EXPOSE_QUEUES).format(owner=sql.Identifier(OWNER)))  # Studio's toggle, before migrate
     result = cli("migrate", dsn=dsn, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "pgmq" not in result.stdout  # found, used as it is
+    assert "pgmq (" not in result.stdout  # found, used as it is
     assert "btree_gist (extension in extensions)" in result.stdout
+    # pgmq.create grants pg_monitor reading; Studio service_role all; the default privileges anon and authenticated
+    assert "queue closed to anon, authenticated, pg_monitor, service_role" in result.stdout
+    assert _queue_grantees(dsn) == set()
     _assert_api_roles_reach_nothing(dsn)
     _backfill(dsn, tmp_path)
     _assert_api_roles_reach_nothing(dsn)
+    with psycopg.connect(dsn, autocommit=True) as db:  # the toggle again, after: the next migrate takes it back
+        db.execute(sql.SQL(EXPOSE_QUEUES).format(owner=sql.Identifier(OWNER)))
+        db.execute("grant select on pgmq.q_bulk_sync to anon")
+    assert _queue_grantees(dsn) == {"anon", "service_role"}
+    result = cli("migrate", dsn=dsn, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "applied: queue closed to anon, service_role"
+    assert _queue_grantees(dsn) == set()
+    assert cli("migrate", dsn=dsn).stdout.strip() == "database is up to date"
 
 
 def test_migrate_creates_pgmq_through_the_hook_then_a_backfill(server: LocalCluster, tmp_path: Path) -> None:
@@ -228,24 +289,65 @@ def test_migrate_creates_pgmq_through_the_hook_then_a_backfill(server: LocalClus
     assert result.returncode == 0, result.stderr
     assert "pgmq (extension)" in result.stdout
     with psycopg.connect(dsn) as db:
-        assert db.execute("select extowner::regrole::text from pg_extension where extname = 'pgmq'").fetchone() == (
+        owners = "select extowner::regrole::text from pg_extension where extname = 'pgmq'"
+        assert db.execute(owners).fetchone() == (OWNER,)
+        assert db.execute("select nspowner::regrole::text from pg_namespace where nspname = 'pgmq'").fetchone() == (
             OWNER,
-        )
+        )  # a schema of its own, as the dashboard makes it: not the platform's
     _assert_api_roles_reach_nothing(dsn)
     _backfill(dsn, tmp_path)
+
+
+def test_pgmq_enabled_without_a_schema_of_its_own_is_one_line_naming_the_fix(server: LocalCluster) -> None:
+    dsn = _project(server, "plain_pgmq")
+    with psycopg.connect(dsn, autocommit=True) as db:
+        db.execute("create extension pgmq")  # the owner's extension, in a schema the platform made
+    message = _refused(dsn)
+    assert "permission denied for schema pgmq" in message and "schema pgmq belongs to postgres" in message
+    assert "drop extension pgmq" in message and "Supabase support" in message and ENABLE_PGMQ in message
+    with psycopg.connect(dsn, autocommit=True) as db:
+        db.execute("drop extension pgmq")  # what the owner can do; the schema stays the platform's
+    with psycopg.connect(server.dsn("plain_pgmq"), autocommit=True) as support:
+        support.execute("drop schema pgmq")  # what support does
+    with psycopg.connect(dsn, autocommit=True) as db:
+        db.execute(ENABLE_PGMQ)
+    result = cli("migrate", dsn=dsn, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def test_a_pgmq_the_owner_cannot_use_is_one_line_naming_the_fix(server: LocalCluster) -> None:
     dsn = _project(server, "foreign_pgmq")
     with psycopg.connect(server.dsn("foreign_pgmq"), autocommit=True) as admin:
         admin.execute("create extension pgmq")  # by the platform's superuser, as older Supabase images did
+    message = _refused(dsn)
+    assert "permission denied for schema pgmq" in message and "pgmq was enabled by postgres" in message
+    assert "Supabase support" in message and "Create a new schema" in message and ENABLE_PGMQ in message
+    with psycopg.connect(server.dsn("foreign_pgmq"), autocommit=True) as support:
+        support.execute("drop extension pgmq; drop schema pgmq")
+    with psycopg.connect(dsn, autocommit=True) as db:
+        db.execute(ENABLE_PGMQ)
     result = cli("migrate", dsn=dsn, timeout=120)
-    assert result.returncode == 2
-    message = result.stderr.strip()
-    assert message.count("\n") == 0, message
-    assert "permission denied for schema pgmq" in message and "re-enable the pgmq extension" in message
-    with psycopg.connect(dsn) as db:
-        assert db.execute("select to_regnamespace('bulk_sync')").fetchone() == (None,)  # nothing changed
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_self_hosted_pgmq_of_another_role_is_one_line_naming_the_fix(server: LocalCluster) -> None:
+    """A server that is not Supabase's (no API roles' extensions schema), its pgmq made by a superuser."""
+    with psycopg.connect(server.dsn(), autocommit=True) as admin:
+        admin.execute("create database self_hosted")
+        if not admin.execute("select from pg_roles where rolname = 'app_owner'").fetchone():
+            admin.execute("create role app_owner login createrole")
+        admin.execute("grant create on database self_hosted to app_owner")
+    with psycopg.connect(server.dsn("self_hosted"), autocommit=True) as admin:
+        admin.execute("create extension pgmq")
+    dsn = server.dsn("self_hosted").replace("user=postgres", "user=app_owner")
+    message = _refused(dsn)
+    assert "Supabase" not in message and "schema pgmq belongs to postgres" in message
+    assert "drop extension if exists pgmq; drop schema pgmq;" in message and "migrate again as app_owner" in message
+    with psycopg.connect(server.dsn("self_hosted"), autocommit=True) as admin:
+        admin.execute("drop extension if exists pgmq; drop schema pgmq;")
+    result = cli("migrate", dsn=dsn, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "pgmq (extension)" in result.stdout
 
 
 def test_a_release_0_1_database_on_supabase_is_closed_by_the_upgrade(server: LocalCluster) -> None:
@@ -253,7 +355,7 @@ def test_a_release_0_1_database_on_supabase_is_closed_by_the_upgrade(server: Loc
 
     dsn = _project(server, "release_0_1")
     with psycopg.connect(dsn, autocommit=True) as db:
-        db.execute("create extension pgmq")
+        db.execute(ENABLE_PGMQ)
         # Release 0.1 created btree_gist in the transaction of its tables, which the hook breaks: it installed only
         # without the hook.
         with psycopg.connect(server.dsn("release_0_1"), autocommit=True) as admin:
