@@ -16,6 +16,7 @@ RUNS = {
     "backfill": (["--days", "30"], ["--days", "8", "--orders-per-day", "500", "--scale", "8"]),
     "scale": ([], ["--shops", "200"]),
     "runner_memory": ([], ["--days", "6"]),
+    "connections": ([], ["--rounds", "1", "--days", "4"]),
 }
 
 
