@@ -32,6 +32,7 @@ from psycopg import sql
 from bench import exit_on_sigterm
 from bench.table import print_table
 from runner import sqlapi
+from runner.db import OPTIONS
 from runner.localpg import LocalCluster
 from runner.simulator.data import Catalogue, Settings, ShopData
 from runner.simulator.export import Export
@@ -119,7 +120,7 @@ def _stage(db: psycopg.Connection, entity: str, lines: list[str], day: dt.date, 
 
 
 def _import(dsn: str, task: dict) -> None:
-    with psycopg.connect(dsn, autocommit=True) as db:
+    with psycopg.connect(dsn, autocommit=True, **OPTIONS) as db:  # as the runner's: no prepared statements
         sqlapi.import_job(db, task["job_id"], task["fence"])
         (status,) = db.execute("select status from bulk_sync.jobs where id = %s", (task["job_id"],)).fetchone()
         assert status == "completed", status
