@@ -99,17 +99,14 @@ def _run(args: argparse.Namespace) -> int:
     log.use_format(args.log_format)
     if args.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
-    if args.db_connections < 2:
-        raise ConfigError("--db-connections must be at least 2: one for long steps, one for the short ones")
+    dsn = database_url(args.database_url)
+    name = args.name or f"{socket.gethostname()}:{os.getpid()}"
+    budget = Budget(dsn, args.db_connections, f"bulk-sync run {name}")  # refuses a budget below 2; connects later
     env = dict(os.environ)
     only = sorted({c.strip().upper() for c in args.shops.split(",") if c.strip()}) if args.shops else None
-    with connect(args.database_url) as conn:
+    with connect(dsn) as conn:
         check(env, conn, only)
-    name = args.name or f"{socket.gethostname()}:{os.getpid()}"
-    budget = Budget(database_url(args.database_url), args.db_connections, f"bulk-sync run {name}")
-    runner = Runner(
-        database_url(args.database_url), env, args.concurrency, name, args.until_idle, only=only, budget=budget
-    )
+    runner = Runner(dsn, env, args.concurrency, name, args.until_idle, only=only, budget=budget)
     budget.open()
     webhooks = None
     if args.webhook_port is not None:

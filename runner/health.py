@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from runner import sqlapi
 from runner.db import first_line
+from runner.pool import Unavailable
 from runner.worker import Runner
 
 PROBE_SECONDS = 3.0  # /readyz waits this long for a connection
@@ -35,9 +36,10 @@ def ready(runner: Runner, clock=time.monotonic) -> str | None:
     try:
         with runner.budget.connection(timeout=PROBE_SECONDS) as db:
             lease = sqlapi.lease_seconds(db)
+    except Unavailable as exc:  # no connection could be had: it says why
+        return str(exc)
     except psycopg.Error as exc:
-        reason = first_line(exc)
-        return reason if reason.startswith("database unreachable") else f"database unreachable: {reason}"
+        return f"database unreachable: {first_line(exc)}"
     if runner.in_hand:
         return None
     if runner.last_claim is None:
