@@ -309,11 +309,11 @@ class Runner:
         try:
             outcome, detail = self._perform(task)
         except Exception as exc:  # noqa: BLE001 - the step must not stall until its lease expires
-            failure, outcome = exc, "error"
+            failure = exc
             self._report_failure(task, f"runner error: {type(exc).__name__}")
         finally:
             self._in_hand(kind, -1)
-            self.metrics.tasks.labels(task["shop"], kind, outcome if failure is None else "error").inc()
+            self.metrics.tasks.labels(task["shop"], kind, outcome).inc()
             self.metrics.task_seconds.labels(kind).observe(time.monotonic() - started)
         fields = {
             "job": job_id, "shop": task["shop"], "entity": task.get("entity"), "phase": kind, "claim_ms": claim_ms,
@@ -358,7 +358,7 @@ class Runner:
             if kind == "download":
                 return self._download(task)
             if kind == "import":
-                with self._long(job_id, fence, task.get("lease_seconds", 120)) as db:
+                with self._long(job_id, fence, task["lease_seconds"]) as db:
                     sqlapi.import_job(db, job_id, fence)
                 return "ok", self._imported(task)
             if kind == "cancel":
