@@ -4,6 +4,8 @@ a runner, and one-shot verbs."""
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.sim import TOKEN
@@ -34,3 +36,11 @@ def cli(
     return subprocess.run(
         [sys.executable, "-m", "runner", *args], capture_output=True, text=True, env=env, timeout=timeout
     )
+
+
+def wait_for(condition: Callable[[], object], what: str, seconds: float = 180, every: float = 0.1) -> None:
+    """Waits until condition() is true, asking every `every` s; the deadline guards a hang only."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(every)

@@ -3,7 +3,6 @@ counted by the pool and seen by the server; one kept while idle; leases kept ali
 place."""
 
 import threading
-import time
 
 import psycopg
 
@@ -11,7 +10,7 @@ from runner.pool import Budget
 from runner.simulator.truth import TABLES
 from runner.worker import Runner
 from tests.jobs import table
-from tests.processes import runner_env
+from tests.processes import runner_env, wait_for
 from tests.sim import start, truth
 
 SHOPS = ("DE", "NL", "CHF")
@@ -27,13 +26,6 @@ def _sample(dsn: str, name: str, stop: threading.Event, seen: list[int]) -> None
                 ).fetchone()[0]
             )
             stop.wait(0.02)
-
-
-def _wait_for(condition, what: str, seconds: float = 240) -> None:
-    deadline = time.monotonic() + seconds  # guards a hang only
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.05)
 
 
 def _backfill(db: psycopg.Connection, lease_seconds: int = 120) -> None:
@@ -67,10 +59,10 @@ def test_eight_workers_hold_at_most_four_connections_and_one_once_idle(db: psyco
         sampler.start()
         budget.open()
         worker.start()
-        _wait_for(lambda: db.execute("select bulk_sync.idle()").fetchone()[0], "the backfill")
+        wait_for(lambda: db.execute("select bulk_sync.idle()").fetchone()[0], "the backfill", 240, 0.05)
         busiest = max(seen)
         # idle: the pool gives back what it does not use, down to the one the waiting worker asks with
-        _wait_for(lambda: budget.stats()["open"] == 1 and seen[-1] == 1, "an idle runner's one connection", 60)
+        wait_for(lambda: budget.stats()["open"] == 1 and seen[-1] == 1, "an idle runner's one connection", 60, 0.05)
         stats = budget.stats()
     finally:
         runner.stop.set()
@@ -99,7 +91,7 @@ def test_leases_live_while_downloads_queue_for_the_one_long_place(db: psycopg.Co
         sampler.start()
         worker = threading.Thread(target=runner.run)
         worker.start()
-        _wait_for(lambda: db.execute("select bulk_sync.idle()").fetchone()[0], "the backfill")
+        wait_for(lambda: db.execute("select bulk_sync.idle()").fetchone()[0], "the backfill", 240, 0.05)
     finally:
         runner.stop.set()
         worker.join(60)

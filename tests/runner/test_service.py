@@ -14,17 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from runner.localpg import LocalCluster, free_port
 from tests.jobs import login
-from tests.processes import cli, runner_env, start_runner
+from tests.processes import cli, runner_env, start_runner, wait_for
 from tests.sim import TOKEN, start
 
 SHOPS = ("DE", "NL")
-
-
-def _wait_for(condition, what: str, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds  # guards a hang only
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.1)
 
 
 def _get(port: int, path: str) -> httpx.Response | None:
@@ -65,9 +58,9 @@ def test_metrics_agree_with_the_simulator_and_the_timeline_draws_every_operation
             "127.0.0.1", "--log-format", "json", log=log,
         )  # fmt: skip
         try:
-            _wait_for(lambda: db.execute("select bulk_sync.idle()").fetchone()[0], "the backfill")
+            wait_for(lambda: db.execute("select bulk_sync.idle()").fetchone()[0], "the backfill")
             # the last report commits before its task is counted: wait for the runner to put it down
-            _wait_for(lambda: _total(_samples(port), "bulk_sync_tasks_in_flight") == 0, "the last task's count")
+            wait_for(lambda: _total(_samples(port), "bulk_sync_tasks_in_flight") == 0, "the last task's count")
             samples = _samples(port)
         finally:
             _stop(runner)
@@ -146,17 +139,17 @@ def test_readyz_follows_the_database_and_healthz_the_loops(tmp_path: Path) -> No
                 db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
             runner = start_runner(runner_env(dsn, server), "--metrics-port", str(port), log=tmp_path / "runner.log")
             try:
-                _wait_for(lambda: (r := _get(port, "/readyz")) is not None and r.status_code == 200, "ready")
+                wait_for(lambda: (r := _get(port, "/readyz")) is not None and r.status_code == 200, "ready")
                 assert _get(port, "/readyz").text == "ok\n"
                 assert _get(port, "/healthz").status_code == 200
                 assert _get(port, "/nothing").status_code == 404
                 cluster.stop()
-                _wait_for(lambda: _get(port, "/readyz").status_code == 503, "not ready")
+                wait_for(lambda: _get(port, "/readyz").status_code == 503, "not ready")
                 reason = _get(port, "/readyz").text
                 assert reason.startswith("database unreachable: ") and reason.count("\n") == 1
                 assert _get(port, "/healthz").status_code == 200  # the loops live on, retrying
                 cluster.start()
-                _wait_for(lambda: _get(port, "/readyz").status_code == 200, "ready again")
+                wait_for(lambda: _get(port, "/readyz").status_code == 200, "ready again")
             finally:
                 _stop(runner)
     finally:

@@ -5,7 +5,6 @@ cannot go on ends the runner with a non-zero exit, and /healthz says which loop 
 import io
 import json
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,7 @@ from runner.localpg import free_port
 from runner.simulator.truth import TABLES
 from runner.worker import Runner
 from tests.jobs import table
-from tests.processes import runner_env, start_runner
+from tests.processes import runner_env, start_runner, wait_for
 from tests.sim import start, truth
 
 SHOPS = ("DE", "NL")
@@ -57,13 +56,6 @@ $$;
 """
 
 
-def _wait_for(condition, what: str, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds  # guards a hang only
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.1)
-
-
 def _setup(db: psycopg.Connection, claims: list[int], polls: list[int]) -> None:
     db.execute(
         "update bulk_sync.settings set poll_interval_seconds = 1, backoff_base_seconds = 1, backoff_cap_seconds = 2"
@@ -86,7 +78,7 @@ def test_an_unexpected_error_in_a_report_and_in_the_claim_is_logged_reported_and
             "127.0.0.1", "--log-format", "json", log=log,
         )  # fmt: skip
         try:
-            _wait_for(lambda: db.execute("select bulk_sync.idle()").fetchone()[0], "the backfill")
+            wait_for(lambda: db.execute("select bulk_sync.idle()").fetchone()[0], "the backfill")
             health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
         finally:
             runner.terminate()
