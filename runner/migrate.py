@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from runner.definitions import reapply as definitions_again
 from runner.shared import ConfigError
 
 _LOCK_KEY = 0x62756C6B  # serialises concurrent migrate runs
@@ -192,39 +193,6 @@ def _upgrade_release_0_1(conn: psycopg.Connection, root: Path, baseline: SqlFile
     return "upgraded from release 0.1"
 
 
-_DROP_DEFINITIONS = """
-do $$
-declare
-    v_statement text;
-begin
-    for v_statement in
-        select 'drop view ' || string_agg(c.oid::regclass::text, ', ')
-        from pg_class as c
-        where c.relnamespace in ('bulk_sync'::regnamespace, 'shopify'::regnamespace) and c.relkind in ('v', 'm')
-        having count(*) > 0
-        union all
-        select format('drop trigger %I on %s', t.tgname, t.tgrelid::regclass)
-        from pg_trigger as t join pg_class as c on c.oid = t.tgrelid
-        where c.relnamespace = 'bulk_sync'::regnamespace and not t.tgisinternal
-        union all
-        select 'drop routine ' || string_agg(p.oid::regprocedure::text, ', ')
-        from pg_proc as p
-        where p.pronamespace = 'bulk_sync'::regnamespace
-        having count(*) > 0
-    loop
-        execute v_statement;
-    end loop;
-end;
-$$"""
-
-
-def _drop_definitions(conn: psycopg.Connection) -> None:
-    """Drops every view (bulk_sync, shopify), trigger, function and procedure of bulk_sync, so that the definition
-    files re-create exactly what they define (a user's object that depends on one of them stops the migration with
-    PostgreSQL's error)."""
-    conn.execute(_DROP_DEFINITIONS)
-
-
 def migrate(conn: psycopg.Connection, root: Path | None = None) -> list[str]:
     """Brings the database up to date; returns what it did (nothing on a second run). Extensions are created in
     transactions of their own (an extension's after-create hook may change search_path for the rest of its
@@ -263,17 +231,7 @@ def migrate(conn: psycopg.Connection, root: Path | None = None) -> list[str]:
         gone = {name for name in applied if "/" not in name} - {d.name for d in defs}
         # After a migration every definition is applied again: some fold what the tables hold (the job states).
         if stale or gone or migrated:
-            try:
-                with conn.transaction():
-                    _drop_definitions(conn)
-            except psycopg.errors.DependentObjectsStillExist as exc:
-                detail = (exc.diag.message_detail or "").splitlines()[0]
-                raise ConfigError(
-                    f"cannot apply bulk-sync's definitions again: {detail}; drop that object, migrate, then create "
-                    "it again"
-                ) from None
-            for d in defs:
-                conn.execute(d.sql)
+            kept = definitions_again(conn, lambda: [conn.execute(d.sql) for d in defs])
             conn.execute("delete from bulk_sync.migrations where name = any(%s)", (sorted(gone),))
             conn.execute(
                 "insert into bulk_sync.migrations (name, checksum) select * from unnest(%s::text[], %s::text[]) "
@@ -281,6 +239,7 @@ def migrate(conn: psycopg.Connection, root: Path | None = None) -> list[str]:
                 ([d.name for d in defs], [d.checksum for d in defs]),
             )
             done.append(f"definitions ({', '.join(d.name for d in stale) or 'unchanged files, re-applied'})")
+            done += [f"kept {', '.join(kept)} (re-created over the new definitions)"] if kept else []
         # Every time: whoever was granted a privilege on the queue since (Supabase Studio's "Expose Queues via
         # PostgREST" grants service_role all of every queue table) loses it.
         if revoked := _one(conn, "select bulk_sync.close_queue()"):

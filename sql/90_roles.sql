@@ -60,8 +60,23 @@ begin
 end;
 $$;
 
--- Revokes every privilege on the schemas bulk_sync and shopify and on everything in them from every role but the
--- owner (PUBLIC included).
+-- bulk-sync's relations in schema shopify: its tables and the views of sql/80_views.sql. Anything else there is a
+-- user's, and keeps the privileges its owner gave.
+create or replace function bulk_sync.mirror_relations() returns regclass[]
+language sql stable as $$
+    select array(
+        select c.oid::regclass from pg_class as c
+        where c.relnamespace = 'shopify'::regnamespace and c.relkind in ('r', 'p', 'S')
+        union all
+        select to_regclass(v)
+        from unnest(array[
+            'shopify.live_orders', 'shopify.live_order_line_items', 'shopify.live_refunds', 'shopify.live_skus'
+        ]) as v
+    );
+$$;
+
+-- Revokes every privilege on the schemas bulk_sync and shopify, on everything in bulk_sync and on bulk-sync's
+-- relations in shopify from every role but the owner (PUBLIC included).
 do $$
 declare
     v_grant record;
@@ -77,15 +92,15 @@ begin
             a.grantee, c.relowner
         from pg_class as c
         cross join lateral aclexplode(c.relacl) as a
-        where c.relnamespace in ('bulk_sync'::regnamespace, 'shopify'::regnamespace)
-          and c.relkind in ('r', 'p', 'v', 'm', 'S', 'f')
+        where (c.relnamespace = 'bulk_sync'::regnamespace and c.relkind in ('r', 'p', 'v', 'm', 'S', 'f'))
+           or c.oid = any(bulk_sync.mirror_relations())
         union
         -- column privileges go with a revoke on their table
         select distinct 'table ' || c.oid::regclass::text, a.grantee, c.relowner
         from pg_class as c
         inner join pg_attribute as col on c.oid = col.attrelid
         cross join lateral aclexplode(col.attacl) as a
-        where c.relnamespace in ('bulk_sync'::regnamespace, 'shopify'::regnamespace)
+        where c.relnamespace = 'bulk_sync'::regnamespace or c.oid = any(bulk_sync.mirror_relations())
         union
         select distinct
             case when p.prokind = 'p' then 'procedure ' else 'function ' end || p.oid::regprocedure::text,
@@ -156,4 +171,13 @@ to bulk_sync_runner, bulk_sync_operator, bulk_sync_reader;
 
 -- Everyone of bulk-sync: progress and freshness; the reader: the data.
 grant select on bulk_sync.status, bulk_sync.progress, bulk_sync.freshness to bulk_sync_operator, bulk_sync_reader;
-grant select on all tables in schema shopify to bulk_sync_reader;
+do $$
+declare
+    v_relation regclass;
+begin
+    foreach v_relation in array bulk_sync.mirror_relations() loop
+        continue when (select relkind from pg_class where oid = v_relation) = 'S';
+        execute format('grant select on %s to bulk_sync_reader', v_relation);
+    end loop;
+end;
+$$;

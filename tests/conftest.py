@@ -6,6 +6,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 from pytest_postgresql import factories
 
 from runner.localpg import bindir
@@ -62,3 +63,20 @@ def five_shops(db: psycopg.Connection) -> list[str]:
     for code in codes:
         db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}-shop.myshopify.com"))
     return codes
+
+
+@pytest.fixture
+def new_database(postgresql: psycopg.Connection, dsn: str):
+    """Makes empty databases beside the test's own; yields a function returning a connection string for one."""
+    made = []
+
+    def make(name: str) -> str:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        made.append(name)
+        return dsn.replace(f"dbname={postgresql.info.dbname}", f"dbname={name}")
+
+    yield make
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        for name in made:
+            admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))

@@ -15,23 +15,6 @@ from tests.processes import cli
 from tests.releases import install_release_0_1
 
 
-@pytest.fixture
-def new_database(postgresql: psycopg.Connection, dsn: str):
-    """Makes empty databases beside the test's own; yields a function returning a connection string for one."""
-    made = []
-
-    def make(name: str) -> str:
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-        made.append(name)
-        return dsn.replace(f"dbname={postgresql.info.dbname}", f"dbname={name}")
-
-    yield make
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        for name in made:
-            admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-
-
 def test_recorded_once_and_a_second_run_changes_nothing(db: psycopg.Connection) -> None:
     recorded = [n for (n,) in db.execute("select name from bulk_sync.migrations order by name").fetchall()]
     assert recorded == sorted([m.name for m in migrations()] + [d.name for d in definitions()])
@@ -204,21 +187,6 @@ def test_a_partial_release_0_1_database_is_refused_with_what_to_do(new_database)
         with pytest.raises(ConfigError, match="without migration 0012_incremental: run `bulk-sync migrate` of release"):
             migrate(old)
         assert old.execute("select to_regclass('public.bulk_sync_jobs') is not null").fetchone() == (True,)
-
-
-def test_a_users_view_on_a_bulk_sync_view_stops_a_reapply_and_changes_nothing(
-    db: psycopg.Connection, tmp_path: Path
-) -> None:
-    root = _copy_sql(tmp_path)
-    views = root / "80_views.sql"
-    views.write_text(views.read_text() + "\n-- changed\n")
-    db.execute("create view my_report as select shop, percent from bulk_sync.progress")
-    before = snapshot(db)
-    with pytest.raises(ConfigError, match="view my_report depends on view bulk_sync.progress; drop that object"):
-        migrate(db, root)
-    assert differences(snapshot(db), before) == {}
-    db.execute("drop view my_report")
-    assert migrate(db, root) == ["definitions (80_views.sql)"]
 
 
 def test_each_function_view_and_trigger_is_defined_once_and_only_in_a_definition_file(db: psycopg.Connection) -> None:
