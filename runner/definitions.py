@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 
 from runner.shared import ConfigError
 
@@ -91,16 +92,31 @@ class UserView:
     comments: list[str]
     indexes: list[str]
 
-    def create(self) -> list[str]:
-        """The statements that make it again, as it was."""
-        kind = "materialized view" if self.materialized else "view"
-        options = f" with ({', '.join(self.options)})" if self.options else ""
-        body = self.definition.rstrip().rstrip(";")
-        data = (" with data" if self.populated else " with no data") if self.materialized else ""
-        out = [f"create {kind} {self.name}{options} as {body}{data}", f"alter {kind} {self.name} owner to {self.owner}"]
+    @property
+    def kind(self) -> sql.SQL:
+        return sql.SQL("materialized view" if self.materialized else "view")
+
+    def create(self) -> list[sql.Composable]:
+        """The statements that make it again, as it was (names, definition and ACLs as the catalog printed them)."""
+        name, owner = sql.SQL(self.name), sql.SQL(self.owner)
+        options = (
+            sql.SQL(" with ({})").format(sql.SQL(", ").join(map(sql.SQL, self.options)))
+            if self.options
+            else sql.SQL("")
+        )
+        data = sql.SQL(" with data" if self.populated else " with no data") if self.materialized else sql.SQL("")
+        out = [
+            sql.SQL("create {} {}{} as {}{}").format(
+                self.kind, name, options, sql.SQL(self.definition.rstrip().rstrip(";")), data
+            ),
+            sql.SQL("alter {} {} owner to {}").format(self.kind, name, owner),
+        ]
         if self.own_acl:
-            out.append(f"revoke all on {self.name} from public, {self.owner}")
-        return out + self.grants + self.comments + self.indexes
+            out.append(sql.SQL("revoke all on {} from public, {}").format(name, owner))
+        return out + [sql.SQL(s) for s in self.grants + self.comments + self.indexes]
+
+    def drop(self) -> sql.Composable:
+        return sql.SQL("drop {} {}").format(self.kind, sql.SQL(self.name))
 
 
 @contextmanager
@@ -186,7 +202,7 @@ def reapply(conn: psycopg.Connection, apply: Callable[[], None]) -> list[str]:
         ours = defined(conn)
         views = _user_views(conn, ours)
         for view in reversed(views):
-            conn.execute(f"drop {'materialized view' if view.materialized else 'view'} {view.name}")
+            conn.execute(view.drop())
         _drop(conn, ours)
     before = existing(conn)
     apply()
@@ -198,9 +214,8 @@ def reapply(conn: psycopg.Connection, apply: Callable[[], None]) -> list[str]:
                     with conn.transaction():
                         conn.execute(statement)
                 except psycopg.Error as exc:
-                    kind = "materialized view" if view.materialized else "view"
                     raise _refuse(
-                        f"{kind} {view.name}", f"could not be re-created ({exc.diag.message_primary})"
+                        f"{view.kind.as_string()} {view.name}", f"could not be re-created ({exc.diag.message_primary})"
                     ) from None
     return [v.name for v in views]
 
@@ -211,16 +226,16 @@ def _drop(conn: psycopg.Connection, objects: set[tuple[str, str]]) -> None:
     kinds = dict(conn.execute("select oid::regclass::text, relkind from pg_class where oid = any(%s::regclass[])",
                               (views,)).fetchall())  # fmt: skip
     groups = [
-        ("drop materialized view ", [n for n in views if kinds[n] == "m"]),
-        ("drop view ", [n for n in views if kinds[n] == "v"]),
-        *(("drop trigger ", [n]) for k, n in objects if k == "trigger"),
-        ("drop routine ", [n for k, n in objects if k == "routine"]),
+        ("drop materialized view {}", [n for n in views if kinds[n] == "m"]),
+        ("drop view {}", [n for n in views if kinds[n] == "v"]),
+        *(("drop trigger {}", [n]) for k, n in objects if k == "trigger"),
+        ("drop routine {}", [n for k, n in objects if k == "routine"]),
     ]
     try:
         with conn.transaction():
             for statement, names in groups:
                 if names:
-                    conn.execute(statement + ", ".join(sorted(names)))
+                    conn.execute(sql.SQL(statement).format(sql.SQL(", ").join(map(sql.SQL, sorted(names)))))
     except psycopg.errors.DependentObjectsStillExist as exc:
         detail = (exc.diag.message_detail or "").splitlines()[0]
         raise _refuse(detail.split(" depends on ")[0], "depends on bulk-sync's objects") from None
