@@ -61,7 +61,7 @@ def db(dsn: str):
 def five_shops(db: psycopg.Connection) -> list[str]:
     codes = ["DA", "DE", "NL", "INT", "CHF"]
     for code in codes:
-        db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}-shop.myshopify.com"))
+        db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}.myshopify.com"))
     return codes
 
 

@@ -106,7 +106,7 @@ def export_job(
 ) -> dict:
     """Takes one job of `entity` through start, poll and download of `lines`; returns its claimed import task
     (or, with take=False, the download task, leaving the import task to whoever claims it)."""
-    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
     if entity == "order_ids":
         db.execute("select bulk_sync.enqueue_reconcile(%s, %s)", (day, day))
     else:

@@ -27,7 +27,7 @@ CLAIM_AND_HANG = textwrap.dedent(
 
 
 def _one_job(db: psycopg.Connection) -> int:
-    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
     db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
     return db.execute("select id from bulk_sync.jobs").fetchone()[0]
 

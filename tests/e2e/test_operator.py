@@ -77,7 +77,7 @@ def test_demo_live_view_in_a_terminal(tmp_path) -> None:
 
 def test_status_and_jobs_in_the_middle_of_a_backfill(db: psycopg.Connection, dsn: str) -> None:
     for code in ("DE", "NL"):
-        db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}-shop.myshopify.com"))
+        db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}.myshopify.com"))
     db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-07', '{orders,skus}')")
     tasks = claim(db, qty=100)
     for task in tasks[:3]:

@@ -12,7 +12,7 @@ PG_CRON_SQL = Path(__file__).parents[2] / "pg_cron.sql"
 @pytest.mark.pg_cron
 def test_pg_cron_runs_the_tick(postgresql: psycopg.Connection, db: psycopg.Connection, dsn: str) -> None:
     dbname = postgresql.info.dbname
-    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
     db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
     (jid,) = db.execute("select id from bulk_sync.jobs").fetchone()
     # A runner took the start task and vanished; from here on nothing but pg_cron calls the tick.

@@ -105,7 +105,7 @@ def test_migrate_schedule_and_backfill_through_a_transaction_pooler(bouncer: PgB
         with _connect(dsn) as db:
             db.execute("update bulk_sync.settings set poll_interval_seconds = 1")
             for code in SHOPS:
-                db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}-shop.myshopify.com"))
+                db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}.myshopify.com"))
             assert db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-03')").fetchone()[0] > 0
             _spread(bouncer, project)
             runner = start_runner(runner_env(dsn, server), "--until-idle", "--concurrency", "8", log=log)

@@ -34,7 +34,7 @@ def _backfill(db: psycopg.Connection, lease_seconds: int = 120) -> None:
         (lease_seconds,),
     )
     for code in SHOPS:
-        db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}-shop.myshopify.com"))
+        db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}.myshopify.com"))
     assert db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-03')").fetchone()[0] > 0
 
 

@@ -30,7 +30,7 @@ def _setup(db: psycopg.Connection) -> int:
     db.execute("update bulk_sync.settings set poll_interval_seconds = 1, backoff_base_seconds = 1, "
                "backoff_cap_seconds = 4, in_progress_retry_seconds = 2, lease_seconds = 10")  # fmt: skip
     for code, version in SHOPS.items():
-        db.execute("select bulk_sync.add_shop(%s, %s, %s)", (code, f"{code.lower()}-shop.myshopify.com", version))
+        db.execute("select bulk_sync.add_shop(%s, %s, %s)", (code, f"{code.lower()}.myshopify.com", version))
     return db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-07')").fetchone()[0]
 
 
@@ -242,7 +242,7 @@ def test_idle_workers_wait_for_work_one_at_a_time_in_the_database(db: psycopg.Co
     # 8 idle workers: one waits in bulk_sync.claim (it polls for work every 100 ms), the others wait in the runner
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOP_", "SHOPIFY_"))} | {"DATABASE_URL": dsn}
     env |= {"SHOP_DE_TOKEN": TOKEN, "SHOP_DE_URL": "http://127.0.0.1:9/de"}  # never called: there is no work
-    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
     runner = start_runner(env, "--concurrency", "8", "--name", "idle", log=tmp_path / "runner.log")
     claims = """select count(*) filter (where state = 'active' and query like 'select bulk_sync.claim(%%'), count(*)
                 from pg_stat_activity where datname = current_database() and application_name = 'bulk-sync run idle'"""

@@ -51,7 +51,7 @@ def test_metrics_agree_with_the_simulator_and_the_timeline_draws_every_operation
         db.execute("update bulk_sync.settings set poll_interval_seconds = 1, backoff_base_seconds = 1, "
                    "backoff_cap_seconds = 2, min_split_seconds = 3600")  # fmt: skip
         for code in SHOPS:
-            db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}-shop.myshopify.com"))
+            db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}.myshopify.com"))
         db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-04')")
         runner = start_runner(
             runner_env(dsn, server), "--concurrency", "3", "--metrics-port", str(port), "--metrics-host",
@@ -136,7 +136,7 @@ def test_readyz_follows_the_database_and_healthz_the_loops(tmp_path: Path) -> No
         with LocalCluster(tmp_path / "pg") as cluster:
             dsn = cluster.create_database("ready")
             with psycopg.connect(dsn, autocommit=True) as db:
-                db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+                db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
             runner = start_runner(runner_env(dsn, server), "--metrics-port", str(port), log=tmp_path / "runner.log")
             try:
                 wait_for(lambda: (r := _get(port, "/readyz")) is not None and r.status_code == 200, "ready")
@@ -158,8 +158,8 @@ def test_readyz_follows_the_database_and_healthz_the_loops(tmp_path: Path) -> No
 
 def test_the_postgres_exporter_queries_run_as_the_operator(db: psycopg.Connection, dsn: str) -> None:
     queries = yaml.safe_load((Path(__file__).parents[2] / "docs" / "postgres_exporter.yml").read_text())
-    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
-    db.execute("select bulk_sync.add_shop('NL', 'nl-shop.myshopify.com')")
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
+    db.execute("select bulk_sync.add_shop('NL', 'nl.myshopify.com')")
     db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-03', '{orders,refunds,skus}', '{DE}')")
     queued = db.execute("select count(*) from bulk_sync.jobs where status = 'queued'").fetchone()[0]
     with login(db, dsn, "bulk_sync_operator") as operator:

@@ -61,7 +61,7 @@ def _setup(db: psycopg.Connection, claims: list[int], polls: list[int]) -> None:
         "update bulk_sync.settings set poll_interval_seconds = 1, backoff_base_seconds = 1, backoff_cap_seconds = 2"
     )
     for code in SHOPS:
-        db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}-shop.myshopify.com"))
+        db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}.myshopify.com"))
     db.execute(sql.SQL(FAULTS).format(claims=sql.Literal(claims), polls=sql.Literal(polls)))
     db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-02')")
 

@@ -49,7 +49,7 @@ def test_overlapping_backfill_adds_only_the_new_days(db: psycopg.Connection, fiv
 
 
 def test_days_follow_the_shop_time_zone(db: psycopg.Connection) -> None:
-    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com', '2026-10', null, 'Europe/Berlin')")
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com', '2026-10', null, 'Europe/Berlin')")
     db.execute("select bulk_sync.enqueue_backfill('2025-10-25', '2025-10-27', '{orders}')")
     rows = db.execute(
         "select start_date, window_end - window_start from bulk_sync.jobs order by window_start"
@@ -62,8 +62,8 @@ def test_days_follow_the_shop_time_zone(db: psycopg.Connection) -> None:
 
 
 def test_enqueue_dispatches_at_once_within_the_shop_limit(db: psycopg.Connection) -> None:
-    db.execute("select bulk_sync.add_shop('DA', 'da-shop.myshopify.com', '2025-10')")
-    db.execute("select bulk_sync.add_shop('NL', 'nl-shop.myshopify.com', '2026-10')")
+    db.execute("select bulk_sync.add_shop('DA', 'da.myshopify.com', '2025-10')")
+    db.execute("select bulk_sync.add_shop('NL', 'nl.myshopify.com', '2026-10')")
     db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-30')")
     starting = dict(
         db.execute("select shop, count(*) from bulk_sync.jobs where status = 'starting' group by shop").fetchall()
@@ -74,7 +74,7 @@ def test_enqueue_dispatches_at_once_within_the_shop_limit(db: psycopg.Connection
 
 
 def test_future_days_wait_until_they_are_over(db: psycopg.Connection) -> None:
-    db.execute("select bulk_sync.add_shop('DA', 'da-shop.myshopify.com')")
+    db.execute("select bulk_sync.add_shop('DA', 'da.myshopify.com')")
     db.execute("select bulk_sync.enqueue_backfill(current_date, current_date + 1, '{orders}')")
     rows = db.execute("select status, next_attempt_at >= window_end from bulk_sync.jobs").fetchall()
     assert rows == [("queued", True), ("queued", True)]
@@ -99,7 +99,7 @@ BAD = [
 def test_bad_input_raises_clearly_and_creates_nothing(
     db: psycopg.Connection, five_shops: list[str], args: str, sqlstate: str, text: str
 ) -> None:
-    db.execute("select bulk_sync.add_shop('OFF', 'off-shop.myshopify.com')")
+    db.execute("select bulk_sync.add_shop('OFF', 'off.myshopify.com')")
     db.execute("update bulk_sync.shops set active = false where code = 'OFF'")
     with pytest.raises(psycopg.Error) as err:
         db.execute(sql.SQL("select bulk_sync.enqueue_backfill({})").format(sql.SQL(args)))

@@ -140,7 +140,7 @@ def test_a_lost_staged_line_fails_the_job_loudly(db: psycopg.Connection) -> None
 
 
 def test_download_must_match_what_is_staged(db: psycopg.Connection) -> None:
-    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
     db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
     (start,) = claim(db)
     jid = start["job_id"]
@@ -173,7 +173,7 @@ def _snapshot(db: psycopg.Connection) -> dict[str, list[dict]]:
 def test_import_equals_the_simulators_ground_truth(db: psycopg.Connection, shop_data: ShopData) -> None:
     db.execute("update bulk_sync.settings set import_batch_size = 500")
     for entity, day in (("orders", "2025-09-02"), ("skus", "2025-09-02")):
-        db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+        db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
         db.execute("select bulk_sync.enqueue_backfill(%s, %s, %s)", (day, day, [entity]))
         (start,) = [t for t in claim(db, qty=100) if t["task"] == "start"]
         lines = _simulated_export(shop_data, start["query"])  # the query bulk-sync sends, run by the simulator
@@ -287,7 +287,7 @@ def test_bulk_queries_are_valid_for_shopify(db: psycopg.Connection) -> None:
     2026-01 see it) and its bulk-query rules."""
     from runner.simulator.bulk_rules import bulk_query_errors
 
-    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
     db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01')")
     db.execute("select bulk_sync.enqueue_reconcile('2025-09-01', '2025-09-01')")
     queries = {t["entity"]: t["query"] for t in claim(db, qty=10)}

@@ -11,7 +11,7 @@ UTC = dt.UTC
 
 
 def _shop(db: psycopg.Connection, code: str = "DE") -> None:
-    db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}-shop.myshopify.com"))
+    db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}.myshopify.com"))
 
 
 def _mark(db: psycopg.Connection, shop: str = "DE") -> dt.datetime | None:
@@ -123,7 +123,7 @@ def test_a_finish_webhook_polls_at_once_and_only_once(db: psycopg.Connection) ->
     report(db, "report_operation_started", jid, task["fence"], operation)
     assert [t for t in claim(db, qty=100) if t["job_id"] == jid] == []  # the next poll is 10 minutes away
 
-    def finished(webhook_id: str, domain: str = "de-shop.myshopify.com", op: str = operation) -> str:
+    def finished(webhook_id: str, domain: str = "de.myshopify.com", op: str = operation) -> str:
         return db.execute("select bulk_sync.webhook_finished(%s, %s, %s)", (webhook_id, domain, op)).fetchone()[0]
 
     assert finished("w-1") == "polled"

@@ -11,7 +11,7 @@ from tests.jobs import claim, claim_task, job, make_due, report, run_to_completi
 @pytest.fixture
 def one_job(db: psycopg.Connection) -> dict:
     """One shop, one day of orders, dispatched: returns the claimed start task."""
-    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
     assert db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')").fetchone() == (1,)
     (task,) = claim(db)
     assert task["task"] == "start" and task["shop"] == "DE" and task["entity"] == "orders"

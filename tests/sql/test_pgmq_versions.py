@@ -60,7 +60,7 @@ def test_every_pgmq_function_called_exists_in_1_4_4() -> None:
 def test_a_job_runs_through_delayed_sends_without_what_came_after_1_4_4(db: psycopg.Connection) -> None:
     for signature in LATER_OVERLOADS:
         db.execute(sql.SQL("drop function if exists pgmq.{}").format(sql.SQL(signature)))
-    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
     db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
     (jid,) = db.execute("select id from bulk_sync.jobs").fetchone()
     (start,) = claim_task(db, jid, "start")

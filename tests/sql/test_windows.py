@@ -11,7 +11,7 @@ UTC = dt.UTC
 
 
 def _setup(db: psycopg.Connection, days: int, entities: str = "{orders}", **settings: object) -> None:
-    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com', '2026-10')")
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com', '2026-10')")
     db.execute("update bulk_sync.settings set min_operation_objects = 0, max_operation_objects = 1000000")
     for name, value in settings.items():
         db.execute(sql.SQL("update bulk_sync.settings set {} = %s").format(sql.Identifier(name)), (value,))
@@ -113,7 +113,7 @@ def test_days_that_have_not_ended_are_not_merged(db: psycopg.Connection) -> None
     hour = int(db.execute("select extract(hour from now() at time zone 'UTC')").fetchone()[0])
     offset = 12 - hour  # Etc/GMT-N is UTC+N
     zone = "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
-    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com', '2026-10', null, %s)", (zone,))
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com', '2026-10', null, %s)", (zone,))
     db.execute("update bulk_sync.settings set min_operation_objects = 10000, poll_interval_seconds = 0")
     (today,) = db.execute("select (now() at time zone %s)::date", (zone,)).fetchone()
     db.execute(
