@@ -223,7 +223,12 @@ def migrate(conn: psycopg.Connection, root: Path | None = None) -> list[str]:
                         "an applied one"
                     )
                 continue
-            conn.execute(m.sql)
+            try:
+                conn.execute(m.sql)
+            except psycopg.Error as exc:  # a migration's own refusal (SQLSTATE BSnnn) is the user's to act on
+                if not (exc.sqlstate or "").startswith("BS"):
+                    raise
+                raise ConfigError(f"migration {m.name} stopped, nothing changed: {exc.diag.message_primary}") from None
             conn.execute("insert into bulk_sync.migrations (name, checksum) values (%s, %s)", (m.name, m.checksum))
             done.append(m.name)
             migrated = True

@@ -155,9 +155,10 @@ def shop_of_domain(db: Connection, domain: str) -> str | None:
 
 # -- the operator -------------------------------------------------------------------------------------------------
 def add_shop(
-    db: Connection, code: str, domain: str, api_version: str = "2026-10", max_concurrent_ops: int | None = None,
-    timezone: str = "UTC",
+    db: Connection, code: str, domain: str, api_version: str | None = None, max_concurrent_ops: int | None = None,
+    timezone: str | None = None,
 ) -> str:  # fmt: skip
+    """Registers a shop; a value not given is the SQL function's default (2026-10, what it allows, UTC)."""
     return _one(db, "select bulk_sync.add_shop(%s, %s, %s, %s, %s)",
                 (code, domain, api_version, max_concurrent_ops, timezone))  # fmt: skip
 
@@ -184,7 +185,7 @@ def retry_failed(db: Connection, shop: str | None = None) -> int:
 
 
 def cancel_jobs(db: Connection, shop: str | None = None) -> int:
-    return _one(db, "select bulk_sync.cancel_jobs(%s)", (shop,))
+    return _one(db, "select bulk_sync.cancel_jobs(%s::text)", (shop,))
 
 
 def tick(db: Connection) -> Tick:

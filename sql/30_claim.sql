@@ -308,6 +308,12 @@ begin
                    v_task, v_fence, v_job.fence, v_job.status), p_worker);
         return null;
     end if;
+    if v_task = 'start' and not (select active from bulk_sync.shops where code = v_job.shop) then
+        -- Paused after the dispatch: no export starts; the job waits, queued, for bulk_sync.resume_shop.
+        perform bulk_sync.transition(v_job, 'queued', v_task, 'paused',
+                                     format('shop %s is paused: start put back', v_job.shop));
+        return null;
+    end if;
     v_adopt := case when v_task = 'start' then v_job.start_attempted_at end;
     if v_task = 'start' then
         v_job.start_attempted_at := coalesce(v_job.start_attempted_at, now());

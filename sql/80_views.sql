@@ -86,7 +86,7 @@ select
     l.attempts,
     l.last_error,
     case
-        when not l.active then 'the shop is inactive'
+        when not l.active then 'the shop is paused: select bulk_sync.resume_shop(' || quote_literal(l.shop) || ')'
         when l.lease_expires_at < now()
             then 'the lease of ' || coalesce(l.leased_by, 'a runner')
                 || ' expired: the runner vanished (the next claim or tick hands the step out again)'

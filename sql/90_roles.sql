@@ -148,6 +148,10 @@ grant insert on bulk_sync.staging to bulk_sync_runner;
 -- The operator: the API, and reading jobs, their history and the settings.
 grant execute on function
 bulk_sync.add_shop(text, text, text, integer, text),
+bulk_sync.update_shop(text, text, text, integer, text, boolean),
+bulk_sync.pause_shop(text),
+bulk_sync.resume_shop(text),
+bulk_sync.remove_shop(text, boolean),
 bulk_sync.enqueue_backfill(date, date, text[], text[]),
 bulk_sync.enqueue_incremental(text[], timestamptz),
 bulk_sync.enqueue_reconcile(date, date, text[]),

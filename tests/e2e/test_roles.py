@@ -14,7 +14,7 @@ def _denied(conn: psycopg.Connection, sql: str, *args: object) -> None:
 
 @pytest.fixture
 def backfill(db: psycopg.Connection) -> None:
-    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
     db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-02', '{orders}')")
 
 
@@ -33,9 +33,7 @@ def test_the_runner_does_its_job_and_nothing_else(db: psycopg.Connection, dsn: s
         (imp,) = [t for t in claim(runner, qty=5) if t["job_id"] == jid and t["task"] == "import"]
         runner.execute("call bulk_sync.import(%s, %s)", (jid, imp["fence"]))
         assert db.execute("select status from bulk_sync.jobs where id = %s", (jid,)).fetchone() == ("completed",)
-        assert runner.execute("select code, domain from bulk_sync.shops").fetchall() == [
-            ("DE", "de-shop.myshopify.com")
-        ]
+        assert runner.execute("select code, domain from bulk_sync.shops").fetchall() == [("DE", "de.myshopify.com")]
         _denied(runner, "update bulk_sync.jobs set status = 'completed'")
         _denied(runner, "select * from bulk_sync.jobs")
         _denied(runner, "select * from shopify.orders")
@@ -45,7 +43,7 @@ def test_the_runner_does_its_job_and_nothing_else(db: psycopg.Connection, dsn: s
         _denied(runner, "select bulk_sync.fail(j, 'x', 'y') from bulk_sync.jobs as j")
         _denied(runner, "delete from bulk_sync.staging")
         # the webhook receiver's one call; incremental sync is the operator's
-        assert runner.execute("select bulk_sync.webhook_finished('w1', 'de-shop.myshopify.com', 'x')").fetchone() == (
+        assert runner.execute("select bulk_sync.webhook_finished('w1', 'de.myshopify.com', 'x')").fetchone() == (
             "ignored",
         )
         _denied(runner, "select bulk_sync.enqueue_incremental()")
@@ -72,7 +70,7 @@ def test_the_operator_steers_but_cannot_report_or_edit(db: psycopg.Connection, d
             1,
         )
         assert operator.execute("select shop from bulk_sync.freshness").fetchall() == [("DE",)]
-        _denied(operator, "select bulk_sync.webhook_finished('w1', 'de-shop.myshopify.com', 'x')")
+        _denied(operator, "select bulk_sync.webhook_finished('w1', 'de.myshopify.com', 'x')")
         _denied(operator, "update bulk_sync.watermarks set watermark = now()")
         failed = operator.execute("select id, kind, last_error from bulk_sync.jobs where status = 'failed'").fetchall()
         assert failed == [], failed
@@ -96,8 +94,8 @@ def test_entry_points_cannot_be_redirected_by_search_path(db: psycopg.Connection
     ).fetchall()
     # the API, the claim, heartbeat, release, idle, the lease length, the reports (a failed cancel's too), import
     # batches and outcomes,
-    # webhooks, the staging check trigger
-    assert len(definers) == 26
+    # webhooks, the staging check trigger; update, pause, resume and remove a shop
+    assert len(definers) == 30
     assert all(config == ["search_path=pg_catalog, pg_temp"] for _, config in definers), definers
     public = db.execute(
         """select count(*) from pg_proc as p where p.pronamespace = 'bulk_sync'::regnamespace

@@ -128,7 +128,7 @@ def test_a_lowered_limit_is_respected_by_dispatch(db: psycopg.Connection) -> Non
     db.execute("select bulk_sync.add_shop('FIVE', 'five.myshopify.com')")
     db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-10', '{orders}')")
     assert db.execute("select count(*) from bulk_sync.jobs where status = 'starting'").fetchone() == (5,)
-    db.execute("select bulk_sync.add_shop('FIVE', 'five.myshopify.com', '2026-10', 2)")
+    db.execute("select bulk_sync.update_shop('FIVE', p_max_concurrent_ops => 2)")
     for jid, fence in db.execute("select id, fence from bulk_sync.jobs where slot in (1, 2, 3)").fetchall():
         db.execute("update bulk_sync.jobs set lease_expires_at = now() + interval '1 min' where id = %s", (jid,))
         db.execute("select bulk_sync.report_fatal_error(%s, %s, 'gone')", (jid, fence))

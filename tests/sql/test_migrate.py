@@ -53,11 +53,11 @@ def test_a_changed_definition_file_is_applied_again_and_leaves_nothing_behind(
     root = _copy_sql(tmp_path)
     api = root / "70_api.sql"
     text = api.read_text()
-    assert "default '2026-10'" in text
+    assert "coalesce(p_api_version, '2026-10')" in text
     # A new default version, and require_shop gone: the database must follow the file exactly.
     start = text.index("-- Raises BS002 when p_shop is given but not registered.")
     end = text.index("$$;", start) + 3
-    api.write_text((text[:start] + text[end:]).replace("default '2026-10'", "default '2027-01'"))
+    api.write_text((text[:start] + text[end:]).replace("'2026-10')", "'2027-01')"))
     done = migrate(db, root)
     assert done == ["definitions (70_api.sql)"]
     db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
@@ -121,7 +121,7 @@ def _fill_release_0_1(old: psycopg.Connection) -> None:
     """Jobs in several states with their audit trail, staged and quarantined lines, data, a watermark, a webhook."""
     old.execute("update bulk_sync_settings set lease_seconds = 300, max_concurrent_imports = 3")
     for code in ("DE", "NL"):
-        old.execute("select add_shop(%s, %s, '2025-10')", (code, f"{code.lower()}-shop.myshopify.com"))
+        old.execute("select add_shop(%s, %s, '2025-10')", (code, f"{code.lower()}.myshopify.com"))
     old.execute("select enqueue_backfill('2025-09-01', '2025-09-03', '{orders,skus}')")
     first, second = [t for (t,) in old.execute("select bulk_sync_claim('old-runner', 10)").fetchall()]
     operation = "gid://shopify/BulkOperation/7"
@@ -190,9 +190,12 @@ def test_a_partial_release_0_1_database_is_refused_with_what_to_do(new_database)
 
 
 def test_each_function_view_and_trigger_is_defined_once_and_only_in_a_definition_file(db: psycopg.Connection) -> None:
-    pattern = re.compile(r"^create (?:or replace )?(function|procedure|view|trigger) ([\w.]+)", re.MULTILINE)
-    defined = [name for d in definitions() for _, name in pattern.findall(d.sql)]
-    assert len(defined) > 60 and len(defined) == len(set(defined)), sorted(defined)
+    pattern = re.compile(
+        r"^create (?:or replace )?(function|procedure|view|trigger) ([\w.]+)(\([^)]*\))?", re.MULTILINE
+    )
+    found = [(name, args) for d in definitions() for _, name, args in pattern.findall(d.sql)]
+    assert len(found) > 60 and len(found) == len(set(found)), sorted(found)  # once each (overloads differ in args)
+    defined = sorted({name for name, _ in found})
     assert all(not pattern.search(m.sql) for m in migrations())
     # ...and the database holds exactly these.
     in_database = db.execute(
@@ -200,4 +203,5 @@ def test_each_function_view_and_trigger_is_defined_once_and_only_in_a_definition
            where pronamespace = 'bulk_sync'::regnamespace
            union all select schemaname || '.' || viewname from pg_views where schemaname = 'bulk_sync'"""
     ).fetchall()
-    assert sorted(n for (n,) in in_database) == sorted(n for n in defined if n.startswith("bulk_sync."))
+    assert sorted({n for (n,) in in_database}) == [n for n in defined if n.startswith("bulk_sync.")]
+    assert len(in_database) == len([name for name, _ in found if name.startswith("bulk_sync.")])

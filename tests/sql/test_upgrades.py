@@ -5,6 +5,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from runner.migrate import migrate, sql_dir
 from runner.shared import ConfigError
@@ -55,7 +56,7 @@ def _changed_views(tmp_path: Path, edit=lambda text: text + "\n-- changed\n") ->
 
 
 def _orders(db: psycopg.Connection) -> None:
-    db.execute("select bulk_sync.add_shop('DE', 'de-shop.myshopify.com')")
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
     db.execute(
         """insert into shopify.orders (id, shop, created_at, total_price, raw, import_job)
            select 'gid://shopify/Order/' || n, 'DE', '2025-09-01'::timestamptz + n * interval '7 hours', n, '{}', 1
@@ -182,7 +183,8 @@ def _tables(conn: psycopg.Connection) -> dict[str, str]:
 
 
 def _rows(conn: psycopg.Connection, table: str, columns: str) -> list[tuple]:
-    return conn.execute(f"select row({columns})::text from {table} order by 1").fetchall()
+    query = sql.SQL("select row({})::text from {} order by 1").format(sql.SQL(columns), sql.SQL(table))
+    return conn.execute(query).fetchall()
 
 
 def fill_release_0_2(old: psycopg.Connection) -> None:
@@ -190,7 +192,7 @@ def fill_release_0_2(old: psycopg.Connection) -> None:
     messages, a runner, staged, quarantined and imported lines, a watermark, a webhook and the mirror."""
     old.execute("update bulk_sync.settings set lease_seconds = 300")
     for code in ("DE", "NL"):
-        old.execute("select bulk_sync.add_shop(%s, %s, '2025-10')", (code, f"{code.lower()}-shop.myshopify.com"))
+        old.execute("select bulk_sync.add_shop(%s, %s, '2025-10')", (code, f"{code.lower()}.myshopify.com"))
     old.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-03', '{orders,skus}')")
     first, second = [t for (t,) in old.execute("select bulk_sync.claim('old-runner', 10)").fetchall()][:2]
     old.execute(
@@ -204,10 +206,12 @@ def fill_release_0_2(old: psycopg.Connection) -> None:
     old.execute("insert into bulk_sync.rejects (job_id, line_no, reason, line) values (%s, 2, 'not JSON', 'x')", (job,))
     old.execute("insert into bulk_sync.watermarks (shop, entity, watermark) values ('DE', 'orders', now())")
     old.execute("insert into bulk_sync.webhooks (webhook_id, shop, outcome) values ('w1', 'DE', 'polled')")
-    for table, gid in (("orders", "Order"), ("skus", "ProductVariant")):
-        old.execute(
-            f"insert into shopify.{table} (id, shop, raw, import_job) values ('gid://shopify/{gid}/1', 'DE', '{{}}', 1)"
-        )
+    old.execute(
+        "insert into shopify.orders (id, shop, raw, import_job) values ('gid://shopify/Order/1', 'DE', '{}', 1)"
+    )
+    old.execute(
+        "insert into shopify.skus (id, shop, raw, import_job) values ('gid://shopify/ProductVariant/1', 'DE', '{}', 1)"
+    )
     old.execute(
         """insert into shopify.order_line_items (id, shop, order_id, raw, import_job)
            values ('gid://shopify/LineItem/1', 'DE', 'gid://shopify/Order/1', '{}', 1)"""
@@ -237,3 +241,31 @@ def test_a_release_0_2_database_is_upgraded_identical_to_a_fresh_one_with_every_
         assert {t: _rows(old, t, columns) for t, columns in tables.items()} == before
         assert old.execute("select count(*) from pgmq.q_bulk_sync").fetchone()[0] == queued
         assert migrate(old) == []
+
+
+def test_a_release_0_2_database_with_a_domain_under_two_codes_stops_migrate_and_changes_nothing(new_database) -> None:
+    import os
+
+    from tests.processes import cli
+    from tests.releases import install_release_0_2
+
+    url = new_database("two_codes")
+    with psycopg.connect(url, autocommit=True) as old:
+        install_release_0_2(old)
+        for code in ("DE", "DE2", "NL"):
+            old.execute(
+                "select bulk_sync.add_shop(%s, %s)", (code, "nl.myshopify.com" if code == "NL" else "de.myshopify.com")
+            )
+        before = snapshot(old)
+        recorded = old.execute("select name, checksum from bulk_sync.migrations order by 1").fetchall()
+        result = cli("migrate", env={**os.environ, "DATABASE_URL": url})
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr == (
+            "bulk-sync: migration migrations/0009_shops_on_purpose.sql stopped, nothing changed: shops DE and DE2 "
+            "share domain de.myshopify.com: a domain is one shop; point each code at its own shop's domain "
+            "(select bulk_sync.add_shop(code, domain) in the release you run now) and migrate again\n"
+        )
+        assert differences(snapshot(old), before) == {}
+        assert old.execute("select name, checksum from bulk_sync.migrations order by 1").fetchall() == recorded
+        old.execute("select bulk_sync.add_shop('DE2', 'de-outlet.myshopify.com')")  # release 0.2's add_shop re-points
+        assert migrate(old)[:2] == ["migrations/0008_defined_objects.sql", "migrations/0009_shops_on_purpose.sql"]

@@ -1,0 +1,144 @@
+"""Shops are changed on purpose: registered once, updated by what is given, one domain each, paused and removed."""
+
+import psycopg
+import pytest
+
+from tests.jobs import claim, report
+
+SHOP = "select bulk_sync.add_shop('DE', 'de.myshopify.com')"
+
+
+def _shop(db: psycopg.Connection, code: str = "DE") -> tuple:
+    return db.execute(
+        "select domain, api_version, max_concurrent_ops, timezone, active from bulk_sync.shops where code = %s", (code,)
+    ).fetchone()
+
+
+def _refused(db: psycopg.Connection, statement: str, sqlstate: str, message: str, params: tuple = ()) -> None:
+    """The statement fails with `sqlstate` and a one-line message containing `message`, and changes nothing."""
+    before = db.execute("select row(s.*)::text from bulk_sync.shops as s order by code").fetchall()
+    jobs = db.execute("select count(*), coalesce(max(fence), 0) from bulk_sync.jobs").fetchone()
+    with pytest.raises(psycopg.Error) as raised:
+        db.execute(statement, params)
+    assert raised.value.sqlstate == sqlstate, raised.value
+    assert message in raised.value.diag.message_primary and "\n" not in raised.value.diag.message_primary
+    assert db.execute("select row(s.*)::text from bulk_sync.shops as s order by code").fetchall() == before
+    assert db.execute("select count(*), coalesce(max(fence), 0) from bulk_sync.jobs").fetchone() == jobs
+
+
+def test_add_shop_creates_and_never_changes_a_registered_shop(db: psycopg.Connection) -> None:
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com', '2026-10', 3, 'Europe/Berlin')")
+    db.execute("select bulk_sync.pause_shop('DE')")
+    stored = _shop(db)
+    assert stored == ("de.myshopify.com", "2026-10", 3, "Europe/Berlin", False)
+    # the README's two-argument form, or every value as stored: nothing changes, and no error
+    assert db.execute(SHOP).fetchone() == ("DE",)
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com', '2026-10', 3, 'Europe/Berlin')")
+    assert _shop(db) == stored
+    _refused(
+        db, "select bulk_sync.add_shop('DE', 'other.myshopify.com', '2025-10', null, 'UTC')", "BS012",
+        "shop DE exists with domain de.myshopify.com (given other.myshopify.com), api_version 2026-10 (given "
+        "2025-10), time zone Europe/Berlin (given UTC): add_shop changes nothing; bulk_sync.update_shop('DE', ...)",
+    )  # fmt: skip
+
+
+def test_a_domain_is_one_shop(db: psycopg.Connection) -> None:
+    db.execute(SHOP)
+    _refused(db, "select bulk_sync.add_shop('DE2', 'de.myshopify.com')", "BS012",
+             "domain de.myshopify.com is shop DE's: a domain is one shop")  # fmt: skip
+    db.execute("select bulk_sync.add_shop('NL', 'nl.myshopify.com')")
+    _refused(db, "select bulk_sync.update_shop('NL', 'de.myshopify.com')", "BS012", "is shop DE's")
+    with pytest.raises(psycopg.errors.UniqueViolation):  # the table itself refuses it too
+        db.execute("update bulk_sync.shops set domain = 'de.myshopify.com' where code = 'NL'")
+
+
+def test_update_shop_changes_only_what_is_given(db: psycopg.Connection) -> None:
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com', '2026-10', 4, 'UTC')")
+    assert db.execute("select bulk_sync.update_shop('DE', p_timezone => 'Europe/Berlin')").fetchone() == (
+        "shop DE: time zone UTC -> Europe/Berlin",
+    )
+    assert _shop(db) == ("de.myshopify.com", "2026-10", 4, "Europe/Berlin", True)
+    # an older API version allows one operation at a time: the concurrency follows, and says so
+    assert db.execute("select bulk_sync.update_shop('DE', p_api_version => '2025-10')").fetchone() == (
+        "shop DE: api_version 2026-10 -> 2025-10, max_concurrent_ops 4 -> 1",
+    )
+    assert db.execute("select bulk_sync.update_shop('DE')").fetchone() == ("shop DE unchanged",)
+    _refused(db, "select bulk_sync.update_shop('DE', p_max_concurrent_ops => 5)", "BS006", "allows 1 to 1")
+    _refused(db, "select bulk_sync.update_shop('XX', p_timezone => 'UTC')", "BS002", "unknown shop: XX")
+
+
+def test_a_new_domain_is_refused_while_the_shop_has_data_unless_forced(db: psycopg.Connection) -> None:
+    db.execute(SHOP)
+    # no data yet: a typo in the domain is fixed freely
+    assert (
+        "domain de.myshopify.com -> de-shop.myshopify.com"
+        in db.execute("select bulk_sync.update_shop('DE', 'de-shop.myshopify.com')").fetchone()[0]
+    )
+    db.execute(
+        "insert into shopify.skus (id, shop, raw, import_job) values ('gid://shopify/ProductVariant/1', 'DE', '{}', 1)"
+    )
+    _refused(
+        db, "select bulk_sync.update_shop('DE', 'nl.myshopify.com')", "BS012",
+        "shop DE has data from de-shop.myshopify.com: a new domain is almost always another shop; register "
+        "nl.myshopify.com under a code of its own, or pass p_force => true",
+    )  # fmt: skip
+    db.execute("select bulk_sync.update_shop('DE', 'de.myshopify.com', p_force => true)")
+    assert _shop(db)[0] == "de.myshopify.com"
+
+
+def test_a_start_dispatched_before_a_pause_does_not_start(db: psycopg.Connection) -> None:
+    db.execute(SHOP)
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-10', '{orders}')")
+    starting = db.execute("select count(*) from bulk_sync.jobs where status = 'starting'").fetchone()[0]
+    assert starting == 5
+    assert db.execute("select bulk_sync.pause_shop('DE')").fetchone() == (
+        "shop DE paused (10 live jobs: no export starts until resume_shop)",
+    )
+    assert claim(db, qty=100) == []  # the five start messages are put back, no operation starts
+    assert db.execute("select status, count(*) from bulk_sync.jobs group by 1").fetchall() == [("queued", 10)]
+    paused = db.execute("select count(*) from bulk_sync.job_runs where status = 'paused'").fetchone()
+    assert paused == (5,)
+    assert db.execute("select bulk_sync.pause_shop('DE')").fetchone()[0].startswith("shop DE was already paused")
+    assert db.execute("select bulk_sync.resume_shop('DE')").fetchone() == ("shop DE active",)
+    assert {t["task"] for t in claim(db, qty=100)} == {"start"}
+
+
+@pytest.mark.parametrize("delete_data", [False, True])
+def test_remove_shop_cancels_its_operations_first_then_goes(db: psycopg.Connection, delete_data: bool) -> None:
+    for code in ("DE", "NL"):
+        db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}.myshopify.com"))
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
+    db.execute("insert into bulk_sync.watermarks (shop, entity, watermark) values ('DE', 'orders', now())")
+    for code in ("DE", "NL"):
+        db.execute(
+            "insert into shopify.orders (id, shop, raw, import_job) values (%s, %s, '{}', 1)",
+            (f"gid://shopify/Order/{code}", code),
+        )
+        db.execute(
+            "insert into shopify.skus (id, shop, raw, import_job) values (%s, %s, '{}', 1)",
+            (f"gid://shopify/ProductVariant/{code}", code),
+        )
+    de = next(t for t in claim(db, qty=10) if t["shop"] == "DE")
+    report(db, "report_operation_started", de["job_id"], de["fence"], "gid://shopify/BulkOperation/9")  # waiting
+    answer = db.execute("select bulk_sync.remove_shop('DE', %s)", (delete_data,)).fetchone()[0]
+    assert answer.startswith("shop DE is being removed: 1 jobs canceled; removed once a runner has asked Shopify")
+    assert _shop(db)[4] is False  # paused meanwhile: nothing new starts
+    _refused(db, "select bulk_sync.resume_shop('DE')", "BS012", "shop DE is being removed")
+    assert db.execute("select bulk_sync.tick() ->> 'shops_removed'").fetchone() == ("0",)
+    (cancel,) = [t for t in claim(db, qty=10) if t["shop"] == "DE"]
+    assert cancel["task"] == "cancel" and cancel["operation_id"] == "gid://shopify/BulkOperation/9"
+    assert db.execute("select bulk_sync.tick() ->> 'shops_removed'").fetchone() == ("1",)
+    assert _shop(db) is None
+    left = db.execute(
+        """select (select count(*) from bulk_sync.jobs where shop = 'DE'),
+                  (select count(*) from bulk_sync.watermarks where shop = 'DE'),
+                  (select count(*) from shopify.orders where shop = 'DE'),
+                  (select count(*) from shopify.skus where shop = 'NL'),
+                  (select count(*) from bulk_sync.jobs where shop = 'NL')"""
+    ).fetchone()
+    assert left == (0, 0, 0 if delete_data else 1, 1, 1)
+    # a shop without running operations goes at once
+    assert db.execute("select bulk_sync.remove_shop('NL', true)").fetchone() == (
+        "shop NL removed (1 jobs canceled, its data deleted)",
+    )
+    assert db.execute("select count(*) from shopify.orders where shop = 'NL'").fetchone() == (0,)
