@@ -348,44 +348,83 @@ begin
 end;
 $$;
 
--- Queues the jobs covering every day of [p_from, p_to] (whole days in each shop's time zone) plus one skus snapshot
--- per shop; returns how many jobs it created (0 when everything is already covered) and dispatches what is due.
+-- Raises BS005 or BS003 unless p_entities lists entities of p_known without NULLs.
+create or replace function bulk_sync.check_entities(p_entities text[], p_known text[]) returns void
+language plpgsql immutable as $$
+declare
+    v_bad text;
+begin
+    if p_entities is null or cardinality(p_entities) = 0 or array_position(p_entities, null) is not null then
+        raise exception 'p_entities must list entities (%) without NULLs', array_to_string(p_known, ', ')
+            using errcode = 'BS005';
+    end if;
+    select string_agg(e, ', ') into v_bad from unnest(p_entities) as e where not e = any(p_known);
+    if v_bad is not null then
+        raise exception 'unknown entity: % (known: %)', v_bad, array_to_string(p_known, ', ') using errcode = 'BS003';
+    end if;
+end;
+$$;
+
+-- Queues jobs so that every instant of every day of [p_from, p_to] (whole days in each shop's time zone) is covered,
+-- plus one skus snapshot per shop; returns how many jobs it created (0 when everything is covered) and dispatches
+-- what is due. Covered: by a job that answers for its window (completed, failed and live ones), or with p_resync
+-- only by a live one, so that days already synced are exported again. Part of a day covered (a time-zone change, a
+-- split) gets a job for the rest. Raises BS011 for days that start after tomorrow (no day of Shopify's yet).
 create or replace function bulk_sync.enqueue_backfill(
     p_from date, p_to date,
-    p_entities text[] default '{orders,refunds,skus}', p_shops text[] default null
+    p_entities text[] default '{orders,refunds,skus}', p_shops text[] default null, p_resync boolean default false
 ) returns integer
 language plpgsql
 security definer set search_path = pg_catalog, pg_temp as $$
 declare
     v_s bulk_sync.settings := bulk_sync.get_settings();
     v_shops text[];
-    v_bad text;
+    v_covering text[] := case when p_resync then bulk_sync.states('terminal', false)
+                              else bulk_sync.states('covers_window') end;
     v_count integer;
 begin
     perform bulk_sync.require_days(p_from, p_to);
-    if p_entities is null or cardinality(p_entities) = 0 or array_position(p_entities, null) is not null then
-        raise exception 'p_entities must list entities (orders, refunds, skus) without NULLs'
-            using errcode = 'BS005';
+    if p_from > (now() at time zone 'UTC')::date + 1 then
+        raise exception 'backfill from % starts after tomorrow: those days have no orders yet (mistyped year?)',
+            p_from using errcode = 'BS011';
     end if;
-    select string_agg(e, ', ') into v_bad
-    from unnest(p_entities) as e where e not in ('orders', 'refunds', 'skus');
-    if v_bad is not null then
-        raise exception 'unknown entity: % (known: orders, refunds, skus)', v_bad using errcode = 'BS003';
+    if p_resync is null then
+        raise exception 'p_resync must be true or false' using errcode = 'BS005';
     end if;
+    perform bulk_sync.check_entities(p_entities, '{orders,refunds,skus}');
     v_shops := bulk_sync.resolve_shops(p_shops);
 
-    with wanted as (
-        select s.code as shop, e.entity, e.filter_field, d::date as day,
-               d::timestamp at time zone s.timezone as window_start,
-               (d + interval '1 day')::timestamp at time zone s.timezone as window_end
+    with days as (
+        select s.code as shop, s.timezone, e.entity, e.filter_field, d::date as day,
+               tstzrange(d::timestamp at time zone s.timezone,
+                         (d + interval '1 day')::timestamp at time zone s.timezone) as whole
         from bulk_sync.shops as s
         cross join (values ('orders', 'created_at'), ('refunds', 'updated_at')) as e (entity, filter_field)
         cross join generate_series(p_from::timestamp, p_to::timestamp, interval '1 day') as d
         where s.code = any(v_shops) and e.entity = any(p_entities)
+    ),
+    wanted as (
+        -- each day less what jobs already cover of it: nothing, the whole day, or the parts in between
+        select w.shop, w.entity, w.filter_field, w.day, lower(u.part) as window_start, upper(u.part) as window_end
+        from days as w
+        cross join lateral unnest(
+            tstzmultirange(w.whole) - coalesce((
+                select range_agg(tstzrange(o.window_start, o.window_end))
+                from bulk_sync.jobs as o
+                where o.shop = w.shop and o.entity = w.entity and o.filter_field = w.filter_field
+                  and o.status = any(v_covering)
+                  and tstzrange(o.window_start, o.window_end) && w.whole
+            ), '{}')
+        ) as u (part)
         union all
         select s.code, 'skus', null, null, null, null
         from bulk_sync.shops as s
         where s.code = any(v_shops) and 'skus' = any(p_entities)
+          and not exists (
+              select from bulk_sync.jobs as o
+              where o.shop = s.code and o.entity = 'skus' and o.window_start is null
+                and o.start_date = p_from and o.end_date = p_to and o.status = any(v_covering)
+          )
     ),
     created as (
         insert into bulk_sync.jobs as j (
@@ -396,22 +435,13 @@ begin
                coalesce(w.day, p_from), coalesce(w.day, p_to),
                v_s.max_attempts, greatest(now(), w.window_end)
         from wanted as w
-        where not exists (
-            select from bulk_sync.jobs as o
-            where o.shop = w.shop and o.entity = w.entity
-              and not o.status = any(bulk_sync.states('covers_window', false))
-              and (
-                  (w.window_start is null and o.window_start is null and o.start_date = p_from and o.end_date = p_to)
-                  or (o.filter_field = w.filter_field
-                      and tstzrange(o.window_start, o.window_end) && tstzrange(w.window_start, w.window_end))
-              )
-        )
         order by w.shop, w.entity, w.window_start
         on conflict do nothing
         returning j.id, j.fence
     ),
     audited as (
-        select bulk_sync.audit(c.id, 'enqueue', 'queued', null, 'queued', c.fence, 'backfill job created')
+        select bulk_sync.audit(c.id, 'enqueue', 'queued', null, 'queued', c.fence,
+                               case when p_resync then 'backfill job created (re-sync)' else 'backfill job created' end)
         from created as c
     )
     select count(*) into v_count from audited;
@@ -478,6 +508,80 @@ create or replace function bulk_sync.cancel_jobs(p_shop text default null) retur
 language sql
 security definer set search_path = pg_catalog, pg_temp as $$
     select bulk_sync.for_jobs(p_shop, bulk_sync.states('terminal', false), 'cancel');
+$$;
+
+-- Cancels the live jobs among p_ids (oldest first) and dispatches into the slots that freed; returns how many.
+create or replace function bulk_sync.cancel_ids(p_ids bigint[]) returns integer
+language plpgsql as $$
+declare
+    v_count integer;
+begin
+    select count(bulk_sync.cancel(f.job)) into v_count
+    from (
+        select j as job from bulk_sync.jobs as j
+        where j.id = any(p_ids) and not j.status = any(bulk_sync.states('terminal'))
+        order by j.id
+        for update
+    ) as f;
+    perform bulk_sync.dispatch();
+    return v_count;
+end;
+$$;
+
+-- Cancels the live jobs among the given ids; raises BS008 naming ids that are no job. Returns how many.
+create or replace function bulk_sync.cancel_jobs(p_job_ids bigint[]) returns integer
+language plpgsql
+security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_unknown text;
+begin
+    if p_job_ids is null or cardinality(p_job_ids) = 0 or array_position(p_job_ids, null) is not null then
+        raise exception 'p_job_ids must list job ids without NULLs' using errcode = 'BS005';
+    end if;
+    select string_agg(i::text, ', ' order by i) into v_unknown
+    from unnest(p_job_ids) as i where not exists (select from bulk_sync.jobs where id = i);
+    if v_unknown is not null then
+        raise exception 'unknown job: %', v_unknown using errcode = 'BS008';
+    end if;
+    return bulk_sync.cancel_ids(p_job_ids);
+end;
+$$;
+
+-- Cancels the live jobs of days [p_from, p_to] (in each shop's time zone; a snapshot by its backfill's days), of
+-- the entities p_entities and the shops p_shops (null: all). Returns how many.
+create or replace function bulk_sync.cancel_jobs(
+    p_from date, p_to date, p_entities text[] default null, p_shops text[] default null
+) returns integer
+language plpgsql
+security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_shop text;
+begin
+    perform bulk_sync.require_days(p_from, p_to);
+    if p_entities is not null then
+        perform bulk_sync.check_entities(p_entities, '{orders,refunds,skus,order_ids}');
+    end if;
+    if array_position(p_shops, null) is not null or cardinality(p_shops) = 0 then
+        raise exception 'p_shops must be null (all shops) or a list of shop codes without NULLs'
+            using errcode = 'BS005';
+    end if;
+    foreach v_shop in array coalesce(p_shops, '{}') loop
+        perform bulk_sync.require_shop(v_shop);
+    end loop;
+    return bulk_sync.cancel_ids(array(
+        select j.id from bulk_sync.jobs as j
+        inner join bulk_sync.shops as s on j.shop = s.code
+        where not j.status = any(bulk_sync.states('terminal'))
+          and (p_entities is null or j.entity = any(p_entities))
+          and (p_shops is null or j.shop = any(p_shops))
+          and case when j.window_start is null
+                   then daterange(j.start_date, j.end_date, '[]') && daterange(p_from, p_to, '[]')
+                   else tstzrange(j.window_start, j.window_end)
+                        && tstzrange(p_from::timestamp at time zone s.timezone,
+                                     (p_to + 1)::timestamp at time zone s.timezone)
+              end
+    ));
+end;
 $$;
 
 -- The periodic safety net (pg_cron, every minute): recover expired leases, dispatch due jobs, import what no runner

@@ -1,4 +1,6 @@
-"""Shops are changed on purpose: registered once, updated by what is given, one domain each, paused and removed."""
+"""Shops are changed on purpose, backfills cover every instant, and operators re-sync and cancel by range."""
+
+import datetime as dt
 
 import psycopg
 import pytest
@@ -142,3 +144,70 @@ def test_remove_shop_cancels_its_operations_first_then_goes(db: psycopg.Connecti
         "shop NL removed (1 jobs canceled, its data deleted)",
     )
     assert db.execute("select count(*) from shopify.orders where shop = 'NL'").fetchone() == (0,)
+
+
+def test_a_backfill_covers_every_instant_after_a_time_zone_change(db: psycopg.Connection) -> None:
+    db.execute(SHOP)
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-03', '{orders}')")
+    db.execute("select bulk_sync.update_shop('DE', p_timezone => 'Pacific/Kiritimati')")  # UTC+14
+    created = db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-03', '{orders}')").fetchone()[0]
+    windows = db.execute(
+        "select window_start, window_end from bulk_sync.jobs where entity = 'orders' order by window_start"
+    ).fetchall()
+    utc = dt.UTC
+    # the earlier jobs cover the UTC days; the new one only the 14 hours before them
+    assert created == 1 and windows[0] == (
+        dt.datetime(2025, 8, 31, 10, tzinfo=utc),
+        dt.datetime(2025, 9, 1, tzinfo=utc),
+    )
+    covered = db.execute(
+        """select range_agg(tstzrange(window_start, window_end))
+                  @> tstzrange('2025-09-01 00:00+14', '2025-09-04 00:00+14')
+           from bulk_sync.jobs"""
+    ).fetchone()  # fmt: skip
+    assert covered == (True,)
+    assert db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-03', '{orders}')").fetchone() == (0,)
+
+
+def test_resync_queues_completed_days_again_but_never_beside_live_jobs(db: psycopg.Connection) -> None:
+    db.execute(SHOP)
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-02', '{orders,skus}')")
+    db.execute("alter table bulk_sync.jobs disable trigger jobs_guard")  # as if every job had completed
+    db.execute("update bulk_sync.jobs set status = 'completed', slot = null")
+    db.execute("alter table bulk_sync.jobs enable trigger jobs_guard")
+    assert db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-02', '{orders,skus}')").fetchone() == (
+        0,
+    )
+    again = "select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-02', '{orders,skus}', p_resync => true)"
+    assert db.execute(again).fetchone() == (3,)  # two days of orders, one snapshot
+    assert db.execute(again).fetchone() == (0,)  # those are live now
+    audit = db.execute("select count(*) from bulk_sync.job_runs where message = 'backfill job created (re-sync)'")
+    assert audit.fetchone() == (3,)
+
+
+def test_cancel_by_ids_and_by_days(db: psycopg.Connection) -> None:
+    for code in ("DE", "NL"):
+        db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}.myshopify.com"))
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-05')")
+    ids = [i for (i,) in db.execute("select id from bulk_sync.jobs where shop = 'NL' order by id limit 2").fetchall()]
+    assert db.execute("select bulk_sync.cancel_jobs(%s::bigint[])", (ids,)).fetchone() == (2,)
+    assert db.execute("select bulk_sync.cancel_jobs(%s::bigint[])", (ids,)).fetchone() == (0,)  # already canceled
+    _refused(db, "select bulk_sync.cancel_jobs(array[1, 999999])", "BS008", "unknown job: 999999")
+    canceled = db.execute("select bulk_sync.cancel_jobs('2025-09-02', '2025-09-03', '{orders}', '{DE}')").fetchone()[0]
+    assert canceled == 2
+    rows = db.execute(
+        "select shop, entity, start_date::text from bulk_sync.jobs where status = 'canceled' and shop = 'DE'"
+    ).fetchall()
+    assert sorted(rows) == [("DE", "orders", "2025-09-02"), ("DE", "orders", "2025-09-03")]
+    # every entity of every shop on a day; snapshots by their backfill's days
+    assert db.execute("select bulk_sync.cancel_jobs('2025-09-05', '2025-09-05')").fetchone() == (6,)
+    _refused(db, "select bulk_sync.cancel_jobs('2025-09-01', '2025-09-02', p_shops => '{XX}')", "BS002", "unknown shop")
+    _refused(db, "select bulk_sync.cancel_jobs('2025-09-01', '2025-09-02', '{nope}')", "BS003", "unknown entity: nope")
+
+
+def test_a_backfill_of_days_to_come_is_refused(db: psycopg.Connection) -> None:
+    db.execute(SHOP)
+    _refused(db, "select bulk_sync.enqueue_backfill('2030-09-01', '2030-09-02')", "BS011",
+             "backfill from 2030-09-01 starts after tomorrow")  # fmt: skip
+    tomorrow = db.execute("select (now() at time zone 'UTC')::date + 1").fetchone()[0]
+    assert db.execute("select bulk_sync.enqueue_backfill(%s, %s, '{orders}')", (tomorrow, tomorrow)).fetchone() == (1,)

@@ -27,6 +27,7 @@ def test_the_predicates_that_name_states_agree_with_the_states_table(db: psycopg
     ).fetchall())  # fmt: skip
     assert _named(indexes["jobs_shop_slot"].split(" WHERE ")[1], every) == _states(db, "holds_shop_slot")
     assert _named(indexes["jobs_import_slot"].split(" WHERE ")[1], every) == _states(db, "holds_import_slot")
+    assert _named(indexes["jobs_snapshot"].split(" WHERE ")[1], every) == _states(db, "terminal")
     constraints = dict(db.execute(
         "select conname, pg_get_constraintdef(oid) from pg_constraint where conrelid = 'bulk_sync.jobs'::regclass"
     ).fetchall())  # fmt: skip
