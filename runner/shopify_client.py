@@ -26,6 +26,8 @@ FIND = (
 )
 FIND_CURRENT = "query bulkSyncFind { currentBulkOperation(type: QUERY) { id status query createdAt } }"
 ADOPTABLE = ("CREATED", "RUNNING", "COMPLETED")
+# Which shop answers: before a shop's first start, its registered domain is compared with this.
+WHO = "query bulkSyncWho { shop { myshopifyDomain } }"
 CANCEL = "mutation bulkSyncCancel($id: ID!) { bulkOperationCancel(id: $id) { userErrors { message } } }"
 COSTS = {RUN: 10, CANCEL: 10}
 REJECTIONS_AFTER_RENEWAL = 3  # 401s in a row right after a new token before the shop's task fails
@@ -80,6 +82,7 @@ class ShopifyClient:
     ) -> None:  # fmt: skip
         self.endpoint = f"{base_url.rstrip('/')}/admin/api/{api_version}/graphql.json"
         self.api_version = api_version
+        self.verified: str | None = None  # the registered domain the shop answering was found to be
         self.auth = auth
         self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), verify=tls.context())
         self._lock = threading.Lock()
@@ -225,6 +228,17 @@ class ShopifyClient:
             file_size=int(node["fileSize"]) if node.get("fileSize") is not None else None,
             url=node.get("url"),
         )
+
+    def require_shop(self, code: str, domain: str) -> None:
+        """Raises Fatal unless the shop answering is `domain`, the one registered as `code`; asked once per client
+        and registered domain (a client is made again when its URL or API version changes)."""
+        if self.verified != domain:
+            answered = ((self.call(WHO, {}).get("shop") or {}).get("myshopifyDomain") or "").lower()
+            if answered != domain.lower():
+                raise Fatal(f"shop {code} is registered as {domain} but {answered or 'a shop without a domain'} "
+                            f"answers at {self.endpoint.split('/admin/')[0]}: check SHOP_{code}_URL and the "
+                            "credentials; no bulk operation started")  # fmt: skip
+            self.verified = domain
 
     def cancel(self, operation_id: str) -> None:
         self.call(CANCEL, {"id": operation_id})

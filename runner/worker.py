@@ -343,6 +343,7 @@ class Runner:
         try:
             client = self.client(task) if kind in ("start", "poll", "cancel") else None
             if kind == "start":
+                client.require_shop(task["shop"], task["domain"])  # the shop answering is the one registered
                 adopted = None
                 if task.get("adopt_since"):  # an earlier start may have made the operation: never start twice
                     since = dt.datetime.fromisoformat(task["adopt_since"])
