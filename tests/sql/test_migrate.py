@@ -51,15 +51,16 @@ def test_a_changed_definition_file_is_applied_again_and_leaves_nothing_behind(
     db: psycopg.Connection, tmp_path: Path
 ) -> None:
     root = _copy_sql(tmp_path)
-    api = root / "70_api.sql"
+    api, shops = root / "70_api.sql", root / "68_shops.sql"
     text = api.read_text()
-    assert "coalesce(p_api_version, '2026-10')" in text
-    # A new default version, and require_shop gone: the database must follow the file exactly.
+    assert "coalesce(p_api_version, '2026-10')" in shops.read_text()
+    # A new default version, and require_shop gone: the database must follow the files exactly.
     start = text.index("-- Raises BS002 when p_shop is given but not registered.")
     end = text.index("$$;", start) + 3
-    api.write_text((text[:start] + text[end:]).replace("'2026-10')", "'2027-01')"))
+    api.write_text(text[:start] + text[end:])
+    shops.write_text(shops.read_text().replace("'2026-10')", "'2027-01')"))
     done = migrate(db, root)
-    assert done == ["definitions (70_api.sql)"]
+    assert done == ["definitions (68_shops.sql, 70_api.sql)"]
     db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
     assert db.execute("select api_version from bulk_sync.shops").fetchone() == ("2027-01",)
     assert db.execute("select to_regprocedure('bulk_sync.require_shop(text)')").fetchone() == (None,)
