@@ -7,6 +7,34 @@ from runner import __version__
 from runner.shared import ConfigError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose own errors are one line, naming the verb and where its help is (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _bounded(kind: type, low: float, high: float | None = None, what: str = "") -> "callable":
+    """An argparse type: a number of `kind` within [low, high]."""
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not {'a whole number' if kind is int else 'a number'}: {text!r}"
+            ) from None
+        if value < low or (high is not None and value > high) or value != value:
+            limit = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {what or 'use'} {limit}")
+        return value
+
+    return convert
+
+
+_PORT = _bounded(int, 1, 65535, "a port is")
+
+
 def _migrate(args: argparse.Namespace) -> int:
     import psycopg
 
@@ -38,6 +66,7 @@ def _jobs(args: argparse.Namespace) -> int:
     from runner.db import connect
 
     with connect(args.database_url, autocommit=True) as conn:
+        args.shop = _shop(conn, args.shop)
         rows = conn.execute(
             """select id, shop, entity, status, coalesce(to_char(window_start at time zone 'UTC', 'YYYY-MM-DD HH24:MI'),
                       start_date::text), attempts, coalesce(last_error, '')
@@ -55,6 +84,16 @@ def _jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shop(conn, code: str | None) -> str | None:
+    """A --shop value as registered (codes are upper case); a ConfigError naming the known ones when unknown."""
+    if code is None:
+        return None
+    known = [c for (c,) in conn.execute("select code from bulk_sync.shops order by code")]
+    if code.upper() not in known:
+        raise ConfigError(f"unknown shop {code!r}: registered are {', '.join(known) or 'none'}")
+    return code.upper()
+
+
 def _since(text: str):
     """A moment: ISO 8601 (UTC unless it says otherwise), or a time ago: 90s, 30m, 2h, 1d."""
     import datetime as dt
@@ -63,7 +102,10 @@ def _since(text: str):
     ago = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])", text.strip())
     if ago:
         seconds = float(ago.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[ago.group(2)]
-        return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+        try:
+            return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+        except OverflowError:
+            raise argparse.ArgumentTypeError(f"{text!r} reaches back before year 1") from None
     try:
         moment = dt.datetime.fromisoformat(text)
     except ValueError:
@@ -79,9 +121,15 @@ def _timeline(args: argparse.Namespace) -> int:
     from runner import timeline
     from runner.db import connect
 
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise ConfigError(f"cannot write {args.out}: folder {out.parent} does not exist")
     with connect(args.database_url, autocommit=True) as conn:
-        jobs = timeline.jobs(conn, args.shop, args.since)
-    Path(args.out).write_text(timeline.svg(jobs))
+        jobs = timeline.jobs(conn, _shop(conn, args.shop), args.since)
+    try:
+        out.write_text(timeline.svg(jobs))
+    except OSError as exc:
+        raise ConfigError(f"cannot write {args.out}: {exc.strerror}") from None
     print(f"wrote {args.out}: {len(jobs)} jobs, {timeline.operations(jobs)} Shopify operations")
     return 0
 
@@ -97,8 +145,6 @@ def _run(args: argparse.Namespace) -> int:
     from runner.worker import Runner
 
     log.use_format(args.log_format)
-    if args.concurrency < 1:
-        raise ConfigError("--concurrency must be at least 1")
     dsn = database_url(args.database_url)
     name = args.name or f"{socket.gethostname()}:{os.getpid()}"
     budget = Budget(dsn, args.db_connections, f"bulk-sync run {name}")  # refuses a budget below 2; connects later
@@ -142,6 +188,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import subprocess
     from pathlib import Path
 
     from runner.demo import run
@@ -155,12 +202,33 @@ def _demo(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from None
+    except subprocess.CalledProcessError as exc:  # initdb or pg_ctl refused: their own reason, in one line
+        reason = [line for line in f"{exc.stderr or ''}{exc.stdout or ''}".splitlines() if line.strip()]
+        tool = next((Path(str(c)).name for c in exc.cmd if "/" in str(c)), str(exc.cmd[0]))
+        raise ConfigError(f"{tool} failed: {reason[-1] if reason else exc}") from None
+
+
+def _mistake(exc: Exception, verb: str) -> str | None:
+    """What the user can do about a database error at the start of a verb (None: not the user's mistake)."""
+    import psycopg
+
+    if not isinstance(exc, psycopg.Error):
+        return None
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    role = {"run": "bulk_sync_runner", "migrate": "the owner of bulk-sync's schemas"}.get(verb, "bulk_sync_operator")
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return f"{verb}: {first}: connect as a role granted {role} (see README, Roles)"
+    if isinstance(
+        exc, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedFunction | psycopg.errors.InvalidSchemaName
+    ):
+        return f"{verb}: this database has no bulk-sync ({first}): run bulk-sync migrate first"
+    return None
 
 
 def parser() -> argparse.ArgumentParser:
     from runner.pool import DEFAULT_SIZE
 
-    top = argparse.ArgumentParser(prog="bulk-sync", description="Shopify bulk exports into PostgreSQL.")
+    top = _Parser(prog="bulk-sync", description="Shopify bulk exports into PostgreSQL.")
     top.add_argument("--version", action="version", version=f"bulk-sync {__version__}")
     verbs = top.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, func, text in (
@@ -173,11 +241,12 @@ def parser() -> argparse.ArgumentParser:
         verb.set_defaults(func=func)
         if name == "status":
             verb.add_argument("--watch", action="store_true", help="redraw until interrupted")
-            verb.add_argument("--interval", type=float, default=2.0, help="seconds between redraws (default: 2)")
+            verb.add_argument("--interval", type=_bounded(float, 0.1, what="seconds between redraws,"), default=2.0,
+                              help="seconds between redraws, at least 0.1 (default: 2)")  # fmt: skip
         if name == "jobs":
             verb.add_argument("--failed", action="store_true", help="only failed jobs")
             verb.add_argument("--shop", help="only this shop")
-            verb.add_argument("--limit", type=int, default=50, help="at most this many (default: 50)")
+            verb.add_argument("--limit", type=_bounded(int, 0), default=50, help="at most this many (default: 50)")
     picture = verbs.add_parser(
         "timeline",
         help="draw the jobs' operations, downloads and imports per shop on a time axis (SVG)",
@@ -198,9 +267,10 @@ def parser() -> argparse.ArgumentParser:
         "SHOP_<CODE>_URL. SIGTERM/SIGINT: finish or give back the steps in hand, then exit.",
     )
     run.add_argument("--database-url", help="overrides DATABASE_URL")
-    run.add_argument("--concurrency", type=int, default=2, help="tasks in flight at once (default: %(default)s)")
+    run.add_argument("--concurrency", type=_bounded(int, 1), default=2,
+                     help="tasks in flight at once (default: %(default)s)")  # fmt: skip
     run.add_argument(
-        "--db-connections", type=int, default=DEFAULT_SIZE,
+        "--db-connections", type=_bounded(int, 2, what="a runner needs"), default=DEFAULT_SIZE,
         help="database connections this process holds at most, whatever its concurrency (default: %(default)s)",
     )  # fmt: skip
     run.add_argument("--until-idle", action="store_true", help="exit once no job can make progress")
@@ -210,12 +280,12 @@ def parser() -> argparse.ArgumentParser:
         "imports of any shop are still taken",
     )  # fmt: skip
     run.add_argument(
-        "--webhook-port", type=int,
+        "--webhook-port", type=_PORT,
         help="receive Shopify's webhooks (bulk_operations/finish, deletions) on this port",
     )  # fmt: skip
     run.add_argument("--webhook-host", default="0.0.0.0", help="address to listen on (default: %(default)s)")  # noqa: S104
     run.add_argument(
-        "--metrics-port", type=int,
+        "--metrics-port", type=_PORT,
         help="serve /metrics (Prometheus), /healthz (worker loops alive) and /readyz (database answers and a claim "
         "succeeded within lease_seconds) on this port",
     )  # fmt: skip
@@ -234,9 +304,9 @@ def parser() -> argparse.ArgumentParser:
         "compares again, and stops what it started.",
     )
     demo.add_argument("--dir", default=".bulk-sync/demo", help="where the cluster lives (default: %(default)s)")
-    demo.add_argument("--port", type=int, help="port for the cluster (default: a free one)")
+    demo.add_argument("--port", type=_PORT, help="port for the cluster (default: a free one)")
     demo.add_argument("--reset", action="store_true", help="start over with an empty cluster")
-    demo.add_argument("--orders-per-day", type=int, default=300, help="per shop (default: %(default)s)")
+    demo.add_argument("--orders-per-day", type=_bounded(int, 1), default=300, help="per shop (default: %(default)s)")
     demo.add_argument("--timeline", help="where to draw the backfill's timeline (default: DIR/timeline.svg)")
     demo.set_defaults(func=_demo)
     from runner.simulator.cli import add_arguments, run
@@ -249,15 +319,25 @@ def parser() -> argparse.ArgumentParser:
     )
     add_arguments(simulate)
     simulate.set_defaults(func=run)
+    top.verbs = verbs.choices  # type: ignore[attr-defined]
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    top = parser()
+    args, extra = top.parse_known_args(argv)
+    if extra:  # named by the verb's parser, not the top one
+        top.verbs[args.verb].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"bulk-sync: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        mistake = _mistake(exc, args.verb)
+        if mistake is None:
+            raise
+        print(f"bulk-sync: {mistake}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -34,6 +34,18 @@ def base_url(code: str, domain: str, env: dict[str, str]) -> str:
     return env.get(f"SHOP_{code}_URL") or f"https://{domain}"
 
 
+def _is_url(text: str) -> bool:
+    """An absolute http(s) URL with a host: what a SHOP_<CODE>_URL must be."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number or out of range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def webhook_secret(code: str | None, env: dict[str, str]) -> str | None:
     """The secret that signs a shop's webhooks: its app's client secret, else the one app's, else
     SHOPIFY_WEBHOOK_SECRET (a legacy custom app's API secret key)."""
@@ -77,6 +89,10 @@ def check(env: dict[str, str], conn: psycopg.Connection, only: list[str] | None 
         codes = [code for code in codes if code in only]
     if not codes:
         raise ConfigError("no active shop: register one with select bulk_sync.add_shop('DE', 'my-shop.myshopify.com');")
+    urls = {c: env[f"SHOP_{c}_URL"] for c in codes if env.get(f"SHOP_{c}_URL")}
+    bad = [f"SHOP_{c}_URL={url!r}" for c, url in urls.items() if not _is_url(url)]
+    if bad:
+        raise ConfigError(f"not an http(s) URL: {', '.join(bad)} (e.g. https://my-shop.myshopify.com)")
     missing = [code for code in codes if credentials(code, env) is None]
     if missing:
         names = ", ".join(f"SHOP_{c}_TOKEN or SHOP_{c}_CLIENT_ID and SHOP_{c}_CLIENT_SECRET" for c in missing)

@@ -35,3 +35,7 @@ def connect(url: str | None = None, application_name: str = "bulk-sync", **kwarg
         return psycopg.connect(url, application_name=application_name, **OPTIONS, **kwargs)
     except psycopg.OperationalError as exc:
         raise ConfigError(f"cannot connect to the database: {first_line(exc)}") from None
+    except psycopg.ProgrammingError as exc:  # not a connection string at all; its text never holds the password
+        raise ConfigError(
+            f"DATABASE_URL is not a connection string ({first_line(exc)}): use postgresql://user@host:5432/dbname"
+        ) from None

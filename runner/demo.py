@@ -24,6 +24,7 @@ from runner import log, sqlapi, timeline
 from runner.health import HealthServer
 from runner.localpg import LocalCluster, free_port
 from runner.pool import Budget
+from runner.shared import ConfigError
 from runner.simulator import truth
 from runner.simulator.webhooks import domain
 from runner.status import watch
@@ -132,6 +133,12 @@ def run(
     directory: Path, reset: bool = False, port: int | None = None, orders_per_day: int = 300,
     picture: Path | None = None,
 ) -> int:  # fmt: skip
+    pid = LocalCluster(directory / "postgres").running()
+    if pid is not None:
+        raise ConfigError(
+            f"a demo is running in {directory} already (its PostgreSQL has pid {pid}): wait for it to end, or use "
+            "another --dir"
+        )
     if reset and directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)

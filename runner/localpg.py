@@ -87,6 +87,15 @@ class LocalCluster:
             "pg_ctl", "restart", "-w", "-m", mode, "-D", str(self.data), "-l", str(self.directory / "postgres.log")
         )
 
+    def running(self) -> int | None:
+        """The pid of this cluster's server when one runs (its postmaster.pid names a live process), else None."""
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, 0)
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid
+
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
             self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data))

@@ -16,7 +16,7 @@ begin
         raise exception 'p_shops must be null (all active shops) or a list of shop codes without NULLs'
             using errcode = 'BS005';
     end if;
-    select string_agg(c, ', ') into v_bad
+    select string_agg(case when c = '' then ''''' (empty)' else c end, ', ') into v_bad
     from unnest(p_shops) as c where not exists (select from bulk_sync.shops where code = c);
     if v_bad is not null then
         raise exception 'unknown shop: %', v_bad using errcode = 'BS002',
@@ -36,7 +36,8 @@ create or replace function bulk_sync.require_shop(p_shop text) returns void
 language plpgsql stable as $$
 begin
     if p_shop is not null and not exists (select from bulk_sync.shops where code = p_shop) then
-        raise exception 'unknown shop: %', p_shop using errcode = 'BS002';
+        raise exception 'unknown shop: %', case when p_shop = '' then ''''' (empty)' else p_shop end
+            using errcode = 'BS002';
     end if;
 end;
 $$;

@@ -115,4 +115,5 @@ def test_status_and_jobs_in_the_middle_of_a_backfill(db: psycopg.Connection, dsn
     assert jobs.returncode == 0
     listed = jobs.stdout.splitlines()
     assert len(listed) == 2 and str(tasks[3]["job_id"]) in listed[1] and "lacks read_orders" in listed[1]
-    assert cli("jobs", "--failed", "--shop", "XX", dsn=dsn).stdout.strip() == "no failed jobs"
+    unknown = cli("jobs", "--failed", "--shop", "XX", dsn=dsn)
+    assert unknown.returncode == 2 and unknown.stderr.startswith("bulk-sync: unknown shop 'XX': registered are ")
