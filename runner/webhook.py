@@ -5,9 +5,11 @@ bulk_operations/finish to bulk_sync.webhook_finished() (the job polls at once), 
 products/update to bulk_sync.webhook_deleted() (the deletion is marked at once). Webhooks are not guaranteed: polls,
 snapshots and reconciliation cover a lost one."""
 
+import contextlib
 import hmac
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
@@ -20,6 +22,9 @@ from runner.shared import signature
 TOPIC = "bulk_operations/finish"
 DELETIONS = ("orders/delete", "products/delete", "products/update")  # Shopify has no variant-delete topic
 MAX_BODY = 1024 * 1024  # a products/update payload lists every variant
+READ_SECONDS = 5.0  # Shopify sends a delivery whole at once (and gives up on it after 5 s): a slower client is cut off
+MAX_HANDLERS = 32  # deliveries handled at once; more wait in the listen backlog, then get 503 (Shopify retries)
+BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 class _Listener(ThreadingHTTPServer):
@@ -27,6 +32,32 @@ class _Listener(ThreadingHTTPServer):
     # socketserver's listen backlog is 5: a burst of deliveries beyond it waits for TCP's retransmission (1 s, then
     # 3 s), and Shopify gives a delivery 1 s to connect (5 s in all) before it counts it failed and retries later
     request_queue_size = 128
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self._handlers = threading.BoundedSemaphore(MAX_HANDLERS)
+
+    def process_request(self, request, client_address) -> None:
+        """A thread per delivery, at most MAX_HANDLERS at once; beyond, a delivery waits up to 1 s for one, then gets
+        503 without being read."""
+        if not self._handlers.acquire(timeout=1.0):
+            with contextlib.suppress(OSError):
+                request.sendall(BUSY)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._handlers.release()
+
+    def handle_error(self, request, client_address) -> None:
+        """A client's broken connection is one step line, never a traceback on stderr."""
+        import sys
+
+        log.step(phase="webhook", outcome="client_error", detail=type(sys.exc_info()[1]).__name__)
 
 
 class WebhookServer:
@@ -69,11 +100,39 @@ class WebhookServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("Content-Length") or 0)
+            timeout = READ_SECONDS  # for each read of the socket; _body bounds the whole body's
+
+            def _body(self) -> bytes | None:
+                """The body as declared by Content-Length (answered with 400 or 413 and None when it cannot be read:
+                missing, not a number, negative, too large, or not sent whole within READ_SECONDS)."""
+                declared = (self.headers.get("Content-Length") or "").strip()
+                if not declared.isdigit():
+                    self.close_connection = True
+                    return self._answer(400, "Content-Length must be a whole number of bytes")
+                length = int(declared)
                 if length > MAX_BODY:
+                    self.close_connection = True
                     return self._answer(413, "too large")
-                body = self.rfile.read(length)
+                deadline, chunks, got = time.monotonic() + READ_SECONDS, [], 0
+                while got < length:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("body not sent in time")
+                    chunk = self.rfile.read1(length - got)
+                    if not chunk:
+                        raise ConnectionError("body cut short")
+                    chunks.append(chunk)
+                    got += len(chunk)
+                return b"".join(chunks)
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                try:
+                    body = self._body()
+                except (TimeoutError, ConnectionError) as exc:
+                    self.close_connection = True
+                    log.step(phase="webhook", outcome="client_error", detail=str(exc))
+                    return None
+                if body is None:
+                    return None
                 sent = self.headers.get("X-Shopify-Hmac-SHA256") or ""
                 domain = self.headers.get("X-Shopify-Shop-Domain") or ""
                 try:
