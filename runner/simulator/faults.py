@@ -26,6 +26,7 @@ KINDS = {
     "download_cut": "download cut off midway",
     "grant_5xx": "HTTP 503 on a client credentials grant",
     "webhook_lost": "a webhook notification is never delivered",
+    "webhook_late": "a webhook notification is delivered a second late, after the ones that follow it",
     "lost_start_report": "bulkOperationRunQuery makes the operation, then the connection resets before the answer",
     "grant_refused": "invalid_client on a client credentials grant, as for an app no longer installed",
 }

@@ -1,9 +1,13 @@
-"""Webhooks as Shopify sends them (X-Shopify-* headers, HMAC of the raw body with the shop's app secret):
-bulk_operations/finish once an operation completes, fails or is canceled (lowercase status and error code), and
-the deletion topics for live changes: orders/delete, products/update (the variants left) and products/delete."""
+"""Webhooks as Shopify sends them (X-Shopify-* headers, X-Shopify-Triggered-At among them, HMAC of the raw body with
+the shop's app secret): bulk_operations/finish once an operation completes, fails or is canceled (lowercase status
+and error code), and the deletion topics for live changes: orders/delete, products/update (the variants left and the
+product's updated_at) and products/delete. Shopify does not promise their order: the fault webhook_late holds a
+delivery back until after the ones that follow it."""
 
+import datetime as dt
 import json
 import threading
+import time
 import uuid
 
 import httpx
@@ -12,6 +16,12 @@ from runner.shared import signature
 from runner.simulator.operations import iso
 
 FINISHED = ("COMPLETED", "FAILED", "CANCELED")
+LATE_SECONDS = 1.0  # how long a delivery hit by webhook_late is held back
+
+
+def _precise(moment: float) -> str:
+    """A moment as Shopify writes X-Shopify-Triggered-At: UTC, with fractions of a second."""
+    return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def domain(code: str) -> str:
@@ -31,7 +41,8 @@ class Notifier:
         self.delivered = 0
         self._stop = threading.Event()
         self._http = httpx.Client(timeout=5)
-        self._pending: list[tuple[str, str, dict]] = []  # (shop, topic, payload) of deletions to deliver
+        self._pending: list[tuple[str, str, dict, str]] = []  # (shop, topic, payload, triggered at) to deliver
+        self._late: list[tuple[float, str, str, bytes, str]] = []  # (due, shop, topic, body, triggered at)
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -44,15 +55,16 @@ class Notifier:
         """Queues the notifications of deleted orders and variants: orders/delete per order; per product that lost
         variants, products/update listing the variants it still has (Shopify has no variant-delete topic), or
         products/delete when none is left."""
-        notes = [(shop, "orders/delete", {"id": int(o.rsplit("/", 1)[1])}) for o in orders]  # the REST id only
+        now = _precise(self.shopify.clock())
+        notes = [(shop, "orders/delete", {"id": int(o.rsplit("/", 1)[1])}, now) for o in orders]  # the REST id only
         data = self.shopify.shops[shop]
         for product in sorted({v["product"]["id"] for v in variants}):
             left = [v for v in data.variants() if v["product"]["id"] == product]
-            payload = {"id": int(product.rsplit("/", 1)[1]), "admin_graphql_api_id": product}
+            payload = {"id": int(product.rsplit("/", 1)[1]), "admin_graphql_api_id": product, "updated_at": now}
             if left:
                 payload["variants"] = [{"id": int(v["id"].rsplit("/", 1)[1]), "admin_graphql_api_id": v["id"]}
                                        for v in left]  # fmt: skip
-            notes.append((shop, "products/update" if left else "products/delete", payload))
+            notes.append((shop, "products/update" if left else "products/delete", payload, now))
         with self._lock:
             self._pending.extend(notes)
 
@@ -60,8 +72,13 @@ class Notifier:
         while not self._stop.wait(self.interval):
             with self._lock:
                 pending, self._pending = self._pending, []
-            for shop, topic, payload in pending:
-                self._post(shop, topic, json.dumps(payload).encode())
+            for shop, topic, payload, triggered in pending:
+                self._post(shop, topic, json.dumps(payload).encode(), triggered)
+            with self._lock:
+                due = [late for late in self._late if late[0] <= time.monotonic()]
+                self._late = [late for late in self._late if late[0] > time.monotonic()]
+            for _, shop, topic, body, triggered in due:
+                self._post(shop, topic, body, triggered, late=False)
             for op in list(self.shopify.operations.values()):
                 if op.number in self.sent or op.foreign_until is not None:
                     continue
@@ -70,8 +87,12 @@ class Notifier:
                     self.sent.add(op.number)
                     self._deliver(op, state)
 
-    def _post(self, shop: str, topic: str, body: bytes) -> None:
+    def _post(self, shop: str, topic: str, body: bytes, triggered: str, late: bool = True) -> None:
         if self.shopify.faults.hit(shop, "webhook_lost"):
+            return
+        if late and self.shopify.faults.hit(shop, "webhook_late"):
+            with self._lock:
+                self._late.append((time.monotonic() + LATE_SECONDS, shop, topic, body, triggered))
             return
         headers = {
             "Content-Type": "application/json",
@@ -80,6 +101,7 @@ class Notifier:
             "X-Shopify-Shop-Domain": self.shopify.domain(shop),
             "X-Shopify-Webhook-Id": str(uuid.uuid4()),
             "X-Shopify-API-Version": "2026-10",
+            "X-Shopify-Triggered-At": triggered,
         }
         try:
             if self._http.post(self.url, content=body, headers=headers).status_code == 200:
@@ -93,4 +115,4 @@ class Notifier:
             "error_code": (state["errorCode"] or "").lower() or None, "status": state["status"].lower(),
             "type": "query",
         }).encode()  # fmt: skip
-        self._post(op.shop, "bulk_operations/finish", body)
+        self._post(op.shop, "bulk_operations/finish", body, _precise(state["completedAt"] or self.shopify.clock()))
