@@ -143,9 +143,12 @@ def webhook_finished(db: Connection, webhook_id: str, shop_domain: str, operatio
     return _one(db, "select bulk_sync.webhook_finished(%s, %s, %s)", (webhook_id, shop_domain, operation_id))
 
 
-def webhook_deleted(db: Connection, webhook_id: str, shop_domain: str, topic: str, payload: dict) -> str:
-    return _one(db, "select bulk_sync.webhook_deleted(%s, %s, %s, %s)",
-                (webhook_id, shop_domain, topic, Jsonb(payload)))  # fmt: skip
+def webhook_deleted(
+    db: Connection, webhook_id: str, shop_domain: str, topic: str, payload: dict,
+    triggered_at: dt.datetime | None = None,
+) -> str:  # fmt: skip
+    return _one(db, "select bulk_sync.webhook_deleted(%s, %s, %s, %s, %s)",
+                (webhook_id, shop_domain, topic, Jsonb(payload), triggered_at))  # fmt: skip
 
 
 def shop_of_domain(db: Connection, domain: str) -> str | None:

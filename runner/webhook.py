@@ -6,6 +6,7 @@ products/update to bulk_sync.webhook_deleted() (the deletion is marked at once).
 snapshots and reconciliation cover a lost one."""
 
 import contextlib
+import datetime as dt
 import hmac
 import json
 import threading
@@ -82,9 +83,16 @@ class WebhookServer:
         """Hands a verified notification to the database."""
         return self.budget.call(sqlapi.webhook_finished, webhook_id, domain, operation_id)
 
-    def deleted(self, webhook_id: str, domain: str, topic: str, payload: dict) -> str:
-        """Hands a verified deletion notification to the database."""
-        return self.budget.call(sqlapi.webhook_deleted, webhook_id, domain, topic, payload)
+    def deleted(self, webhook_id: str, domain: str, topic: str, payload: dict, triggered: str | None) -> str:
+        """Hands a verified deletion notification to the database, with when Shopify triggered it (the header
+        X-Shopify-Triggered-At; when missing or not a time, the database takes the moment it is handled)."""
+        try:
+            at = dt.datetime.fromisoformat(triggered) if triggered else None
+        except ValueError:
+            at = None
+        if at is not None and at.tzinfo is None:
+            at = at.replace(tzinfo=dt.UTC)
+        return self.budget.call(sqlapi.webhook_deleted, webhook_id, domain, topic, payload, at)
 
     def secret(self, domain: str) -> bytes | None:
         """The secret that signs the webhooks of the shop at `domain` (its code looked up once it is registered)."""
@@ -158,7 +166,8 @@ class WebhookServer:
                     if topic == TOPIC:
                         outcome = server.finished(webhook_id, domain, subject)
                     else:
-                        outcome = server.deleted(webhook_id, domain, topic, payload)
+                        triggered = self.headers.get("X-Shopify-Triggered-At")
+                        outcome = server.deleted(webhook_id, domain, topic, payload, triggered)
                 except psycopg.Error as exc:
                     log.step(phase="webhook", outcome="error", detail=type(exc).__name__)
                     return self._answer(503, "try again")  # Shopify retries; polling and reconciliation cover it

@@ -125,18 +125,42 @@ begin
 end;
 $$;
 
+-- True when a delivery triggered at p_at is newer than a row that job p_job imported: the export that wrote the row
+-- started before the delivery was triggered (a row whose job is gone counts as older).
+create or replace function bulk_sync.delivery_newer(p_job bigint, p_at timestamptz) returns boolean
+language sql stable as $$
+    select not exists (select from bulk_sync.jobs where id = p_job and operation_started_at >= p_at);
+$$;
+
+-- p_text as a timestamptz, or null when it is missing or not a time.
+create or replace function bulk_sync.to_time(p_text text) returns timestamptz
+language plpgsql immutable as $$
+begin
+    return p_text::timestamptz;
+exception when others then
+    return null;
+end;
+$$;
+
 -- Handles an orders/delete, products/delete or products/update notification once per webhook id: marks the deleted
--- order, the product's variants, or the product's variants missing from the payload. Returns what it did.
+-- order, the product's variants, or the product's variants missing from the payload. Shopify does not deliver in
+-- order, so a delivery applies to a row only when it was triggered (p_triggered_at, X-Shopify-Triggered-At; null:
+-- now) after the export that wrote the row started, and a products/update only when the product's updated_at in it
+-- is newer than the variant's stored one; the rows it leaves for those reasons are counted as stale. Returns what it
+-- did.
 create or replace function bulk_sync.webhook_deleted(
-    p_webhook_id text, p_shop_domain text, p_topic text, p_payload jsonb
+    p_webhook_id text, p_shop_domain text, p_topic text, p_payload jsonb, p_triggered_at timestamptz default null
 ) returns text
 language plpgsql
 security definer set search_path = pg_catalog, pg_temp as $$
 declare
     v_shop text := (select code from bulk_sync.shops where domain = p_shop_domain);
+    v_at timestamptz := coalesce(p_triggered_at, now());
+    v_updated timestamptz := bulk_sync.to_time(p_payload ->> 'updated_at');
     v_subject text;
     v_variants text[];
     v_count integer := 0;
+    v_stale integer := 0;
     v_outcome text;
 begin
     if p_topic not in ('orders/delete', 'products/delete', 'products/update') then
@@ -151,9 +175,12 @@ begin
         return 'duplicate';
     end if;
     if p_topic = 'orders/delete' then
-        update shopify.orders set deleted_at = now()
-        where id = v_subject and shop = v_shop and deleted_at is null;
+        update shopify.orders as o set deleted_at = now()
+        where o.id = v_subject and o.shop = v_shop and o.deleted_at is null
+          and bulk_sync.delivery_newer(o.import_job, v_at);
         get diagnostics v_count = row_count;
+        select count(*) into v_stale
+        from shopify.orders where id = v_subject and shop = v_shop and deleted_at is null;
         v_outcome := format('%s order deleted', v_count);
     else
         v_variants := case when p_topic = 'products/update' then array(
@@ -164,11 +191,20 @@ begin
         ) else '{}' end;
         -- products/update without a variants list says nothing about deletions
         if p_topic = 'products/delete' or jsonb_typeof(p_payload -> 'variants') = 'array' then
-            update shopify.skus set deleted_at = now()
-            where shop = v_shop and product_id = v_subject and deleted_at is null and not id = any(v_variants);
+            update shopify.skus as s set deleted_at = now()
+            where s.shop = v_shop and s.product_id = v_subject and s.deleted_at is null
+              and not s.id = any(v_variants)
+              and bulk_sync.delivery_newer(s.import_job, v_at)
+              and (p_topic = 'products/delete' or v_updated > s.updated_at or s.updated_at is null);
             get diagnostics v_count = row_count;
+            select count(*) into v_stale
+            from shopify.skus
+            where shop = v_shop and product_id = v_subject and deleted_at is null and not id = any(v_variants);
         end if;
         v_outcome := format('%s variants deleted', v_count);
+    end if;
+    if v_stale > 0 then
+        v_outcome := v_outcome || format(', %s ignored as stale (the delivery is older than the stored row)', v_stale);
     end if;
     update bulk_sync.webhooks set outcome = v_outcome where webhook_id = p_webhook_id;
     return v_outcome;

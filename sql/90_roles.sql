@@ -138,7 +138,7 @@ bulk_sync.report_transient_error(bigint, bigint, text),
 bulk_sync.report_fatal_error(bigint, bigint, text),
 bulk_sync.report_cancel_failed(bigint, text, integer, text),
 bulk_sync.webhook_finished(text, text, text),
-bulk_sync.webhook_deleted(text, text, text, jsonb)
+bulk_sync.webhook_deleted(text, text, text, jsonb, timestamptz)
 to bulk_sync_runner;
 -- The import procedure commits between batches, so it cannot run as its owner; each batch function does.
 grant execute on procedure bulk_sync.import(bigint, bigint) to bulk_sync_runner;

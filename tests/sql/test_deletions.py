@@ -46,7 +46,8 @@ def test_a_complete_snapshot_marks_what_it_lacks_and_only_a_later_export_revives
     import_job(db, export_job(db, [_variant(V1), _variant(V2)], day="2025-09-03", entity="skus"))
     assert _deleted(db, "skus") == {V1: False, V2: False}
     # A webhook says V2 is gone; an export that started before it does not bring it back, a later one does.
-    payload = {"id": 9, "admin_graphql_api_id": PRODUCT, "variants": [{"id": 1, "admin_graphql_api_id": V1}]}
+    payload = {"id": 9, "admin_graphql_api_id": PRODUCT, "variants": [{"id": 1, "admin_graphql_api_id": V1}],
+               "updated_at": db.execute("select now()::text").fetchone()[0]}  # newer than the variants  # fmt: skip
     hook = "select bulk_sync.webhook_deleted(%s, 'de.myshopify.com', 'products/update', %s::jsonb)"
     assert db.execute(hook, ("w1", psycopg.types.json.Jsonb(payload))).fetchone() == ("1 variants deleted",)
     assert db.execute(hook, ("w1", psycopg.types.json.Jsonb(payload))).fetchone() == ("duplicate",)
