@@ -107,13 +107,58 @@ end;
 $$;
 
 -- Asks runners to cancel a Shopify operation nobody waits for any more (no lease; a cancel Shopify did not take is
--- asked again, bulk_sync.report_cancel_failed); p_attempt: how many were tried before.
+-- asked again, bulk_sync.report_cancel_failed); p_attempt: how many were tried before. The cancel is a row of
+-- bulk_sync.cancels until a runner takes it; the message only wakes one.
 create or replace function bulk_sync.send_cancel(
     p_job_id bigint, p_operation_id text, p_attempt integer default 0, p_delay interval default '0 s'
 ) returns bigint
 language sql as $$
-    select bulk_sync.send(p_job_id, 'cancel', 0, p_delay,
-                          jsonb_build_object('operation_id', p_operation_id, 'attempt', p_attempt));
+    insert into bulk_sync.cancels as c (operation_id, job_id, attempt, due_at, msg_id)
+    values (p_operation_id, p_job_id, p_attempt, now() + greatest(p_delay, '0 s'),
+            bulk_sync.send(p_job_id, 'cancel', 0, p_delay,
+                           jsonb_build_object('operation_id', p_operation_id, 'attempt', p_attempt)))
+    on conflict (operation_id) do update
+    set job_id = excluded.job_id, attempt = excluded.attempt, due_at = excluded.due_at, msg_id = excluded.msg_id
+    returning c.msg_id;
+$$;
+
+-- Sends again the wake-up of every due job that holds no lease and of every due cancel whose message is gone (an
+-- operator purged the queue, a message was deleted by hand), each with an audit row; returns how many. A message is
+-- found by its id (the queue's primary key): no scan of the queue.
+create or replace function bulk_sync.restore_wake_ups() returns integer
+language plpgsql as $$
+declare
+    v_job bulk_sync.jobs;
+    v_cancel bulk_sync.cancels;
+    v_count integer := 0;
+begin
+    for v_job in
+        select j.* from bulk_sync.jobs as j
+        where j.task_due_at <= now() and j.lease_expires_at is null
+          and not exists (select from pgmq.q_bulk_sync as q where q.msg_id = j.task_msg_id)
+        order by j.task_due_at
+        for update skip locked
+    loop
+        update bulk_sync.jobs
+           set task_msg_id = bulk_sync.send(v_job.id, bulk_sync.task_for(v_job.status), v_job.fence)
+         where id = v_job.id;
+        perform bulk_sync.audit(v_job.id, 'restore', 'restored', v_job.status, v_job.status, v_job.fence,
+            format('%s message was gone: wake-up restored', bulk_sync.task_for(v_job.status)));
+        v_count := v_count + 1;
+    end loop;
+    for v_cancel in
+        select c.* from bulk_sync.cancels as c
+        where c.due_at <= now()
+          and not exists (select from pgmq.q_bulk_sync as q where q.msg_id = c.msg_id)
+        for update skip locked
+    loop
+        perform bulk_sync.send_cancel(v_cancel.job_id, v_cancel.operation_id, v_cancel.attempt);
+        perform bulk_sync.audit(v_cancel.job_id, 'restore', 'restored', null, null, null,
+            format('cancel of %s: message was gone, wake-up restored', v_cancel.operation_id));
+        v_count := v_count + 1;
+    end loop;
+    return v_count;
+end;
 $$;
 
 -- Returns p_value; raises BS009 unless it is a non-empty text.
@@ -158,7 +203,7 @@ $$;
 -- and fence p_job was read with. In order: the new state and the caller's changes, the fence bumped, the lease
 -- taken for p_lease_by (a worker) or cleared, slots the new state does not hold released, the audit row (unless
 -- p_audit is false: a poll or download handed out), and the task message of the new state (after p_delay) unless a
--- lease was taken. Returns the job as written; null when the guard failed (nothing changed).
+-- lease was taken, recorded on the row (task_due_at, task_msg_id) for bulk_sync.restore_wake_ups. Returns the job as written; null when the guard failed (nothing changed).
 create or replace function bulk_sync.transition(
     p_job bulk_sync.jobs, p_to text, p_phase text, p_outcome text, p_message text,
     p_delay interval default '0 s', p_lease_by text default null, p_audit boolean default true
@@ -167,11 +212,17 @@ language plpgsql as $$
 declare
     v_job bulk_sync.jobs;
     v_to bulk_sync.job_states;
+    v_msg bigint;  -- the wake-up of the new state's task, sent first with the fence the update gives
 begin
     select * into strict v_to from bulk_sync.job_states where state = p_to;
+    if v_to.task is not null and p_lease_by is null then
+        v_msg := bulk_sync.send(p_job.id, v_to.task, p_job.fence + 1, p_delay);
+    end if;
     update bulk_sync.jobs as j
        set status = p_to,
            fence = j.fence + 1,
+           task_due_at = case when v_msg is not null then now() + greatest(p_delay, '0 s') end,
+           task_msg_id = v_msg,
            lease_expires_at = case when p_lease_by is not null
                                    then now() + make_interval(secs => (bulk_sync.get_settings()).lease_seconds) end,
            leased_by = p_lease_by,
@@ -187,13 +238,13 @@ begin
      where j.id = p_job.id and j.status = p_job.status and j.fence = p_job.fence
     returning j.* into v_job;
     if not found then
+        if v_msg is not null then
+            perform pgmq.delete('bulk_sync', v_msg);
+        end if;
         return null;
     end if;
     if p_audit then
         perform bulk_sync.audit(v_job.id, p_phase, p_outcome, p_job.status, p_to, v_job.fence, p_message, p_lease_by);
-    end if;
-    if v_to.task is not null and p_lease_by is null then
-        perform bulk_sync.send(v_job.id, v_to.task, v_job.fence, p_delay);
     end if;
     return v_job;
 end;

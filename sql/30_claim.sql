@@ -283,6 +283,7 @@ declare
     v_job bulk_sync.jobs;
     v_expected text;
     v_adopt timestamptz;
+    v_attempt integer;
 begin
     select * into v_job from bulk_sync.jobs
      where id = bulk_sync.json_bigint(p_message -> 'job_id') and v_fence is not null
@@ -293,11 +294,16 @@ begin
     if p_shops is not null and v_task not in ('download', 'import') and not v_job.shop = any(p_shops) then
         return '"other"';
     end if;
-    if v_task = 'cancel' and p_message ->> 'operation_id' ~ '^gid://shopify/BulkOperation/[0-9]+$' then
-        -- Best effort, whatever the job does now: ask Shopify to stop an operation nobody waits for.
+    if v_task = 'cancel' then
+        -- Best effort, whatever the job does now: ask Shopify to stop an operation nobody waits for. Its row is
+        -- the truth: taken here (a failed cancel makes it again); a message for a cancel already taken is stale.
+        delete from bulk_sync.cancels where operation_id = p_message ->> 'operation_id'
+        returning attempt into v_attempt;
+        if not found then
+            return null;
+        end if;
         return jsonb_build_object('job_id', v_job.id, 'task', v_task, 'fence', v_job.fence, 'shop', v_job.shop,
-                                  'operation_id', p_message ->> 'operation_id',
-                                  'attempt', coalesce(bulk_sync.json_bigint(p_message -> 'attempt'), 0))
+                                  'operation_id', p_message ->> 'operation_id', 'attempt', v_attempt)
                || bulk_sync.shop_endpoint(v_job.shop);
     end if;
     -- The state whose task this is (an import is taken in ready_to_import and done in importing).
@@ -368,6 +374,9 @@ begin
         end loop;
         exit when not found;  -- the queue has no more visible messages
     end loop;
+    if v_taken = 0 then
+        perform bulk_sync.restore_wake_ups();  -- nothing to do: is a wake-up missing?
+    end if;
     -- Other shops' messages go back to the queue, visible at once; the rest is consumed in this transaction (a
     -- claim that rolls back leaves its messages in the queue).
     foreach v_id in array v_others loop
@@ -443,10 +452,10 @@ security definer set search_path = pg_catalog, pg_temp as $$
     )
     -- a cancel still to send: the split halves of a job can finish before a runner takes it
     and not exists (
-        select from pgmq.q_bulk_sync as q
-        join bulk_sync.jobs as j on j.id = bulk_sync.json_bigint(q.message -> 'job_id')
+        select from bulk_sync.cancels as c
+        join bulk_sync.jobs as j on j.id = c.job_id
         join bulk_sync.shops as s on s.code = j.shop
-        where s.active and q.message ->> 'task' = 'cancel'
+        where s.active
     );
 $$;
 

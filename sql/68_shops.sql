@@ -260,9 +260,9 @@ begin
         select s.* from bulk_sync.shops as s
         where s.removal is not null
           and not exists (
-              select from pgmq.q_bulk_sync as q
-              inner join bulk_sync.jobs as j on j.id = bulk_sync.json_bigint(q.message -> 'job_id')
-              where j.shop = s.code and q.message ->> 'task' = 'cancel'
+              select from bulk_sync.cancels as c
+              inner join bulk_sync.jobs as j on c.job_id = j.id
+              where j.shop = s.code
           )
         for update skip locked
     loop

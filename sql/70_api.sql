@@ -298,7 +298,8 @@ end;
 $$;
 
 -- The periodic safety net (pg_cron, every minute): recover expired leases, dispatch due jobs, import what no runner
--- took (within tick_import_seconds), prune staging and the audit trail, finish removing shops.
+-- took (within tick_import_seconds), prune staging and the audit trail, finish removing shops, restore lost
+-- wake-ups.
 create or replace function bulk_sync.tick() returns jsonb
 language plpgsql
 security definer set search_path = pg_catalog, pg_temp as $$
@@ -307,6 +308,7 @@ declare
     v_dispatched integer := bulk_sync.dispatch();
     v_imported integer := bulk_sync.tick_import(make_interval(secs => (bulk_sync.get_settings()).tick_import_seconds));
     v_staging bigint := bulk_sync.prune_staging();
+    v_restored integer := bulk_sync.restore_wake_ups();
     v_removed integer := bulk_sync.finish_removals();
     v_pruned integer;
 begin
@@ -319,7 +321,8 @@ begin
     delete from bulk_sync.runners where seen_at < now() - interval '1 day';
     return jsonb_build_object(
         'recovered', v_recovered, 'dispatched', v_dispatched, 'import_batches', v_imported,
-        'staging_lines_pruned', v_staging, 'audit_pruned', v_pruned, 'shops_removed', v_removed
+        'staging_lines_pruned', v_staging, 'audit_pruned', v_pruned, 'shops_removed', v_removed,
+        'wake_ups_restored', v_restored
     );
 end;
 $$;

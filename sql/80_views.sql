@@ -69,7 +69,7 @@ live as (
         now() - j.updated_at as idle_for,
         exists(
             select from pgmq.q_bulk_sync as q
-            where q.message ->> 'job_id' = j.id::text and (q.message ->> 'fence')::bigint = j.fence
+            where q.msg_id = j.task_msg_id
         ) as has_message
     from bulk_sync.jobs as j
     inner join bulk_sync.shops as s on j.shop = s.code
@@ -107,7 +107,7 @@ select
             then 'no runner seen in the last 5 minutes has credentials for shop ' || l.shop
                 || ' (SHOP_' || l.shop || '_TOKEN, or its client credentials)'
         when l.lease_expires_at is null and l.has_message then 'no runner has taken its task: is a runner running?'
-        when l.lease_expires_at is null then 'no task message and no lease: call bulk_sync.tick() or bulk_sync.retry_failed()'
+        when l.lease_expires_at is null then 'its task message is gone: bulk_sync.tick() sends it again'
         else 'a runner is working on it (leased by ' || coalesce(l.leased_by, '?') || ')'
     end as reason
 from live as l

@@ -167,7 +167,8 @@ bulk_sync.get_settings()
 to bulk_sync_operator;
 grant select on
 bulk_sync.shops, bulk_sync.jobs, bulk_sync.job_runs, bulk_sync.rejects, bulk_sync.settings,
-bulk_sync.import_limits, bulk_sync.watermarks, bulk_sync.webhooks, bulk_sync.runners, bulk_sync.stuck
+bulk_sync.import_limits, bulk_sync.watermarks, bulk_sync.webhooks, bulk_sync.runners, bulk_sync.cancels,
+bulk_sync.stuck
 to bulk_sync_operator;
 
 -- Everyone of bulk-sync: what each job state means (the views read it as their reader, the status display too).

@@ -27,6 +27,8 @@ def make_due(db: psycopg.Connection) -> None:
     """Makes every delayed message and backoff due now (what waiting would do)."""
     db.execute("update pgmq.q_bulk_sync set vt = now()")
     db.execute("update bulk_sync.jobs set next_attempt_at = now() where status in ('queued', 'copied')")
+    db.execute("update bulk_sync.jobs set task_due_at = now() where task_due_at > now()")
+    db.execute("update bulk_sync.cancels set due_at = now() where due_at > now()")
 
 
 def order_lines(job_id: int, count: int) -> list[str]:

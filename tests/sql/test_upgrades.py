@@ -240,6 +240,13 @@ def test_a_release_0_2_database_is_upgraded_identical_to_a_fresh_one_with_every_
         assert differences(snapshot(old), fresh_catalog) == {}
         assert {t: _rows(old, t, columns) for t, columns in tables.items()} == before
         assert old.execute("select count(*) from pgmq.q_bulk_sync").fetchone()[0] == queued
+        # every unleased job of a state with a task knows its wake-up, the message release 0.2 queued for it
+        unknown = old.execute(
+            """select count(*) from bulk_sync.jobs as j join bulk_sync.job_states as s on s.state = j.status
+               where s.task is not null and j.lease_expires_at is null
+                 and not exists (select from pgmq.q_bulk_sync as q where q.msg_id = j.task_msg_id)"""
+        ).fetchone()
+        assert unknown == (0,)
         assert migrate(old) == []
 
 
