@@ -1,6 +1,8 @@
 -- The job state machine. What each state means is a row of bulk_sync.job_states and the legal changes are rows of
 -- bulk_sync.transitions (sql/migrations), enforced by the trigger jobs_guard below. Every state change goes through
--- bulk_sync.transition(), guarded by the state and fence it expects, so a late actor changes nothing.
+-- bulk_sync.transition(), guarded by the state and fence it expects, so a late actor changes nothing. The other
+-- triggers on bulk_sync.jobs live beside the tables they keep: jobs_forget_staged (40_import.sql), jobs_inherit_kind
+-- and jobs_completed (60_incremental.sql).
 --
 --   queued ──► starting ──► waiting ──► exporting ──► copied ──► ready_to_import ──► importing ──► completed
 --     ▲  ▲        │            │ │           │                                          │

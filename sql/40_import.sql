@@ -42,6 +42,7 @@ begin
 end;
 $$;
 
+-- Here, not in 10_state_machine.sql: it keeps staging (this file's tables) free of deleted jobs' lines.
 create or replace trigger jobs_forget_staged
 after delete on bulk_sync.jobs
 referencing old table as removed

@@ -13,6 +13,7 @@ begin
 end;
 $$;
 
+-- Here, not in 10_state_machine.sql: the job kinds (backfill, incremental) are this file's idea.
 create or replace trigger jobs_inherit_kind
 before insert on bulk_sync.jobs
 for each row when (new.parent_id is not null) execute function bulk_sync.jobs_inherit_kind();
@@ -51,6 +52,7 @@ begin
 end;
 $$;
 
+-- Here, not in 10_state_machine.sql: it moves the watermark, this file's table, when an incremental job completes.
 create or replace trigger jobs_completed
 after update of status on bulk_sync.jobs
 for each row when (new.status = 'completed' and new.kind = 'incremental')
