@@ -302,17 +302,19 @@ begin
 end;
 $$;
 
--- Tries the job again after a delay (backoff when it counts as an attempt), or fails it: its current step again
--- (an import from copied, where it waits for an import slot), or, with p_new_export, a new Shopify export from
--- queued (slot released, operation forgotten).
+-- Tries the job again after a delay (backoff when it counts as an attempt), or fails it: in p_to (a report's next
+-- state, bulk_sync.outcomes), else its current step again (an import from copied, where it waits for an import
+-- slot), or, with p_new_export, a new Shopify export from queued (slot released, operation forgotten).
 create or replace function bulk_sync.retry(
     p_job bulk_sync.jobs, p_phase text, p_reason text,
-    p_count_attempt boolean default true, p_delay interval default null, p_new_export boolean default false
+    p_count_attempt boolean default true, p_delay interval default null, p_new_export boolean default false,
+    p_to text default null
 ) returns void
 language plpgsql as $$
 declare
     v_delay interval := bulk_sync.retry_delay(p_job, p_phase, p_reason, p_count_attempt, p_delay);
-    v_to text := case when p_new_export then 'queued' when p_job.status = 'importing' then 'copied' else p_job.status end;
+    v_to text := coalesce(p_to, case when p_new_export then 'queued' when p_job.status = 'importing' then 'copied'
+                                     else p_job.status end);
 begin
     if v_delay is null then
         return;

@@ -1,6 +1,48 @@
--- Reports: the only way a runner changes a job. Each is fenced (a stale or duplicate report changes nothing
--- but is logged) and changes the job's state with bulk_sync.transition() (audit row and follow-up task included).
--- Each returns true when applied.
+-- Reports: the only way a runner changes a job. Each checks its input and is fenced (a stale or duplicate report
+-- changes nothing but is logged), names the outcome it saw, and bulk_sync.apply_outcome moves the job as the row of
+-- bulk_sync.outcomes for its state and that outcome says. Each returns true when applied.
+
+-- Moves the job as bulk_sync.outcomes says for p_outcome in its state: fails it, halves its window, tries again
+-- (an attempt spent, the export forgotten, after the row's delay: p_delay for poll and retry_after), or moves it on;
+-- then hands out what that freed (a shop or import slot) or made (queued or copied work). Returns the job as
+-- written when it moved on, else null.
+create or replace function bulk_sync.apply_outcome(
+    p_job bulk_sync.jobs, p_outcome text, p_phase text, p_message text, p_delay interval default null
+) returns bulk_sync.jobs
+language plpgsql as $$
+declare
+    v_o bulk_sync.outcomes;
+    v_job bulk_sync.jobs;
+begin
+    select * into strict v_o from bulk_sync.outcomes where state = p_job.status and outcome = p_outcome;
+    if v_o.next_state = 'failed' then
+        perform bulk_sync.fail(p_job, p_phase, p_message);
+    elsif v_o.next_state = 'split' then
+        perform bulk_sync.split(p_job, p_phase, p_message);
+    elsif v_o.spends_attempt or v_o.new_export or v_o.next_state = p_job.status then
+        perform bulk_sync.retry(p_job, p_phase, p_message, v_o.spends_attempt,
+            case v_o.delay
+                when 'backoff' then null
+                when 'in_progress' then make_interval(
+                    secs => (bulk_sync.get_settings()).in_progress_retry_seconds * (0.75 + 0.5 * random()))
+                else p_delay
+            end,
+            v_o.new_export, v_o.next_state);
+    else
+        v_job := bulk_sync.transition(p_job, v_o.next_state, p_phase, 'ok', p_message,
+                                      case when v_o.delay = 'none' then '0 s' else p_delay end);
+    end if;
+    if exists (
+        select from bulk_sync.job_states as f, bulk_sync.job_states as t
+        where f.state = p_job.status and t.state = v_o.next_state
+          and ((f.holds_shop_slot and not t.holds_shop_slot) or (f.holds_import_slot and not t.holds_import_slot)
+               or (t.task is null and not t.terminal))  -- work waiting to be handed out (queued, copied)
+    ) then
+        perform bulk_sync.dispatch();
+    end if;
+    return v_job;
+end;
+$$;
 
 -- Runner started the Shopify bulk operation p_operation_id (p_adopted: found, started by an earlier attempt whose
 -- report was lost, instead of starting another).
@@ -28,7 +70,7 @@ begin
     v_job.operation_started_at := coalesce(v_job.start_attempted_at, now());
     v_job.object_count := 0;
     v_job.start_attempted_at := null;
-    perform bulk_sync.transition(v_job, 'waiting', 'start', 'ok',
+    perform bulk_sync.apply_outcome(v_job, 'started', 'start',
         case when coalesce(p_adopted, false)
              then 'operation ' || p_operation_id || ' adopted: an earlier start created it and its report was lost'
              else 'operation ' || p_operation_id || ' created' end,
@@ -37,29 +79,23 @@ begin
 end;
 $$;
 
--- A report that the job's current step did not succeed, fenced to p_expected statuses (p_phase names it when
--- stale): the job fails (p_fatal) or tries again as bulk_sync.retry does (p_count_attempt, p_delay, p_new_export).
--- The reason is p_what: p_detail, and the detail (Shopify's words or the runner's) is required. Slots freed are
--- handed out at once.
+-- A report that the job's current step did not succeed, fenced to the states the outcome has rows for (p_phase
+-- names it when stale): p_what: p_detail is the reason, and the detail (Shopify's words or the runner's) is
+-- required; bulk_sync.outcomes says what follows.
 create or replace function bulk_sync.report_failure(
-    p_job_id bigint, p_fence bigint, p_expected text[], p_phase text, p_what text, p_detail text,
-    p_fatal boolean default false, p_count_attempt boolean default true, p_delay interval default null,
-    p_new_export boolean default false
+    p_job_id bigint, p_fence bigint, p_outcome text, p_phase text, p_what text, p_detail text,
+    p_delay interval default null
 ) returns boolean
 language plpgsql as $$
 declare
     v_reason text := concat_ws(': ', p_what, bulk_sync.require_text(p_detail, 'the reason'));
-    v_job bulk_sync.jobs := bulk_sync.fenced(p_job_id, p_fence, p_expected, p_phase);
+    v_job bulk_sync.jobs := bulk_sync.fenced(p_job_id, p_fence,
+        array(select state from bulk_sync.outcomes where outcome = p_outcome), p_phase);
 begin
     if v_job is null then
         return false;
-    elsif p_fatal then
-        perform bulk_sync.fail(v_job, bulk_sync.task_for(v_job.status), v_reason);
-    else
-        perform bulk_sync.retry(v_job, bulk_sync.task_for(v_job.status), v_reason, p_count_attempt, p_delay,
-                                p_new_export);
     end if;
-    perform bulk_sync.dispatch();
+    perform bulk_sync.apply_outcome(v_job, p_outcome, bulk_sync.task_for(v_job.status), v_reason, p_delay);
     return true;
 end;
 $$;
@@ -69,10 +105,7 @@ create or replace function bulk_sync.report_operation_in_progress(p_job_id bigin
 returns boolean
 language sql
 security definer set search_path = pg_catalog, pg_temp as $$
-    select bulk_sync.report_failure(p_job_id, p_fence, '{starting}', 'start', 'OPERATION_IN_PROGRESS', p_message,
-        p_count_attempt => false,
-        p_delay => make_interval(secs => (bulk_sync.get_settings()).in_progress_retry_seconds * (0.75 + 0.5 * random())),
-        p_new_export => true);
+    select bulk_sync.report_failure(p_job_id, p_fence, 'in_progress', 'start', 'OPERATION_IN_PROGRESS', p_message);
 $$;
 
 -- Shopify throttled a call (THROTTLED or HTTP 429): repeat the same step after p_retry_after_seconds.
@@ -85,10 +118,9 @@ begin
         raise exception 'p_retry_after_seconds must be between 0 and 3600, got %',
             coalesce(p_retry_after_seconds::text, 'NULL') using errcode = 'BS009';
     end if;
-    return bulk_sync.report_failure(p_job_id, p_fence,
-        array(select state from bulk_sync.job_states where leased and task <> 'import'), 'throttled',
+    return bulk_sync.report_failure(p_job_id, p_fence, 'throttled', 'throttled',
         'throttled by Shopify', format('retry after %s s', p_retry_after_seconds),
-        p_count_attempt => false, p_delay => make_interval(secs => p_retry_after_seconds));
+        make_interval(secs => p_retry_after_seconds));
 end;
 $$;
 
@@ -122,62 +154,69 @@ security definer set search_path = pg_catalog, pg_temp as $$
 declare
     v_job bulk_sync.jobs;
     v_s bulk_sync.settings := bulk_sync.get_settings();
+    v_outcome text;
 begin
     perform bulk_sync.check_poll_result(p_status, p_object_count, p_file_size, p_url);
     v_job := bulk_sync.fenced(p_job_id, p_fence, '{waiting}', 'poll');
     if v_job is null then
         return false;
     end if;
-    if p_status in ('CREATED', 'RUNNING') and now() - v_job.operation_started_at
-       > make_interval(secs => v_s.max_operation_seconds) then
-        -- Too long: cancel it and export the window in halves (or again, when it cannot be split).
+    -- The split rule: an operation running too long, or far larger than planned, is canceled and its window halved.
+    v_outcome := case
+        when p_status in ('CREATED', 'RUNNING')
+             and now() - v_job.operation_started_at > make_interval(secs => v_s.max_operation_seconds) then 'too_long'
+        when p_status = 'RUNNING' and p_object_count > v_s.split_operation_objects
+             and v_job.window_end - v_job.window_start >= make_interval(secs => 2 * v_s.min_split_seconds)
+            then 'too_large'
+        when p_status in ('CREATED', 'RUNNING', 'CANCELING') then 'running'
+        when p_status = 'COMPLETED' and p_url is not null then 'completed'
+        when p_status = 'COMPLETED' and coalesce(p_object_count, 0) = 0 then 'completed_empty'
+        when p_status = 'COMPLETED' then 'completed_without_url'
+        when p_status = 'FAILED' and p_error_code = 'ACCESS_DENIED' then 'access_denied'
+        when p_status = 'FAILED' and p_error_code = 'TIMEOUT' then 'timeout'
+        else 'failed'
+    end;
+    if v_outcome in ('too_long', 'too_large') then
         perform bulk_sync.send_cancel(v_job.id, v_job.operation_id);
-        perform bulk_sync.split(v_job, 'poll', format('operation still %s after %s s (max_operation_seconds)',
-                                                     p_status, v_s.max_operation_seconds));
-    elsif p_status = 'RUNNING' and p_object_count > v_s.split_operation_objects
-          and v_job.window_end - v_job.window_start >= make_interval(secs => 2 * v_s.min_split_seconds) then
-        -- Far larger than planned (a busy stretch): cancel it and export the window in halves.
-        perform bulk_sync.send_cancel(v_job.id, v_job.operation_id);
-        perform bulk_sync.split(v_job, 'poll', format('operation at %s objects, over split_operation_objects (%s)',
-                                                     p_object_count, v_s.split_operation_objects));
-    elsif p_status in ('CREATED', 'RUNNING', 'CANCELING') then
+    end if;
+    if v_outcome in ('running', 'completed', 'completed_empty') then
         v_job.operation_status := p_status;
+    end if;
+    if v_outcome = 'running' then
         v_job.object_count := coalesce(p_object_count, v_job.object_count);
-        perform bulk_sync.retry(v_job, 'poll',
-            format('operation %s, %s objects', p_status, coalesce(p_object_count::text, '?')), false,
-            least(make_interval(secs => v_s.poll_interval_max_seconds),
-                  greatest(make_interval(secs => v_s.poll_interval_seconds),
-                           (now() - v_job.operation_started_at) / 10)));
-        return true;
-    elsif p_status = 'COMPLETED' and p_url is not null then
-        v_job.operation_status := p_status;
+    elsif v_outcome = 'completed' then
         v_job.object_count := p_object_count;
         v_job.bytes_total := p_file_size;
         v_job.export_url := p_url;
-        perform bulk_sync.transition(v_job, 'exporting', 'poll', 'ok',
-            format('operation COMPLETED: %s objects, %s bytes', p_object_count, p_file_size));
-    elsif p_status = 'COMPLETED' and coalesce(p_object_count, 0) = 0 then
-        v_job.operation_status := p_status;
+    elsif v_outcome = 'completed_empty' then
         v_job.object_count := 0;
         v_job.lines_total := 0;
         v_job.lines_processed := 0;
         v_job.bytes_total := 0;
-        v_job := bulk_sync.transition(v_job, 'completed', 'poll', 'ok', 'operation COMPLETED with no objects');
-        perform bulk_sync.export_complete(v_job);
-    elsif p_status = 'COMPLETED' then
-        perform bulk_sync.retry(v_job, 'poll',
-            format('operation COMPLETED with %s objects but no download URL', p_object_count), p_new_export => true);
-    elsif p_status = 'FAILED' and p_error_code = 'ACCESS_DENIED' then
-        perform bulk_sync.fail(v_job, 'poll',
-            'operation FAILED with ACCESS_DENIED: the app lacks an access scope this query needs');
-    elsif p_status = 'FAILED' and p_error_code = 'TIMEOUT' then
-        perform bulk_sync.split(v_job, 'poll', 'operation FAILED with TIMEOUT');
-    else
-        perform bulk_sync.retry(v_job, 'poll', format('operation %s%s', p_status,
-            case when p_status = 'FAILED' then ' with ' || coalesce(p_error_code, 'no error code') else '' end),
-            p_new_export => true);
     end if;
-    perform bulk_sync.dispatch_exports();  -- the shop slot was released
+    v_job := bulk_sync.apply_outcome(v_job, v_outcome, 'poll',
+        case v_outcome
+            when 'too_long' then format('operation still %s after %s s (max_operation_seconds)',
+                                        p_status, v_s.max_operation_seconds)
+            when 'too_large' then format('operation at %s objects, over split_operation_objects (%s)',
+                                         p_object_count, v_s.split_operation_objects)
+            when 'running' then format('operation %s, %s objects', p_status, coalesce(p_object_count::text, '?'))
+            when 'completed' then format('operation COMPLETED: %s objects, %s bytes', p_object_count, p_file_size)
+            when 'completed_empty' then 'operation COMPLETED with no objects'
+            when 'completed_without_url' then format('operation COMPLETED with %s objects but no download URL',
+                                                     p_object_count)
+            when 'access_denied' then
+                'operation FAILED with ACCESS_DENIED: the app lacks an access scope this query needs'
+            when 'timeout' then 'operation FAILED with TIMEOUT'
+            else format('operation %s%s', p_status,
+                        case when p_status = 'FAILED' then ' with ' || coalesce(p_error_code, 'no error code') else '' end)
+        end,
+        -- polls come less often as the operation ages: a tenth of its age, within the poll interval's bounds
+        least(make_interval(secs => v_s.poll_interval_max_seconds),
+              greatest(make_interval(secs => v_s.poll_interval_seconds), (now() - v_job.operation_started_at) / 10)));
+    if v_outcome = 'completed_empty' then
+        perform bulk_sync.export_complete(v_job);
+    end if;
     return true;
 end;
 $$;
@@ -205,7 +244,7 @@ begin
     if p_lines is distinct from coalesce(v_job.object_count, p_lines)
        or p_bytes is distinct from coalesce(v_job.bytes_total, p_bytes)
        or v_staged is distinct from p_lines then
-        perform bulk_sync.retry(v_job, 'download',
+        perform bulk_sync.apply_outcome(v_job, 'download_incomplete', 'download',
             format('download incomplete: %s of %s lines (%s staged), %s of %s bytes',
                    p_lines, v_job.object_count, v_staged, p_bytes, v_job.bytes_total));
         return true;
@@ -215,9 +254,8 @@ begin
     v_job.next_attempt_at := now();
     v_job.lines_processed := 0;
     v_job.lines_rejected := 0;
-    perform bulk_sync.transition(v_job, 'copied', 'download', 'ok',
-                                 format('%s lines, %s bytes in staging', p_lines, p_bytes));
-    perform bulk_sync.dispatch_imports();
+    perform bulk_sync.apply_outcome(v_job, 'downloaded', 'download',
+                                    format('%s lines, %s bytes in staging', p_lines, p_bytes));
     return true;
 end;
 $$;
@@ -228,9 +266,9 @@ create or replace function bulk_sync.report_download_failed(
 ) returns boolean
 language sql
 security definer set search_path = pg_catalog, pg_temp as $$
-    select bulk_sync.report_failure(p_job_id, p_fence, '{exporting}', 'download',
-        case when p_url_expired then 'export URL expired' else 'download failed' end, p_reason,
-        p_new_export => coalesce(p_url_expired, false));
+    select bulk_sync.report_failure(p_job_id, p_fence,
+        case when p_url_expired then 'url_expired' else 'download_failed' end, 'download',
+        case when p_url_expired then 'export URL expired' else 'download failed' end, p_reason);
 $$;
 
 -- A transient HTTP error (5xx, reset, timeout) during the job's current step: repeat it after backoff.
@@ -238,8 +276,7 @@ create or replace function bulk_sync.report_transient_error(p_job_id bigint, p_f
 returns boolean
 language sql
 security definer set search_path = pg_catalog, pg_temp as $$
-    select bulk_sync.report_failure(p_job_id, p_fence, bulk_sync.states('leased'), 'transient', 'transient error',
-                                   p_reason);
+    select bulk_sync.report_failure(p_job_id, p_fence, 'transient', 'transient', 'transient error', p_reason);
 $$;
 
 -- A non-retryable error (401/403, ACCESS_DENIED, an invalid query): the job fails at once with the reason.
@@ -247,7 +284,7 @@ create or replace function bulk_sync.report_fatal_error(p_job_id bigint, p_fence
 returns boolean
 language sql
 security definer set search_path = pg_catalog, pg_temp as $$
-    select bulk_sync.report_failure(p_job_id, p_fence, bulk_sync.states('leased'), 'fatal', null, p_reason, true);
+    select bulk_sync.report_failure(p_job_id, p_fence, 'fatal', 'fatal', null, p_reason);
 $$;
 
 -- A cancel Shopify did not take (no answer, 5xx, throttled): asked again after backoff until max_attempts cancels
