@@ -13,6 +13,8 @@ language plpgsql as $$
 declare
     v_o bulk_sync.outcomes;
     v_job bulk_sync.jobs;
+    v_exports boolean;
+    v_imports boolean;
 begin
     select * into strict v_o from bulk_sync.outcomes where state = p_job.status and outcome = p_outcome;
     if v_o.next_state = 'failed' then
@@ -32,13 +34,21 @@ begin
         v_job := bulk_sync.transition(p_job, v_o.next_state, p_phase, 'ok', p_message,
                                       case when v_o.delay = 'none' then '0 s' else p_delay end);
     end if;
-    if exists (
-        select from bulk_sync.job_states as f, bulk_sync.job_states as t
-        where f.state = p_job.status and t.state = v_o.next_state
-          and ((f.holds_shop_slot and not t.holds_shop_slot) or (f.holds_import_slot and not t.holds_import_slot)
-               or (t.task is null and not t.terminal))  -- work waiting to be handed out (queued, copied)
-    ) then
-        perform bulk_sync.dispatch();
+    -- Hand out what the move freed or made: a shop slot, or work that waits for one (dispatch_exports); an import
+    -- slot, or work that waits for one (dispatch_imports).
+    select (f.holds_shop_slot and not t.holds_shop_slot) or (t.task is null and not t.terminal and n.holds_shop_slot),
+           (f.holds_import_slot and not t.holds_import_slot)
+           or (t.task is null and not t.terminal and n.holds_import_slot)
+      into v_exports, v_imports
+    from bulk_sync.job_states as f
+    cross join bulk_sync.job_states as t
+    left join bulk_sync.job_states as n on n.position = t.position + 1  -- where a waiting job goes next
+    where f.state = p_job.status and t.state = v_o.next_state;
+    if v_exports then
+        perform bulk_sync.dispatch_exports();
+    end if;
+    if v_imports then
+        perform bulk_sync.dispatch_imports();
     end if;
     return v_job;
 end;
