@@ -16,7 +16,19 @@ declare
     v_exports boolean;
     v_imports boolean;
 begin
-    select * into strict v_o from bulk_sync.outcomes where state = p_job.status and outcome = p_outcome;
+    -- The outcome's row, and what its move frees or makes for the dispatchers: a shop slot, or work that waits for
+    -- one (dispatch_exports); an import slot, or work that waits for one (dispatch_imports).
+    select o.*,
+           (f.holds_shop_slot and not t.holds_shop_slot) or (t.task is null and not t.terminal and n.holds_shop_slot),
+           (f.holds_import_slot and not t.holds_import_slot)
+           or (t.task is null and not t.terminal and n.holds_import_slot)
+      into strict v_o.state, v_o.outcome, v_o.next_state, v_o.spends_attempt, v_o.new_export, v_o.delay,
+                  v_exports, v_imports
+    from bulk_sync.outcomes as o
+    inner join bulk_sync.job_states as f on o.state = f.state
+    inner join bulk_sync.job_states as t on o.next_state = t.state
+    left join bulk_sync.job_states as n on n.position = t.position + 1  -- where a waiting job goes next
+    where o.state = p_job.status and o.outcome = p_outcome;
     if v_o.next_state = 'failed' then
         perform bulk_sync.fail(p_job, p_phase, p_message);
     elsif v_o.next_state = 'split' then
@@ -34,16 +46,6 @@ begin
         v_job := bulk_sync.transition(p_job, v_o.next_state, p_phase, 'ok', p_message,
                                       case when v_o.delay = 'none' then '0 s' else p_delay end);
     end if;
-    -- Hand out what the move freed or made: a shop slot, or work that waits for one (dispatch_exports); an import
-    -- slot, or work that waits for one (dispatch_imports).
-    select (f.holds_shop_slot and not t.holds_shop_slot) or (t.task is null and not t.terminal and n.holds_shop_slot),
-           (f.holds_import_slot and not t.holds_import_slot)
-           or (t.task is null and not t.terminal and n.holds_import_slot)
-      into v_exports, v_imports
-    from bulk_sync.job_states as f
-    cross join bulk_sync.job_states as t
-    left join bulk_sync.job_states as n on n.position = t.position + 1  -- where a waiting job goes next
-    where f.state = p_job.status and t.state = v_o.next_state;
     if v_exports then
         perform bulk_sync.dispatch_exports();
     end if;
