@@ -28,10 +28,18 @@ def test_a_purged_queue_in_the_middle_of_a_backfill_loses_nothing(db: psycopg.Co
         db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-06')")
         log = tmp_path / "runner.log"
         runner = start_runner(runner_env(dsn, server), "--until-idle", "--concurrency", "3", log=log)
-        wait_for(lambda: {"waiting", "copied"} <= _statuses(db), "jobs waiting for Shopify and for an import slot",
-                 every=0.02)  # fmt: skip
-        purged_in = _statuses(db)
-        (purged,) = db.execute("select pgmq.purge_queue('bulk_sync')").fetchone()
+        seen: list[tuple] = []
+
+        def purge_while_waiting() -> bool:
+            """Purges the queue in the same statement that sees jobs waiting for Shopify and for an import slot."""
+            seen[:] = [db.execute(
+                """select x.s, case when x.s @> '{waiting,copied}' then pgmq.purge_queue('bulk_sync') end
+                   from (select array_agg(distinct status) as s from bulk_sync.jobs) as x"""
+            ).fetchone()]  # fmt: skip
+            return bool(seen[0][1])  # purged at least one message
+
+        wait_for(purge_while_waiting, "jobs waiting for Shopify and for an import slot", every=0.02)
+        purged_in, purged = set(seen[0][0]), seen[0][1]
         purged_at = time.monotonic()
         db.execute("select bulk_sync.tick()")  # what pg_cron runs every minute
         assert runner.wait(timeout=300) == 0, log.read_text()[-3000:]
