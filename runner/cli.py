@@ -212,10 +212,12 @@ def _mistake(exc: Exception, verb: str) -> str | None:
     """What the user can do about a database error at the start of a verb (None: not the user's mistake)."""
     import psycopg
 
+    from runner.db import first_line
+
     if not isinstance(exc, psycopg.Error):
         return None
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    role = {"run": "bulk_sync_runner", "migrate": "the owner of bulk-sync's schemas"}.get(verb, "bulk_sync_operator")
+    first = first_line(exc)
+    role = "bulk_sync_runner" if verb == "run" else "bulk_sync_operator"  # migrate says its own (_migrate)
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return f"{verb}: {first}: connect as a role granted {role} (see README, Roles)"
     if isinstance(

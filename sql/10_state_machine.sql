@@ -205,7 +205,8 @@ $$;
 -- and fence p_job was read with. In order: the new state and the caller's changes, the fence bumped, the lease
 -- taken for p_lease_by (a worker) or cleared, slots the new state does not hold released, the audit row (unless
 -- p_audit is false: a poll or download handed out), and the task message of the new state (after p_delay) unless a
--- lease was taken, recorded on the row (task_due_at, task_msg_id) for bulk_sync.restore_wake_ups. Returns the job as written; null when the guard failed (nothing changed).
+-- lease was taken, recorded on the row (task_due_at, task_msg_id) for bulk_sync.restore_wake_ups. Returns the job
+-- as written; null when the guard failed (nothing changed).
 create or replace function bulk_sync.transition(
     p_job bulk_sync.jobs, p_to text, p_phase text, p_outcome text, p_message text,
     p_delay interval default '0 s', p_lease_by text default null, p_audit boolean default true
