@@ -1,7 +1,8 @@
 """What a database holds of bulk-sync, as comparable data: schemas, tables and columns, constraints, indexes,
-sequences, routines, views, triggers and every privilege on them."""
+sequences, routines, views, triggers and every privilege on them; a table's rows."""
 
 import psycopg
+from psycopg import sql
 
 SCHEMAS = {"schemas": ["bulk_sync", "shopify"]}  # the parameter of every query below
 
@@ -54,3 +55,18 @@ def differences(a: dict[str, list[tuple]], b: dict[str, list[tuple]]) -> dict[st
         if only_a or only_b:
             out[kind] = (only_a, only_b)
     return out
+
+
+def columns(conn: psycopg.Connection, table: str) -> str:
+    """The table's columns, quoted, in order (for `rows` of a table whose later release adds columns)."""
+    return conn.execute(
+        "select string_agg(quote_ident(attname), ', ' order by attnum) from pg_attribute "
+        "where attrelid = %s::regclass and attnum > 0 and not attisdropped",
+        (table,),
+    ).fetchone()[0]
+
+
+def rows(conn: psycopg.Connection, table: str, names: str = "t.*") -> list[tuple]:
+    """The table's rows as text, of the given columns (later migrations add columns: the old ones must be kept)."""
+    query = sql.SQL("select row({})::text from {} as t order by 1")
+    return conn.execute(query.format(sql.SQL(names), sql.Identifier(*table.split(".")))).fetchall()

@@ -1,18 +1,16 @@
 import os
 import re
-import shutil
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from runner.migrate import definitions, migrate, migrations, sql_dir
+from runner.migrate import definitions, migrate, migrations
 from runner.shared import ConfigError
-from tests.catalog import differences, snapshot
+from tests.catalog import columns, differences, rows, snapshot
 from tests.jobs import claim, report
 from tests.processes import cli
-from tests.releases import install_release_0_1
+from tests.releases import copy_sql, install_release_0_1
 
 
 def test_recorded_once_and_a_second_run_changes_nothing(db: psycopg.Connection) -> None:
@@ -41,16 +39,10 @@ def test_edited_migration_is_refused(db: psycopg.Connection) -> None:
         migrate(db)
 
 
-def _copy_sql(tmp_path: Path) -> Path:
-    root = tmp_path / "sql"
-    shutil.copytree(sql_dir(), root)
-    return root
-
-
 def test_a_changed_definition_file_is_applied_again_and_leaves_nothing_behind(
     db: psycopg.Connection, tmp_path: Path
 ) -> None:
-    root = _copy_sql(tmp_path)
+    root = copy_sql(tmp_path)
     api, shops = root / "70_api.sql", root / "68_shops.sql"
     text = api.read_text()
     assert "coalesce(p_api_version, '2026-10')" in shops.read_text()
@@ -103,21 +95,6 @@ TABLES = [
 ]  # fmt: skip
 
 
-def _columns(conn: psycopg.Connection, table: str) -> str:
-    names = conn.execute(
-        "select string_agg(quote_ident(attname), ', ' order by attnum) from pg_attribute "
-        "where attrelid = %s::regclass and attnum > 0 and not attisdropped",
-        (table,),
-    ).fetchone()[0]
-    return names
-
-
-def _rows(conn: psycopg.Connection, table: str, columns: str = "t.*") -> list[tuple]:
-    """The table's rows as text, of the given columns (later migrations add columns: the old ones must be kept)."""
-    query = sql.SQL("select row({})::text from {} as t order by 1")
-    return conn.execute(query.format(sql.SQL(columns), sql.Identifier(*table.split(".")))).fetchall()
-
-
 def _fill_release_0_1(old: psycopg.Connection) -> None:
     """Jobs in several states with their audit trail, staged and quarantined lines, data, a watermark, a webhook."""
     old.execute("update bulk_sync_settings set lease_seconds = 300, max_concurrent_imports = 3")
@@ -158,15 +135,15 @@ def test_a_release_0_1_database_is_upgraded_identical_to_a_fresh_one_with_its_da
     with psycopg.connect(new_database("release_0_1"), autocommit=True) as old:
         install_release_0_1(old)
         _fill_release_0_1(old)
-        columns = {new: _columns(old, name) for name, new in TABLES}
-        before = {new: _rows(old, name, columns[new]) for name, new in TABLES}
+        names = {new: columns(old, name) for name, new in TABLES}
+        before = {new: rows(old, name, names[new]) for name, new in TABLES}
         statuses = dict(old.execute("select status, count(*) from bulk_sync_jobs group by 1").fetchall())
         assert {"failed", "queued", "waiting", "starting"} <= set(statuses)  # a varied release-0.1 database
         queued = old.execute("select count(*) from pgmq.q_bulk_sync").fetchone()[0]
         done = migrate(old)
         assert "upgraded from release 0.1" in done
         assert differences(snapshot(old), fresh_catalog) == {}
-        after = {new: _rows(old, new, columns[new]) for new in before}
+        after = {new: rows(old, new, names[new]) for new in before}
         # later migrations add legal changes of state (0007: a job whose staging was lost downloads again)
         assert set(before.pop("bulk_sync.transitions")) < set(after.pop("bulk_sync.transitions"))
         assert after == before

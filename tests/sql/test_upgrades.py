@@ -1,15 +1,14 @@
 """Upgrades keep what users made: their views over bulk-sync's, and the data of a database of release 0.2."""
 
-import shutil
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from runner.migrate import migrate, sql_dir
 from runner.shared import ConfigError
-from tests.catalog import differences, snapshot
+from tests.catalog import columns, differences, rows, snapshot
+from tests.releases import copy_sql
 
 # A user's reporting objects: a view over bulk-sync's view, a view over that one, a populated materialized view with
 # an index, and a view in public over a bulk_sync view; owners, grants and comments of their own.
@@ -48,8 +47,7 @@ order by 1"""
 
 def _changed_views(tmp_path: Path, edit=lambda text: text + "\n-- changed\n") -> Path:
     """A copy of sql/ whose 80_views.sql changed (by default a comment: the definitions are applied again)."""
-    root = tmp_path / "sql"
-    shutil.copytree(sql_dir(), root)
+    root = copy_sql(tmp_path)
     views = root / "80_views.sql"
     views.write_text(edit(views.read_text()))
     return root
@@ -171,20 +169,12 @@ def test_what_migrate_records_as_bulk_syncs_is_what_its_files_define(db: psycopg
 
 def _tables(conn: psycopg.Connection) -> dict[str, str]:
     """Every table of bulk-sync, with its columns (quoted, in order)."""
-    return dict(
-        conn.execute(
-            """select c.oid::regclass::text, string_agg(quote_ident(a.attname), ', ' order by a.attnum)
-               from pg_class as c join pg_attribute as a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
-               where c.relnamespace in ('bulk_sync'::regnamespace, 'shopify'::regnamespace) and c.relkind = 'r'
-                 and c.oid <> 'bulk_sync.migrations'::regclass
-               group by c.oid"""
-        ).fetchall()
-    )
-
-
-def _rows(conn: psycopg.Connection, table: str, columns: str) -> list[tuple]:
-    query = sql.SQL("select row({})::text from {} order by 1").format(sql.SQL(columns), sql.SQL(table))
-    return conn.execute(query).fetchall()
+    names = conn.execute(
+        """select c.oid::regclass::text from pg_class as c
+           where c.relnamespace in ('bulk_sync'::regnamespace, 'shopify'::regnamespace) and c.relkind = 'r'
+             and c.oid <> 'bulk_sync.migrations'::regclass"""
+    ).fetchall()
+    return {name: columns(conn, name) for (name,) in names}
 
 
 def fill_release_0_2(old: psycopg.Connection) -> None:
@@ -232,13 +222,13 @@ def test_a_release_0_2_database_is_upgraded_identical_to_a_fresh_one_with_every_
         install_release_0_2(old)
         fill_release_0_2(old)
         tables = _tables(old)
-        before = {t: _rows(old, t, columns) for t, columns in tables.items()}
+        before = {t: rows(old, t, names) for t, names in tables.items()}
         assert [t for t, rows in before.items() if not rows] == []  # data in every table
         queued = old.execute("select count(*) from pgmq.q_bulk_sync").fetchone()[0]
         done = migrate(old)
         assert done[0].startswith("migrations/0008") and "definitions (unchanged files, re-applied)" not in done
         assert differences(snapshot(old), fresh_catalog) == {}
-        assert {t: _rows(old, t, columns) for t, columns in tables.items()} == before
+        assert {t: rows(old, t, names) for t, names in tables.items()} == before
         assert old.execute("select count(*) from pgmq.q_bulk_sync").fetchone()[0] == queued
         # every unleased job of a state with a task knows its wake-up, the message release 0.2 queued for it
         unknown = old.execute(
