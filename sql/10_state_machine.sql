@@ -201,17 +201,39 @@ end;
 $$;
 
 -- The one way a job changes state (or, to the same state, starts its step again). p_job is the job as the caller
--- read it, with the caller's changes to its other columns; the row is written only while it still has the state
--- and fence p_job was read with. In order: the new state and the caller's changes, the fence bumped, the lease
--- taken for p_lease_by (a worker) or cleared, slots the new state does not hold released, the audit row (unless
--- p_audit is false: a poll or download handed out), and the task message of the new state (after p_delay) unless a
--- lease was taken, recorded on the row (task_due_at, task_msg_id) for bulk_sync.restore_wake_ups. Returns the job
--- as written; null when the guard failed (nothing changed).
+-- read it (locked: bulk_sync.fenced, or for update) with the caller's changes to any column; the row is written
+-- only while it still has the state and fence p_job was read with. In order: the new state and the caller's row, the
+-- fence bumped, the lease taken for p_lease_by (a worker) or cleared, slots the new state does not hold released, the
+-- audit row (unless p_audit is false: a poll or download handed out), and the task message of the new state (after
+-- p_delay) unless a lease was taken, recorded on the row (task_due_at, task_msg_id) for bulk_sync.restore_wake_ups.
+-- Returns the job as written; null when the guard failed (nothing changed).
+--
+-- The caller's row is written whole, but for the columns transition() owns (id, status, fence, the lease, the slots,
+-- the wake-up) and those jobs_guard stamps (updated_at, finished_at): the block below makes the function from the
+-- catalog, so a column added to bulk_sync.jobs is carried without an edit here. What heartbeats write beside the lease
+-- (bytes_copied) cannot change under a caller: the caller holds the row's lock, and a heartbeat needs the fence this
+-- bumps.
+do $make$
+declare
+    v_owned text[] := array[
+        'id', 'status', 'fence', 'lease_expires_at', 'leased_by', 'slot', 'import_slot', 'task_due_at', 'task_msg_id',
+        'updated_at', 'finished_at'
+    ];
+    v_columns text;
+    v_values text;
+begin
+    select string_agg(quote_ident(a.attname), ', ' order by a.attnum),
+           string_agg('p_job.' || quote_ident(a.attname), ', ' order by a.attnum)
+      into strict v_columns, v_values
+    from pg_attribute as a
+    where a.attrelid = 'bulk_sync.jobs'::regclass and a.attnum > 0 and not a.attisdropped
+      and not a.attname = any(v_owned);
+    execute format($function$
 create or replace function bulk_sync.transition(
     p_job bulk_sync.jobs, p_to text, p_phase text, p_outcome text, p_message text,
     p_delay interval default '0 s', p_lease_by text default null, p_audit boolean default true
 ) returns bulk_sync.jobs
-language plpgsql as $$
+language plpgsql as $body$
 declare
     v_job bulk_sync.jobs;
     v_to bulk_sync.job_states;
@@ -231,13 +253,7 @@ begin
            leased_by = p_lease_by,
            slot = case when v_to.holds_shop_slot then p_job.slot end,
            import_slot = case when v_to.holds_import_slot then p_job.import_slot end,
-           -- the caller's changes
-           (next_attempt_at, attempts, last_error, operation_id, operation_status, operation_started_at,
-            start_attempted_at, object_count, export_url, bytes_total, bytes_copied, lines_total, lines_processed,
-            lines_rejected)
-           = (p_job.next_attempt_at, p_job.attempts, p_job.last_error, p_job.operation_id, p_job.operation_status,
-              p_job.operation_started_at, p_job.start_attempted_at, p_job.object_count, p_job.export_url,
-              p_job.bytes_total, p_job.bytes_copied, p_job.lines_total, p_job.lines_processed, p_job.lines_rejected)
+           (%s) = (%s)
      where j.id = p_job.id and j.status = p_job.status and j.fence = p_job.fence
     returning j.* into v_job;
     if not found then
@@ -251,7 +267,10 @@ begin
     end if;
     return v_job;
 end;
-$$;
+$body$;
+$function$, v_columns, v_values);
+end;
+$make$;
 
 -- Ends a job in failed with the reason, releasing whatever slot it held.
 create or replace function bulk_sync.fail(p_job bulk_sync.jobs, p_phase text, p_reason text, p_attempts integer default null)

@@ -7,6 +7,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.jobs import claim
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -113,3 +115,44 @@ def test_no_report_moves_a_job_but_through_the_outcomes_table() -> None:
     functions = re.split(r"^create or replace function ", text, flags=re.MULTILINE)[1:]
     movers = [f.split("(", 1)[0] for f in functions if re.search(r"bulk_sync\.(transition|retry|fail|split)\(", f)]
     assert movers == ["bulk_sync.apply_outcome"]
+
+
+# What bulk_sync.transition() writes itself instead of the caller's row: the job's identity, state, fence, lease,
+# slots (from the caller's row only while the new state holds them) and wake-up, and what jobs_guard stamps.
+OWNED = {"id", "status", "fence", "lease_expires_at", "leased_by", "slot", "import_slot", "task_due_at", "task_msg_id",
+         "updated_at", "finished_at"}  # fmt: skip
+
+
+def test_a_transition_writes_every_column_of_the_callers_row_but_those_it_owns(db: psycopg.Connection) -> None:
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-02', '{orders}')")
+    (task,) = claim(db, qty=1)  # a: starting, leased; b: queued, then canceled and given a value in every column
+    a, b = task["job_id"], task["job_id"] + 1
+    db.execute("select bulk_sync.cancel_jobs(array[%s]::bigint[])", (b,))
+    db.execute(
+        """update bulk_sync.jobs
+              set storage_path = 's3://bucket/b', last_error = 'boom', attempts = 2, max_attempts = 7,
+                  operation_id = 'gid://shopify/BulkOperation/9', operation_status = 'FAILED', object_count = 5,
+                  export_url = 'https://storage.example/b', bytes_total = 9, bytes_copied = 4, lines_total = 5,
+                  lines_processed = 3, lines_rejected = 1, start_attempted_at = now() - interval '2 h',
+                  operation_started_at = now() - interval '1 h', next_attempt_at = now() + interval '1 h',
+                  kind = 'incremental', parent_id = %s
+            where id = %s""",
+        (a, b),
+    )
+    columns = [c for (c,) in db.execute(
+        "select attname from pg_attribute where attrelid = 'bulk_sync.jobs'::regclass and attnum > 0"
+        " and not attisdropped")]  # fmt: skip
+    assert set(columns) > OWNED
+    written, caller, before = db.execute(
+        """select to_jsonb(bulk_sync.transition(jsonb_populate_record(a, to_jsonb(b) - %s::text[]), 'waiting',
+                                                'test', 'ok', 'another job''s columns')),
+                  to_jsonb(b), to_jsonb(a)
+           from bulk_sync.jobs as a, bulk_sync.jobs as b where a.id = %s and b.id = %s""",
+        (["id", "status", "fence", "slot", "import_slot"], a, b),
+    ).fetchone()
+    assert [c for c in columns if written[c] != caller[c] and c not in OWNED] == []
+    differed = {c for c in columns if before[c] != caller[c]} - OWNED
+    assert len(differed) >= 18, differed  # the row was taken whole: each of these came from the caller
+    assert (written["status"], written["fence"], written["slot"]) == ("waiting", before["fence"] + 1, before["slot"])
+    assert written["lease_expires_at"] is None and written["task_msg_id"] is not None
