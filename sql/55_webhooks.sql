@@ -18,7 +18,7 @@ language sql as $$
 $$;
 
 -- Handles a bulk_operations/finish notification once per webhook id: the job waiting for that operation is polled
--- at once. Returns 'polled', 'duplicate' or 'ignored' (no job waits for it: already polled, or not ours).
+-- at once. Returns 'polled', 'duplicate' or 'ignored' (no job waits for it: polled already or now, or not ours).
 create or replace function bulk_sync.webhook_finished(p_webhook_id text, p_shop_domain text, p_operation_id text)
 returns text
 language plpgsql
@@ -32,11 +32,13 @@ begin
         return 'duplicate';
     end if;
     select * into v_job from bulk_sync.jobs
-    where shop = v_shop and operation_id = p_operation_id and status = 'waiting'
+    where shop = v_shop and operation_id = p_operation_id and status = 'waiting' and lease_expires_at is null
     for update;
     if found then
-        -- A poll now, with the job's fence: whichever poll message comes first is taken, the other is stale.
-        perform bulk_sync.send(v_job.id, 'poll', v_job.fence);
+        -- A poll now, with the job's fence, and the row says so (its wake-up): whichever poll message comes first is
+        -- taken, the other is stale.
+        update bulk_sync.jobs set task_due_at = now(), task_msg_id = bulk_sync.send(v_job.id, 'poll', v_job.fence)
+        where id = v_job.id;
         perform bulk_sync.audit(v_job.id, 'webhook', 'ok', 'waiting', 'waiting', v_job.fence,
                                 'bulk_operations/finish received: polling now');
         v_outcome := 'polled';

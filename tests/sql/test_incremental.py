@@ -127,6 +127,10 @@ def test_a_finish_webhook_polls_at_once_and_only_once(db: psycopg.Connection) ->
         return db.execute("select bulk_sync.webhook_finished(%s, %s, %s)", (webhook_id, domain, op)).fetchone()[0]
 
     assert finished("w-1") == "polled"
+    due, msg = db.execute(
+        "select task_due_at <= now(), task_msg_id from bulk_sync.jobs where id = %s", (jid,)
+    ).fetchone()
+    assert due and db.execute("select message ->> 'task' from pgmq.q_bulk_sync where msg_id = %s", (msg,)).fetchone()
     assert finished("w-1") == "duplicate"  # Shopify delivers again: nothing more happens
     polls = [t for t in claim(db, qty=100) if t["job_id"] == jid]
     assert [t["task"] for t in polls] == ["poll"]
