@@ -1,8 +1,9 @@
 -- The job state machine. What each state means is a row of bulk_sync.job_states and the legal changes are rows of
 -- bulk_sync.transitions (sql/migrations), enforced by the trigger jobs_guard below. Every state change goes through
--- bulk_sync.transition(), guarded by the state and fence it expects, so a late actor changes nothing. The other
--- triggers on bulk_sync.jobs live beside the tables they keep: jobs_forget_staged (40_import.sql), jobs_inherit_kind
--- and jobs_completed (60_incremental.sql).
+-- bulk_sync.transition(), guarded by the state and fence it expects, so a late actor changes nothing. What the
+-- changes of a transaction free (slots) is handed out at its commit by the trigger jobs_hand_out below. The other
+-- triggers on bulk_sync.jobs live beside the tables they keep: jobs_forget_staged (40_import.sql),
+-- jobs_inherit_kind and jobs_completed (60_incremental.sql).
 --
 --   queued ──► starting ──► waiting ──► exporting ──► copied ──► ready_to_import ──► importing ──► completed
 --     ▲  ▲        │            │ │           │                                          │
@@ -409,3 +410,48 @@ $$;
 create or replace trigger jobs_guard
 before update on bulk_sync.jobs
 for each row execute function bulk_sync.jobs_guard();
+
+-- Hands out what a transaction's state changes freed, once, at its commit: a shop slot freed, or a job come to wait
+-- for one (queued, new or again), sends bulk_sync.dispatch_exports; the same of an import slot (copied),
+-- bulk_sync.dispatch_imports. What is freed or waits is read from bulk_sync.job_states: a state that holds a slot
+-- frees it for one that does not; a state without a task waits for the slot its next state holds. The one place that
+-- answers a freed slot: a function that moves many jobs (cancel_jobs, remove_shop) hands out nothing before its last
+-- move, and no caller can forget to.
+create or replace function bulk_sync.jobs_hand_out() returns trigger
+language plpgsql
+security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_exports boolean;
+    v_imports boolean;
+begin
+    if tg_op = 'UPDATE' and old.status = new.status then
+        return null;
+    end if;
+    select coalesce(f.holds_shop_slot and not t.holds_shop_slot, false)
+           or (t.task is null and not t.terminal and coalesce(n.holds_shop_slot, false)),
+           coalesce(f.holds_import_slot and not t.holds_import_slot, false)
+           or (t.task is null and not t.terminal and coalesce(n.holds_import_slot, false))
+      into strict v_exports, v_imports
+    from bulk_sync.job_states as t
+    left join bulk_sync.job_states as f on f.state = case when tg_op = 'UPDATE' then old.status end
+    left join bulk_sync.job_states as n on n.position = t.position + 1  -- where a waiting job goes next
+    where t.state = new.status;
+    -- Once per transaction each: at commit every change of it is in place, and a dispatch frees nothing.
+    if v_exports and current_setting('bulk_sync.exports_handed_out', true) is distinct from 'on' then
+        perform set_config('bulk_sync.exports_handed_out', 'on', true);
+        perform bulk_sync.dispatch_exports();
+    end if;
+    if v_imports and current_setting('bulk_sync.imports_handed_out', true) is distinct from 'on' then
+        perform set_config('bulk_sync.imports_handed_out', 'on', true);
+        perform bulk_sync.dispatch_imports();
+    end if;
+    return null;
+end;
+$$;
+
+-- A constraint trigger, for it can wait for the commit (deferred); migrate drops it before applying this file, as it
+-- does every trigger of bulk-sync's (a constraint trigger cannot be created "or replace").
+create constraint trigger jobs_hand_out
+after insert or update of status on bulk_sync.jobs
+deferrable initially deferred
+for each row execute function bulk_sync.jobs_hand_out();

@@ -436,7 +436,6 @@ begin
     end if;
     perform bulk_sync.retry(v_job, 'release', format('%s given back by %s', bulk_sync.task_for(v_job.status),
                                                     coalesce(v_job.leased_by, 'its runner')), false, '0 s');
-    perform bulk_sync.dispatch_imports();
     return true;
 end;
 $$;

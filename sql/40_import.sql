@@ -476,7 +476,6 @@ begin
         perform bulk_sync.fail(p_job, 'import', format(
             'import incomplete: %s lines processed (%s quarantined) of %s staged; Shopify reported %s objects',
             p_job.lines_processed, p_job.lines_rejected, p_job.lines_total, coalesce(p_job.object_count::text, '?')));
-        perform bulk_sync.dispatch_imports();
         return 'failed';
     end if;
     p_job := bulk_sync.transition(p_job, 'completed', 'import', 'ok',
@@ -486,7 +485,6 @@ begin
     if (bulk_sync.get_settings()).staging_retention_seconds = 0 then
         perform bulk_sync.clear_staging(array[p_job.id]);
     end if;
-    perform bulk_sync.dispatch_imports();
     return 'completed';
 end;
 $$;
@@ -525,7 +523,6 @@ begin
     p_job.lines_processed := 0;
     p_job.lines_rejected := 0;
     perform bulk_sync.transition(p_job, 'exporting', 'import', 'retry', v_message);
-    perform bulk_sync.dispatch_imports();
     return 'restaged';
 end;
 $$;

@@ -3,9 +3,8 @@
 -- bulk_sync.outcomes for its state and that outcome says. Each returns true when applied.
 
 -- Moves the job as bulk_sync.outcomes says for p_outcome in its state: fails it, halves its window, tries again
--- (an attempt spent, the export forgotten, after the row's delay: p_delay for poll and retry_after), or moves it on;
--- then hands out what that freed (a shop or import slot) or made (queued or copied work). Returns the job as
--- written when it moved on, else null.
+-- (an attempt spent, the export forgotten, after the row's delay: p_delay for poll and retry_after), or moves it on.
+-- Returns the job as written when it moved on, else null.
 create or replace function bulk_sync.apply_outcome(
     p_job bulk_sync.jobs, p_outcome text, p_phase text, p_message text, p_delay interval default null
 ) returns bulk_sync.jobs
@@ -13,22 +12,8 @@ language plpgsql as $$
 declare
     v_o bulk_sync.outcomes;
     v_job bulk_sync.jobs;
-    v_exports boolean;
-    v_imports boolean;
 begin
-    -- The outcome's row, and what its move frees or makes for the dispatchers: a shop slot, or work that waits for
-    -- one (dispatch_exports); an import slot, or work that waits for one (dispatch_imports).
-    select o.*,
-           (f.holds_shop_slot and not t.holds_shop_slot) or (t.task is null and not t.terminal and n.holds_shop_slot),
-           (f.holds_import_slot and not t.holds_import_slot)
-           or (t.task is null and not t.terminal and n.holds_import_slot)
-      into strict v_o.state, v_o.outcome, v_o.next_state, v_o.spends_attempt, v_o.new_export, v_o.delay,
-                  v_exports, v_imports
-    from bulk_sync.outcomes as o
-    inner join bulk_sync.job_states as f on o.state = f.state
-    inner join bulk_sync.job_states as t on o.next_state = t.state
-    left join bulk_sync.job_states as n on n.position = t.position + 1  -- where a waiting job goes next
-    where o.state = p_job.status and o.outcome = p_outcome;
+    select * into strict v_o from bulk_sync.outcomes where state = p_job.status and outcome = p_outcome;
     if v_o.next_state = 'failed' then
         perform bulk_sync.fail(p_job, p_phase, p_message);
     elsif v_o.next_state = 'split' then
@@ -45,12 +30,6 @@ begin
     else
         v_job := bulk_sync.transition(p_job, v_o.next_state, p_phase, 'ok', p_message,
                                       case when v_o.delay = 'none' then '0 s' else p_delay end);
-    end if;
-    if v_exports then
-        perform bulk_sync.dispatch_exports();
-    end if;
-    if v_imports then
-        perform bulk_sync.dispatch_imports();
     end if;
     return v_job;
 end;

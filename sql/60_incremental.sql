@@ -113,7 +113,6 @@ begin
             format('incremental job created: orders updated in [%s, %s)', v_job.window_start, v_job.window_end));
         v_count := v_count + 1;
     end loop;
-    perform bulk_sync.dispatch();
     return v_count;
 end;
 $$;

@@ -80,9 +80,6 @@ begin
     end loop;
     perform bulk_sync.audit(p_job.id, 'reconcile', 'ok', 'completed', 'completed', p_job.fence,
         format('%s orders no longer in Shopify marked deleted; %s days queued for export again', v_deleted, v_days));
-    if v_days > 0 then
-        perform bulk_sync.dispatch_exports();
-    end if;
 end;
 $$;
 
@@ -120,7 +117,6 @@ begin
         select bulk_sync.audit(c.id, 'enqueue', 'queued', null, 'queued', c.fence, 'reconciliation job created')
         from created as c
     ) as a;
-    perform bulk_sync.dispatch();
     return v_count;
 end;
 $$;

@@ -158,8 +158,6 @@ begin
         from created as c
     )
     select count(*) into v_count from audited;
-
-    perform bulk_sync.dispatch();
     return v_count;
 end;
 $$;
@@ -188,8 +186,8 @@ begin
 end;
 $$;
 
--- Applies p_action (revive or cancel) to every job of one shop (or all) in the states p_states, oldest first, then
--- dispatches into the slots that freed; returns how many jobs it changed.
+-- Applies p_action (revive or cancel) to every job of one shop (or all) in the states p_states, oldest first;
+-- returns how many jobs it changed.
 create or replace function bulk_sync.for_jobs(p_shop text, p_states text[], p_action text) returns integer
 language plpgsql as $$
 declare
@@ -204,7 +202,6 @@ begin
         order by j.id
         for update
     ) as f;
-    perform bulk_sync.dispatch();
     return v_count;
 end;
 $$;
@@ -223,7 +220,7 @@ security definer set search_path = pg_catalog, pg_temp as $$
     select bulk_sync.for_jobs(p_shop, bulk_sync.states('terminal', false), 'cancel');
 $$;
 
--- Cancels the live jobs among p_ids (oldest first) and dispatches into the slots that freed; returns how many.
+-- Cancels the live jobs among p_ids (oldest first); returns how many.
 create or replace function bulk_sync.cancel_ids(p_ids bigint[]) returns integer
 language plpgsql as $$
 declare
@@ -236,7 +233,6 @@ begin
         order by j.id
         for update
     ) as f;
-    perform bulk_sync.dispatch();
     return v_count;
 end;
 $$;

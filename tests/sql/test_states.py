@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.jobs import claim
+from tests.jobs import claim, job, report
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,10 +110,14 @@ def test_each_outcome_is_a_legal_move_and_each_legal_move_has_a_cause(db: psycop
     assert legal - by_outcome - cancels - set(API_MOVES) == set()
 
 
+def _functions(path: Path) -> dict[str, str]:
+    text = path.read_text()
+    return {f.split("(", 1)[0]: f for f in re.split(r"^create or replace function ", text, flags=re.MULTILINE)[1:]}
+
+
 def test_no_report_moves_a_job_but_through_the_outcomes_table() -> None:
-    text = (ROOT / "sql" / "50_reports.sql").read_text()
-    functions = re.split(r"^create or replace function ", text, flags=re.MULTILINE)[1:]
-    movers = [f.split("(", 1)[0] for f in functions if re.search(r"bulk_sync\.(transition|retry|fail|split)\(", f)]
+    moves = re.compile(r"bulk_sync\.(transition|retry|fail|split)\(")
+    movers = [name for name, body in _functions(ROOT / "sql" / "50_reports.sql").items() if moves.search(body)]
     assert movers == ["bulk_sync.apply_outcome"]
 
 
@@ -156,3 +160,36 @@ def test_a_transition_writes_every_column_of_the_callers_row_but_those_it_owns(d
     assert len(differed) >= 18, differed  # the row was taken whole: each of these came from the caller
     assert (written["status"], written["fence"], written["slot"]) == ("waiting", before["fence"] + 1, before["slot"])
     assert written["lease_expires_at"] is None and written["task_msg_id"] is not None
+
+
+def test_what_a_transaction_frees_is_handed_out_once_at_its_commit(db: psycopg.Connection) -> None:
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com', null, 1)")  # one operation at a time
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01', '{orders,refunds,skus}')")
+    (task,) = claim(db, qty=10)
+    first = task["job_id"]
+    second, third = [i for (i,) in db.execute("select id from bulk_sync.jobs where status = 'queued' order by id")]
+    with db.transaction():
+        # The slot is freed, then the job that would have had it is canceled: nothing is handed out before the end.
+        assert report(db, "report_fatal_error", first, task["fence"], "ACCESS_DENIED: no scope")
+        assert db.execute("select count(*) from bulk_sync.jobs where status = 'starting'").fetchone() == (0,)
+        assert db.execute("select bulk_sync.cancel_jobs(array[%s]::bigint[])", (second,)).fetchone() == (1,)
+        assert job(db, third)["status"] == "queued"
+    assert [job(db, i)["status"] for i in (first, second, third)] == ["failed", "canceled", "starting"]
+    dispatched = db.execute(
+        "select job_id from bulk_sync.job_runs where phase = 'dispatch' and to_status = 'starting' order by id"
+    ).fetchall()
+    assert dispatched == [(first,), (third,)]  # the canceled job was never given the slot
+
+
+def test_dispatch_is_called_by_the_claim_the_tick_a_shops_change_and_the_hand_out_at_commit_only() -> None:
+    callers = {}
+    for path in sorted((ROOT / "sql").glob("[0-9]*.sql")):
+        for name, body in _functions(path).items():
+            calls = re.search(r"bulk_sync\.dispatch(_exports|_imports)?\(\)", body)
+            if calls and not name.startswith("bulk_sync.dispatch"):
+                callers[name] = path.name
+    assert callers == {
+        "bulk_sync.jobs_hand_out": "10_state_machine.sql", "bulk_sync.claim": "30_claim.sql",
+        "bulk_sync.update_shop": "68_shops.sql", "bulk_sync.set_shop_active": "68_shops.sql",
+        "bulk_sync.tick": "70_api.sql",
+    }  # fmt: skip
