@@ -1,8 +1,9 @@
 -- The job state machine. What each state means is a row of bulk_sync.job_states and the legal changes are rows of
 -- bulk_sync.transitions (sql/migrations), enforced by the trigger jobs_guard below. Every state change goes through
--- bulk_sync.transition(), guarded by the state and fence it expects, so a late actor changes nothing. What the
--- changes of a transaction free (slots) is handed out at its commit by the trigger jobs_hand_out below. The other
--- triggers on bulk_sync.jobs live beside the tables they keep: jobs_forget_staged (40_import.sql),
+-- bulk_sync.transition(), guarded by the state and fence it expects, so a late actor changes nothing. What a runner's
+-- report, a task given back or an expired lease does is a row of bulk_sync.outcomes, applied by apply_outcome below;
+-- what the changes of a transaction free (slots) is handed out at its commit by the trigger jobs_hand_out below. The
+-- other triggers on bulk_sync.jobs live beside the tables they keep: jobs_forget_staged (40_import.sql),
 -- jobs_inherit_kind and jobs_completed (60_incremental.sql).
 --
 --   queued ──► starting ──► waiting ──► exporting ──► copied ──► ready_to_import ──► importing ──► completed
@@ -383,6 +384,40 @@ begin
         perform bulk_sync.audit(v_child.id, p_phase, 'queued', null, 'queued', v_child.fence,
             format('split from job %s: [%s, %s)', p_job.id, v_child.window_start, v_child.window_end));
     end loop;
+end;
+$$;
+
+-- Moves the job as bulk_sync.outcomes says for p_outcome in its state: fails it, halves its window, tries again
+-- (an attempt spent, the export forgotten, after the row's delay: p_delay for poll and retry_after), or moves it on.
+-- Returns the job as written when it moved on, else null.
+create or replace function bulk_sync.apply_outcome(
+    p_job bulk_sync.jobs, p_outcome text, p_phase text, p_message text, p_delay interval default null
+) returns bulk_sync.jobs
+language plpgsql as $$
+declare
+    v_o bulk_sync.outcomes;
+    v_job bulk_sync.jobs;
+begin
+    select * into strict v_o from bulk_sync.outcomes where state = p_job.status and outcome = p_outcome;
+    if v_o.next_state = 'failed' then
+        perform bulk_sync.fail(p_job, p_phase, p_message);
+    elsif v_o.next_state = 'split' then
+        perform bulk_sync.split(p_job, p_phase, p_message);
+    elsif v_o.spends_attempt or v_o.new_export or v_o.next_state = p_job.status then
+        perform bulk_sync.retry(p_job, p_phase, p_message, v_o.spends_attempt,
+            case v_o.delay
+                when 'backoff' then null
+                when 'in_progress' then make_interval(
+                    secs => (bulk_sync.get_settings()).in_progress_retry_seconds * (0.75 + 0.5 * random()))
+                when 'none' then '0 s'
+                else p_delay
+            end,
+            v_o.new_export, v_o.next_state);
+    else
+        v_job := bulk_sync.transition(p_job, v_o.next_state, p_phase, 'ok', p_message,
+                                      case when v_o.delay = 'none' then '0 s' else p_delay end);
+    end if;
+    return v_job;
 end;
 $$;
 

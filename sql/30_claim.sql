@@ -151,7 +151,8 @@ language sql as $$
     select bulk_sync.dispatch_exports() + bulk_sync.dispatch_imports();
 $$;
 
--- Re-dispatches jobs whose runner vanished (lease expired); the vanished runner's fence is dead.
+-- Gives each job whose runner vanished (lease expired) its step again, an attempt spent (outcome lease_expired);
+-- the vanished runner's fence is dead. Returns how many.
 create or replace function bulk_sync.recover() returns integer
 language plpgsql as $$
 declare
@@ -164,12 +165,9 @@ begin
         order by lease_expires_at
         for update skip locked
     loop
-        perform bulk_sync.retry(
-            v_job, 'recover',
+        perform bulk_sync.apply_outcome(v_job, 'lease_expired', 'recover',
             format('lease of %s expired: runner vanished during %s',
-                   coalesce(v_job.leased_by, 'a runner'), bulk_sync.task_for(v_job.status)),
-            true, '0 s'
-        );
+                   coalesce(v_job.leased_by, 'a runner'), bulk_sync.task_for(v_job.status)));
         v_count := v_count + 1;
     end loop;
     return v_count;
@@ -422,7 +420,8 @@ $$;
 
 -- What runners need besides claim and the reports: giving a task back on shutdown, and knowing when all is done.
 
--- Gives a claimed task back at once, without spending an attempt (a runner shutting down); false when stale.
+-- Gives a claimed task back at once, without spending an attempt (outcome released: a runner shutting down); false
+-- when stale.
 create or replace function bulk_sync.release(p_job_id bigint, p_fence bigint) returns boolean
 language plpgsql
 security definer set search_path = pg_catalog, pg_temp as $$
@@ -434,8 +433,8 @@ begin
     if v_job is null then
         return false;
     end if;
-    perform bulk_sync.retry(v_job, 'release', format('%s given back by %s', bulk_sync.task_for(v_job.status),
-                                                    coalesce(v_job.leased_by, 'its runner')), false, '0 s');
+    perform bulk_sync.apply_outcome(v_job, 'released', 'release',
+        format('%s given back by %s', bulk_sync.task_for(v_job.status), coalesce(v_job.leased_by, 'its runner')));
     return true;
 end;
 $$;

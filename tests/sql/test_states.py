@@ -115,10 +115,18 @@ def _functions(path: Path) -> dict[str, str]:
     return {f.split("(", 1)[0]: f for f in re.split(r"^create or replace function ", text, flags=re.MULTILINE)[1:]}
 
 
-def test_no_report_moves_a_job_but_through_the_outcomes_table() -> None:
+def test_no_report_release_or_lease_recovery_moves_a_job_but_through_the_outcomes_table() -> None:
     moves = re.compile(r"bulk_sync\.(transition|retry|fail|split)\(")
-    movers = [name for name, body in _functions(ROOT / "sql" / "50_reports.sql").items() if moves.search(body)]
-    assert movers == ["bulk_sync.apply_outcome"]
+    reports = _functions(ROOT / "sql" / "50_reports.sql")
+    claim = _functions(ROOT / "sql" / "30_claim.sql")
+    ends = {name: claim[name] for name in ("bulk_sync.release", "bulk_sync.recover")}
+    assert len(reports) > 10
+    assert [name for name, body in {**reports, **ends}.items() if moves.search(body)] == []
+    applies = [name for name, body in {**reports, **ends}.items() if "bulk_sync.apply_outcome(" in body]
+    assert {"bulk_sync.release", "bulk_sync.recover", "bulk_sync.report_failure"} < set(applies)
+    # the rest of the claim moves jobs itself: into slots (dispatch) and under a lease (a task handed out)
+    movers = [name for name, body in claim.items() if moves.search(body)]
+    assert movers == ["bulk_sync.give_slots", "bulk_sync.take_task"]
 
 
 # What bulk_sync.transition() writes itself instead of the caller's row: the job's identity, state, fence, lease,
