@@ -48,49 +48,6 @@ after delete on bulk_sync.jobs
 referencing old table as removed
 for each statement execute function bulk_sync.forget_staged();
 
--- A timestamp as Shopify's search syntax wants it: full ISO-8601 in UTC.
-create or replace function bulk_sync.search_time(p_moment timestamptz) returns text
-language sql immutable as $$
-    select to_char(p_moment at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"');
-$$;
-
--- The bulk query that exports a job's entity and window; its field names are what the import reads.
-create or replace function bulk_sync.bulk_query(p_job bulk_sync.jobs) returns text
-language sql stable as $$
-    select case p_job.entity
-        when 'skus' then
-            '{ productVariants { edges { node { id sku title price inventoryQuantity updatedAt '
-            || 'product { id title } } } } }'
-        else
-            format(
-                '{ orders(query: "%1$s:>=''%2$s'' %1$s:<''%3$s''"%4$s) { edges { node { %5$s } } } }',
-                p_job.filter_field,
-                bulk_sync.search_time(p_job.window_start),
-                bulk_sync.search_time(p_job.window_end),
-                -- No sort key with an updated_at filter: reported to drop records.
-                case when p_job.filter_field = 'created_at' then ', sortKey: CREATED_AT' else '' end,
-                case p_job.entity
-                    when 'orders' then
-                        'id name createdAt updatedAt processedAt cancelledAt cancelReason email note currencyCode '
-                        || 'displayFinancialStatus displayFulfillmentStatus customer { id } '
-                        || 'subtotalPriceSet { shopMoney { amount currencyCode } } '
-                        || 'currentSubtotalPriceSet { shopMoney { amount currencyCode } } '
-                        || 'totalPriceSet { shopMoney { amount currencyCode } } '
-                        || 'currentTotalPriceSet { shopMoney { amount currencyCode } } '
-                        || 'totalTaxSet { shopMoney { amount currencyCode } } '
-                        || 'totalRefundedSet { shopMoney { amount currencyCode } } '
-                        || 'refunds { id createdAt note totalRefundedSet { shopMoney { amount currencyCode } } } '
-                        || 'lineItems { edges { node { id sku title name quantity currentQuantity variant { id } '
-                        || 'product { id } originalUnitPriceSet { shopMoney { amount currencyCode } } '
-                        || 'originalTotalSet { shopMoney { amount currencyCode } } } } }'
-                    when 'order_ids' then 'id createdAt updatedAt'
-                    else
-                        'id updatedAt refunds { id createdAt note totalRefundedSet { shopMoney { amount currencyCode } } }'
-                end
-            )
-    end;
-$$;
-
 -- Parses one line as jsonb, or null when it is not JSON (the slow path, only for batches with a bad line).
 create or replace function bulk_sync.try_jsonb(p_line text) returns jsonb
 language plpgsql immutable as $$
@@ -126,8 +83,13 @@ create or replace function bulk_sync.stage_batch(p_job bulk_sync.jobs, p_size in
 language plpgsql as $$
 declare
     v_count integer;
-    v_root_type text := case p_job.entity when 'skus' then 'ProductVariant' else 'Order' end;
-    v_child_type text := case p_job.entity when 'orders' then 'LineItem' end;
+    v_root_type text := (select root_type from bulk_sync.entities where entity = p_job.entity);
+    -- the types of the lines with a __parentId: the connections the export selects
+    v_child_types text [] := array(
+        select t.graphql_type from bulk_sync.mirror_tables as t
+        inner join bulk_sync.entity_tables as e on e.entity = p_job.entity and t.name = e.table_name
+        where t.via = 'connection'
+    );
     v_safe boolean := false;
 begin
     if not exists (
@@ -171,9 +133,9 @@ begin
                        when kind = v_root_type and parent is null then
                            case when kind = 'Order' and not bulk_sync.refunds_ok(doc -> 'refunds')
                                 then 'refunds is not a list of refunds with ids' end
-                       when kind = v_child_type and parent is not null then null
-                       when kind in (v_root_type, v_child_type) and parent is not null then kind || ' with a __parentId'
-                       when kind = v_child_type then kind || ' without a __parentId'
+                       when kind = any(v_child_types) and parent is not null then null
+                       when kind = v_root_type and parent is not null then kind || ' with a __parentId'
+                       when kind = any(v_child_types) then kind || ' without a __parentId'
                        else format('unexpected object type %s in a %s export', kind, p_job.entity)
                    end
             from (
@@ -238,21 +200,31 @@ begin
 end;
 $$;
 
--- Upserts the batch's orders (newer or equal updated_at wins) and replaces the winners' line items and refunds.
+-- Upserts the batch's orders (newer or equal updated_at wins) and replaces the winners' children: their lists
+-- (refunds) from the orders' lines, their connections' (line items) by bulk_sync.import_connection next.
 create or replace function bulk_sync.import_orders(p_job bulk_sync.jobs) returns void
 language plpgsql as $$
 declare
-    v_replaced integer := bulk_sync.upsert_orders(p_job);
+    v_replaced integer := bulk_sync.write_root(p_job, 'orders');
+    v_t bulk_sync.mirror_tables;
 begin
     perform bulk_sync.record_roots(p_job);
     -- The winners' children are replaced as a set: what this export no longer has disappears. A new order has no
-    -- line items yet (their foreign key), so only a batch that replaced stored orders looks for them.
-    if v_replaced > 0 then
-        delete from shopify.order_line_items as li
-        using pg_temp.bulk_sync_won as w
-        where li.order_id = w.gid and li.import_job <> p_job.id;
-    end if;
-    perform bulk_sync.replace_refunds(p_job, true);
+    -- children yet (their foreign keys), so only a batch that replaced stored orders looks for them.
+    for v_t in
+        select t.* from bulk_sync.mirror_tables as t
+        inner join bulk_sync.entity_tables as e on e.entity = p_job.entity and t.name = e.table_name
+        where t.parent = 'orders'
+        order by t.position
+    loop
+        if v_t.via = 'list' then
+            perform bulk_sync.replace_list(p_job, v_t.name);
+        elsif v_replaced > 0 then
+            execute format('delete from shopify.%I as c using pg_temp.bulk_sync_won as w
+                            where c.%I = w.gid and c.import_job <> $1', v_t.name, v_t.parent_column)
+            using p_job.id;
+        end if;
+    end loop;
 end;
 $$;
 
@@ -328,32 +300,54 @@ begin
 end;
 $$;
 
--- Writes the batch's orders (bulk_sync.write_latest); returns how many stored orders they replaced.
-create or replace function bulk_sync.upsert_orders(p_job bulk_sync.jobs) returns integer
-language sql as $$
-    select bulk_sync.write_latest(p_job, 'Order', 'orders',
-        'id, shop, name, created_at, updated_at, processed_at, cancelled_at, cancel_reason, currency, subtotal_price,
-         current_subtotal_price, total_price, current_total_price, total_tax, total_refunded, financial_status,
-         fulfillment_status, customer_id, email, note, raw, import_job, imported_at',
-        $values$
-        gid, $1, doc ->> 'name', (doc ->> 'createdAt')::timestamptz, (doc ->> 'updatedAt')::timestamptz,
-        (doc ->> 'processedAt')::timestamptz, (doc ->> 'cancelledAt')::timestamptz, doc ->> 'cancelReason',
-        coalesce(doc ->> 'currencyCode', doc -> 'totalPriceSet' -> 'shopMoney' ->> 'currencyCode'),
-        bulk_sync.amount(doc -> 'subtotalPriceSet'), bulk_sync.amount(doc -> 'currentSubtotalPriceSet'),
-        bulk_sync.amount(doc -> 'totalPriceSet'), bulk_sync.amount(doc -> 'currentTotalPriceSet'),
-        bulk_sync.amount(doc -> 'totalTaxSet'), bulk_sync.amount(doc -> 'totalRefundedSet'),
-        doc ->> 'displayFinancialStatus', doc ->> 'displayFulfillmentStatus', doc -> 'customer' ->> 'id',
-        doc ->> 'email', doc ->> 'note', doc, $2, now()
-        $values$,
-        'shop = excluded.shop, name = excluded.name, created_at = excluded.created_at, updated_at = excluded.updated_at,
-         processed_at = excluded.processed_at, cancelled_at = excluded.cancelled_at,
-         cancel_reason = excluded.cancel_reason, currency = excluded.currency, subtotal_price = excluded.subtotal_price,
-         current_subtotal_price = excluded.current_subtotal_price, total_price = excluded.total_price,
-         current_total_price = excluded.current_total_price, total_tax = excluded.total_tax,
-         total_refunded = excluded.total_refunded, financial_status = excluded.financial_status,
-         fulfillment_status = excluded.fulfillment_status, customer_id = excluded.customer_id, email = excluded.email,
-         note = excluded.note, raw = excluded.raw, import_job = excluded.import_job, imported_at = excluded.imported_at'
-    );
+-- Writes the batch's objects of a root table (orders, skus) with bulk_sync.write_latest, columns as
+-- bulk_sync.mirror_columns says; returns how many stored objects they replaced.
+create or replace function bulk_sync.write_root(p_job bulk_sync.jobs, p_table text) returns integer
+language plpgsql as $$
+declare
+    c record := bulk_sync.columns_sql(p_table, 'doc');
+begin
+    return bulk_sync.write_latest(p_job, (select graphql_type from bulk_sync.mirror_tables where name = p_table), p_table,
+        'id, shop, ' || c.columns || ', raw, import_job, imported_at',
+        'gid, $1, ' || c.exprs || ', doc, $2, now()',
+        'shop = excluded.shop, ' || c.sets
+        || ', raw = excluded.raw, import_job = excluded.import_job, imported_at = excluded.imported_at');
+end;
+$$;
+
+-- Replaces the rows of a list table (bulk_sync.mirror_tables: via list) of the batch's winning parents with their
+-- inline lists: the parents' rows go, each element of the list is written (its last line's, should a parent come
+-- twice), keeping a stored row whose version column is newer.
+create or replace function bulk_sync.replace_list(p_job bulk_sync.jobs, p_table text) returns void
+language plpgsql as $$
+declare
+    v_t bulk_sync.mirror_tables;
+    v_parent text;
+    c record := bulk_sync.columns_sql(p_table, 'e.value', 'b.doc');
+begin
+    select * into strict v_t from bulk_sync.mirror_tables where name = p_table;
+    v_parent := (select graphql_type from bulk_sync.mirror_tables where name = v_t.parent);
+    execute format('delete from shopify.%I as r using pg_temp.bulk_sync_won as w where r.%I = w.gid',
+                   p_table, v_t.parent_column);
+    execute format(
+        'insert into shopify.%1$I as r (id, shop, %2$I, %3$s, raw, import_job, imported_at)
+         select distinct on (e.value ->> ''id'') e.value ->> ''id'', $1, b.gid, %4$s, e.value, $2, now()
+         from pg_temp.bulk_sync_batch as b
+         join pg_temp.bulk_sync_won as w on w.gid = b.gid
+         cross join lateral jsonb_array_elements(
+             case jsonb_typeof(b.doc -> %5$L) when ''array'' then b.doc -> %5$L else ''[]'' end
+         ) as e
+         where b.reason is null and b.kind = %6$L
+         order by e.value ->> ''id'', b.line_no desc
+         on conflict (id) do update
+            set shop = excluded.shop, %2$I = excluded.%2$I, %7$s, raw = excluded.raw,
+                import_job = excluded.import_job, imported_at = excluded.imported_at%8$s',
+        p_table, v_t.parent_column, c.columns, c.exprs, v_t.field, v_parent, c.sets,
+        case when v_t.version_column is not null then format(
+            ' where coalesce(r.%1$I, ''-infinity'') <= coalesce(excluded.%1$I, ''-infinity'')', v_t.version_column)
+        else '' end)
+    using p_job.shop, p_job.id;
+end;
 $$;
 
 -- Replaces the refunds of the batch's winning orders with their inline lists (p_won: winners already decided).
@@ -376,62 +370,38 @@ begin
           );
         perform bulk_sync.record_roots(p_job);
     end if;
-    delete from shopify.refunds as r
-    using pg_temp.bulk_sync_won as w
-    where r.order_id = w.gid;
-    insert into shopify.refunds as r (
-        id, shop, order_id, created_at, note, total_refunded, currency, order_updated_at, raw, import_job, imported_at
-    )
-    select distinct on (e.value ->> 'id')
-           e.value ->> 'id', p_job.shop, b.gid, (e.value ->> 'createdAt')::timestamptz, e.value ->> 'note',
-           bulk_sync.amount(e.value -> 'totalRefundedSet'),
-           e.value -> 'totalRefundedSet' -> 'shopMoney' ->> 'currencyCode',
-           (b.doc ->> 'updatedAt')::timestamptz, e.value, p_job.id, now()
-    from pg_temp.bulk_sync_batch as b
-    join pg_temp.bulk_sync_won as w on w.gid = b.gid
-    cross join lateral jsonb_array_elements(
-        case jsonb_typeof(b.doc -> 'refunds') when 'array' then b.doc -> 'refunds' else '[]' end
-    ) as e
-    where b.reason is null and b.kind = 'Order'
-    order by e.value ->> 'id', b.line_no desc
-    on conflict (id) do update
-       set shop = excluded.shop, order_id = excluded.order_id, created_at = excluded.created_at,
-           note = excluded.note, total_refunded = excluded.total_refunded, currency = excluded.currency,
-           order_updated_at = excluded.order_updated_at, raw = excluded.raw, import_job = excluded.import_job,
-           imported_at = excluded.imported_at
-     where coalesce(r.order_updated_at, '-infinity') <= coalesce(excluded.order_updated_at, '-infinity');
+    perform bulk_sync.replace_list(p_job, 'refunds');
 end;
 $$;
 
--- Imports the batch's line items whose order won in this job; quarantines orphans (no parent earlier in the export).
-create or replace function bulk_sync.import_line_items(p_job bulk_sync.jobs) returns void
+-- Imports the batch's objects of a connection table (bulk_sync.mirror_tables: via connection) whose parent won in
+-- this job; quarantines orphans (no parent earlier in the export).
+create or replace function bulk_sync.import_connection(p_job bulk_sync.jobs, p_table text) returns void
 language plpgsql as $$
+declare
+    v_t bulk_sync.mirror_tables;
+    c record := bulk_sync.columns_sql(p_table, 'b.doc');
 begin
+    select * into strict v_t from bulk_sync.mirror_tables where name = p_table;
     update pg_temp.bulk_sync_batch as b
        set reason = 'orphan child: parent ' || left(b.parent, 200) || ' is not earlier in this export'
-     where b.reason is null and b.kind = 'LineItem'
+     where b.reason is null and b.kind = v_t.graphql_type
        and not exists (select from bulk_sync.import_roots as r where r.job_id = p_job.id and r.gid = b.parent);
-    -- The winners' other line items are gone (import_orders), so an id is there already only when an order came
-    -- twice in this export or a line item changed orders.
+    -- The winners' other children are gone (import_orders), so an id is there already only when a parent came
+    -- twice in this export or a child changed parents.
     perform bulk_sync.insert_new(p_job,
-        'insert into shopify.order_line_items as li (
-             id, shop, order_id, sku, title, name, quantity, current_quantity, variant_id, product_id, unit_price,
-             total_price, currency, raw, import_job, imported_at
-         )
-         select b.gid, $1, b.parent, b.doc ->> ''sku'', b.doc ->> ''title'', b.doc ->> ''name'',
-                (b.doc ->> ''quantity'')::integer, (b.doc ->> ''currentQuantity'')::integer,
-                b.doc -> ''variant'' ->> ''id'', b.doc -> ''product'' ->> ''id'',
-                bulk_sync.amount(b.doc -> ''originalUnitPriceSet''), bulk_sync.amount(b.doc -> ''originalTotalSet''),
-                b.doc -> ''originalUnitPriceSet'' -> ''shopMoney'' ->> ''currencyCode'', b.doc - ''__parentId'', $2, now()
-         from pg_temp.bulk_sync_batch as b
-         join bulk_sync.import_roots as r on r.job_id = $2 and r.gid = b.parent and r.accepted
-         where b.reason is null and b.kind = ''LineItem'' and b.latest',
-        'on conflict (id) do update
-            set shop = excluded.shop, order_id = excluded.order_id, sku = excluded.sku, title = excluded.title,
-                name = excluded.name, quantity = excluded.quantity, current_quantity = excluded.current_quantity,
-                variant_id = excluded.variant_id, product_id = excluded.product_id, unit_price = excluded.unit_price,
-                total_price = excluded.total_price, currency = excluded.currency, raw = excluded.raw,
-                import_job = excluded.import_job, imported_at = excluded.imported_at');
+        format(
+            'insert into shopify.%1$I as li (id, shop, %2$I, %3$s, raw, import_job, imported_at)
+             select b.gid, $1, b.parent, %4$s, b.doc - ''__parentId'', $2, now()
+             from pg_temp.bulk_sync_batch as b
+             join bulk_sync.import_roots as r on r.job_id = $2 and r.gid = b.parent and r.accepted
+             where b.reason is null and b.kind = %5$L and b.latest',
+            p_table, v_t.parent_column, c.columns, c.exprs, v_t.graphql_type),
+        format(
+            'on conflict (id) do update
+                set shop = excluded.shop, %1$I = excluded.%1$I, %2$s, raw = excluded.raw,
+                    import_job = excluded.import_job, imported_at = excluded.imported_at',
+            v_t.parent_column, c.sets));
 end;
 $$;
 
@@ -439,7 +409,7 @@ $$;
 create or replace function bulk_sync.import_skus(p_job bulk_sync.jobs) returns void
 language plpgsql as $$
 begin
-    perform bulk_sync.upsert_skus(p_job);
+    perform bulk_sync.write_root(p_job, 'skus');
     -- Every variant the snapshot holds, won or not: the ones it lacks are deleted when it completes.
     perform bulk_sync.insert_new(p_job,
         'insert into bulk_sync.import_roots (job_id, gid, accepted)
@@ -448,24 +418,6 @@ begin
          where reason is null and kind = ''ProductVariant'' and latest',
         'on conflict (job_id, gid) do nothing');
 end;
-$$;
-
--- Writes the batch's variants (bulk_sync.write_latest); returns how many stored variants they replaced.
-create or replace function bulk_sync.upsert_skus(p_job bulk_sync.jobs) returns integer
-language sql as $$
-    select bulk_sync.write_latest(p_job, 'ProductVariant', 'skus',
-        'id, shop, sku, title, product_id, product_title, price, inventory_quantity, updated_at, raw, import_job,
-         imported_at',
-        $values$
-        gid, $1, doc ->> 'sku', doc ->> 'title', doc -> 'product' ->> 'id', doc -> 'product' ->> 'title',
-        (doc ->> 'price')::numeric, (doc ->> 'inventoryQuantity')::integer, (doc ->> 'updatedAt')::timestamptz, doc,
-        $2, now()
-        $values$,
-        'shop = excluded.shop, sku = excluded.sku, title = excluded.title, product_id = excluded.product_id,
-         product_title = excluded.product_title, price = excluded.price, inventory_quantity = excluded.inventory_quantity,
-         updated_at = excluded.updated_at, raw = excluded.raw, import_job = excluded.import_job,
-         imported_at = excluded.imported_at'
-    );
 $$;
 
 -- Ends an import: completed when every line is imported or quarantined and the count is Shopify's, else failed.
@@ -546,7 +498,7 @@ begin
     if v_count > 0 then
         if v_job.entity = 'orders' then
             perform bulk_sync.import_orders(v_job);
-            perform bulk_sync.import_line_items(v_job);
+            perform bulk_sync.import_connection(v_job, 'order_line_items');
         elsif v_job.entity = 'refunds' then
             perform bulk_sync.replace_refunds(v_job, false);
         elsif v_job.entity = 'order_ids' then
