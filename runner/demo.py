@@ -38,14 +38,15 @@ TOKEN_LIFETIME = 30
 
 
 def _summary(db: psycopg.Connection, base_url: str) -> bool:
-    print(f"\n{'table':<26}{'rows':>12}{'ground truth':>15}  check")
+    print(f"\n{'table':<41}{'rows':>12}{'ground truth':>15}  check")
     same = True
+    counted = [truth.counted(base_url, code) for code in SHOPS]
     for name in truth.TABLES:
         live = sql.Identifier("shopify", f"live_{name}")  # without what was deleted
         rows = db.execute(sql.SQL("select count(*) from {}").format(live)).fetchone()[0]
-        expected = sum(truth.count(base_url, code, name) for code in SHOPS)
+        expected = sum(c[name] for c in counted)
         same &= rows == expected
-        print(f"shopify.{name:<18}{rows:>12,}{expected:>15,}  {'equal' if rows == expected else 'DIFFERENT'}")
+        print(f"shopify.{name:<33}{rows:>12,}{expected:>15,}  {'equal' if rows == expected else 'DIFFERENT'}")
     return same
 
 

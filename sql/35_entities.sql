@@ -26,9 +26,9 @@ begin
 end;
 $$;
 
--- The selection of one table's objects in an export of p_entity: the id, its columns' fields when the entity writes
--- the table, the fields its children read of it ('^' paths), and each child the entity writes: a connection as
--- edges and nodes, a list inline.
+-- The selection of one table's objects in an export of p_entity: the id (unless its rows are keyed by position),
+-- its columns' fields when the entity writes the table, the fields its children read of it ('^' paths), and each
+-- child the entity writes: a connection as edges and nodes, a list or an object inline.
 create or replace function bulk_sync.selection(p_entity text, p_table text) returns text
 language plpgsql stable as $$
 declare
@@ -50,7 +50,10 @@ begin
     inner join bulk_sync.entity_tables as e on e.entity = p_entity and t.name = e.table_name
     cross join lateral (select bulk_sync.selection(p_entity, t.name) as fields) as s
     where t.parent = p_table;
-    return concat_ws(' ', 'id', bulk_sync.graphql_fields(v_paths), v_children);
+    return concat_ws(' ',
+        -- roots and connections need their id (nested connections' lines name it), lists keyed by id too
+        (select 'id' from bulk_sync.mirror_tables where name = p_table and (keyed_by = 'id' or via = 'connection')),
+        bulk_sync.graphql_fields(v_paths), v_children);
 end;
 $$;
 
@@ -79,7 +82,9 @@ $$;
 create or replace function bulk_sync.value_sql(p_paths text[], p_type text, p_doc text, p_parent_doc text)
 returns text
 language sql immutable as $$
-    select case when p_type in ('text', 'jsonb') then v else format('(%s)::%s', v, p_type) end
+    select case when p_type in ('text', 'jsonb') then v
+                when p_type = 'text[]' then format('bulk_sync.text_array(%s)', v)
+                else format('(%s)::%s', v, p_type) end
     from (
         select case when count(*) > 1 then 'coalesce(' || string_agg(e, ', ' order by n) || ')'
                     else min(e) end as v
@@ -87,14 +92,28 @@ language sql immutable as $$
             select u.n, format(
                        case when strpos(ltrim(u.p, '^'), '.') = 0 then '%s %s %L' else '%s %s %L::text[]' end,
                        case when u.p like '^%' then p_parent_doc else p_doc end,
-                       case when strpos(ltrim(u.p, '^'), '.') = 0 then case p_type when 'jsonb' then '->' else '->>' end
-                            else case p_type when 'jsonb' then '#>' else '#>>' end end,
+                       case when strpos(ltrim(u.p, '^'), '.') = 0
+                            then case when p_type in ('jsonb', 'text[]') then '->' else '->>' end
+                            else case when p_type in ('jsonb', 'text[]') then '#>' else '#>>' end end,
                        case when strpos(ltrim(u.p, '^'), '.') = 0 then ltrim(u.p, '^')
                             else '{' || replace(ltrim(u.p, '^'), '.', ',') || '}' end
                    ) as e
             from unnest(p_paths) with ordinality as u (p, n)
         ) as x
     ) as y;
+$$;
+
+-- The strings of a JSON array as a text array; null when it is not an array.
+create or replace function bulk_sync.text_array(p_value jsonb) returns text[]
+language sql immutable as $$
+    select case when jsonb_typeof(p_value) = 'array' then array(select jsonb_array_elements_text(p_value)) end;
+$$;
+
+-- A list field's elements: a JSON array as it is, an object as a list of one (an inline object), else none.
+create or replace function bulk_sync.as_list(p_value jsonb) returns jsonb
+language sql immutable as $$
+    select case jsonb_typeof(p_value) when 'array' then p_value when 'object' then jsonb_build_array(p_value)
+                else '[]'::jsonb end;
 $$;
 
 -- A table's mirrored columns as SQL: their names, their values read from p_doc (p_parent_doc: the parent's object)

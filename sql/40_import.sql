@@ -58,19 +58,12 @@ exception when others then
 end;
 $$;
 
--- True when an order's inline refunds are absent or a list of objects that each have an id.
-create or replace function bulk_sync.refunds_ok(p_refunds jsonb) returns boolean
+-- True when an inline list keyed by id is absent or a list of objects that each have an id.
+create or replace function bulk_sync.ids_ok(p_list jsonb) returns boolean
 language sql immutable as $$
-    select p_refunds is null or jsonb_typeof(p_refunds) = 'null'
-        or (jsonb_typeof(p_refunds) = 'array'
-            and not jsonb_path_exists(p_refunds, '$[*] ? (@.type() != "object" || !exists(@.id) || @.id.type() != "string")'));
-$$;
-
--- A money amount from a MoneyBag ({shopMoney: {amount}}), or null.
-create or replace function bulk_sync.amount(p_bag jsonb) returns numeric
-language sql immutable as $$
-    select case when jsonb_typeof(p_bag -> 'shopMoney' -> 'amount') = 'string'
-                then (p_bag -> 'shopMoney' ->> 'amount')::numeric end;
+    select p_list is null or jsonb_typeof(p_list) = 'null'
+        or (jsonb_typeof(p_list) = 'array'
+            and not jsonb_path_exists(p_list, '$[*] ? (@.type() != "object" || !exists(@.id) || @.id.type() != "string")'));
 $$;
 
 -- The import's session temp tables: bounded in size, and analyzed once filled. Nothing vacuums or analyzes temp
@@ -89,6 +82,14 @@ declare
         select t.graphql_type from bulk_sync.mirror_tables as t
         inner join bulk_sync.entity_tables as e on e.entity = p_job.entity and t.name = e.table_name
         where t.via = 'connection'
+    );
+    -- the root's inline lists whose rows are keyed by id: each element must have one
+    v_id_lists text[] := array(
+        select t.field from bulk_sync.mirror_tables as t
+        inner join bulk_sync.entity_tables as e on e.entity = p_job.entity and t.name = e.table_name
+        inner join bulk_sync.mirror_tables as p on t.parent = p.name
+        where p.via = 'root' and t.via = 'list' and t.keyed_by = 'id'
+        order by t.position
     );
     v_safe boolean := false;
 begin
@@ -130,9 +131,10 @@ begin
                        when jsonb_typeof(doc) <> 'object' then 'not a JSON object'
                        when gid is null then 'missing id'
                        when kind is null then 'malformed id ' || left(gid, 200)
-                       when kind = v_root_type and parent is null then
-                           case when kind = 'Order' and not bulk_sync.refunds_ok(doc -> 'refunds')
-                                then 'refunds is not a list of refunds with ids' end
+                       when kind = v_root_type and parent is null then (
+                           select format('%1$s is not a list of %1$s with ids', f) from unnest(v_id_lists) as f
+                           where not bulk_sync.ids_ok(doc -> f) limit 1
+                       )
                        when kind = any(v_child_types) and parent is not null then null
                        when kind = v_root_type and parent is not null then kind || ' with a __parentId'
                        when kind = any(v_child_types) then kind || ' without a __parentId'
@@ -200,30 +202,34 @@ begin
 end;
 $$;
 
--- Upserts the batch's orders (newer or equal updated_at wins) and replaces the winners' children: their lists
--- (refunds) from the orders' lines, their connections' (line items) by bulk_sync.import_connection next.
+-- Upserts the batch's orders (newer or equal updated_at wins) and replaces the winners' children: their inline
+-- lists (refunds, tax lines, ...) and their connections (line items, with their own lists). Children exist only
+-- for orders stored before, so only a batch that replaced stored orders deletes any.
 create or replace function bulk_sync.import_orders(p_job bulk_sync.jobs) returns void
 language plpgsql as $$
 declare
-    v_replaced integer := bulk_sync.write_root(p_job, 'orders');
+    v_replaced boolean := bulk_sync.write_root(p_job, 'orders') > 0;
     v_t bulk_sync.mirror_tables;
 begin
     perform bulk_sync.record_roots(p_job);
-    -- The winners' children are replaced as a set: what this export no longer has disappears. A new order has no
-    -- children yet (their foreign keys), so only a batch that replaced stored orders looks for them.
     for v_t in
         select t.* from bulk_sync.mirror_tables as t
         inner join bulk_sync.entity_tables as e on e.entity = p_job.entity and t.name = e.table_name
-        where t.parent = 'orders'
+        where t.parent = 'orders' and t.via = 'connection' and v_replaced
         order by t.position
     loop
-        if v_t.via = 'list' then
-            perform bulk_sync.replace_list(p_job, v_t.name);
-        elsif v_replaced > 0 then
-            execute format('delete from shopify.%I as c using pg_temp.bulk_sync_won as w
-                            where c.%I = w.gid and c.import_job <> $1', v_t.name, v_t.parent_column)
-            using p_job.id;
-        end if;
+        execute format('delete from shopify.%I as c using pg_temp.bulk_sync_won as w
+                        where c.%I = w.gid and c.import_job <> $1', v_t.name, v_t.parent_column)
+        using p_job.id;
+    end loop;
+    perform bulk_sync.replace_lists(p_job, 'orders', v_replaced);
+    for v_t in
+        select t.* from bulk_sync.mirror_tables as t
+        inner join bulk_sync.entity_tables as e on e.entity = p_job.entity and t.name = e.table_name
+        where t.parent = 'orders' and t.via = 'connection'
+        order by t.position
+    loop
+        perform bulk_sync.import_connection(p_job, v_t.name, v_replaced);
     end loop;
 end;
 $$;
@@ -315,38 +321,78 @@ begin
 end;
 $$;
 
--- Replaces the rows of a list table (bulk_sync.mirror_tables: via list) of the batch's winning parents with their
--- inline lists: the parents' rows go, each element of the list is written (its last line's, should a parent come
--- twice), keeping a stored row whose version column is newer.
-create or replace function bulk_sync.replace_list(p_job bulk_sync.jobs, p_table text) returns void
+-- Replaces the rows of every list or object table under p_table that the job's entity writes
+-- (bulk_sync.replace_list), in their order; p_replaced: some parents were stored before (else none has rows yet).
+create or replace function bulk_sync.replace_lists(p_job bulk_sync.jobs, p_table text, p_replaced boolean)
+returns void
+language plpgsql as $$
+declare
+    v_name text;
+begin
+    for v_name in
+        select t.name from bulk_sync.mirror_tables as t
+        inner join bulk_sync.entity_tables as e on e.entity = p_job.entity and t.name = e.table_name
+        where t.parent = p_table and t.via in ('list', 'object')
+        order by t.position
+    loop
+        perform bulk_sync.replace_list(p_job, v_name, p_replaced);
+    end loop;
+end;
+$$;
+
+-- Replaces the rows of a list table (bulk_sync.mirror_tables: via list or object) of the batch's parents that won
+-- (roots) or were accepted (children of accepted roots) with their inline lists: the parents' rows go, each element
+-- is written (from the parent's last line, should a parent come twice), keyed by its id or by its parent and
+-- position, keeping a stored row whose version column is newer. Without p_replaced (no parent was stored before)
+-- there is nothing to delete, and a plain insert is tried first (bulk_sync.insert_new).
+create or replace function bulk_sync.replace_list(p_job bulk_sync.jobs, p_table text, p_replaced boolean)
+returns void
 language plpgsql as $$
 declare
     v_t bulk_sync.mirror_tables;
-    v_parent text;
-    c record := bulk_sync.columns_sql(p_table, 'e.value', 'b.doc');
+    v_parent bulk_sync.mirror_tables;
+    v_parents text;
+    v_key text;
+    c record := bulk_sync.columns_sql(p_table, 'e.value', 'p.doc');
 begin
     select * into strict v_t from bulk_sync.mirror_tables where name = p_table;
-    v_parent := (select graphql_type from bulk_sync.mirror_tables where name = v_t.parent);
-    execute format('delete from shopify.%I as r using pg_temp.bulk_sync_won as w where r.%I = w.gid',
-                   p_table, v_t.parent_column);
-    execute format(
-        'insert into shopify.%1$I as r (id, shop, %2$I, %3$s, raw, import_job, imported_at)
-         select distinct on (e.value ->> ''id'') e.value ->> ''id'', $1, b.gid, %4$s, e.value, $2, now()
-         from pg_temp.bulk_sync_batch as b
+    select * into strict v_parent from bulk_sync.mirror_tables where name = v_t.parent;
+    v_parents := case when v_parent.via = 'root' then format(
+        'select b.gid as id, b.doc, b.line_no from pg_temp.bulk_sync_batch as b
          join pg_temp.bulk_sync_won as w on w.gid = b.gid
-         cross join lateral jsonb_array_elements(
-             case jsonb_typeof(b.doc -> %5$L) when ''array'' then b.doc -> %5$L else ''[]'' end
-         ) as e
-         where b.reason is null and b.kind = %6$L
-         order by e.value ->> ''id'', b.line_no desc
-         on conflict (id) do update
-            set shop = excluded.shop, %2$I = excluded.%2$I, %7$s, raw = excluded.raw,
-                import_job = excluded.import_job, imported_at = excluded.imported_at%8$s',
-        p_table, v_t.parent_column, c.columns, c.exprs, v_t.field, v_parent, c.sets,
-        case when v_t.version_column is not null then format(
-            ' where coalesce(r.%1$I, ''-infinity'') <= coalesce(excluded.%1$I, ''-infinity'')', v_t.version_column)
-        else '' end)
-    using p_job.shop, p_job.id;
+         where b.reason is null and b.kind = %L', v_parent.graphql_type)
+    else format(
+        'select b.gid as id, b.doc, b.line_no from pg_temp.bulk_sync_batch as b
+         join bulk_sync.import_roots as r on r.job_id = $2 and r.gid = b.parent and r.accepted
+         where b.reason is null and b.kind = %L and b.latest', v_parent.graphql_type) end;
+    v_key := case v_t.keyed_by when 'id' then 'id' else quote_ident(v_t.parent_column) || ', position' end;
+    if p_replaced then
+        execute format('delete from shopify.%I as r using (%s) as p where r.%I = p.id', p_table, v_parents,
+                       v_t.parent_column)
+        using p_job.shop, p_job.id;
+    end if;
+    perform bulk_sync.insert_new(p_job,
+        format(
+            'insert into shopify.%1$I as r (%2$s, shop, %3$I, %4$s, raw, import_job, imported_at)
+             select distinct on (%5$s) %6$s, $1, p.id, %7$s, e.value, $2, now()
+             from (%8$s) as p
+             cross join lateral jsonb_array_elements(bulk_sync.as_list(p.doc -> %9$L)) with ordinality as e (value, n)
+             order by %5$s, p.line_no desc',
+            p_table,
+            case v_t.keyed_by when 'id' then 'id' else 'position' end,
+            v_t.parent_column, c.columns,
+            case v_t.keyed_by when 'id' then 'e.value ->> ''id''' else 'p.id, e.n' end,
+            case v_t.keyed_by when 'id' then 'e.value ->> ''id''' else 'e.n' end,
+            c.exprs, v_parents, v_t.field),
+        format(
+            'on conflict (%1$s) do update
+                set shop = excluded.shop, %2$I = excluded.%2$I, %3$s, raw = excluded.raw,
+                    import_job = excluded.import_job, imported_at = excluded.imported_at%4$s',
+            v_key, v_t.parent_column, c.sets,
+            case when v_t.version_column is not null then format(
+                ' where coalesce(r.%1$I, ''-infinity'') <= coalesce(excluded.%1$I, ''-infinity'')',
+                v_t.version_column)
+            else '' end));
 end;
 $$;
 
@@ -370,13 +416,14 @@ begin
           );
         perform bulk_sync.record_roots(p_job);
     end if;
-    perform bulk_sync.replace_list(p_job, 'refunds');
+    perform bulk_sync.replace_lists(p_job, 'orders', true);
 end;
 $$;
 
 -- Imports the batch's objects of a connection table (bulk_sync.mirror_tables: via connection) whose parent won in
--- this job; quarantines orphans (no parent earlier in the export).
-create or replace function bulk_sync.import_connection(p_job bulk_sync.jobs, p_table text) returns void
+-- this job, and their lists; quarantines orphans (no parent earlier in the export). p_replaced: as replace_lists.
+create or replace function bulk_sync.import_connection(p_job bulk_sync.jobs, p_table text, p_replaced boolean)
+returns void
 language plpgsql as $$
 declare
     v_t bulk_sync.mirror_tables;
@@ -402,6 +449,7 @@ begin
                 set shop = excluded.shop, %1$I = excluded.%1$I, %2$s, raw = excluded.raw,
                     import_job = excluded.import_job, imported_at = excluded.imported_at',
             v_t.parent_column, c.sets));
+    perform bulk_sync.replace_lists(p_job, p_table, p_replaced);
 end;
 $$;
 
@@ -498,7 +546,6 @@ begin
     if v_count > 0 then
         if v_job.entity = 'orders' then
             perform bulk_sync.import_orders(v_job);
-            perform bulk_sync.import_connection(v_job, 'order_line_items');
         elsif v_job.entity = 'refunds' then
             perform bulk_sync.replace_refunds(v_job, false);
         elsif v_job.entity = 'order_ids' then

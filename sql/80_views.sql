@@ -140,3 +140,30 @@ where o.deleted_at is null;
 create or replace view shopify.live_skus as
 select * from shopify.skus
 where deleted_at is null;
+
+create or replace view shopify.live_order_tax_lines as
+select t.* from shopify.order_tax_lines as t
+inner join shopify.orders as o on t.order_id = o.id
+where o.deleted_at is null;
+
+create or replace view shopify.live_order_transactions as
+select t.* from shopify.order_transactions as t
+inner join shopify.orders as o on t.order_id = o.id
+where o.deleted_at is null;
+
+create or replace view shopify.live_order_shipping_lines as
+select s.* from shopify.order_shipping_lines as s
+inner join shopify.orders as o on s.order_id = o.id
+where o.deleted_at is null;
+
+create or replace view shopify.live_order_line_discount_allocations as
+select d.* from shopify.order_line_discount_allocations as d
+inner join shopify.order_line_items as li on d.line_item_id = li.id
+inner join shopify.orders as o on li.order_id = o.id
+where o.deleted_at is null;
+
+create or replace view shopify.live_order_line_tax_lines as
+select t.* from shopify.order_line_tax_lines as t
+inner join shopify.order_line_items as li on t.line_item_id = li.id
+inner join shopify.orders as o on li.order_id = o.id
+where o.deleted_at is null;

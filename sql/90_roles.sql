@@ -60,18 +60,15 @@ begin
 end;
 $$;
 
--- bulk-sync's relations in schema shopify: its tables and the views of sql/80_views.sql. Anything else there is a
--- user's, and keeps the privileges its owner gave.
+-- bulk-sync's relations in schema shopify: its tables and the views of sql/80_views.sql (shopify.live_<table> of each
+-- table of bulk_sync.mirror_tables). Anything else there is a user's, and keeps the privileges its owner gave.
 create or replace function bulk_sync.mirror_relations() returns regclass[]
 language sql stable as $$
     select array(
         select c.oid::regclass from pg_class as c
         where c.relnamespace = 'shopify'::regnamespace and c.relkind in ('r', 'p', 'S')
         union all
-        select to_regclass(v)
-        from unnest(array[
-            'shopify.live_orders', 'shopify.live_order_line_items', 'shopify.live_refunds', 'shopify.live_skus'
-        ]) as v
+        select to_regclass(format('shopify.%I', 'live_' || t.name)) from bulk_sync.mirror_tables as t
     );
 $$;
 

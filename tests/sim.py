@@ -13,6 +13,7 @@ from runner.simulator.faults import Faults
 from runner.simulator.operations import Timing
 from runner.simulator.server import SimulatorServer
 from runner.simulator.shopify import Config, Shopify
+from runner.simulator.truth import key
 
 TOKEN = "shpat_test_token_0123456789"  # noqa: S105 - a recognisable fake
 RUN = "mutation run($q: String!, $g: Boolean) { bulkOperationRunQuery(query: $q, groupObjects: $g) { bulkOperation { id status } userErrors { field message code } } }"  # noqa: E501
@@ -54,7 +55,7 @@ def start(
 
 def truth(server: SimulatorServer, codes, table: str) -> list[dict]:
     """The ground truth of `table` over the shops `codes`, ordered by id as runner.simulator.truth.database_rows."""
-    return sorted((row for code in codes for row in server.shopify.truth(code, table)), key=lambda r: r["id"])
+    return sorted((row for code in codes for row in server.shopify.truth(code, table)), key=key(table))
 
 
 class Client:

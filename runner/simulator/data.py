@@ -12,6 +12,17 @@ from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
 CURRENCIES = {"DA": "DKK", "DE": "EUR", "NL": "EUR", "INT": "EUR", "CHF": "CHF"}
+# The currencies customers pay in (Shopify Markets), the shop's own most often.
+PRESENTMENT = {"DKK": ("DKK", "DKK", "DKK", "EUR"), "EUR": ("EUR", "EUR", "EUR", "USD", "CHF", "DKK"),
+               "CHF": ("CHF", "CHF", "CHF", "EUR"), "USD": ("USD", "USD", "EUR")}  # fmt: skip
+TAX_RATE = Decimal("0.19")  # charged on top of prices (taxesIncluded false), on lines and shipping
+SOURCES = ("web", "web", "web", "web", "pos", "shopify_draft_order", "iphone")
+TAGS = ("vip", "wholesale", "gift", "repeat", "promo")
+ADDRESSES = tuple({"countryCodeV2": c, "provinceCode": p, "zip": z} for c, p, z in (
+    ("DE", "BE", "10115"), ("DK", None, "2100"), ("NL", None, "1012"), ("CH", "ZH", "8001"), ("US", "NY", "10001"),
+    ("FR", None, "75001")))  # fmt: skip  # shared by the orders: never changed
+ORDER_CODE = ("WELCOME10", 10)  # a discount code: 10 % off the order, allocated across its lines
+LINE_SALE = 15  # an automatic discount: 15 % off one line
 RATES = {"DKK": Decimal("7.46"), "EUR": Decimal("1"), "CHF": Decimal("0.94"), "USD": Decimal("1.08")}
 MAX_LAG = dt.timedelta(days=12)  # the latest an order changes after it was created
 _WORDS = ("TEE", "CAP", "HOODIE", "SOCK", "BAG", "MUG", "JACKET", "SCARF", "BELT", "SHIRT", "DRESS", "BOOT")
@@ -33,14 +44,13 @@ def gid(kind: str, number: int) -> str:
     return f"gid://shopify/{kind}/{number}"
 
 
-def money_bag(value: tuple[int, str]) -> dict:
-    """A MoneyBag as the API returns it, from the compact (cents, currency) kept in memory."""
+def money_bag(value: tuple) -> dict:
+    """A MoneyBag as the API returns it, from the compact (cents, currency[, presentment cents, presentment currency])
+    kept in memory (without the presentment part: the shop's money)."""
     amount = {"amount": money(value[0]), "currencyCode": value[1]}
-    return {"shopMoney": amount, "presentmentMoney": dict(amount)}
-
-
-def _bag(cents: int, currency: str) -> tuple[int, str]:
-    return (cents, currency)
+    if len(value) == 2:
+        return {"shopMoney": amount, "presentmentMoney": dict(amount)}
+    return {"shopMoney": amount, "presentmentMoney": {"amount": money(value[2]), "currencyCode": value[3]}}
 
 
 @dataclass(frozen=True)
@@ -167,8 +177,10 @@ class ShopData:
                     "variant": {"id": variant_id, "sku": variant["sku"]},
                     "product": {"id": product_id},
                     "_price": price,
+                    "_sale": rng.random() < 0.1,  # the automatic line discount applies
                 }
             )
+        presentment = rng.choice(PRESENTMENT[self.currency])
         order = {
             "id": gid("Order", number),
             "name": f"#{self.code}{day_index % 1000:03d}{i:04d}",
@@ -184,7 +196,18 @@ class ShopData:
             "displayFulfillmentStatus": "UNFULFILLED",
             "note": None,
             "refunds": [],
+            "tags": _interned(tuple(sorted(rng.sample(TAGS, rng.choice((0, 0, 0, 1, 2)))))),
+            "sourceName": rng.choice(SOURCES),
+            "test": rng.random() < 0.01,
+            "presentmentCurrencyCode": presentment,
+            "discountCodes": (ORDER_CODE[0],) if rng.random() < 0.2 else (),
+            "shippingAddress": rng.choice(ADDRESSES),
             "_lines": lines,
+            # the customer's currency at this order's rate (a little off the day's reference rate)
+            "_rate": (RATES[presentment] / RATES[self.currency] * Decimal(rng.randint(990, 1010)) / 1000)
+            if presentment != self.currency
+            else Decimal(1),
+            "_gateway": rng.choice(("shopify_payments", "shopify_payments", "paypal")),
         }
         updated = created
         if live:  # nothing has happened to it yet: its later life comes through live changes
@@ -335,35 +358,50 @@ def _refund(order: dict, rng: random.Random, when: dt.datetime, number: int) -> 
         return
     line = rng.choice(candidates)
     line["currentQuantity"] -= 1
-    amount = line["_price"]
     order["refunds"].append(
         {
             "id": gid("Refund", number),
             "createdAt": stamp(when),
             "note": rng.choice((None, "damaged", "wrong size", "changed mind")),
-            "totalRefundedSet": _bag(amount, order["currencyCode"]),
+            "_lines": [{"lineItem": line["id"], "quantity": 1, "restockType": "RETURN"}],
         }
     )
     order["updatedAt"] = max(order["updatedAt"], stamp(when))
 
 
 def _finish(order: dict) -> dict:
-    """Derives totals and statuses from lines and refunds; keeps parsed times for filtering."""
-    currency = order["currencyCode"]
-    subtotal = sum(li["_price"] * li["quantity"] for li in order["_lines"])
-    current = sum(li["_price"] * li["currentQuantity"] for li in order["_lines"])
+    """Derives every amount from the lines, discounts, shipping, taxes and refunds, as Shopify's identities hold
+    (taxes charged on top of prices): line discounts and the order's code allocated to lines, tax per line and on
+    shipping, refunds at what was paid; keeps parsed times for filtering. Only numbers are kept: the lists made of
+    them (tax lines, discount allocations, transactions, the shipping line) are made when asked (DERIVED), so a day
+    of orders held in memory stays small."""
+    m = (order["currencyCode"], order["_rate"], order["presentmentCurrencyCode"])
+    order["_m"] = m
+    lines = order["_lines"]
+    gross = [li["_price"] * li["quantity"] for li in lines]
+    sale = [g * LINE_SALE // 100 if li["_sale"] else 0 for li, g in zip(lines, gross, strict=True)]
+    after_sale = [g - s for g, s in zip(gross, sale, strict=True)]
+    code = sum(after_sale) * ORDER_CODE[1] // 100 if order["discountCodes"] else 0
+    shares = _allocate(code, after_sale)
+    subtotal = 0
+    for i, li in enumerate(lines):
+        net = after_sale[i] - shares[i]
+        li["_m"], li["_gross"], li["_sale_amount"], li["_share"] = m, gross[i], sale[i], shares[i]
+        li["_net"], li["_tax"], li["_discount"] = net, _tax(net), sale[i] + shares[i]
+        subtotal += net
     shipping = 0 if subtotal >= 5000 else 495
-    refunded = sum(r["totalRefundedSet"][0] for r in order["refunds"])
-    tax = (subtotal * 19 * 2 + 119) // (119 * 2)  # 19 % VAT included, rounded half up
-    for li in order["_lines"]:
-        li["originalUnitPriceSet"] = _bag(li["_price"], currency)
-        li["originalTotalSet"] = _bag(li["_price"] * li["quantity"], currency)
-    order["subtotalPriceSet"] = _bag(subtotal, currency)
-    order["currentSubtotalPriceSet"] = _bag(current, currency)
-    order["totalPriceSet"] = _bag(subtotal + shipping, currency)
-    order["currentTotalPriceSet"] = _bag(current + shipping, currency)
-    order["totalRefundedSet"] = _bag(refunded, currency)
-    order["totalTaxSet"] = _bag(tax, currency)
+    tax = sum(li["_tax"] for li in lines) + _tax(shipping)
+    total = subtotal + shipping + tax
+    order["_subtotal"], order["_discounts"], order["_shipping"] = subtotal, sum(sale) + code, shipping
+    order["_tax_total"], order["_total"] = tax, total
+    by_id = {li["id"]: li for li in lines}
+    refunded = 0
+    for r in order["refunds"]:  # each refunded unit at what was paid for it: its share of the net and the tax
+        amount = sum(_unit(by_id[x["lineItem"]], "_net") + _unit(by_id[x["lineItem"]], "_tax") for x in r["_lines"])
+        r["totalRefundedSet"] = _mbag(m, amount)
+        refunded += amount
+    current = sum(_unit(li, "_net") * li["currentQuantity"] for li in lines)
+    order["_current"], order["_current_total"], order["_refunded"] = current, total - refunded, refunded
     if order["refunds"]:
         order["displayFinancialStatus"] = "REFUNDED" if current == 0 else "PARTIALLY_REFUNDED"
     elif order["cancelledAt"]:
@@ -371,6 +409,121 @@ def _finish(order: dict) -> dict:
     order["_created"] = dt.datetime.fromisoformat(order["createdAt"].replace("Z", "+00:00"))
     order["_updated"] = dt.datetime.fromisoformat(order["updatedAt"].replace("Z", "+00:00"))
     return order
+
+
+def _mbag(m: tuple, cents: int) -> tuple:
+    """A money bag in an order's money m: (shop currency, rate, presentment currency)."""
+    currency, rate, other = m
+    if rate == 1:
+        return (cents, currency, cents, other)
+    return (cents, currency, int((Decimal(cents) * rate).to_integral_value(ROUND_HALF_UP)), other)
+
+
+def _vat(m: tuple, cents: int) -> list[dict]:
+    return [{"title": "VAT", "rate": 0.19, "ratePercentage": 19.0, "priceSet": _mbag(m, cents)}]
+
+
+def _tax_lines(obj: dict) -> list[dict] | None:
+    """An order's, a line item's or the shipping line's tax lines."""
+    if "_net" in obj:
+        return _vat(obj["_m"], obj["_tax"])
+    if "_tax_total" in obj:
+        return _vat(obj["_m"], obj["_tax_total"])
+    return _vat(obj["_m"], _tax(obj["_price"])) if "_shipping_tax" in obj else None
+
+
+def _discount_allocations(line: dict) -> list[dict] | None:
+    if "_net" not in line:
+        return None
+    allocations = []
+    if line["_sale_amount"]:
+        allocations.append({"allocatedAmountSet": _mbag(line["_m"], line["_sale_amount"]), "discountApplication": {
+            "__typename": "AutomaticDiscountApplication", "index": 0, "allocationMethod": "EACH",
+            "targetType": "LINE_ITEM", "targetSelection": "ENTITLED", "title": "Sale"}})  # fmt: skip
+    if line["_share"]:
+        allocations.append({"allocatedAmountSet": _mbag(line["_m"], line["_share"]), "discountApplication": {
+            "__typename": "DiscountCodeApplication", "index": 1, "allocationMethod": "ACROSS",
+            "targetType": "LINE_ITEM", "targetSelection": "ALL", "code": ORDER_CODE[0]}})  # fmt: skip
+    return allocations
+
+
+def _bag_of(key: str):
+    """The money bag made of an object's number `key` in its order's money."""
+
+    def bag(obj: dict) -> tuple | None:
+        return _mbag(obj["_m"], obj[key]) if key in obj and "_m" in obj else None
+
+    return bag
+
+
+# Money kept as numbers: the field of each and its number.
+AMOUNTS = {"subtotalPriceSet": "_subtotal", "totalDiscountsSet": "_discounts", "totalShippingPriceSet": "_shipping",
+           "totalTaxSet": "_tax_total", "totalPriceSet": "_total", "currentSubtotalPriceSet": "_current",
+           "currentTotalPriceSet": "_current_total", "totalRefundedSet": "_refunded",
+           "originalUnitPriceSet": "_price", "originalTotalSet": "_gross", "discountedTotalSet": "_net",
+           "totalDiscountSet": "_discount"}  # fmt: skip
+
+
+def _shipping_line(order: dict) -> dict | None:
+    if "_shipping" not in order:
+        return None
+    bag = _mbag(order["_m"], order["_shipping"])
+    return {"__typename": "ShippingLine", "title": "Standard", "code": "STD", "source": "shopify",
+            "originalPriceSet": bag, "discountedPriceSet": bag, "_m": order["_m"], "_shipping_tax": True,
+            "_price": order["_shipping"]}  # fmt: skip
+
+
+def _transactions(order: dict) -> list[dict] | None:
+    """The sale that settled the total, and a refund transaction (its child) per refund."""
+    if "_total" not in order:
+        return None
+    number = int(order["id"].rsplit("/", 1)[1])
+    sale = {"id": gid("OrderTransaction", number * 10), "kind": "SALE", "status": "SUCCESS",
+            "gateway": order["_gateway"], "amountSet": _mbag(order["_m"], order["_total"]),
+            "processedAt": order["processedAt"], "createdAt": order["processedAt"], "parentTransaction": None,
+            "test": order["test"]}  # fmt: skip
+    return [sale] + [
+        {"id": gid("OrderTransaction", number * 10 + 1 + k), "kind": "REFUND", "status": "SUCCESS",
+         "gateway": order["_gateway"], "amountSet": r["totalRefundedSet"], "processedAt": r["createdAt"],
+         "createdAt": r["createdAt"], "parentTransaction": {"id": sale["id"]}, "test": order["test"]}
+        for k, r in enumerate(order["refunds"])
+    ]  # fmt: skip
+
+
+# Fields made from an object's numbers when asked (by name, whatever the type: each returns None for an object
+# without those numbers).
+DERIVED = {"taxLines": _tax_lines, "discountAllocations": _discount_allocations, "shippingLine": _shipping_line,
+           "transactions": _transactions, **{name: _bag_of(key) for name, key in AMOUNTS.items()}}  # fmt: skip
+
+
+@lru_cache(maxsize=64)
+def _interned(value: tuple) -> tuple:
+    """One object per distinct value (tags), shared by every order that has it."""
+    return value
+
+
+def field(obj: dict, name: str):
+    """A field of a data-model object, kept or made from its numbers."""
+    return obj[name] if name in obj else DERIVED[name](obj)
+
+
+def _tax(cents: int) -> int:
+    """19 % of `cents`, rounded half up (integers only: a Decimal per amount cost a third of the generation)."""
+    return (cents * 19 * 2 + 100) // 200
+
+
+def _allocate(amount: int, weights: list[int]) -> list[int]:
+    """`amount` split in proportion to `weights`, the rounding left on the last line: the parts sum to it."""
+    total = sum(weights)
+    if not amount or not total:
+        return [0] * len(weights)
+    parts = [amount * w // total for w in weights[:-1]]
+    return [*parts, amount - sum(parts)]
+
+
+def _unit(line: dict, key: str) -> int:
+    """One unit's share of a line's net or tax (the last unit takes the rounding: shares of all units sum up)."""
+    return line[key] // line["quantity"]
 
 
 def within(moment: dt.datetime, bounds: tuple | None) -> bool:

@@ -115,7 +115,7 @@ def project(obj: dict, plan: Plan, pending: list) -> dict:
         if found is MISSING:
             found = DERIVED[name](obj) if name in DERIVED else MISSING
             found = fallback if found is MISSING else found
-        elif money and found.__class__ is tuple:
+        if money and found.__class__ is tuple:
             found = money_bag(found)
         if sub is not None and isinstance(found, list):
             found = [_inline(item, sub) for item in found]

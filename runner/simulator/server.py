@@ -6,6 +6,7 @@ POST /admin/api/<version>/graphql.json            Shopify's own paths: the shop 
 POST /admin/oauth/access_token                    header names (--domain CODE=HOST), or the only shop served
 GET  /<code>/bulk/bulk-<id>[.partial].jsonl?...   signed URL; Range supported; application/jsonl
 GET  /_admin/stats                                counters per shop and faults injected
+GET  /_admin/truth/<code>                         how many rows of each table the ground truth holds (JSON)
 GET  /_admin/truth/<code>/<table>                 ground truth rows as JSONL
 POST /_admin/faults                               replace the fault rules (JSON)
 POST /_admin/shops/<code>/changes                 {"new_orders": n, "refunds": n, "edits": n, "deleted_orders": n,
@@ -25,7 +26,7 @@ from runner.simulator.api import internal_error
 from runner.simulator.auth import INVALID_CLIENT, INVALID_TOKEN
 from runner.simulator.faults import FaultError
 from runner.simulator.shopify import Shopify
-from runner.simulator.truth import TABLES
+from runner.simulator.truth import TABLES, counts
 
 _GRAPHQL = re.compile(r"^(?:/([a-z0-9_]+))?/admin/api/([0-9]{4}-[0-9]{2}|unstable)/graphql\.json$")
 _GRANT = re.compile(r"^(?:/([a-z0-9_]+))?/admin/oauth/access_token$")
@@ -139,6 +140,11 @@ class _Handler(BaseHTTPRequestHandler):
         sim = self.server.shopify
         if url.path == "/_admin/stats":
             return self._json(200, sim.stats())
+        if match := re.match(r"^/_admin/truth/([a-z0-9_]+)$", url.path):
+            code = match.group(1).upper()
+            if code not in sim.shops:
+                return self._json(404, {"error": "unknown shop"})
+            return self._json(200, counts(sim.shops[code]))
         if match := re.match(r"^/_admin/truth/([a-z0-9_]+)/([a-z_]+)$", url.path):
             code, table = match.group(1).upper(), match.group(2)
             if code not in sim.shops or table not in TABLES:

@@ -11,6 +11,7 @@ from graphql.type import (
     is_object_type,
 )
 
+from runner.simulator import data
 from runner.simulator.data import ShopData, money_bag
 
 MISSING = object()
@@ -43,7 +44,18 @@ def _legacy_id(obj: dict):
     return obj["id"].rsplit("/", 1)[-1] if isinstance(obj.get("id"), str) else MISSING
 
 
-DERIVED = {"legacyResourceId": _legacy_id}  # fields computed from others of the data model
+def _made(make):
+    """A data-model field made when asked (runner.simulator.data.DERIVED), MISSING for objects without its numbers."""
+
+    def value(obj: dict):
+        made = make(obj)
+        return MISSING if made is None else made
+
+    return value
+
+
+# fields computed from others of the data model
+DERIVED = {"legacyResourceId": _legacy_id, **{name: _made(make) for name, make in data.DERIVED.items()}}
 
 
 def is_money_bag(type_: GraphQLOutputType) -> bool:
@@ -55,7 +67,7 @@ def value(obj: dict, name: str, type_: GraphQLOutputType):
     """The field `name` of a data-model object, shaped as the API returns it, or MISSING."""
     found = obj.get(name, MISSING)
     if found is MISSING:
-        return DERIVED[name](obj) if name in DERIVED else MISSING
+        found = DERIVED[name](obj) if name in DERIVED else MISSING
     if isinstance(found, tuple) and is_money_bag(type_):
         return money_bag(found)
     return found

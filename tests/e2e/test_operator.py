@@ -11,6 +11,7 @@ import time
 
 import psycopg
 
+from runner.simulator.truth import TABLES
 from tests.jobs import claim, report, run_to_completion
 from tests.processes import cli
 
@@ -57,11 +58,11 @@ def test_demo_live_view_in_a_terminal(tmp_path) -> None:
     # deletions, marked by webhook or reconciliation, and the summary once more
     backfill, current = summary.split("select bulk_sync.enqueue_incremental();")
     current, deletions = current.split("deleted on the shops:")
-    assert backfill.count("equal") == 4 and "DIFFERENT" not in summary
+    assert backfill.count("equal") == len(TABLES) and "DIFFERENT" not in summary
     assert "-> 5 jobs created" in current and current.count("orders synced through") == 5
-    assert current.count("equal") == 4
+    assert current.count("equal") == len(TABLES)
     assert re.match(r" 15 orders, 50 variants; marked by webhook within", deletions), deletions
-    assert deletions.count("equal") == 4
+    assert deletions.count("equal") == len(TABLES)
     # the backfill drawn, and the runners' metrics as they ended it
     picture, metrics = tmp_path / "demo" / "timeline.svg", tmp_path / "demo" / "metrics.txt"
     drawn = re.search(r"its timeline \((\d+) jobs, (\d+) Shopify operations\): (\S+)", text)

@@ -11,7 +11,7 @@ import pytest
 
 from runner.localpg import free_port
 from runner.shared import signature
-from runner.simulator.truth import TABLES
+from runner.simulator.truth import TABLES, key
 from runner.simulator.webhooks import domain
 from tests.jobs import table
 from tests.processes import runner_env, start_runner
@@ -49,8 +49,8 @@ def _check_watermarks(db: psycopg.Connection, server) -> int:
 
 def _equals_truth(db: psycopg.Connection, server) -> None:
     for name in TABLES:
-        truth = {row["id"]: row for code in SHOPS for row in server.shopify.truth(code, name)}
-        stored = {row["id"]: row for row in table(db, name)}
+        truth = {key(name)(row): row for code in SHOPS for row in server.shopify.truth(code, name)}
+        stored = {key(name)(row): row for row in table(db, name)}
         assert stored.keys() == truth.keys(), (name, sorted(stored.keys() ^ truth.keys())[:5])
         differ = {
             k: {f: (stored[k][f], truth[k][f]) for f in truth[k] if stored[k][f] != truth[k][f]}

@@ -7,6 +7,7 @@ import pytest
 
 from runner.simulator.clock import Clock
 from runner.simulator.faults import Faults
+from runner.simulator.truth import TABLES
 from tests.sim import EDGES, RUN, TOKEN, Client, day_query, start
 
 
@@ -430,6 +431,9 @@ def test_live_changes_move_updated_at_and_reach_the_truth(client: Client, sim) -
     assert exported == set(changed["added"]) | set(changed["refunded"])
     truth = httpx.get(f"{sim.base_url}/_admin/truth/de/refunds").text.splitlines()
     assert len(truth) == sum(1 for _ in sim.shopify.truth("DE", "refunds"))
+    counted = httpx.get(f"{sim.base_url}/_admin/truth/de").json()  # every table's count in one pass
+    assert counted == {name: sum(1 for _ in sim.shopify.truth("DE", name)) for name in TABLES}
+    assert counted["orders"] > 0 and counted["order_transactions"] > counted["orders"]
 
 
 def test_the_export_cache_serves_the_same_export_until_the_data_changes(tmp_path) -> None:

@@ -129,9 +129,9 @@ def test_directives_and_fragments_are_checked(client: Client) -> None:
 def test_fields_beyond_the_data_model_are_exported_with_values_of_their_type(client: Client) -> None:
     query = (
         "fragment Money on MoneyBag { shopMoney { amount currencyCode } } "
-        "{ orders { edges { node { id tags legacyResourceId totalPriceSet { ...Money } "
+        "{ orders { edges { node { id paymentGatewayNames legacyResourceId totalPriceSet { ...Money } "
         "cancelledAt @include(if: false) note @skip(if: true) "
-        "lineItems { edges { node { id discountedTotalSet { ...Money } requiresShipping } } } } } } }"
+        "lineItems { edges { node { id discountedUnitPriceSet { ...Money } requiresShipping } } } } } } }"
     )
     op, lines = client.export(query)
     rows = [json.loads(line) for line in lines]
@@ -139,14 +139,14 @@ def test_fields_beyond_the_data_model_are_exported_with_values_of_their_type(cli
     items = [r for r in rows if "__parentId" in r]
     assert orders and items and len(rows) == int(op["objectCount"])
     for order in orders:
-        assert list(order) == ["id", "tags", "legacyResourceId", "totalPriceSet"]  # no cancelledAt, no note
-        assert order["tags"] == [] and order["legacyResourceId"] == order["id"].rsplit("/", 1)[1]
+        assert list(order) == ["id", "paymentGatewayNames", "legacyResourceId", "totalPriceSet"]  # no cancelledAt, note
+        assert order["paymentGatewayNames"] == [] and order["legacyResourceId"] == order["id"].rsplit("/", 1)[1]
         assert set(order["totalPriceSet"]["shopMoney"]) == {"amount", "currencyCode"}
         assert float(order["totalPriceSet"]["shopMoney"]["amount"]) > 0  # from the data model
     currency = next(iter(admin.schema().get_type("CurrencyCode").values))  # an enum's value: its first one
     for item in items:
-        assert list(item) == ["id", "discountedTotalSet", "requiresShipping", "__parentId"]
-        assert item["discountedTotalSet"] == {"shopMoney": {"amount": "0.0", "currencyCode": currency}}
+        assert list(item) == ["id", "discountedUnitPriceSet", "requiresShipping", "__parentId"]
+        assert item["discountedUnitPriceSet"] == {"shopMoney": {"amount": "0.0", "currencyCode": currency}}
         assert item["requiresShipping"] is False
 
 

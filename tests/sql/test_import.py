@@ -19,6 +19,14 @@ FIXTURE = (Path(__file__).parents[1] / "fixtures" / "orders_export.jsonl").read_
 COLUMNS = TRUTH_COLUMNS
 
 
+# Order columns the fixture (a capture from before they were mirrored) has no fields for.
+NOT_IN_FIXTURE = (
+    "tags", "source_name", "test", "presentment_currency", "subtotal_price_presentment", "total_price_presentment",
+    "total_tax_presentment", "total_discounts", "total_discounts_presentment", "total_shipping",
+    "total_shipping_presentment", "shipping_country", "shipping_province", "shipping_zip", "discount_codes",
+)  # fmt: skip
+
+
 def test_shopify_shaped_export_imports_every_field(db: psycopg.Connection) -> None:
     db.execute("update bulk_sync.settings set import_batch_size = 2")  # parents and children in different batches
     task = export_job(db, FIXTURE)
@@ -34,8 +42,12 @@ def test_shopify_shaped_export_imports_every_field(db: psycopg.Connection) -> No
         "total_price": "73.0", "current_total_price": "43.05", "total_tax": "11.66", "total_refunded": "29.95",
         "financial_status": "PARTIALLY_REFUNDED", "fulfillment_status": "FULFILLED",
         "customer_id": "gid://shopify/Customer/7001", "email": "a@example.com",
-    }  # fmt: skip
+    } | dict.fromkeys(NOT_IN_FIXTURE)  # fmt: skip
     assert orders["gid://shopify/Order/6280606000000"]["cancelled_at"] == "2025-09-01T13:00:00Z"
+    transactions = table(db, "order_transactions")
+    assert [(t["id"], t["order_id"], t["kind"], t["gateway"]) for t in transactions] == [
+        ("gid://shopify/OrderTransaction/7400324399268", first["id"], "AUTHORIZATION", "bogus")
+    ]
     items = {i["id"]: i for i in table(db, "order_line_items")}
     assert len(items) == 4
     assert items["gid://shopify/LineItem/16015145894052"]["order_id"] == "gid://shopify/Order/6280604516516"
@@ -225,7 +237,7 @@ def test_killed_import_resumes_to_the_same_result(db: psycopg.Connection, dsn: s
     assert (resumed["status"], resumed["lines_processed"], resumed["lines_rejected"]) == ("completed", len(lines), 0)
     interrupted = _snapshot(db)
     # the same export imported in one go, from scratch, gives the same rows
-    db.execute("truncate shopify.orders, shopify.order_line_items, shopify.refunds, shopify.skus")
+    db.execute("truncate shopify.orders, shopify.order_line_items, shopify.refunds, shopify.skus cascade")
     db.execute("update bulk_sync.settings set import_batch_size = 100000")
     db.execute("select bulk_sync.cancel_jobs()")
     import_job(db, export_job(db, lines, "2025-09-02"))
