@@ -1,5 +1,6 @@
 """Shopify's rules for the query of a bulk operation, on top of the schema's: size, operation type, connections (how
-many, how deep, selected how), and the messages Shopify answers with."""
+many, how deep, selected how, of nodes implementing Node, none inside a list), and the messages Shopify answers
+with."""
 
 from graphql.execution.collect_fields import collect_fields, collect_sub_fields
 from graphql.language import DocumentNode, FieldNode, FragmentDefinitionNode, OperationDefinitionNode
@@ -38,6 +39,7 @@ class _Walk:
         self.deep = self.in_list = False
         self.not_edges: list[str] = []
         self.no_id: list[str] = []
+        self.not_node: list[str] = []
 
     def errors(self) -> list[str]:
         if any(nodes[0].name.value in ("node", "nodes") for nodes in self.root.values()):
@@ -64,6 +66,12 @@ class _Walk:
             )
         if self.in_list:
             errors.append("Queries that contain a connection field within a list field are not currently supported.")
+        if self.not_node:
+            # Shopify's rule (its bulk-operations guide); the wording of its refusal is this simulator's
+            errors.append(
+                "Bulk queries can only contain connections whose nodes implement the Node interface. "
+                f"Invalid connection fields: {', '.join(self.not_node)}."
+            )
         return errors
 
     def sub(self, type_: GraphQLObjectType, nodes: list[FieldNode]) -> dict[str, list[FieldNode]]:
@@ -100,6 +108,8 @@ class _Walk:
             self.not_edges.append(name)
             return
         node_named = node_type(named)
+        if not any(i.name == "Node" for i in getattr(node_named, "interfaces", ())):
+            self.not_node.append(name)
         if is_object_type(node_named):
             node_fields = self.sub(node_named, node)
             self.walk(node_named, node_fields, depth + 1, in_list, node_fields)

@@ -45,8 +45,13 @@ INVALID = [
         "of 'ID' return type. Connection fields without 'id': variants.",
     ),
     (
-        "{ orders { edges { node { id refunds { id refundLineItems { edges { node { id } } } } } } } }",
+        "{ orders { edges { node { id refunds { id transactions { edges { node { id } } } } } } } }",
         "Queries that contain a connection field within a list field are not currently supported.",
+    ),
+    (
+        "{ orders { edges { node { id shippingLines { edges { node { title } } } } } } }",
+        "Bulk queries can only contain connections whose nodes implement the Node interface. "
+        "Invalid connection fields: shippingLines.",
     ),
     ('{ node(id: "gid://shopify/Order/1") { id } }', "Bulk queries cannot contain a top level `node` field."),
     ("mutation { bulkOperationCancel(id: 1) { userErrors { message } } }",
