@@ -39,27 +39,41 @@ from runner.simulator.export import Export
 
 FIRST = dt.date(2025, 9, 1)
 SHOPS = ("DE", "NL", "INT", "DA", "CHF", "AT")  # six exports: as many whole rounds at 1, 2 or 3 at a time
-TABLES = {"orders": ("orders", "order_line_items", "refunds"), "skus": ("skus",)}
-QUERIES = {  # the fields bulk-sync's own bulk queries select (bulk_sync.bulk_query)
-    "orders": "{ orders { edges { node { id name createdAt updatedAt processedAt cancelledAt cancelReason email note "
-    "currencyCode displayFinancialStatus displayFulfillmentStatus customer { id } subtotalPriceSet { shopMoney { "
-    "amount currencyCode } } currentSubtotalPriceSet { shopMoney { amount currencyCode } } totalPriceSet { shopMoney "
-    "{ amount currencyCode } } currentTotalPriceSet { shopMoney { amount currencyCode } } totalTaxSet { shopMoney { "
-    "amount currencyCode } } totalRefundedSet { shopMoney { amount currencyCode } } refunds { id createdAt note "
-    "totalRefundedSet { shopMoney { amount currencyCode } } } lineItems { edges { node { id sku title name quantity "
-    "currentQuantity variant { id } product { id } originalUnitPriceSet { shopMoney { amount currencyCode } } "
-    "originalTotalSet { shopMoney { amount currencyCode } } } } } } } } }",
-    "skus": "{ productVariants { edges { node { id sku title price inventoryQuantity updatedAt product { id title } "
-    "} } } }",
-}
+# Today's narrow order, before the whole order (migration 0015): the mirror's rows that it adds, deleted to measure it.
+NARROW = """
+    delete from bulk_sync.entity_tables where entity = 'orders' and table_name not in ('orders', 'order_line_items',
+                                                                                       'refunds');
+    delete from bulk_sync.mirror_columns where (table_name = 'orders' and position > 18)
+                                            or (table_name = 'order_line_items' and position > 10);
+"""
 
 
-def export_lines(entity: str, orders_per_day: int, days: int, products: int, shop: str = "DE") -> list[str]:
-    """The lines the simulator exports for the entity: one shop's orders over `days` days, or its variants."""
+def tables(db: psycopg.Connection, entity: str) -> list[str]:
+    """The mirror's tables an export of the entity writes (bulk_sync.entity_tables), parents first."""
+    return [t for (t,) in db.execute(
+        """select e.table_name from bulk_sync.entity_tables as e
+           join bulk_sync.mirror_tables as t on t.name = e.table_name where e.entity = %s order by t.position""",
+        (entity,))]  # fmt: skip
+
+
+def query(db: psycopg.Connection, entity: str) -> str:
+    """The bulk query bulk-sync sends for the entity (without a window): what it selects is what it imports."""
+    return db.execute(
+        """select format('{ %%s { edges { node { %%s } } } }', e.root, bulk_sync.selection(e.entity, t.name))
+           from bulk_sync.entities as e
+           join bulk_sync.mirror_tables as t on t.graphql_type = e.root_type and t.via = 'root'
+           where e.entity = %s""",
+        (entity,),
+    ).fetchone()[0]
+
+
+def export_lines(text: str, orders_per_day: int, days: int, products: int, shop: str = "DE") -> list[str]:
+    """The lines the simulator exports for the bulk query `text`: one shop's orders over `days` days, or its
+    variants."""
     last = FIRST + dt.timedelta(days=days - 1)
     settings = Settings(first_day=FIRST, last_day=last, orders_per_day=orders_per_day, products=products)
     data = ShopData(shop, SHOPS.index(shop) + 1, settings, Catalogue(settings))
-    return [line.rstrip("\n") for line, _ in Export.of(data, QUERIES[entity]).lines()]
+    return [line.rstrip("\n") for line, _ in Export.of(data, text).lines()]
 
 
 def _copy_rows(db: psycopg.Connection, table: sql.Composable, columns: sql.Composable, lines: list[str]) -> None:
@@ -82,17 +96,26 @@ def _timed(action: Callable[[], object]) -> float:
 
 
 def _floor_tables(db: psycopg.Connection, entity: str) -> None:
-    """bench.<table> shaped and indexed like shopify.<table>, empty; line items reference bench.orders."""
+    """bench.<table> shaped and indexed like shopify.<table>, empty, with its foreign keys to bench.*."""
     db.execute("create schema if not exists bench")
-    for table in TABLES[entity]:
+    for table in tables(db, entity):
         db.execute(sql.SQL("drop table if exists {} cascade").format(sql.Identifier("bench", table)))
         db.execute(
             sql.SQL("create table {} (like {} including all)").format(
                 sql.Identifier("bench", table), sql.Identifier("shopify", table)
             )
         )
-    if entity == "orders":
-        db.execute("alter table bench.order_line_items add foreign key (order_id) references bench.orders (id)")
+        # its foreign keys, as shopify.<table> has them (to its parent's bench table)
+        for (definition,) in db.execute(
+            "select pg_get_constraintdef(oid) from pg_constraint where conrelid = %s::regclass and contype = 'f'",
+            (f"shopify.{table}",),
+        ).fetchall():
+            db.execute(
+                sql.SQL("alter table {} add {}").format(
+                    sql.Identifier("bench", table),
+                    sql.SQL(definition.replace("REFERENCES shopify.", "REFERENCES bench.")),
+                )
+            )
 
 
 def _stage(db: psycopg.Connection, entity: str, lines: list[str], day: dt.date, shop: str = "DE") -> tuple[dict, float]:
@@ -127,7 +150,7 @@ def _import(dsn: str, task: dict) -> None:
 
 
 def _empty(db: psycopg.Connection, entity: str) -> None:
-    for table in TABLES[entity]:
+    for table in tables(db, entity):
         db.execute(sql.SQL("truncate {} cascade").format(sql.Identifier("shopify", table)))
 
 
@@ -177,7 +200,7 @@ def imports_at_once(db: psycopg.Connection, dsn: str, exports: list[list[str]], 
 def _typed(db: psycopg.Connection, entity: str, form: str) -> float:
     """COPY of the rows the path made (now in shopify.*) into bench.* as `form` (text or binary); returns seconds."""
     data = {}
-    for table in TABLES[entity]:
+    for table in tables(db, entity):
         with db.cursor().copy(
             sql.SQL("copy {} to stdout (format {})").format(sql.Identifier("shopify", table), sql.SQL(form))
         ) as copy:
@@ -187,7 +210,7 @@ def _typed(db: psycopg.Connection, entity: str, form: str) -> float:
 
     def copy_all() -> None:
         with db.transaction():
-            for table in TABLES[entity]:
+            for table in tables(db, entity):
                 with db.cursor().copy(
                     sql.SQL("copy {} from stdin (format {})").format(sql.Identifier("bench", table), sql.SQL(form))
                 ) as copy:
@@ -230,9 +253,9 @@ def measure(
     return best, {form: statistics.median(values) for form, values in ratios.items()}
 
 
-def rows(entity: str, lines: int, best: dict[str, float], ratio: dict[str, float]) -> list[tuple[str, str]]:
+def rows(name: str, lines: int, best: dict[str, float], ratio: dict[str, float]) -> list[tuple[str, str]]:
     rate = {name: lines / seconds for name, seconds in best.items()}
-    label = f"{entity} export ({lines:,} lines)"
+    label = f"{name} ({lines:,} lines)"
     return [
         (f"{label}: COPY text, lines/s", f"{rate['text']:.0f}"),
         (f"{label}: COPY jsonb, lines/s", f"{rate['jsonb']:.0f}"),
@@ -255,20 +278,27 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
     args = parser.parse_args(argv)
     out = []
     with tempfile.TemporaryDirectory(prefix="bulk-sync-bench-") as tmp, LocalCluster(Path(tmp)) as cluster:
-        dsn = cluster.create_database("bench")
+        # the orders of today's narrow mirror, then the whole order, each in a database of its own
+        for variant in ("narrow order", "whole order"):
+            dsn = cluster.create_database(variant.replace(" ", "_"))
+            with psycopg.connect(dsn, autocommit=True) as db:
+                for shop in SHOPS:
+                    sqlapi.add_shop(db, shop, f"{shop.lower()}.myshopify.com")
+                db.execute("update bulk_sync.settings set max_backfill_days = 400")
+                # an import slot for every shop's orders (the default is 2): the bench decides how many run at once
+                db.execute("update bulk_sync.import_limits set max_concurrent_imports = %s", (len(SHOPS),))
+                db.execute("update bulk_sync.settings set max_concurrent_imports = %s", (len(SHOPS),))
+                if variant == "narrow order":
+                    db.execute(NARROW)
+                for entity in ("orders",) if variant == "narrow order" else ("orders", "skus"):
+                    lines = export_lines(query(db, entity), args.orders_per_day, args.days, args.products)
+                    label = f"{entity} export, {variant}" if entity == "orders" else f"{entity} export"
+                    out += rows(label, len(lines), *measure(db, dsn, entity, lines, args.repeat))
+        # One, two and three imports at a time, on six shops' orders exports (a third of the days each).
         with psycopg.connect(dsn, autocommit=True) as db:
-            for shop in SHOPS:
-                sqlapi.add_shop(db, shop, f"{shop.lower()}.myshopify.com")
-            db.execute("update bulk_sync.settings set max_backfill_days = 400")
-            # an import slot for every shop's orders (the default is 2): the bench decides how many run at a time
-            db.execute("update bulk_sync.import_limits set max_concurrent_imports = %s", (len(SHOPS),))
-            db.execute("update bulk_sync.settings set max_concurrent_imports = %s", (len(SHOPS),))
-            for entity in ("orders", "skus"):
-                lines = export_lines(entity, args.orders_per_day, args.days, args.products)
-                out += rows(entity, len(lines), *measure(db, dsn, entity, lines, args.repeat))
-            # One, two and three imports at a time, on six shops' orders exports (a third of the days each).
             days = max(1, round(args.days / 3))
-            exports = [export_lines("orders", args.orders_per_day, days, args.products, shop) for shop in SHOPS]
+            text = query(db, "orders")
+            exports = [export_lines(text, args.orders_per_day, days, args.products, shop) for shop in SHOPS]
             runs = [imports_at_once(db, dsn, exports, run) for run in range(args.repeat)]
             lines = sum(len(e) for e in exports)
             best = {n: min(r[n] for r in runs) for n in runs[0]}
