@@ -1,10 +1,11 @@
 """bench/import: bulk-sync's ingest path beside this machine's floor, on the same lines, on a private cluster with
-default durability. For an orders export (orders, line items, inline refunds) and a SKU export, in lines/s:
+default durability. For an orders export (today's narrow order, then the whole order: every table its entity writes,
+bulk_sync.entity_tables) and a SKU export, with bulk-sync's own bulk queries, in lines/s:
 
   COPY text     the lines into a text column: what reading them into PostgreSQL costs at all
   COPY jsonb    the lines into a jsonb column: that plus parsing them
   COPY typed    the rows the import made, COPY'd (text format, as a loader would send them) into tables shaped and
-                indexed like shopify.* (their keys, checks and indexes, line items with their foreign key): the floor
+                indexed like shopify.* (their keys, checks, indexes and foreign keys): the floor
                 for rows that must end up indexed
   COPY binary   the same rows in COPY's binary format: a stricter floor, no text to convert
   path          bulk-sync's own: the download's COPY into bulk_sync.staging, then the import (bulk_sync.import)
