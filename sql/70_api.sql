@@ -79,8 +79,9 @@ end;
 $$;
 
 -- Queues jobs so that every instant of every day of [p_from, p_to] (whole days in each shop's time zone) is covered,
--- plus one skus snapshot per shop; returns how many jobs it created (0 when everything is covered) and dispatches
--- what is due. Covered: by a job that answers for its window (completed, failed and live ones), or with p_resync
+-- for each entity with a backfill field (bulk_sync.entities: orders by creation, refunds by update), plus one job per
+-- shop of each snapshot entity (skus); returns how many jobs it created (0 when everything is covered); what is due
+-- is dispatched at commit. Covered: by a job that answers for its window (completed, failed and live ones), or with p_resync
 -- only by a live one, so that days already synced are exported again. Part of a day covered (a time-zone change, a
 -- split) gets a job for the rest. Raises BS011 for days that start after tomorrow (no day of Shopify's yet).
 create or replace function bulk_sync.enqueue_backfill(
@@ -104,17 +105,18 @@ begin
     if p_resync is null then
         raise exception 'p_resync must be true or false' using errcode = 'BS005';
     end if;
-    perform bulk_sync.check_entities(p_entities, '{orders,refunds,skus}');
+    perform bulk_sync.check_entities(p_entities, array(
+        select entity from bulk_sync.entities where backfill_field is not null or snapshot order by position));
     v_shops := bulk_sync.resolve_shops(p_shops);
 
     with days as (
-        select s.code as shop, s.timezone, e.entity, e.filter_field, d::date as day,
+        select s.code as shop, s.timezone, e.entity, e.backfill_field as filter_field, d::date as day,
                tstzrange(d::timestamp at time zone s.timezone,
                          (d + interval '1 day')::timestamp at time zone s.timezone) as whole
         from bulk_sync.shops as s
-        cross join (values ('orders', 'created_at'), ('refunds', 'updated_at')) as e (entity, filter_field)
+        cross join bulk_sync.entities as e
         cross join generate_series(p_from::timestamp, p_to::timestamp, interval '1 day') as d
-        where s.code = any(v_shops) and e.entity = any(p_entities)
+        where s.code = any(v_shops) and e.entity = any(p_entities) and e.backfill_field is not null
     ),
     wanted as (
         -- each day less what jobs already cover of it: nothing, the whole day, or the parts in between
@@ -130,12 +132,13 @@ begin
             ), '{}')
         ) as u (part)
         union all
-        select s.code, 'skus', null, null, null, null
+        select s.code, e.entity, null, null, null, null
         from bulk_sync.shops as s
-        where s.code = any(v_shops) and 'skus' = any(p_entities)
+        cross join bulk_sync.entities as e
+        where s.code = any(v_shops) and e.entity = any(p_entities) and e.snapshot
           and not exists (
               select from bulk_sync.jobs as o
-              where o.shop = s.code and o.entity = 'skus' and o.window_start is null
+              where o.shop = s.code and o.entity = e.entity and o.window_start is null
                 and o.start_date = p_from and o.end_date = p_to and o.status = any(v_covering)
           )
     ),
@@ -268,7 +271,7 @@ declare
 begin
     perform bulk_sync.require_days(p_from, p_to);
     if p_entities is not null then
-        perform bulk_sync.check_entities(p_entities, '{orders,refunds,skus,order_ids}');
+        perform bulk_sync.check_entities(p_entities, array(select entity from bulk_sync.entities order by position));
     end if;
     if array_position(p_shops, null) is not null or cardinality(p_shops) = 0 then
         raise exception 'p_shops must be null (all shops) or a list of shop codes without NULLs'

@@ -138,3 +138,18 @@ def test_add_shop_defaults_concurrency_from_the_api_version(db: psycopg.Connecti
     db.execute("select bulk_sync.add_shop('NEW', 'new.myshopify.com', '2026-01')")
     limits = dict(db.execute("select code, max_concurrent_ops from bulk_sync.shops").fetchall())
     assert limits == {"OLD": 1, "NEW": 5}
+
+
+def test_what_a_backfill_queues_of_each_entity_is_a_row_of_the_entities_table(db: psycopg.Connection) -> None:
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
+    # orders windowed by update instead of creation, refunds not backfilled, order ids as a snapshot: data only
+    db.execute("update bulk_sync.entities set backfill_field = 'updated_at' where entity = 'orders'")
+    db.execute("update bulk_sync.entities set backfill_field = null where entity = 'refunds'")
+    with pytest.raises(psycopg.DatabaseError, match="unknown entity: refunds") as raised:
+        db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-02', '{orders,refunds}')")
+    assert raised.value.sqlstate == "BS003"
+    assert db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-02', '{orders,skus}')").fetchone() == (
+        3,
+    )
+    jobs = db.execute("select entity, filter_field, window_start is null from bulk_sync.jobs order by id").fetchall()
+    assert sorted(jobs) == [("orders", "updated_at", False), ("orders", "updated_at", False), ("skus", None, True)]
