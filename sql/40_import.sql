@@ -186,47 +186,55 @@ begin
 end;
 $$;
 
--- Records the batch's orders as roots of the job, and whether each won (is in pg_temp.bulk_sync_won, analyzed here:
--- every caller has just filled it and joins it to a shopify table next).
-create or replace function bulk_sync.record_roots(p_job bulk_sync.jobs) returns void
+-- Records the batch's roots (objects of type p_type) as roots of the job, and whether each won (is in
+-- pg_temp.bulk_sync_won, analyzed here: every caller has just filled it and joins it to a shopify table next); with
+-- p_all, each as accepted whether it won or not (a snapshot: what it lacks is deleted when it completes).
+create or replace function bulk_sync.record_roots(
+    p_job bulk_sync.jobs, p_type text, p_all boolean default false
+) returns void
 language plpgsql as $$
 begin
     analyze pg_temp.bulk_sync_won;
     perform bulk_sync.insert_new(p_job,
-        'insert into bulk_sync.import_roots as r (job_id, gid, accepted)
-         select $2, b.gid, w.gid is not null
-         from pg_temp.bulk_sync_batch as b
-         left join pg_temp.bulk_sync_won as w on w.gid = b.gid
-         where b.reason is null and b.kind = ''Order'' and b.latest',
+        format(
+            'insert into bulk_sync.import_roots as r (job_id, gid, accepted)
+             select $2, b.gid, %s or w.gid is not null
+             from pg_temp.bulk_sync_batch as b
+             left join pg_temp.bulk_sync_won as w on w.gid = b.gid
+             where b.reason is null and b.kind = %L and b.latest',
+            p_all::text, p_type),
         'on conflict (job_id, gid) do update set accepted = excluded.accepted');
 end;
 $$;
 
--- Upserts the batch's orders (newer or equal updated_at wins) and replaces the winners' children: their inline
--- lists (refunds, tax lines, ...) and their connections (line items, with their own lists). Children exist only
--- for orders stored before, so only a batch that replaced stored orders deletes any.
-create or replace function bulk_sync.import_orders(p_job bulk_sync.jobs) returns void
+-- Imports a batch of an export that writes its root table (orders, skus): the roots (newer or equal updated_at
+-- wins), then the winners' children: their inline lists (refunds, tax lines, ...) and their connections (line items,
+-- with their own lists). Children exist only for roots stored before, so only a batch that replaced stored roots
+-- deletes any.
+create or replace function bulk_sync.import_tree(p_job bulk_sync.jobs) returns void
 language plpgsql as $$
 declare
-    v_replaced boolean := bulk_sync.write_root(p_job, 'orders') > 0;
+    v_e bulk_sync.entities := (select e from bulk_sync.entities as e where e.entity = p_job.entity);
+    v_root text := (select name from bulk_sync.mirror_tables where graphql_type = v_e.root_type and via = 'root');
+    v_replaced boolean := bulk_sync.write_root(p_job, v_root) > 0;
     v_t bulk_sync.mirror_tables;
 begin
-    perform bulk_sync.record_roots(p_job);
+    perform bulk_sync.record_roots(p_job, v_e.root_type, v_e.snapshot);
     for v_t in
         select t.* from bulk_sync.mirror_tables as t
         inner join bulk_sync.entity_tables as e on e.entity = p_job.entity and t.name = e.table_name
-        where t.parent = 'orders' and t.via = 'connection' and v_replaced
+        where t.parent = v_root and t.via = 'connection' and v_replaced
         order by t.position
     loop
         execute format('delete from shopify.%I as c using pg_temp.bulk_sync_won as w
                         where c.%I = w.gid and c.import_job <> $1', v_t.name, v_t.parent_column)
         using p_job.id;
     end loop;
-    perform bulk_sync.replace_lists(p_job, 'orders', v_replaced);
+    perform bulk_sync.replace_lists(p_job, v_root, v_replaced);
     for v_t in
         select t.* from bulk_sync.mirror_tables as t
         inner join bulk_sync.entity_tables as e on e.entity = p_job.entity and t.name = e.table_name
-        where t.parent = 'orders' and t.via = 'connection'
+        where t.parent = v_root and t.via = 'connection'
         order by t.position
     loop
         perform bulk_sync.import_connection(p_job, v_t.name, v_replaced);
@@ -414,7 +422,7 @@ begin
               select from shopify.refunds as r
               where r.order_id = b.gid and r.order_updated_at > (b.doc ->> 'updatedAt')::timestamptz
           );
-        perform bulk_sync.record_roots(p_job);
+        perform bulk_sync.record_roots(p_job, 'Order');
     end if;
     perform bulk_sync.replace_lists(p_job, 'orders', true);
 end;
@@ -434,7 +442,7 @@ begin
        set reason = 'orphan child: parent ' || left(b.parent, 200) || ' is not earlier in this export'
      where b.reason is null and b.kind = v_t.graphql_type
        and not exists (select from bulk_sync.import_roots as r where r.job_id = p_job.id and r.gid = b.parent);
-    -- The winners' other children are gone (import_orders), so an id is there already only when a parent came
+    -- The winners' other children are gone (import_tree), so an id is there already only when a parent came
     -- twice in this export or a child changed parents.
     perform bulk_sync.insert_new(p_job,
         format(
@@ -450,21 +458,6 @@ begin
                     import_job = excluded.import_job, imported_at = excluded.imported_at',
             v_t.parent_column, c.sets));
     perform bulk_sync.replace_lists(p_job, p_table, p_replaced);
-end;
-$$;
-
--- Upserts the batch's product variants into shopify.skus (newer or equal updated_at wins).
-create or replace function bulk_sync.import_skus(p_job bulk_sync.jobs) returns void
-language plpgsql as $$
-begin
-    perform bulk_sync.write_root(p_job, 'skus');
-    -- Every variant the snapshot holds, won or not: the ones it lacks are deleted when it completes.
-    perform bulk_sync.insert_new(p_job,
-        'insert into bulk_sync.import_roots (job_id, gid, accepted)
-         select $2, gid, true
-         from pg_temp.bulk_sync_batch
-         where reason is null and kind = ''ProductVariant'' and latest',
-        'on conflict (job_id, gid) do nothing');
 end;
 $$;
 
@@ -544,14 +537,18 @@ begin
     end if;
     v_count := bulk_sync.stage_batch(v_job, v_s.import_batch_size);
     if v_count > 0 then
-        if v_job.entity = 'orders' then
-            perform bulk_sync.import_orders(v_job);
-        elsif v_job.entity = 'refunds' then
+        -- by what the entity writes (bulk_sync.entity_tables): its root table and their children, lists of its
+        -- roots only (refunds), or nothing but the ids (order_ids)
+        if exists (
+            select from bulk_sync.entity_tables as e
+            inner join bulk_sync.mirror_tables as t on e.table_name = t.name
+            where e.entity = v_job.entity and t.via = 'root'
+        ) then
+            perform bulk_sync.import_tree(v_job);
+        elsif exists (select from bulk_sync.entity_tables where entity = v_job.entity) then
             perform bulk_sync.replace_refunds(v_job, false);
-        elsif v_job.entity = 'order_ids' then
-            perform bulk_sync.record_order_ids(v_job);
         else
-            perform bulk_sync.import_skus(v_job);
+            perform bulk_sync.record_order_ids(v_job);
         end if;
         insert into bulk_sync.rejects (job_id, line_no, reason, line)
         select v_job.id, b.line_no, b.reason, s.line
