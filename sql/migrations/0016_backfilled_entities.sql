@@ -7,8 +7,11 @@ alter table bulk_sync.entities add column snapshot boolean not null default fals
 
 alter table bulk_sync.entities add constraint entities_check check (not (snapshot and backfill_field is not null));
 
-update bulk_sync.entities set backfill_field = 'created_at' where entity = 'orders';
+update bulk_sync.entities set backfill_field = 'created_at'
+where entity = 'orders';
 
-update bulk_sync.entities set backfill_field = 'updated_at' where entity = 'refunds';
+update bulk_sync.entities set backfill_field = 'updated_at'
+where entity = 'refunds';
 
-update bulk_sync.entities set snapshot = true where entity = 'skus';
+update bulk_sync.entities set snapshot = true
+where entity = 'skus';
