@@ -4,37 +4,46 @@
 -- A deletion found by an export applies only to rows last imported from an export that started before it; deleted_at
 -- is the start of that export (or a webhook's arrival). shopify.live_* (sql/80_views.sql) is what the shops hold now.
 
--- Runs what a completed export settles beyond its rows: deletions (snapshots, reconciliation) and gaps.
+-- Runs what a completed export settles beyond its rows: deletions and gaps, by what its entity is
+-- (bulk_sync.entities): a snapshot (skus), or an export of nothing but ids (order_ids: reconciliation).
 create or replace function bulk_sync.export_complete(p_job bulk_sync.jobs) returns void
 language plpgsql as $$
 begin
-    if p_job.entity = 'skus' then
+    if (select snapshot from bulk_sync.entities where entity = p_job.entity) then
         perform bulk_sync.complete_snapshot(p_job);
-    elsif p_job.entity = 'order_ids' then
+    elsif not exists (select from bulk_sync.entity_tables where entity = p_job.entity) then
         perform bulk_sync.complete_reconcile(p_job);
     end if;
 end;
 $$;
 
--- Marks deleted the variants of the shop a completed snapshot did not hold (unless a newer export imported them).
+-- Marks deleted the rows of the snapshot's root table (skus) of the shop that a completed snapshot did not hold
+-- (unless a newer export imported them).
 create or replace function bulk_sync.complete_snapshot(p_job bulk_sync.jobs) returns void
 language plpgsql as $$
 declare
+    v_table text := (
+        select t.name from bulk_sync.entities as e
+        inner join bulk_sync.mirror_tables as t on t.graphql_type = e.root_type and t.via = 'root'
+        where e.entity = p_job.entity
+    );
     v_count integer;
 begin
-    update shopify.skus as s
-       set deleted_at = p_job.operation_started_at
-     where s.shop = p_job.shop and s.deleted_at is null
-       and s.import_job <> p_job.id  -- written by this snapshot: in it
-       and not exists (select from bulk_sync.import_roots as r where r.job_id = p_job.id and r.gid = s.id)
-       and not exists (
-           select from bulk_sync.jobs as i
-           where i.id = s.import_job and i.operation_started_at > p_job.operation_started_at
-       );
+    execute format(
+        'update shopify.%I as s
+            set deleted_at = $1.operation_started_at
+          where s.shop = $1.shop and s.deleted_at is null
+            and s.import_job <> $1.id  -- written by this snapshot: in it
+            and not exists (select from bulk_sync.import_roots as r where r.job_id = $1.id and r.gid = s.id)
+            and not exists (
+                select from bulk_sync.jobs as i
+                where i.id = s.import_job and i.operation_started_at > $1.operation_started_at
+            )', v_table)
+    using p_job;
     get diagnostics v_count = row_count;
     if v_count > 0 then
         perform bulk_sync.audit(p_job.id, 'deletions', 'ok', 'completed', 'completed', p_job.fence,
-                                format('%s variants not in the snapshot marked deleted', v_count));
+                                format('%s rows of shopify.%s not in the snapshot marked deleted', v_count, v_table));
     end if;
 end;
 $$;
