@@ -122,48 +122,33 @@ where
     -- Polled all the time, yet going nowhere.
     or (l.status = 'waiting' and now() - l.operation_started_at > st.max_operation / 2);
 
--- What the shops hold now: the mirror without what they deleted (line items and refunds follow their order).
-create or replace view shopify.live_orders as
-select * from shopify.orders
-where deleted_at is null;
-
-create or replace view shopify.live_order_line_items as
-select li.* from shopify.order_line_items as li
-inner join shopify.orders as o on li.order_id = o.id
-where o.deleted_at is null;
-
-create or replace view shopify.live_refunds as
-select r.* from shopify.refunds as r
-left join shopify.orders as o on r.order_id = o.id
-where o.deleted_at is null;
-
-create or replace view shopify.live_skus as
-select * from shopify.skus
-where deleted_at is null;
-
-create or replace view shopify.live_order_tax_lines as
-select t.* from shopify.order_tax_lines as t
-inner join shopify.orders as o on t.order_id = o.id
-where o.deleted_at is null;
-
-create or replace view shopify.live_order_transactions as
-select t.* from shopify.order_transactions as t
-inner join shopify.orders as o on t.order_id = o.id
-where o.deleted_at is null;
-
-create or replace view shopify.live_order_shipping_lines as
-select s.* from shopify.order_shipping_lines as s
-inner join shopify.orders as o on s.order_id = o.id
-where o.deleted_at is null;
-
-create or replace view shopify.live_order_line_discount_allocations as
-select d.* from shopify.order_line_discount_allocations as d
-inner join shopify.order_line_items as li on d.line_item_id = li.id
-inner join shopify.orders as o on li.order_id = o.id
-where o.deleted_at is null;
-
-create or replace view shopify.live_order_line_tax_lines as
-select t.* from shopify.order_line_tax_lines as t
-inner join shopify.order_line_items as li on t.line_item_id = li.id
-inner join shopify.orders as o on li.order_id = o.id
-where o.deleted_at is null;
+-- What the shops hold now: shopify.live_<table> for each table of the mirror (bulk_sync.mirror_tables), without
+-- what the shops deleted: a root's rows not marked deleted, a child's rows whose root is not (joined up its parents;
+-- a refund whose order the mirror lacks counts as held). Made from the rows, so a table added as data has its view.
+do $make$
+declare
+    v_t record;
+begin
+    for v_t in
+        with recursive up as (
+            select t.name, t.name as node, 0 as depth, null::text as joins from bulk_sync.mirror_tables as t
+            union all
+            select up.name, p.name, up.depth + 1,
+                   concat(up.joins, format(' left join shopify.%I as p%s on p%s.id = %s.%I', p.name, up.depth + 1,
+                                           up.depth + 1, case when up.depth = 0 then 'c' else 'p' || up.depth end,
+                                           c.parent_column))
+            from up
+            inner join bulk_sync.mirror_tables as c on up.node = c.name
+            inner join bulk_sync.mirror_tables as p on c.parent = p.name
+        )
+        select u.name, coalesce(u.joins, '') as joins,
+               case when u.depth = 0 then 'c' else 'p' || u.depth end as root
+        from up as u
+        inner join bulk_sync.mirror_tables as r on u.node = r.name and r.via = 'root'
+    loop
+        execute format(
+            'create or replace view shopify.%I as select c.* from shopify.%I as c%s where %s.deleted_at is null',
+            'live_' || v_t.name, v_t.name, v_t.joins, v_t.root);
+    end loop;
+end;
+$make$;
