@@ -28,7 +28,7 @@ from runner.simulator.faults import Faults
 from runner.simulator.operations import Timing
 from runner.simulator.server import SimulatorServer
 from runner.simulator.shopify import Config, Shopify
-from runner.simulator.truth import TABLES, database_rows
+from runner.simulator.truth import TABLES, database_rows, key
 
 SHOPS = {"DA": "2025-10", "DE": "2026-10", "NL": "2026-10", "INT": "2026-01", "CHF": "2026-10"}
 TOKEN = "shpat_chaos_token_0123456789"  # noqa: S105 - a recognisable fake
@@ -52,15 +52,15 @@ def _runner(env: dict, log: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def _rows(db: psycopg.Connection, table: str) -> dict[str, dict]:
-    return {r["id"]: r for r in database_rows(db, table)}
+def _rows(db: psycopg.Connection, table: str) -> dict:
+    return {key(table)(r): r for r in database_rows(db, table)}
 
 
 def _expected(db: psycopg.Connection, shopify: Shopify) -> tuple[dict, dict]:
     """The ground truth minus what the database reports as failed or quarantined."""
-    truth = {t: {r["id"]: r for code in SHOPS for r in shopify.truth(code, t)} for t in TABLES}
+    truth = {t: {key(t)(r): r for code in SHOPS for r in shopify.truth(code, t)} for t in TABLES}
     lost_orders: set[str] = set()
-    lost: dict[str, set[str]] = {t: set() for t in TABLES}
+    lost: dict[str, set[tuple]] = {t: set() for t in TABLES}  # keys of rows (runner.simulator.truth.key)
     for shop, entity, start, end in db.execute(
         "select shop, entity, window_start, window_end from bulk_sync.jobs where status = 'failed'"
     ):
@@ -70,7 +70,7 @@ def _expected(db: psycopg.Connection, shopify: Shopify) -> tuple[dict, dict]:
                 if o["shop"] == shop and start <= dt.datetime.fromisoformat(o["created_at"]) < end
             }  # fmt: skip
         elif entity == "skus":
-            lost["skus"] |= {s["id"] for s in truth["skus"].values() if s["shop"] == shop}
+            lost["skus"] |= {k for k, s in truth["skus"].items() if s["shop"] == shop}
     quarantined = 0
     for entity, line in db.execute(
         "select j.entity, r.line from bulk_sync.rejects r join bulk_sync.jobs j on j.id = r.job_id"
@@ -80,9 +80,18 @@ def _expected(db: psycopg.Connection, shopify: Shopify) -> tuple[dict, dict]:
         if not match or entity == "refunds":
             continue  # a refunds export's orders carry only refunds, which the orders exports also bring
         gid, kind = match.group(1).replace("\\/", "/"), match.group(2)
-        {"Order": lost_orders, "LineItem": lost["order_line_items"], "ProductVariant": lost["skus"]}[kind].add(gid)
-    lost["orders"] = lost_orders
+        if kind == "Order":
+            lost_orders.add(gid)
+        else:
+            lost[{"LineItem": "order_line_items", "ProductVariant": "skus"}[kind]].add((gid,))
+    lost["orders"] = {(o,) for o in lost_orders}
     lost["order_line_items"] |= {i for i, r in truth["order_line_items"].items() if r["order_id"] in lost_orders}
+    lost_items = {i for (i,) in lost["order_line_items"]}
+    # the other children of a lost order or line item (tax lines, transactions, shipping, discount allocations)
+    for t in TABLES:
+        if t not in ("orders", "order_line_items", "refunds", "skus"):
+            lost[t] = {i for i, r in truth[t].items()
+                       if r.get("order_id") in lost_orders or r.get("line_item_id") in lost_items}  # fmt: skip
     # A lost order's refunds still arrive with a refunds export whose updated_at window holds the order.
     windows = db.execute(
         "select shop, window_start, window_end from bulk_sync.jobs where entity = 'refunds' and status = 'completed'"
@@ -94,7 +103,7 @@ def _expected(db: psycopg.Connection, shopify: Shopify) -> tuple[dict, dict]:
 
     lost["refunds"] = {
         i for i, r in truth["refunds"].items()
-        if r["order_id"] in lost_orders and not refunds_exported(truth["orders"][r["order_id"]])
+        if r["order_id"] in lost_orders and not refunds_exported(truth["orders"][(r["order_id"],)])
     }  # fmt: skip
     expected = {t: {i: r for i, r in truth[t].items() if i not in lost[t]} for t in TABLES}
     return expected, {"quarantined_lines": quarantined, **{f"lost_{t}": len(lost[t]) for t in TABLES}}
