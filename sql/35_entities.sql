@@ -9,6 +9,23 @@ language sql immutable as $$
     select to_char(p_moment at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"');
 $$;
 
+-- The tables of the mirror an export of p_entity writes (bulk_sync.entity_tables), parents first.
+create or replace function bulk_sync.written_tables(p_entity text) returns setof bulk_sync.mirror_tables
+language sql stable as $$
+    select t.* from bulk_sync.mirror_tables as t
+    inner join bulk_sync.entity_tables as e on t.name = e.table_name
+    where e.entity = p_entity
+    order by t.position;
+$$;
+
+-- The root table of p_entity's exports: the table of its root type's objects (whether the entity writes it or not).
+create or replace function bulk_sync.root_table(p_entity text) returns text
+language sql stable as $$
+    select t.name from bulk_sync.entities as e
+    inner join bulk_sync.mirror_tables as t on e.root_type = t.graphql_type and t.via = 'root'
+    where e.entity = p_entity;
+$$;
+
 -- The GraphQL selection of dotted paths ('a.b', 'a.c', 'd' -> 'a { b c } d'), each field once, in first-seen order.
 create or replace function bulk_sync.graphql_fields(p_paths text[]) returns text
 language plpgsql immutable as $$
@@ -37,8 +54,7 @@ declare
 begin
     select array_agg(ltrim(u.p, '^') order by t.position, c.position, u.n) into v_paths
     from bulk_sync.mirror_columns as c
-    inner join bulk_sync.mirror_tables as t on c.table_name = t.name
-    inner join bulk_sync.entity_tables as e on e.entity = p_entity and c.table_name = e.table_name
+    inner join bulk_sync.written_tables(p_entity) as t on c.table_name = t.name
     cross join lateral unnest(c.paths) with ordinality as u (p, n)
     where (t.name = p_table and u.p not like '^%') or (t.parent = p_table and u.p like '^%');
     select string_agg(
@@ -46,8 +62,7 @@ begin
                           else format('%s { %s }', t.field, s.fields) end,
                ' ' order by t.position)
       into v_children
-    from bulk_sync.mirror_tables as t
-    inner join bulk_sync.entity_tables as e on e.entity = p_entity and t.name = e.table_name
+    from bulk_sync.written_tables(p_entity) as t
     cross join lateral (select bulk_sync.selection(p_entity, t.name) as fields) as s
     where t.parent = p_table;
     return concat_ws(' ',
@@ -70,10 +85,9 @@ language sql stable as $$
             -- No sort key with an updated_at filter: reported to drop records.
             case when p_job.filter_field = 'created_at' then ', sortKey: CREATED_AT' else '' end
         ) else '' end,
-        concat_ws(' ', bulk_sync.selection(e.entity, t.name), nullif(e.selection, ''))
+        concat_ws(' ', bulk_sync.selection(e.entity, bulk_sync.root_table(e.entity)), nullif(e.selection, ''))
     )
     from bulk_sync.entities as e
-    inner join bulk_sync.mirror_tables as t on t.graphql_type = e.root_type and t.via = 'root'
     where e.entity = p_job.entity;
 $$;
 

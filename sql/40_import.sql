@@ -79,17 +79,12 @@ declare
     v_root_type text := (select root_type from bulk_sync.entities where entity = p_job.entity);
     -- the types of the lines with a __parentId: the connections the export selects
     v_child_types text [] := array(
-        select t.graphql_type from bulk_sync.mirror_tables as t
-        inner join bulk_sync.entity_tables as e on e.entity = p_job.entity and t.name = e.table_name
-        where t.via = 'connection'
+        select graphql_type from bulk_sync.written_tables(p_job.entity) where via = 'connection'
     );
     -- the root's inline lists whose rows are keyed by id: each element must have one
     v_id_lists text[] := array(
-        select t.field from bulk_sync.mirror_tables as t
-        inner join bulk_sync.entity_tables as e on e.entity = p_job.entity and t.name = e.table_name
-        inner join bulk_sync.mirror_tables as p on t.parent = p.name
-        where p.via = 'root' and t.via = 'list' and t.keyed_by = 'id'
-        order by t.position
+        select field from bulk_sync.written_tables(p_job.entity)
+        where parent = bulk_sync.root_table(p_job.entity) and via = 'list' and keyed_by = 'id'
     );
     v_safe boolean := false;
 begin
@@ -215,29 +210,16 @@ create or replace function bulk_sync.import_tree(p_job bulk_sync.jobs) returns v
 language plpgsql as $$
 declare
     v_e bulk_sync.entities := (select e from bulk_sync.entities as e where e.entity = p_job.entity);
-    v_root text := (select name from bulk_sync.mirror_tables where graphql_type = v_e.root_type and via = 'root');
+    v_root text := bulk_sync.root_table(p_job.entity);
     v_replaced boolean := bulk_sync.write_root(p_job, v_root) > 0;
-    v_t bulk_sync.mirror_tables;
+    v_name text;
 begin
     perform bulk_sync.record_roots(p_job, v_e.root_type, v_e.snapshot);
-    for v_t in
-        select t.* from bulk_sync.mirror_tables as t
-        inner join bulk_sync.entity_tables as e on e.entity = p_job.entity and t.name = e.table_name
-        where t.parent = v_root and t.via = 'connection' and v_replaced
-        order by t.position
-    loop
-        execute format('delete from shopify.%I as c using pg_temp.bulk_sync_won as w
-                        where c.%I = w.gid and c.import_job <> $1', v_t.name, v_t.parent_column)
-        using p_job.id;
-    end loop;
     perform bulk_sync.replace_lists(p_job, v_root, v_replaced);
-    for v_t in
-        select t.* from bulk_sync.mirror_tables as t
-        inner join bulk_sync.entity_tables as e on e.entity = p_job.entity and t.name = e.table_name
-        where t.parent = v_root and t.via = 'connection'
-        order by t.position
+    for v_name in
+        select name from bulk_sync.written_tables(p_job.entity) where parent = v_root and via = 'connection'
     loop
-        perform bulk_sync.import_connection(p_job, v_t.name, v_replaced);
+        perform bulk_sync.import_connection(p_job, v_name, v_replaced);
     end loop;
 end;
 $$;
@@ -338,10 +320,7 @@ declare
     v_name text;
 begin
     for v_name in
-        select t.name from bulk_sync.mirror_tables as t
-        inner join bulk_sync.entity_tables as e on e.entity = p_job.entity and t.name = e.table_name
-        where t.parent = p_table and t.via in ('list', 'object')
-        order by t.position
+        select name from bulk_sync.written_tables(p_job.entity) where parent = p_table and via in ('list', 'object')
     loop
         perform bulk_sync.replace_list(p_job, v_name, p_replaced);
     end loop;
@@ -438,12 +417,18 @@ declare
     c record := bulk_sync.columns_sql(p_table, 'b.doc');
 begin
     select * into strict v_t from bulk_sync.mirror_tables where name = p_table;
+    if p_replaced then
+        -- the winners' children: what this export no longer has disappears
+        execute format('delete from shopify.%I as c using pg_temp.bulk_sync_won as w
+                        where c.%I = w.gid and c.import_job <> $1', p_table, v_t.parent_column)
+        using p_job.id;
+    end if;
     update pg_temp.bulk_sync_batch as b
        set reason = 'orphan child: parent ' || left(b.parent, 200) || ' is not earlier in this export'
      where b.reason is null and b.kind = v_t.graphql_type
        and not exists (select from bulk_sync.import_roots as r where r.job_id = p_job.id and r.gid = b.parent);
-    -- The winners' other children are gone (import_tree), so an id is there already only when a parent came
-    -- twice in this export or a child changed parents.
+    -- The winners' other children are gone (above), so an id is there already only when a parent came twice in
+    -- this export or a child changed parents.
     perform bulk_sync.insert_new(p_job,
         format(
             'insert into shopify.%1$I as li (id, shop, %2$I, %3$s, raw, import_job, imported_at)
@@ -539,13 +524,9 @@ begin
     if v_count > 0 then
         -- by what the entity writes (bulk_sync.entity_tables): its root table and their children, lists of its
         -- roots only (refunds), or nothing but the ids (order_ids)
-        if exists (
-            select from bulk_sync.entity_tables as e
-            inner join bulk_sync.mirror_tables as t on e.table_name = t.name
-            where e.entity = v_job.entity and t.via = 'root'
-        ) then
+        if exists (select from bulk_sync.written_tables(v_job.entity) where via = 'root') then
             perform bulk_sync.import_tree(v_job);
-        elsif exists (select from bulk_sync.entity_tables where entity = v_job.entity) then
+        elsif exists (select from bulk_sync.written_tables(v_job.entity)) then
             perform bulk_sync.replace_refunds(v_job, false);
         else
             perform bulk_sync.record_order_ids(v_job);

@@ -11,7 +11,7 @@ language plpgsql as $$
 begin
     if (select snapshot from bulk_sync.entities where entity = p_job.entity) then
         perform bulk_sync.complete_snapshot(p_job);
-    elsif not exists (select from bulk_sync.entity_tables where entity = p_job.entity) then
+    elsif not exists (select from bulk_sync.written_tables(p_job.entity)) then
         perform bulk_sync.complete_reconcile(p_job);
     end if;
 end;
@@ -22,11 +22,7 @@ $$;
 create or replace function bulk_sync.complete_snapshot(p_job bulk_sync.jobs) returns void
 language plpgsql as $$
 declare
-    v_table text := (
-        select t.name from bulk_sync.entities as e
-        inner join bulk_sync.mirror_tables as t on t.graphql_type = e.root_type and t.via = 'root'
-        where e.entity = p_job.entity
-    );
+    v_table text := bulk_sync.root_table(p_job.entity);
     v_count integer;
 begin
     execute format(
