@@ -45,12 +45,10 @@ def gid(kind: str, number: int) -> str:
 
 
 def money_bag(value: tuple) -> dict:
-    """A MoneyBag as the API returns it, from the compact (cents, currency[, presentment cents, presentment currency])
-    kept in memory (without the presentment part: the shop's money)."""
-    amount = {"amount": money(value[0]), "currencyCode": value[1]}
-    if len(value) == 2:
-        return {"shopMoney": amount, "presentmentMoney": dict(amount)}
-    return {"shopMoney": amount, "presentmentMoney": {"amount": money(value[2]), "currencyCode": value[3]}}
+    """A MoneyBag as the API returns it, from the compact (cents, currency, presentment cents, presentment currency)
+    kept in memory (_mbag makes them)."""
+    return {"shopMoney": {"amount": money(value[0]), "currencyCode": value[1]},
+            "presentmentMoney": {"amount": money(value[2]), "currencyCode": value[3]}}  # fmt: skip
 
 
 @dataclass(frozen=True)

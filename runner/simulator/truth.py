@@ -72,7 +72,7 @@ def _amount(bag: tuple | None) -> str | None:
 
 
 def _presentment(bag: tuple | None) -> str | None:
-    return money(bag[2] if len(bag) == 4 else bag[0]) if bag else None
+    return money(bag[2]) if bag else None
 
 
 def _tax_lines(lines: list[dict], parent: str, value: str, shop: str) -> Iterator[dict]:

@@ -59,7 +59,7 @@ DERIVED = {"legacyResourceId": _legacy_id, **{name: _made(make) for name, make i
 
 
 def is_money_bag(type_: GraphQLOutputType) -> bool:
-    """MoneyBag fields are kept as (cents, currency) in the data model."""
+    """MoneyBag fields are kept as (cents, currency, presentment cents, presentment currency) in the data model."""
     return get_named_type(type_).name == "MoneyBag"
 
 
