@@ -45,8 +45,8 @@ class Request:
             "bulkOperationRunQuery": self.run_query,
             "bulkOperationCancel": self.cancel,
             "bulkOperation": lambda _info, id: self.op(shopify.lookup(shop, id, strict=True)),  # noqa: A006
-            "node": lambda _info, id: self.op(shopify.lookup(shop, id, strict=False)),  # noqa: A006
-            "nodes": lambda _info, ids: [self.op(shopify.lookup(shop, i, strict=False)) for i in ids],
+            "node": lambda _info, id: self.node(id),  # noqa: A006
+            "nodes": lambda _info, ids: [self.node(i) for i in ids],
             "currentBulkOperation": lambda _info, **_args: self.op(shopify.current(shop)),
             "bulkOperations": lambda _info, **args: page(
                 [self.op(o) for o in shopify.list_operations(shop, args.get("query"), args.get("sortKey"))], args),
@@ -62,6 +62,13 @@ class Request:
         name = operation.name.value if operation.name else None
         return execute(schema(), document, root_value=self.root, context_value=self, variable_values=self.variables,
                        operation_name=name, field_resolver=resolve)  # fmt: skip
+
+    def node(self, ident: str) -> dict | None:
+        """node(id:): a refund of the shop's orders, or a bulk operation; None for any other id."""
+        if isinstance(ident, str) and ident.startswith("gid://shopify/Refund/"):
+            refund = self.shopify.shops[self.shop].refund(ident)
+            return None if refund is None else {**refund, "__typename": "Refund"}
+        return self.op(self.shopify.lookup(self.shop, ident, strict=False))
 
     def op(self, op) -> dict | None:
         return None if op is None else {"__typename": "BulkOperation", **self.shopify.describe(op, self.base_url)}

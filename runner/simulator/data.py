@@ -155,18 +155,24 @@ class ShopData:
             for i, sec in enumerate(seconds)
         )
 
-    def _make_order(self, rng: random.Random, created: dt.datetime, day_index: int, i: int, live: bool = False) -> dict:
-        """An order created at `created` and, unless it is created live (now), what happened to it later."""
+    def _make_order(
+        self, rng: random.Random, created: dt.datetime, day_index: int, i: int, live: bool = False,
+        line_count: int | None = None,
+    ) -> dict:  # fmt: skip
+        """An order created at `created` and, unless it is created live (now), what happened to it later; with
+        `line_count` lines (quantity 1 each, ids of their own), else 1 to 5."""
         number = 6_000_000_000_000 + self.index * 10_000_000_000 + day_index * 1_000_000 + i
         lines = []
-        for j in range(rng.randint(1, 5)):
+        for j in range(line_count or rng.randint(1, 5)):
             variant = rng.choice(self.catalogue.variants)
             variant_id, product_id = self.catalogue.ids(variant, self.index)
             price = _convert(variant["price"], self.currency)
-            quantity = rng.choice((1, 1, 1, 2, 3))
+            quantity = rng.choice((1, 1, 1, 2, 3)) if line_count is None else 1
             lines.append(
                 {
-                    "id": gid("LineItem", 15_000_000_000_000 + (number - 6_000_000_000_000) * 10 + j),
+                    "id": gid("LineItem", 15_000_000_000_000 + (number - 6_000_000_000_000) * 10 + j)
+                    if line_count is None
+                    else gid("LineItem", 16_000_000_000_000 + (number - 6_000_000_000_000) * 1000 + j),
                     "sku": variant["sku"],
                     "title": variant["product"]["title"],
                     "name": f"{variant['product']['title']} - {variant['title']}",
@@ -237,6 +243,44 @@ class ShopData:
             self._added.extend(made)
             self._ids.update(o["id"] for o in made)
         return [o["id"] for o in made]
+
+    def add_refunded_order(self, lines: int, now: dt.datetime, rng: random.Random) -> str:
+        """A new order of `lines` lines, every one refunded now in a single refund; returns the refund's id."""
+        with self._lock:
+            base = len(self._added)
+            order = self._make_order(rng, now, 9_000 + base // 1_000_000, base % 1_000_000, live=True,
+                                     line_count=lines)  # fmt: skip
+            number = 3_000_000_000_000 + rng.randrange(10**12)
+            order["refunds"].append({
+                "id": gid("Refund", number), "createdAt": stamp(now), "updatedAt": stamp(now), "note": "returned",
+                "_lines": [{"lineItem": li["id"], "quantity": li["quantity"], "restockType": "RETURN"}
+                           for li in order["_lines"]],
+            })  # fmt: skip
+            for li in order["_lines"]:
+                li["currentQuantity"] = 0
+            self._added.append(_finish(order))
+            self._ids.add(order["id"])
+        return gid("Refund", number)
+
+    def refund(self, refund_id: str) -> dict | None:
+        """A refund of an order the shop holds (not deleted), by its id; None when there is none."""
+        number = int(refund_id.rsplit("/", 1)[-1]) if refund_id.rsplit("/", 1)[-1].isdigit() else 0
+        candidates: list[dict] = []
+        if 1_000_000_000_000 <= number < 2_000_000_000_000:  # made with its order: the order's number is in it
+            order_number = number - 1_000_000_000_000
+            day_index, i = divmod(order_number - self.index * 10_000_000_000, 1_000_000)
+            day = dt.date(2020, 1, 1) + dt.timedelta(days=day_index)
+            if self.settings.first_day <= day <= self.settings.last_day and i < len(self._day_orders(day)):
+                candidates.append(self.current(self._day_orders(day)[i]))
+        with self._lock:
+            candidates += list(self._changed.values()) + list(self._added)
+        for order in candidates:
+            if order["id"] in self.deleted_orders:
+                continue
+            for r in order["refunds"]:
+                if r["id"] == refund_id:
+                    return r
+        return None
 
     def refund_orders(self, count: int, now: dt.datetime, rng: random.Random) -> list[str]:
         refunded = []
@@ -360,6 +404,7 @@ def _refund(order: dict, rng: random.Random, when: dt.datetime, number: int) -> 
         {
             "id": gid("Refund", number),
             "createdAt": stamp(when),
+            "updatedAt": stamp(when),
             "note": rng.choice((None, "damaged", "wrong size", "changed mind")),
             "_lines": [{"lineItem": line["id"], "quantity": 1, "restockType": "RETURN"}],
         }
@@ -395,7 +440,11 @@ def _finish(order: dict) -> dict:
     by_id = {li["id"]: li for li in lines}
     refunded = 0
     for r in order["refunds"]:  # each refunded unit at what was paid for it: its share of the net and the tax
-        amount = sum(_unit(by_id[x["lineItem"]], "_net") + _unit(by_id[x["lineItem"]], "_tax") for x in r["_lines"])
+        r["_m"] = m
+        for x in r["_lines"]:
+            line = by_id[x["lineItem"]]
+            x["_subtotal"], x["_total_tax"] = _unit(line, "_net") * x["quantity"], _unit(line, "_tax") * x["quantity"]
+        amount = sum(x["_subtotal"] + x["_total_tax"] for x in r["_lines"])
         r["totalRefundedSet"] = _mbag(m, amount)
         refunded += amount
     current = sum(_unit(li, "_net") * li["currentQuantity"] for li in lines)
@@ -485,6 +534,18 @@ def _transactions(order: dict) -> list[dict] | None:
          "gateway": order["_gateway"], "amountSet": r["totalRefundedSet"], "processedAt": r["createdAt"],
          "createdAt": r["createdAt"], "parentTransaction": {"id": sale["id"]}, "test": order["test"]}
         for k, r in enumerate(order["refunds"])
+    ]  # fmt: skip
+
+
+def refund_line_items(refund: dict) -> list[dict]:
+    """A refund's line items as the API returns them (RefundLineItem), in order."""
+    number = int(refund["id"].rsplit("/", 1)[1])
+    return [
+        {"id": gid("RefundLineItem", number * 1000 + k), "lineItem": {"id": x["lineItem"]}, "quantity": x["quantity"],
+         "restockType": x["restockType"], "restocked": x["restockType"] != "NO_RESTOCK",
+         "subtotalSet": _mbag(refund["_m"], x["_subtotal"]), "totalTaxSet": _mbag(refund["_m"], x["_total_tax"]),
+         "priceSet": _mbag(refund["_m"], x["_subtotal"] // max(1, x["quantity"]))}
+        for k, x in enumerate(refund["_lines"])
     ]  # fmt: skip
 
 

@@ -21,6 +21,8 @@ KINDS = {
     "graphql_throttled": "THROTTLED error whatever the bucket holds",
     "graphql_internal": "INTERNAL_SERVER_ERROR as a GraphQL error in an HTTP 200, as Shopify answers its own failures",
     "graphql_429": "HTTP 429 with Retry-After on a GraphQL request",
+    "nodes_throttled": "THROTTLED error on a nodes(ids:) query whatever the bucket holds",
+    "nodes_5xx": "HTTP 503 on a nodes(ids:) query",
     "download_5xx": "HTTP 503 on a download",
     "download_reset": "connection reset on a download, before any byte",
     "download_cut": "download cut off midway",

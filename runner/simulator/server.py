@@ -10,7 +10,8 @@ GET  /_admin/truth/<code>                         how many rows of each table th
 GET  /_admin/truth/<code>/<table>                 ground truth rows as JSONL
 POST /_admin/faults                               replace the fault rules (JSON)
 POST /_admin/shops/<code>/changes                 {"new_orders": n, "refunds": n, "edits": n, "deleted_orders": n,
-                                                  "deleted_variants": n}: live data changes"""
+                                                  "deleted_variants": n, "refunded_lines": n}: live data changes
+                                                  (refunded_lines: a new order of n lines, all refunded at once)"""
 
 import json
 import re
@@ -105,7 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
             if code not in sim.shops:
                 return self._json(404, {"error": f"unknown shop {code}"})
             spec = json.loads(self._body() or b"{}")
-            kinds = ("new_orders", "refunds", "edits", "deleted_orders", "deleted_variants")
+            kinds = ("new_orders", "refunds", "edits", "deleted_orders", "deleted_variants", "refunded_lines")
             counts = {k: int(spec.get(k, 0)) for k in kinds}
             return self._json(200, sim.change(code, **counts))
         return self._json(404, {"errors": "Not Found"})

@@ -13,12 +13,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from graphql.language import FieldNode
+from graphql.language import FieldNode, FragmentDefinitionNode
 
 from runner.simulator.api import Request, RequestError, internal_error
 from runner.simulator.auth import App, Auth
 from runner.simulator.bulk_rules import bulk_query_errors
 from runner.simulator.clock import Clock
+from runner.simulator.cost import MAX_COST, Cost, max_cost_exceeded
 from runner.simulator.data import Catalogue, Settings, ShopData
 from runner.simulator.export import Export
 from runner.simulator.faults import Faults
@@ -30,7 +31,6 @@ from runner.simulator.validation import variables as coerce_variables
 from runner.simulator.webhooks import Notifier
 from runner.simulator.webhooks import domain as default_domain
 
-COSTS = {"bulkOperationRunQuery": 10, "bulkOperationCancel": 10}
 FIRST_OPERATION = 7_933_223_797_042
 
 
@@ -53,6 +53,9 @@ class Bucket:
             return (cost - self.available) / self.restore
         self.available -= cost
         return 0.0
+
+    def refund(self, points: float) -> None:
+        self.available = min(self.size, self.available + points)
 
     def status(self) -> dict:
         return {
@@ -149,15 +152,21 @@ class Shopify:
             document = parse_document(query)
             check(document, version)
             operation = select_operation(document, name)
-            coerce_variables(operation, variables)
+            coerced = coerce_variables(operation, variables)
         except RequestErrors as exc:
             return 200, {"errors": exc.errors}, {}
-        roots = [s.name.value for s in operation.selection_set.selections if isinstance(s, FieldNode)]
-        cost = sum(COSTS.get(root, 1) for root in roots)
+        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+        costs = Cost(schema(), operation, fragments, coerced)
+        cost = costs.requested()
+        if cost > MAX_COST:
+            return 200, {"errors": [max_cost_exceeded(cost)]}, {}
         bucket = self.buckets[shop]
         with self._lock:
             wait = bucket.take(cost, self.clock())
-        forced = self.faults.hit(shop, "graphql_throttled")
+        nodes = any(isinstance(s, FieldNode) and s.name.value == "nodes" for s in operation.selection_set.selections)
+        if nodes and self.faults.hit(shop, "nodes_5xx"):
+            return 503, {"errors": [{"message": "Service Unavailable"}]}, {}
+        forced = self.faults.hit(shop, "graphql_throttled") or (nodes and self.faults.hit(shop, "nodes_throttled"))
         as_429 = not (wait or forced) and self.faults.hit(shop, "graphql_429")
         if wait or forced or as_429:
             self.counters[(shop, "throttled")] += 1
@@ -185,8 +194,11 @@ class Shopify:
             errors.append({"message": error.message, "locations": [loc.formatted for loc in error.locations or ()],
                            "path": error.path, "extensions": {"code": code}})  # fmt: skip
         response: dict = {"data": result.data} if not errors else {"errors": errors, "data": result.data}
+        actual = min(cost, costs.actual(result.data))
+        with self._lock:
+            bucket.refund(cost - actual)  # the bucket takes the requested cost, then gives back what was not used
         response["extensions"] = {
-            "cost": {"requestedQueryCost": cost, "actualQueryCost": cost, "throttleStatus": bucket.status()}
+            "cost": {"requestedQueryCost": cost, "actualQueryCost": actual, "throttleStatus": bucket.status()}
         }
         return 200, response, {}
 
@@ -364,10 +376,11 @@ class Shopify:
 
     def change(
         self, shop: str, new_orders: int = 0, refunds: int = 0, edits: int = 0, deleted_orders: int = 0,
-        deleted_variants: int = 0,
+        deleted_variants: int = 0, refunded_lines: int = 0,
     ) -> dict:  # fmt: skip
         """Live changes at the current time: new orders, refunds, edits of existing orders, deleted orders and
-        deleted variants (with their webhooks when notifications are on)."""
+        deleted variants (with their webhooks when notifications are on); refunded_lines: a new order of that many
+        lines, all refunded at once."""
         now = dt.datetime.fromtimestamp(int(self.clock()), dt.UTC)
         data = self.shops[shop]
         with self._lock:
@@ -377,10 +390,11 @@ class Shopify:
             edited = data.edit_orders(edits, now, self._rng)
             gone_orders = data.delete_orders(deleted_orders, self._rng)
             gone_variants = data.delete_variants(deleted_variants, self._rng)
+            large = [data.add_refunded_order(refunded_lines, now, self._rng)] if refunded_lines else []
         if self.notifier is not None:
             self.notifier.deletions(shop, gone_orders, gone_variants)
         return {"added": added, "refunded": refunded, "edited": edited, "deleted_orders": gone_orders,
-                "deleted_variants": [v["id"] for v in gone_variants]}  # fmt: skip
+                "deleted_variants": [v["id"] for v in gone_variants], "large_refunds": large}  # fmt: skip
 
     def truth(self, shop: str, table: str) -> Iterator[dict]:
         from runner.simulator.truth import rows

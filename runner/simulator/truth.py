@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 from psycopg import sql
 
-from runner.simulator.data import ShopData, field, money
+from runner.simulator.data import ShopData, field, money, refund_line_items
 
 TABLES = (
     "orders",
@@ -19,6 +19,7 @@ TABLES = (
     "order_shipping_lines",
     "order_line_discount_allocations",
     "order_line_tax_lines",
+    "refund_line_items",
 )
 COLUMNS = {
     "orders": "id, shop, name, created_at, updated_at, processed_at, cancelled_at, currency, subtotal_price, "
@@ -28,7 +29,7 @@ COLUMNS = {
     "total_shipping_presentment, shipping_country, shipping_province, shipping_zip, discount_codes",
     "order_line_items": "id, shop, order_id, sku, quantity, current_quantity, variant_id, product_id, title, "
     "unit_price, total_price, discounted_total, total_discount, unit_price_presentment",
-    "refunds": "id, shop, order_id, created_at, note, total_refunded, currency",
+    "refunds": "id, shop, order_id, created_at, updated_at, note, total_refunded, currency",
     "skus": "id, shop, sku, product_id, product_title, title, price, inventory_quantity, updated_at",
     "order_tax_lines": "order_id, position, shop, title, rate, price, price_presentment",
     "order_transactions": "id, shop, order_id, kind, status, gateway, amount, currency, amount_presentment, "
@@ -38,6 +39,8 @@ COLUMNS = {
     "order_line_discount_allocations": "line_item_id, position, shop, amount, amount_presentment, currency, "
     "discount_index, allocation_method, target_type",
     "order_line_tax_lines": "line_item_id, position, shop, title, rate, price, price_presentment",
+    "refund_line_items": "refund_id, position, shop, id, line_item_id, quantity, restock_type, subtotal, "
+    "subtotal_presentment, total_tax, total_tax_presentment, currency",
 }
 # How rows are told apart: their id, or (for list elements without one) their parent's id and position.
 KEYS = {name: tuple(COLUMNS[name].split(", ")[:2]) if "position" in COLUMNS[name] else ("id",) for name in TABLES}
@@ -180,11 +183,21 @@ def order_rows(shop: ShopData, o: dict, table: str) -> Iterator[dict]:
                     "currency": a["allocatedAmountSet"][1], "discount_index": d["index"],
                     "allocation_method": d["allocationMethod"], "target_type": d["targetType"],
                 }  # fmt: skip
+    elif table == "refund_line_items":
+        for r in o["refunds"]:
+            for n, x in enumerate(refund_line_items(r), 1):
+                yield {
+                    "refund_id": r["id"], "position": n, "shop": shop.code, "id": x["id"],
+                    "line_item_id": x["lineItem"]["id"], "quantity": x["quantity"], "restock_type": x["restockType"],
+                    "subtotal": _amount(x["subtotalSet"]), "subtotal_presentment": _presentment(x["subtotalSet"]),
+                    "total_tax": _amount(x["totalTaxSet"]), "total_tax_presentment": _presentment(x["totalTaxSet"]),
+                    "currency": x["subtotalSet"][1],
+                }  # fmt: skip
     else:
         for r in o["refunds"]:
             yield {
                 "id": r["id"], "shop": shop.code, "order_id": o["id"], "created_at": r["createdAt"],
-                "note": r["note"], "total_refunded": _amount(r["totalRefundedSet"]),
+                "updated_at": r["updatedAt"], "note": r["note"], "total_refunded": _amount(r["totalRefundedSet"]),
                 "currency": r["totalRefundedSet"][1],
             }  # fmt: skip
 

@@ -77,6 +77,8 @@ def children(shop: ShopData, obj: dict, type_name: str, field: str) -> list[dict
     """The nodes of a nested connection of a data-model object (empty where the model has none)."""
     if (type_name, field) == ("Order", "lineItems"):
         return obj.get("_lines") or []
+    if (type_name, field) == ("Refund", "refundLineItems"):
+        return data.refund_line_items(obj) if "_m" in obj else []
     if (type_name, field) == ("Product", "variants"):
         return obj["variants"] if "variants" in obj else shop.variants_of(obj.get("id"))
     return []

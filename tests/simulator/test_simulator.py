@@ -494,3 +494,35 @@ def test_the_export_cache_makes_an_export_of_days_from_the_days_of_earlier_expor
     for line in lines:  # each child after its parent
         parent = json.loads(line).get("__parentId")
         assert parent is None or positions[parent] < positions[json.loads(line)["id"]]
+
+
+REFUNDS = (
+    "query r($ids: [ID!]!, $first: Int!) { nodes(ids: $ids) { ... on Refund { id refundLineItems(first: $first) { "
+    "pageInfo { hasNextPage } edges { node { quantity lineItem { id } subtotalSet { shopMoney { amount } } } } } } } }"
+)
+
+
+def test_query_cost_is_shopifys_requested_then_actual_and_over_1000_refused() -> None:
+    server = start(days=2, orders_per_day=40, clock=Clock(frozen=True))
+    try:
+        client = Client(server)
+        cost = client.gql(RUN, q=EDGES)["extensions"]["cost"]
+        assert (cost["requestedQueryCost"], cost["actualQueryCost"]) == (10, 10)  # a mutation
+        listed = client.gql("{ bulkOperations(first: 50) { nodes { id } } }")["extensions"]["cost"]
+        assert (listed["requestedQueryCost"], listed["actualQueryCost"]) == (52, 3)  # 2 + 50 asked, 2 + 1 returned
+        refunds = [r["id"] for r in server.shopify.truth("DE", "refunds")][:3]
+        assert len(refunds) == 3
+        # each refund: itself, its connection (2) and per line its object, lineItem, subtotalSet and shopMoney (4)
+        answer = client.gql(REFUNDS, ids=[*refunds, "gid://shopify/Refund/1"], first=10)
+        assert answer["extensions"]["cost"]["requestedQueryCost"] == 4 * (1 + 2 + 10 * 4)
+        assert answer["extensions"]["cost"]["actualQueryCost"] == 3 * (1 + 2 + 1 * 4)  # one line each, one unknown
+        assert answer["data"]["nodes"][3] is None
+        bucket = answer["extensions"]["cost"]["throttleStatus"]
+        assert bucket["currentlyAvailable"] == bucket["maximumAvailable"] - 10 - 3 - 21  # the rest given back
+        refused = client.gql(REFUNDS, ids=refunds * 8, first=10)
+        assert refused["errors"][0]["extensions"] == {"code": "MAX_COST_EXCEEDED", "cost": 24 * 43, "maxCost": 1000}
+        assert refused["errors"][0]["message"].startswith(
+            "Query cost is 1032, which exceeds the single query max cost limit (1000).")  # fmt: skip
+        assert "data" not in refused
+    finally:
+        server.stop()
