@@ -29,7 +29,7 @@ ADOPTABLE = ("CREATED", "RUNNING", "COMPLETED")
 # Which shop answers: before a shop's first start, its registered domain is compared with this.
 WHO = "query bulkSyncWho { shop { myshopifyDomain } }"
 CANCEL = "mutation bulkSyncCancel($id: ID!) { bulkOperationCancel(id: $id) { userErrors { message } } }"
-COSTS = {RUN: 10, CANCEL: 10}
+COSTS = {RUN: 10, CANCEL: 10, FIND: 52}  # requested costs: a mutation 10, a connection 2 + its page size
 REJECTIONS_AFTER_RENEWAL = 3  # 401s in a row right after a new token before the shop's task fails
 
 
@@ -124,9 +124,10 @@ class ShopifyClient:
             return max(1.0, (requested - available) / float(status.get("restoreRate") or 50.0))
         return None
 
-    def call(self, query: str, variables: dict) -> dict:
-        """POSTs one GraphQL request; returns `data` or raises Transient, Fatal or Throttled."""
-        self._wait_for_budget(COSTS.get(query, 1))
+    def call(self, query: str, variables: dict, cost: int | None = None) -> dict:
+        """POSTs one GraphQL request (its requested cost: `cost`, else as COSTS says); returns `data` or raises
+        Transient, Fatal or Throttled."""
+        self._wait_for_budget(cost or COSTS.get(query, 1))
         token = self.auth.get()
         response = self._post(token, query, variables)
         if response.status_code == 401 and self.auth.renewable:

@@ -14,7 +14,7 @@ class Task(TypedDict):
     """A claimed task (bulk_sync.task): everything a runner needs, and the fence its reports must present."""
 
     job_id: int
-    task: str  # start, poll, download, import, cancel
+    task: str  # start, poll, download, import, fetch, cancel
     fence: int
     shop: str
     domain: str
@@ -32,6 +32,8 @@ class Task(TypedDict):
     export_url: NotRequired[str | None]
     adopt_since: NotRequired[str | None]
     attempt: NotRequired[int]  # cancel: how many were tried before
+    variables: NotRequired[dict[str, Any]]  # fetch: the query's variables (ids, first, after)
+    cost: NotRequired[int]  # fetch: the query's requested cost
 
 
 class Tick(TypedDict):
@@ -125,6 +127,10 @@ def report_download_finished(db: Connection, job_id: int, fence: int, lines: int
 
 def report_download_failed(db: Connection, job_id: int, fence: int, reason: str, url_expired: bool = False) -> bool:
     return _one(db, "select bulk_sync.report_download_failed(%s, %s, %s, %s)", (job_id, fence, reason, url_expired))
+
+
+def report_fetched(db: Connection, job_id: int, fence: int, ids: list[str], data: dict) -> bool:
+    return _one(db, "select bulk_sync.report_fetched(%s, %s, %s, %s)", (job_id, fence, ids, Jsonb(data)))
 
 
 def report_cancel_failed(db: Connection, job_id: int, operation_id: str, attempt: int, reason: str) -> bool:

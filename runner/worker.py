@@ -341,7 +341,7 @@ class Runner:
         """The task's side effects and the report of what happened; returns (outcome, detail) for the step line."""
         job_id, fence, kind = task["job_id"], task["fence"], task["task"]
         try:
-            client = self.client(task) if kind in ("start", "poll", "cancel") else None
+            client = self.client(task) if kind in ("start", "poll", "fetch", "cancel") else None
             if kind == "start":
                 client.require_shop(task["shop"], task["domain"])  # the shop answering is the one registered
                 adopted = None
@@ -356,6 +356,10 @@ class Runner:
                 self.budget.call(sqlapi.report_poll_result, job_id, fence, op.status, op.error_code, op.object_count,
                              op.file_size, op.url)  # fmt: skip
                 return op.status, f"{op.object_count} objects"
+            if kind == "fetch":  # a page of rows a bulk query cannot export (sql/45_fetch.sql)
+                data = client.call(task["query"], task["variables"], task["cost"])
+                self.budget.call(sqlapi.report_fetched, job_id, fence, task["variables"]["ids"], data)
+                return "ok", f"{len(task['variables']['ids'])} parents"
             if kind == "download":
                 return self._download(task)
             if kind == "import":
@@ -423,7 +427,7 @@ class Runner:
         if fence > task["fence"] + 1:  # the import ends with one step past the task's fence: another caller's did
             status = "stale"
         self.metrics.imports.labels(task["shop"], entity, status).inc()
-        if status == "completed":
+        if status not in ("failed", "stale"):  # every line imported or quarantined
             self.metrics.import_lines.labels(task["shop"], entity).inc(lines)
         return f"{status}: {lines} lines, {rejected} quarantined"
 

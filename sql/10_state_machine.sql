@@ -7,10 +7,10 @@
 -- jobs_inherit_kind and jobs_completed (60_incremental.sql).
 --
 --   queued ──► starting ──► waiting ──► exporting ──► copied ──► ready_to_import ──► importing ──► completed
---     ▲  ▲        │            │ │           │                                          │
---     │  └────────┘ (retry)    │ └─► split (TIMEOUT: window halved into new queued jobs) │
---     │  └─────────────────────┘ (FAILED/CANCELED/EXPIRED op, URL expired)              │
---     │                        └─► completed (empty export)       copied ◄──────────────┤ (retry import)
+--     ▲  ▲        │            │ │           │                                          │  │             ▲
+--     │  └────────┘ (retry)    │ └─► split (TIMEOUT: window halved into new queued jobs) │  └► fetching ──┘
+--     │  └─────────────────────┘ (FAILED/CANCELED/EXPIRED op, URL expired)              │  (rows a bulk query
+--     │                        └─► completed (empty export)       copied ◄──────────────┤   cannot export)
 --     │                                    exporting ◄──────────────────────────────────┘ (staging lost: download again)
 --     └── failed ◄── any live state (non-retryable, attempts exhausted)
 --         canceled ◄── any live state (cancel_jobs)

@@ -266,7 +266,9 @@ begin
         'export_url', case when p_task = 'download' then p_job.export_url end,
         -- An earlier start of this job may have reached Shopify without its report: look for its operation.
         'adopt_since', p_adopt_since
-    ) || bulk_sync.shop_endpoint(p_job.shop);
+    ) || bulk_sync.shop_endpoint(p_job.shop)
+      -- a fetch: its query, variables and cost (sql/45_fetch.sql)
+      || case when p_task = 'fetch' then coalesce(bulk_sync.fetch_task(p_job), '{}') else '{}' end;
 end;
 $$;
 

@@ -45,7 +45,7 @@ $$;
 
 -- The selection of one table's objects in an export of p_entity: the id (unless its rows are keyed by position),
 -- its columns' fields when the entity writes the table, the fields its children read of it ('^' paths), and each
--- child the entity writes: a connection as edges and nodes, a list or an object inline.
+-- child the entity exports: a connection as edges and nodes, a list or an object inline.
 create or replace function bulk_sync.selection(p_entity text, p_table text) returns text
 language plpgsql stable as $$
 declare
@@ -64,7 +64,7 @@ begin
       into v_children
     from bulk_sync.written_tables(p_entity) as t
     cross join lateral (select bulk_sync.selection(p_entity, t.name) as fields) as s
-    where t.parent = p_table;
+    where t.parent = p_table and t.via <> 'fetched';  -- fetched after the import (sql/45_fetch.sql)
     return concat_ws(' ',
         -- roots and connections need their id (nested connections' lines name it), lists keyed by id too
         (select 'id' from bulk_sync.mirror_tables where name = p_table and (keyed_by = 'id' or via = 'connection')),

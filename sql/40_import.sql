@@ -446,9 +446,14 @@ begin
 end;
 $$;
 
--- Ends an import: completed when every line is imported or quarantined and the count is Shopify's, else failed.
+-- Ends an import: failed unless every line is imported or quarantined and the count is Shopify's; else completed,
+-- or fetching when the import queued rows to fetch (sql/45_fetch.sql). Returns the state it left the job in.
 create or replace function bulk_sync.finish_import(p_job bulk_sync.jobs) returns text
 language plpgsql as $$
+declare
+    v_message text := format('%s lines: %s imported, %s quarantined', p_job.lines_total,
+                             p_job.lines_total - p_job.lines_rejected, p_job.lines_rejected);
+    v_fetches integer := (select count(*) from bulk_sync.fetches where job_id = p_job.id);
 begin
     if p_job.lines_processed <> p_job.lines_total or p_job.lines_total is distinct from p_job.object_count then
         perform bulk_sync.fail(p_job, 'import', format(
@@ -456,14 +461,26 @@ begin
             p_job.lines_processed, p_job.lines_rejected, p_job.lines_total, coalesce(p_job.object_count::text, '?')));
         return 'failed';
     end if;
-    p_job := bulk_sync.transition(p_job, 'completed', 'import', 'ok',
-        format('%s lines: %s imported, %s quarantined', p_job.lines_total,
-               p_job.lines_total - p_job.lines_rejected, p_job.lines_rejected));
+    if v_fetches > 0 then
+        perform bulk_sync.transition(p_job, 'fetching', 'import', 'ok',
+                                     format('%s; rows of %s parents to fetch', v_message, v_fetches));
+        return 'fetching';
+    end if;
+    p_job := bulk_sync.transition(p_job, 'completed', 'import', 'ok', v_message);
+    perform bulk_sync.job_completed(p_job);
+    return 'completed';
+end;
+$$;
+
+-- Settles what a job's completion settles beyond its state: the export's deletions and gaps
+-- (bulk_sync.export_complete) and, kept for no time, its staging.
+create or replace function bulk_sync.job_completed(p_job bulk_sync.jobs) returns void
+language plpgsql as $$
+begin
     perform bulk_sync.export_complete(p_job);
     if (bulk_sync.get_settings()).staging_retention_seconds = 0 then
         perform bulk_sync.clear_staging(array[p_job.id]);
     end if;
-    return 'completed';
 end;
 $$;
 
@@ -505,8 +522,8 @@ begin
 end;
 $$;
 
--- Imports the next batch of a job whose import lease p_fence holds; returns 'more', 'completed', 'failed', 'stale'
--- or 'restaged'.
+-- Imports the next batch of a job whose import lease p_fence holds; returns 'more', 'completed', 'fetching', 'failed',
+-- 'stale' or 'restaged'.
 -- The rows and the advanced lines_processed commit together, in the caller's transaction.
 create or replace function bulk_sync.import_batch(p_job_id bigint, p_fence bigint) returns text
 language plpgsql
@@ -531,6 +548,7 @@ begin
         else
             perform bulk_sync.record_order_ids(v_job);
         end if;
+        perform bulk_sync.queue_fetches(v_job);
         insert into bulk_sync.rejects (job_id, line_no, reason, line)
         select v_job.id, b.line_no, b.reason, s.line
         from pg_temp.bulk_sync_batch as b
@@ -555,14 +573,21 @@ begin
 end;
 $$;
 
--- Where a job's import left it, for the runner's metrics: its status, entity, lines processed and quarantined, and
--- its fence (one past the import task's when that import ended the job's importing; more when another did).
+-- Where a job's import left it, for the runner's metrics: the state its import ended in (a job fetching may have
+-- moved on since), its entity, lines processed and quarantined, and the fence of that end (one past the import
+-- task's when that import ended the job's importing; more when another did).
 create or replace function bulk_sync.import_outcome(p_job_id bigint)
 returns table (status text, entity text, lines_processed bigint, lines_rejected bigint, fence bigint)
 language sql stable
 security definer set search_path = pg_catalog, pg_temp as $$
-    select j.status, j.entity, j.lines_processed, j.lines_rejected, j.fence
+    select coalesce(r.to_status, j.status), j.entity, j.lines_processed, j.lines_rejected, coalesce(r.fence, j.fence)
     from bulk_sync.jobs as j
+    left join lateral (
+        select e.to_status, e.fence from bulk_sync.job_runs as e
+        where e.job_id = j.id and e.from_status = 'importing' and e.to_status is distinct from 'importing'
+        order by e.id desc
+        limit 1
+    ) as r on true
     where j.id = p_job_id;
 $$;
 

@@ -229,6 +229,41 @@ security definer set search_path = pg_catalog, pg_temp as $$
         case when p_url_expired then 'export URL expired' else 'download failed' end, p_reason);
 $$;
 
+-- A page fetched (bulk_sync.fetch_task): p_data is the data of Shopify's answer to the query for the parents p_ids,
+-- one node (or null) for each, in order. Written (bulk_sync.write_fetched); the job fetches on, or is complete when
+-- nothing is left to fetch.
+create or replace function bulk_sync.report_fetched(p_job_id bigint, p_fence bigint, p_ids text[], p_data jsonb)
+returns boolean
+language plpgsql
+security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v_job bulk_sync.jobs;
+    v_rows integer;
+    v_left integer;
+begin
+    if cardinality(p_ids) is null or cardinality(p_ids) = 0 or jsonb_typeof(p_data -> 'nodes') is distinct from 'array'
+       or jsonb_array_length(p_data -> 'nodes') <> cardinality(p_ids) then
+        raise exception 'a fetch report needs the ids asked and a data object with one node (or null) for each'
+            using errcode = 'BS009';
+    end if;
+    v_job := bulk_sync.fenced(p_job_id, p_fence, '{fetching}', 'fetch');
+    if v_job is null then
+        return false;
+    end if;
+    if not exists (select from bulk_sync.fetches where job_id = v_job.id and parent_id = any(p_ids)) then
+        raise exception 'job % has none of these ids to fetch', v_job.id using errcode = 'BS009';
+    end if;
+    v_rows := bulk_sync.write_fetched(v_job, p_ids, p_data);
+    v_left := (select count(*) from bulk_sync.fetches where job_id = v_job.id);
+    v_job := bulk_sync.apply_outcome(v_job, case when v_left > 0 then 'fetched' else 'fetched_all' end, 'fetch',
+        format('%s rows of %s parents fetched; %s parents left', v_rows, cardinality(p_ids), v_left));
+    if v_job.status = 'completed' then
+        perform bulk_sync.job_completed(v_job);
+    end if;
+    return true;
+end;
+$$;
+
 -- A transient HTTP error (5xx, reset, timeout) during the job's current step: repeat it after backoff.
 create or replace function bulk_sync.report_transient_error(p_job_id bigint, p_fence bigint, p_reason text)
 returns boolean

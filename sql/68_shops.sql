@@ -274,6 +274,7 @@ begin
         delete from bulk_sync.jobs where shop = v_shop.code;
         delete from bulk_sync.watermarks where shop = v_shop.code;
         delete from bulk_sync.webhooks where shop = v_shop.code;
+        delete from bulk_sync.fetched where shop = v_shop.code;
         if v_shop.removal = 'delete data' then
             foreach v_table in array bulk_sync.mirror_tables() loop
                 execute format('delete from %s where shop = $1', v_table) using v_shop.code;

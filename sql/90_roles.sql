@@ -131,6 +131,7 @@ bulk_sync.report_throttled(bigint, bigint, double precision),
 bulk_sync.report_poll_result(bigint, bigint, text, text, bigint, bigint, text),
 bulk_sync.report_download_finished(bigint, bigint, bigint, bigint),
 bulk_sync.report_download_failed(bigint, bigint, text, boolean),
+bulk_sync.report_fetched(bigint, bigint, text[], jsonb),
 bulk_sync.report_transient_error(bigint, bigint, text),
 bulk_sync.report_fatal_error(bigint, bigint, text),
 bulk_sync.report_cancel_failed(bigint, text, integer, text),
@@ -165,7 +166,7 @@ to bulk_sync_operator;
 grant select on
 bulk_sync.shops, bulk_sync.jobs, bulk_sync.job_runs, bulk_sync.rejects, bulk_sync.settings,
 bulk_sync.import_limits, bulk_sync.watermarks, bulk_sync.webhooks, bulk_sync.runners, bulk_sync.cancels,
-bulk_sync.stuck
+bulk_sync.fetches, bulk_sync.fetched, bulk_sync.stuck
 to bulk_sync_operator;
 
 -- Everyone of bulk-sync: what each job state means (the views read it as their reader, the status display too).

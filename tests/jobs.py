@@ -54,8 +54,24 @@ def download(db: psycopg.Connection, task: dict, lines: list[str]) -> bool:
         return report(db, "report_download_finished", task["job_id"], task["fence"], len(lines), size)
 
 
-def import_job(db: psycopg.Connection, task: dict) -> None:
+def import_job(db: psycopg.Connection, task: dict, answer=None) -> None:
+    """The import of a claimed import task, and then the fetches it queued (fetch_all)."""
     sqlapi.import_job(db, task["job_id"], task["fence"])
+    fetch_all(db, task["job_id"], answer)
+
+
+def fetch_all(db: psycopg.Connection, job_id: int, answer=None) -> int:
+    """Answers a fetching job's fetch tasks until it is done, as a runner does: answer(query, variables) gives the
+    data of Shopify's answer (tests.sim.answer_from), None answers that Shopify knows none of the parents. Returns
+    how many pages it answered."""
+    pages = 0
+    while job(db, job_id)["status"] == "fetching":
+        (task,) = claim_task(db, job_id, "fetch")
+        ids = task["variables"]["ids"]
+        data = answer(task["query"], task["variables"]) if answer else {"nodes": [None] * len(ids)}
+        assert report(db, "report_fetched", job_id, task["fence"], ids, data)
+        pages += 1
+    return pages
 
 
 def operation_running(db: psycopg.Connection, task: dict) -> dict:

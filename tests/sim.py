@@ -2,13 +2,16 @@
 
 import datetime as dt
 import time
+from types import SimpleNamespace
 
 import httpx
+from graphql import parse
 
 from runner.shopify_client import api_at_least
+from runner.simulator.api import Request
 from runner.simulator.auth import App
 from runner.simulator.clock import Clock
-from runner.simulator.data import Settings
+from runner.simulator.data import Settings, ShopData
 from runner.simulator.faults import Faults
 from runner.simulator.operations import Timing
 from runner.simulator.server import SimulatorServer
@@ -51,6 +54,30 @@ def start(
     tokens = {code: None if code in (apps or {}) else TOKEN for code in shops}
     config = Config(tokens, settings, Timing(**options), **bucket, clock=clock or Clock(), apps=apps or {})
     return SimulatorServer(Shopify(config, Faults(faults or {}))).start()
+
+
+def answer_from(shop: ShopData):
+    """Answers a regular query as the simulator would for one shop's data, without a server: answer(query,
+    variables) -> data (tests.jobs.fetch_all)."""
+
+    def answer(query: str, variables: dict) -> dict:
+        document = parse(query)
+        request = Request(SimpleNamespace(shops={shop.code: shop}), shop.code, "2026-01", "", variables)
+        result = request.execute(document, document.definitions[0])
+        assert not result.errors, result.errors
+        return result.data
+
+    return answer
+
+
+def next_second(db, server: SimulatorServer) -> None:
+    """Waits until the database's clock has passed the whole second the simulator's clock is in now (updated_at has
+    whole seconds: a window queued after this ends after the changes made before)."""
+    second = int(server.shopify.clock())
+    deadline = time.monotonic() + 60  # guards a hang only
+    while db.execute("select extract(epoch from clock_timestamp()) < %s", (second + 1,)).fetchone()[0]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
 
 
 def truth(server: SimulatorServer, codes, table: str) -> list[dict]:

@@ -92,11 +92,10 @@ def test_entry_points_cannot_be_redirected_by_search_path(db: psycopg.Connection
         """select p.oid::regprocedure::text, p.proconfig from pg_proc as p
            where p.prosecdef and p.pronamespace = 'bulk_sync'::regnamespace"""
     ).fetchall()
-    # the API, the claim, heartbeat, release, idle, the lease length, the reports (a failed cancel's too), import
-    # batches and outcomes,
-    # webhooks, the staging check trigger, the hand-out at commit; update, pause, resume and remove a shop, cancel by
-    # ids and by days
-    assert len(definers) == 33
+    # the API, the claim, heartbeat, release, idle, the lease length, the reports (a failed cancel's and a fetched
+    # page's too), import batches and outcomes, webhooks, the staging check trigger, the hand-out at commit; update,
+    # pause, resume and remove a shop, cancel by ids and by days
+    assert len(definers) == 34
     assert all(config == ["search_path=pg_catalog, pg_temp"] for _, config in definers), definers
     public = db.execute(
         """select count(*) from pg_proc as p where p.pronamespace = 'bulk_sync'::regnamespace

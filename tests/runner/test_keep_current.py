@@ -15,7 +15,7 @@ from runner.simulator.truth import TABLES, key
 from runner.simulator.webhooks import domain
 from tests.jobs import table
 from tests.processes import runner_env, start_runner
-from tests.sim import start
+from tests.sim import next_second, start
 
 SHOPS = ("DE", "NL")
 SECRET = "whsec_test_client_secret"  # noqa: S105 - a fake
@@ -60,15 +60,6 @@ def _equals_truth(db: psycopg.Connection, server) -> None:
         assert not differ, (name, len(differ), list(differ.items())[:3])
 
 
-def _next_second(db: psycopg.Connection, server) -> None:
-    """Waits until the database's clock has passed the whole second the simulator's clock is in now."""
-    second = int(server.shopify.clock())
-    deadline = time.monotonic() + 60  # guards a hang only
-    while db.execute("select extract(epoch from clock_timestamp()) < %s", (second + 1,)).fetchone()[0]:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
 def _change(server, code: str, **counts: int) -> dict:
     response = httpx.post(f"{server.base_url}/_admin/shops/{code.lower()}/changes", json=counts, timeout=30)
     assert response.status_code == 200
@@ -97,7 +88,7 @@ def test_incremental_runs_keep_up_with_changes_and_kills_never_pass_the_watermar
     for round_ in range(3):
         changed = {code: _change(shopify, code, new_orders=8, refunds=4, edits=4) for code in SHOPS}
         assert all(len(c["added"]) == 8 and len(c["refunded"]) == 4 for c in changed.values())
-        _next_second(db, shopify)  # updated_at has whole seconds: the window's end must lie after the changes
+        next_second(db, shopify)  # updated_at has whole seconds: the window's end must lie after the changes
         assert db.execute("select bulk_sync.enqueue_incremental()").fetchone()[0] == len(SHOPS)
         if round_ > 0:  # the first round ends untouched; later ones lose their runner at random moments
             for _ in range(4):

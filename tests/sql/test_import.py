@@ -12,8 +12,10 @@ import pytest
 from runner.simulator.data import Catalogue, Settings, ShopData
 from runner.simulator.export import Export
 from runner.simulator.truth import COLUMNS as TRUTH_COLUMNS
+from runner.simulator.truth import key
 from runner.simulator.truth import rows as truth_rows
 from tests.jobs import claim, claim_task, export_job, import_job, job, make_due, report, table
+from tests.sim import answer_from
 
 FIXTURE = (Path(__file__).parents[1] / "fixtures" / "orders_export.jsonl").read_text().splitlines(keepends=True)
 COLUMNS = TRUTH_COLUMNS
@@ -56,7 +58,8 @@ def test_shopify_shaped_export_imports_every_field(db: psycopg.Connection) -> No
     assert (custom["sku"], custom["variant_id"], custom["product_id"]) == (None, None, None)
     assert table(db, "refunds") == [
         {"id": "gid://shopify/Refund/1001388802105", "shop": "DE", "order_id": "gid://shopify/Order/6280604516516",
-         "created_at": "2025-09-03T08:02:10Z", "note": "wrong size", "total_refunded": "29.95", "currency": "EUR"}
+         "created_at": "2025-09-03T08:02:10Z", "updated_at": None, "note": "wrong size", "total_refunded": "29.95",
+         "currency": "EUR"}
     ]  # fmt: skip
     # unknown fields are kept in raw, slashes unescaped
     raw = db.execute("select raw from shopify.orders where id = 'gid://shopify/Order/6280604516516'").fetchone()[0]
@@ -191,7 +194,7 @@ def test_import_equals_the_simulators_ground_truth(db: psycopg.Connection, shop_
         lines = _simulated_export(shop_data, start["query"])  # the query bulk-sync sends, run by the simulator
         db.execute("select bulk_sync.cancel_jobs()")
         task = export_job(db, lines, day, entity)
-        import_job(db, task)
+        import_job(db, task, answer_from(shop_data))  # the refunds' lines fetched from the simulator's data
         assert job(db, task["job_id"])["status"] == "completed"
     day_orders = [o for o in truth_rows(shop_data, "orders") if o["created_at"].startswith("2025-09-02")]
     ids = {o["id"] for o in day_orders}
@@ -200,6 +203,9 @@ def test_import_equals_the_simulators_ground_truth(db: psycopg.Connection, shop_
     assert table(db, "order_line_items") == sorted(items, key=lambda r: r["id"])
     refunds = [r for r in truth_rows(shop_data, "refunds") if r["order_id"] in ids]
     assert refunds and table(db, "refunds") == sorted(refunds, key=lambda r: r["id"])
+    refund_ids = {r["id"] for r in refunds}
+    returned = [r for r in truth_rows(shop_data, "refund_line_items") if r["refund_id"] in refund_ids]
+    assert returned and table(db, "refund_line_items") == sorted(returned, key=key("refund_line_items"))
     assert table(db, "skus") == sorted(truth_rows(shop_data, "skus"), key=lambda r: r["id"])
 
 
@@ -287,11 +293,11 @@ def test_the_tick_imports_what_no_runner_took(db: psycopg.Connection) -> None:
     db.execute("update bulk_sync.jobs set updated_at = now() - interval '1 min' where id = %s", (jid,))
     db.execute("alter table bulk_sync.jobs enable trigger jobs_guard")
     assert db.execute("select bulk_sync.tick()").fetchone()[0]["import_batches"] == 1
-    assert job(db, jid)["status"] == "completed"
+    assert job(db, jid)["status"] == "fetching"  # its refund's lines are for a runner to fetch
     assert len(table(db, "orders")) == 3
-    # the runners' import message for it is stale now: dropped, not imported again
+    # the runners' import message for it is stale now: dropped, not imported again; the fetch is handed out
     make_due(db)
-    assert claim(db) == []
+    assert [t["task"] for t in claim(db)] == ["fetch"]
 
 
 def test_bulk_queries_are_valid_for_shopify(db: psycopg.Connection) -> None:
