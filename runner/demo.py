@@ -47,7 +47,21 @@ def _summary(db: psycopg.Connection, base_url: str) -> bool:
         expected = sum(c[name] for c in counted)
         same &= rows == expected
         print(f"shopify.{name:<33}{rows:>12,}{expected:>15,}  {'equal' if rows == expected else 'DIFFERENT'}")
-    return same
+    return same & _sales(db, base_url)
+
+
+def _sales(db: psycopg.Connection, base_url: str) -> bool:
+    """shopify.daily_sales against the sales report the simulator computes from its own numbers, per shop and day."""
+    days = differ = 0
+    for code in SHOPS:
+        url = f"{base_url}/_admin/sales/{code.lower()}?tz=UTC"  # the demo's shops keep their days in UTC
+        expected = httpx.get(url, timeout=600).json()
+        found = truth.sales_of(db, code)
+        days += len(expected)
+        differ += sum(found.get(day) != figures for day, figures in expected.items()) + len(found.keys() - expected)
+    print(f"shopify.daily_sales: {days:,} shop-days, {'each' if not differ else f'{differ} NOT'} equal to the "
+          "sales report the simulator computes from its own numbers, to the cent")  # fmt: skip
+    return differ == 0
 
 
 def _keep_current(db: psycopg.Connection, dsn: str, base_url: str, env: dict[str, str], directory: Path) -> bool:

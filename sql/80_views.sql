@@ -152,3 +152,70 @@ begin
     end loop;
 end;
 $make$;
+
+-- Shopify's sales report per shop and day (the day in the shop's time zone; amounts in the shop's currency), by
+-- Shopify's definitions: an order counts on the day it was placed with its gross sales (original price x quantity of
+-- its lines), its discounts (the lines' discounts and their shares of the order's), its shipping (after shipping
+-- discounts) and the taxes charged; a refund counts on the day it was made with its returns (the refunded lines'
+-- subtotals) and the taxes it gave back. net_sales = gross_sales - discounts - returns; total_sales = net_sales +
+-- shipping + taxes. Test orders and what the shops deleted are left out.
+create or replace view shopify.daily_sales as
+with events as (
+    select
+        o.shop,
+        o.created_at as at,
+        1 as orders,
+        coalesce((
+            select sum(li.total_price) from shopify.order_line_items as li
+            where li.order_id = o.id
+        ), 0) as gross_sales,
+        coalesce((
+            select sum(a.amount) from shopify.order_line_items as li
+            inner join shopify.order_line_discount_allocations as a on li.id = a.line_item_id
+            where li.order_id = o.id
+        ), 0) as discounts,
+        0 as returns,
+        coalesce((
+            select sum(sl.discounted_price) from shopify.order_shipping_lines as sl
+            where sl.order_id = o.id
+        ), 0) as shipping,
+        coalesce(o.total_tax, 0) as taxes
+    from shopify.live_orders as o
+    where o.test is not true
+    union all
+    select
+        o.shop,
+        r.created_at as at,
+        0 as orders,
+        0 as gross_sales,
+        0 as discounts,
+        coalesce(rl.subtotal, 0) as returns,
+        0 as shipping,
+        -coalesce(rl.total_tax, 0) as taxes
+    from shopify.live_refunds as r
+    inner join shopify.live_orders as o on r.order_id = o.id
+    cross join
+        lateral (
+            select
+                sum(x.subtotal) as subtotal,
+                sum(x.total_tax) as total_tax
+            from shopify.refund_line_items as x
+            where x.refund_id = r.id
+        ) as rl
+    where o.test is not true
+)
+
+select
+    e.shop,
+    (e.at at time zone s.timezone)::date as day,
+    sum(e.orders)::integer as orders,
+    sum(e.gross_sales) as gross_sales,
+    sum(e.discounts) as discounts,
+    sum(e.returns) as returns,
+    sum(e.gross_sales) - sum(e.discounts) - sum(e.returns) as net_sales,
+    sum(e.shipping) as shipping,
+    sum(e.taxes) as taxes,
+    sum(e.gross_sales) - sum(e.discounts) - sum(e.returns) + sum(e.shipping) + sum(e.taxes) as total_sales
+from events as e
+inner join bulk_sync.shops as s on e.shop = s.code
+group by e.shop, (e.at at time zone s.timezone)::date;

@@ -61,7 +61,7 @@ end;
 $$;
 
 -- bulk-sync's relations in schema shopify: its tables and the views of sql/80_views.sql (shopify.live_<table> of each
--- table of bulk_sync.mirror_tables). Anything else there is a user's, and keeps the privileges its owner gave.
+-- table of bulk_sync.mirror_tables, shopify.daily_sales). Anything else there is a user's, and keeps the privileges its owner gave.
 create or replace function bulk_sync.mirror_relations() returns regclass[]
 language sql stable as $$
     select array(
@@ -69,6 +69,8 @@ language sql stable as $$
         where c.relnamespace = 'shopify'::regnamespace and c.relkind in ('r', 'p', 'S')
         union all
         select to_regclass(format('shopify.%I', 'live_' || t.name)) from bulk_sync.mirror_tables as t
+        union all
+        select to_regclass('shopify.daily_sales')
     );
 $$;
 

@@ -8,6 +8,7 @@ GET  /<code>/bulk/bulk-<id>[.partial].jsonl?...   signed URL; Range supported; a
 GET  /_admin/stats                                counters per shop and faults injected
 GET  /_admin/truth/<code>                         how many rows of each table the ground truth holds (JSON)
 GET  /_admin/truth/<code>/<table>                 ground truth rows as JSONL
+GET  /_admin/sales/<code>?tz=<zone>               Shopify's sales report per day, from the data's own numbers (JSON)
 POST /_admin/faults                               replace the fault rules (JSON)
 POST /_admin/shops/<code>/changes                 {"new_orders": n, "refunds": n, "edits": n, "deleted_orders": n,
                                                   "deleted_variants": n, "refunded_lines": n}: live data changes
@@ -22,12 +23,13 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import available_timezones
 
 from runner.simulator.api import internal_error
 from runner.simulator.auth import INVALID_CLIENT, INVALID_TOKEN
 from runner.simulator.faults import FaultError
 from runner.simulator.shopify import Shopify
-from runner.simulator.truth import TABLES, counts
+from runner.simulator.truth import TABLES, counts, daily_sales
 
 _GRAPHQL = re.compile(r"^(?:/([a-z0-9_]+))?/admin/api/([0-9]{4}-[0-9]{2}|unstable)/graphql\.json$")
 _GRANT = re.compile(r"^(?:/([a-z0-9_]+))?/admin/oauth/access_token$")
@@ -151,6 +153,11 @@ class _Handler(BaseHTTPRequestHandler):
             if code not in sim.shops or table not in TABLES:
                 return self._json(404, {"error": "unknown shop or table"})
             return self._stream_lines(json.dumps(row) + "\n" for row in sim.truth(code, table))
+        if match := re.match(r"^/_admin/sales/([a-z0-9_]+)$", url.path):
+            code, zone = match.group(1).upper(), (parse_qs(url.query).get("tz") or ["UTC"])[0]
+            if code not in sim.shops or zone not in available_timezones():
+                return self._json(404, {"error": "unknown shop or time zone"})
+            return self._json(200, daily_sales(sim.shops[code], zone))
         if match := _DOWNLOAD.match(url.path):
             return self._download(match.group(1).upper(), url)
         return self._json(404, {"errors": "Not Found"})
