@@ -114,10 +114,11 @@ def line(snap: Snapshot, previous: Snapshot | None, started: float) -> str:
     total = sum(p[2] for p in snap.progress)
     rate = (snap.rows - previous.rows) / (snap.at - previous.at) if previous and snap.at > previous.at else 0.0
     active = sum(snap.states.get(s, 0) for s in snap.live)
+    doing = ", ".join(f"{n} {s}" for s in snap.live if (n := snap.states.get(s, 0)))  # the live states, by name
     return (
         f"{time.monotonic() - started:6.0f}s  jobs {snap.states.get('completed', 0)}/{total} completed, {active} "
-        f"active, {snap.states.get('queued', 0)} queued, {snap.states.get('failed', 0)} failed  |  rows imported "
-        f"{snap.rows:,} ({rate:,.0f}/s)"
+        f"active{f' ({doing})' if doing else ''}, {snap.states.get('queued', 0)} queued, "
+        f"{snap.states.get('failed', 0)} failed  |  rows imported {snap.rows:,} ({rate:,.0f}/s)"
     )
 
 

@@ -37,7 +37,9 @@ $$;
 
 -- Queues the fetch of each fetched table's rows (bulk_sync.mirror_tables: via fetched) of the job's entity for the
 -- parents this batch wrote (children of the batch's winning roots, pg_temp.bulk_sync_won) whose rows were not fetched
--- at their version (updated_at) yet.
+-- at their version (updated_at) yet, nor are being fetched at it by another live job (an orders export and a refunds
+-- export of the same days write the same refunds: their lines are fetched once; should that job fail, retry_failed
+-- fetches them with it).
 create or replace function bulk_sync.queue_fetches(p_job bulk_sync.jobs) returns void
 language plpgsql as $$
 declare
@@ -59,8 +61,14 @@ begin
                    select from bulk_sync.fetched as f
                    where f.table_name = %1$L and f.parent_id = p.id and f.version >= p.updated_at
                )
+               and not exists (
+                   select from bulk_sync.fetches as q
+                   inner join bulk_sync.jobs as j on q.job_id = j.id
+                   where q.table_name = %1$L and q.parent_id = p.id and q.version >= p.updated_at
+                     and j.id <> $1 and not j.status = any($2)
+               )
              on conflict do nothing', v_t.name, v_t.parent, v_t.parent_column)
-        using p_job.id;
+        using p_job.id, bulk_sync.states('terminal');
     end loop;
 end;
 $$;

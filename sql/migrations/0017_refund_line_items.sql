@@ -65,6 +65,9 @@ create table bulk_sync.fetches (
     primary key (job_id, table_name, parent_id)
 );
 
+-- a parent another job fetches already is not queued twice
+create index fetches_parent on bulk_sync.fetches (table_name, parent_id);
+
 -- The version of each parent whose rows were fetched last: an import that writes the parent unchanged fetches none.
 create table bulk_sync.fetched (
     table_name text not null references bulk_sync.mirror_tables (name),

@@ -58,11 +58,14 @@ def test_demo_live_view_in_a_terminal(tmp_path) -> None:
     # deletions, marked by webhook or reconciliation, and the summary once more
     backfill, current = summary.split("select bulk_sync.enqueue_incremental();")
     current, deletions = current.split("deleted on the shops:")
-    assert backfill.count("equal") == len(TABLES) and "DIFFERENT" not in summary
+    # each table's count, then the sales report per shop and day, equal to the simulator's to the cent
+    sales = re.compile(r"shopify\.daily_sales: [\d,]+ shop-days, each equal to the sales report")
+    assert backfill.count(" equal\r\n") == len(TABLES) and "DIFFERENT" not in summary and " NOT " not in summary
+    assert sales.search(backfill)
     assert "-> 5 jobs created" in current and current.count("orders synced through") == 5
-    assert current.count("equal") == len(TABLES)
+    assert current.count(" equal\r\n") == len(TABLES) and sales.search(current)
     assert re.match(r" 15 orders, 50 variants; marked by webhook within", deletions), deletions
-    assert deletions.count("equal") == len(TABLES)
+    assert deletions.count(" equal\r\n") == len(TABLES) and sales.search(deletions)
     # the backfill drawn, and the runners' metrics as they ended it
     picture, metrics = tmp_path / "demo" / "timeline.svg", tmp_path / "demo" / "metrics.txt"
     drawn = re.search(r"its timeline \((\d+) jobs, (\d+) Shopify operations\): (\S+)", text)
