@@ -3,8 +3,8 @@
 -- bulk_sync.transition(), guarded by the state and fence it expects, so a late actor changes nothing. What a runner's
 -- report, a task given back or an expired lease does is a row of bulk_sync.outcomes, applied by apply_outcome below;
 -- what the changes of a transaction free (slots) is handed out at its commit by the trigger jobs_hand_out below. The
--- other triggers on bulk_sync.jobs live beside the tables they keep: jobs_forget_staged (40_import.sql),
--- jobs_inherit_kind and jobs_completed (60_incremental.sql).
+-- other triggers on bulk_sync.jobs live beside the tables they keep: jobs_window_fits (35_entities.sql),
+-- jobs_forget_staged (40_import.sql), jobs_inherit_kind and jobs_completed (60_incremental.sql).
 --
 --   queued ──► starting ──► waiting ──► exporting ──► copied ──► ready_to_import ──► importing ──► completed
 --     ▲  ▲        │            │ │           │                                          │  │             ▲

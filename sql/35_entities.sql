@@ -142,3 +142,22 @@ language sql stable as $$
     from bulk_sync.mirror_columns as c
     where c.table_name = p_table;
 $$;
+
+-- Refuses a job whose window does not fit its entity: a snapshot's job has none, every other job one.
+create or replace function bulk_sync.jobs_window_fits() returns trigger
+language plpgsql as $$
+begin
+    if (select e.snapshot from bulk_sync.entities as e where e.entity = new.entity)
+       = (new.window_start is not null) then
+        raise exception 'job of entity % %', new.entity,
+            case when new.window_start is null then 'needs a window' else 'is a snapshot: it has no window' end
+            using errcode = 'check_violation';
+    end if;
+    return new;
+end;
+$$;
+
+-- Here, not in 10_state_machine.sql: it reads the entities, this file's idea.
+create or replace trigger jobs_window_fits
+before insert or update of entity, window_start on bulk_sync.jobs
+for each row execute function bulk_sync.jobs_window_fits();

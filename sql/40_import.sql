@@ -383,27 +383,41 @@ begin
 end;
 $$;
 
--- Replaces the refunds of the batch's winning orders with their inline lists (p_won: winners already decided).
-create or replace function bulk_sync.replace_refunds(p_job bulk_sync.jobs, p_won boolean) returns void
+-- The SQL of the version (version_column, a timestamptz) of a row of p_table, read from its exported line p_doc.
+create or replace function bulk_sync.version_sql(p_table text, p_doc text) returns text
+language sql stable as $$
+    select bulk_sync.value_sql(c.paths, 'timestamptz', p_doc, null)
+    from bulk_sync.mirror_tables as t
+    inner join bulk_sync.mirror_columns as c on t.name = c.table_name and t.version_column = c.column_name
+    where t.name = p_table;
+$$;
+
+-- Imports a batch of an export that writes lists of its roots but not the roots (refunds): a root's lists win
+-- unless the stored root, or a stored row of one of its lists, is newer (their version columns); the winners' lists
+-- are replaced.
+create or replace function bulk_sync.import_lists(p_job bulk_sync.jobs) returns void
 language plpgsql as $$
+declare
+    v_root bulk_sync.mirror_tables;
+    v_version text;
+    v_newer text;
 begin
-    if not p_won then
-        -- A refunds export only carries the refunds: it wins unless the stored order or refunds are newer.
-        insert into pg_temp.bulk_sync_won (gid)
-        select b.gid
-        from pg_temp.bulk_sync_batch as b
-        where b.reason is null and b.kind = 'Order' and b.latest
-          and not exists (
-              select from shopify.orders as o
-              where o.id = b.gid and o.updated_at > (b.doc ->> 'updatedAt')::timestamptz
-          )
-          and not exists (
-              select from shopify.refunds as r
-              where r.order_id = b.gid and r.order_updated_at > (b.doc ->> 'updatedAt')::timestamptz
-          );
-        perform bulk_sync.record_roots(p_job, 'Order');
-    end if;
-    perform bulk_sync.replace_lists(p_job, 'orders', true);
+    select * into strict v_root from bulk_sync.mirror_tables where name = bulk_sync.root_table(p_job.entity);
+    v_version := bulk_sync.version_sql(v_root.name, 'b.doc');
+    select string_agg(format('exists (select from shopify.%I as x where x.%I = b.gid and x.%I > %s)',
+                             t.name, t.parent_column, t.version_column, v_version), ' or ')
+      into v_newer
+    from bulk_sync.written_tables(p_job.entity) as t
+    where t.parent = v_root.name and t.version_column is not null;
+    execute format(
+        'insert into pg_temp.bulk_sync_won (gid)
+         select b.gid from pg_temp.bulk_sync_batch as b
+         where b.reason is null and b.kind = %L and b.latest
+           and not exists (select from shopify.%I as o where o.id = b.gid and o.%I > %s)
+           and not (%s)',
+        v_root.graphql_type, v_root.name, v_root.version_column, v_version, coalesce(v_newer, 'false'));
+    perform bulk_sync.record_roots(p_job, v_root.graphql_type);
+    perform bulk_sync.replace_lists(p_job, v_root.name, true);
 end;
 $$;
 
@@ -484,21 +498,27 @@ begin
 end;
 $$;
 
--- Records the ids of an ids-only orders export, each with whether the mirror holds it alive and as new.
-create or replace function bulk_sync.record_order_ids(p_job bulk_sync.jobs) returns void
+-- Records the ids of an export of nothing but its roots' ids (order_ids), each with whether the mirror holds it
+-- alive and as new, and when it was created.
+create or replace function bulk_sync.record_ids(p_job bulk_sync.jobs) returns void
 language plpgsql as $$
+declare
+    v_root bulk_sync.mirror_tables;
 begin
-    insert into bulk_sync.import_roots (job_id, gid, accepted, created_at)
-    select p_job.id, b.gid,
-           exists (
-               select from shopify.orders as o
-               where o.id = b.gid and o.deleted_at is null
-                 and o.updated_at >= (b.doc ->> 'updatedAt')::timestamptz
-           ),
-           (b.doc ->> 'createdAt')::timestamptz
-    from pg_temp.bulk_sync_batch as b
-    where b.reason is null and b.kind = 'Order' and b.latest
-    on conflict (job_id, gid) do update set accepted = excluded.accepted, created_at = excluded.created_at;
+    select * into strict v_root from bulk_sync.mirror_tables where name = bulk_sync.root_table(p_job.entity);
+    execute format(
+        'insert into bulk_sync.import_roots (job_id, gid, accepted, created_at)
+         select $1, b.gid,
+                exists (
+                    select from shopify.%I as o
+                    where o.id = b.gid and o.deleted_at is null and o.%I >= %s
+                ),
+                (b.doc ->> ''createdAt'')::timestamptz
+         from pg_temp.bulk_sync_batch as b
+         where b.reason is null and b.kind = %L and b.latest
+         on conflict (job_id, gid) do update set accepted = excluded.accepted, created_at = excluded.created_at',
+        v_root.name, v_root.version_column, bulk_sync.version_sql(v_root.name, 'b.doc'), v_root.graphql_type)
+    using p_job.id;
 end;
 $$;
 
@@ -544,9 +564,9 @@ begin
         if exists (select from bulk_sync.written_tables(v_job.entity) where via = 'root') then
             perform bulk_sync.import_tree(v_job);
         elsif exists (select from bulk_sync.written_tables(v_job.entity)) then
-            perform bulk_sync.replace_refunds(v_job, false);
+            perform bulk_sync.import_lists(v_job);
         else
-            perform bulk_sync.record_order_ids(v_job);
+            perform bulk_sync.record_ids(v_job);
         end if;
         perform bulk_sync.queue_fetches(v_job);
         insert into bulk_sync.rejects (job_id, line_no, reason, line)

@@ -58,9 +58,10 @@ after update of status on bulk_sync.jobs
 for each row when (new.status = 'completed' and new.kind = 'incremental')
 execute function bulk_sync.jobs_completed();
 
--- Queues, per shop (null: every active one), the orders changed since its watermark (less the overlap) until now,
--- unless its previous incremental job is still working or less than incremental_min_seconds passed; a shop's first
--- watermark is p_since, else the end of its orders backfill, else now. Returns how many jobs it created.
+-- Queues, per shop (null: every active one) and entity kept current (bulk_sync.entities.incremental: orders), what
+-- changed since its watermark (less the overlap) until now, unless its previous incremental job is still working or
+-- less than incremental_min_seconds passed; a first watermark is p_since, else the end of the entity's backfill, else
+-- now. Returns how many jobs it created.
 create or replace function bulk_sync.enqueue_incremental(p_shops text[] default null, p_since timestamptz default null)
 returns integer
 language plpgsql
@@ -68,6 +69,7 @@ security definer set search_path = pg_catalog, pg_temp as $$
 declare
     v_s bulk_sync.settings := bulk_sync.get_settings();
     v_shop bulk_sync.shops;
+    v_entity text;
     v_mark timestamptz;
     v_now timestamptz := date_trunc('second', now());
     v_job bulk_sync.jobs;
@@ -80,38 +82,43 @@ begin
         select * from bulk_sync.shops where code = any(bulk_sync.resolve_shops(p_shops)) and active
         order by code
     loop
-        insert into bulk_sync.watermarks (shop, entity, watermark)
-        select v_shop.code, 'orders', coalesce(
-            p_since,
-            (select least(max(j.window_end), v_now) from bulk_sync.jobs as j
-             where j.shop = v_shop.code and j.entity = 'orders' and j.kind = 'backfill'
-               and not j.status = any(bulk_sync.states('covers_window', false))),
-            v_now
-        )
-        on conflict (shop, entity) do nothing;
-        v_mark := bulk_sync.advance_watermark(v_shop.code, 'orders');
-        -- Twelve windows an hour add up: completed ones go after audit_retention_days (the watermark keeps their sum).
-        delete from bulk_sync.jobs as j
-        where j.shop = v_shop.code and j.kind = 'incremental' and j.status = 'completed'
-          and j.finished_at < now() - make_interval(days => v_s.audit_retention_days);
-        continue when v_now - v_mark < make_interval(secs => v_s.incremental_min_seconds)
-            or exists (
-                select from bulk_sync.jobs as j
-                where j.shop = v_shop.code and j.kind = 'incremental'
-                  and not j.status = any(bulk_sync.states('terminal'))
-            );
-        insert into bulk_sync.jobs (
-            shop, entity, filter_field, window_start, window_end, start_date, end_date, max_attempts, kind
-        )
-        values (
-            v_shop.code, 'orders', 'updated_at', v_mark - make_interval(secs => v_s.incremental_overlap_seconds),
-            v_now, ((v_mark - make_interval(secs => v_s.incremental_overlap_seconds)) at time zone v_shop.timezone)::date,
-            (v_now at time zone v_shop.timezone)::date, v_s.max_attempts, 'incremental'
-        )
-        returning * into v_job;
-        perform bulk_sync.audit(v_job.id, 'enqueue', 'queued', null, 'queued', v_job.fence,
-            format('incremental job created: orders updated in [%s, %s)', v_job.window_start, v_job.window_end));
-        v_count := v_count + 1;
+        for v_entity in select entity from bulk_sync.entities where incremental order by position loop
+            insert into bulk_sync.watermarks (shop, entity, watermark)
+            select v_shop.code, v_entity, coalesce(
+                p_since,
+                (select least(max(j.window_end), v_now) from bulk_sync.jobs as j
+                 where j.shop = v_shop.code and j.entity = v_entity and j.kind = 'backfill'
+                   and not j.status = any(bulk_sync.states('covers_window', false))),
+                v_now
+            )
+            on conflict (shop, entity) do nothing;
+            v_mark := bulk_sync.advance_watermark(v_shop.code, v_entity);
+            -- Twelve windows an hour add up: completed ones go after audit_retention_days (the watermark keeps their
+            -- sum).
+            delete from bulk_sync.jobs as j
+            where j.shop = v_shop.code and j.entity = v_entity and j.kind = 'incremental' and j.status = 'completed'
+              and j.finished_at < now() - make_interval(days => v_s.audit_retention_days);
+            continue when v_now - v_mark < make_interval(secs => v_s.incremental_min_seconds)
+                or exists (
+                    select from bulk_sync.jobs as j
+                    where j.shop = v_shop.code and j.entity = v_entity and j.kind = 'incremental'
+                      and not j.status = any(bulk_sync.states('terminal'))
+                );
+            insert into bulk_sync.jobs (
+                shop, entity, filter_field, window_start, window_end, start_date, end_date, max_attempts, kind
+            )
+            values (
+                v_shop.code, v_entity, 'updated_at', v_mark - make_interval(secs => v_s.incremental_overlap_seconds),
+                v_now,
+                ((v_mark - make_interval(secs => v_s.incremental_overlap_seconds)) at time zone v_shop.timezone)::date,
+                (v_now at time zone v_shop.timezone)::date, v_s.max_attempts, 'incremental'
+            )
+            returning * into v_job;
+            perform bulk_sync.audit(v_job.id, 'enqueue', 'queued', null, 'queued', v_job.fence,
+                format('incremental job created: %s updated in [%s, %s)',
+                       v_entity, v_job.window_start, v_job.window_end));
+            v_count := v_count + 1;
+        end loop;
     end loop;
     return v_count;
 end;

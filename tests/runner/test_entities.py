@@ -1,7 +1,12 @@
 """Entities as data: a mirrored column is a row of bulk_sync.mirror_columns and a migration adding the column; the
 bulk query selects it and the import writes it with no function changed."""
 
+import datetime as dt
+import re
+from pathlib import Path
+
 import psycopg
+import pytest
 
 from runner.migrate import migrate
 from tests.processes import runner_env, start_runner
@@ -46,3 +51,40 @@ def test_a_column_added_as_data_is_exported_and_imported_with_no_function_change
         assert len(lines) > 20 and dict(stored) == lines
     finally:
         server.stop()
+
+
+NAMES = re.compile(
+    r"'(orders|refunds|skus|order_ids)'|shopify\.(orders|refunds|skus)\b|'(Order|ProductVariant|Refund)'"
+)
+
+
+def test_only_reconciliation_deletion_webhooks_and_a_default_name_an_entity(db) -> None:
+    """Entity knowledge is data: the definitions that still name one are these (before entities became rows, 20
+    definitions and 4 check constraints did). Reconciliation and the deletion webhooks are about orders and SKUs by
+    nature; a parameter's default cannot be a query."""
+    root = Path(__file__).resolve().parents[2] / "sql"
+    naming = {}
+    for path in sorted(root.glob("[0-9]*.sql")):
+        for chunk in re.split(r"^create or replace (?:function|view|trigger) ", path.read_text(), flags=re.M)[1:]:
+            body = "\n".join(line.split("--")[0] for line in chunk.splitlines())
+            if NAMES.search(body) or "{orders,refunds,skus}" in body:
+                naming[chunk.split("(", 1)[0].split()[0]] = path.name
+    assert naming == {
+        "bulk_sync.complete_reconcile": "65_deletions.sql", "bulk_sync.enqueue_reconcile": "65_deletions.sql",
+        "bulk_sync.webhook_deleted": "65_deletions.sql", "bulk_sync.enqueue_backfill": "70_api.sql",
+    }  # fmt: skip
+    checks = db.execute(
+        """select conname, pg_get_constraintdef(oid) from pg_constraint
+           where connamespace = 'bulk_sync'::regnamespace and contype = 'c'"""
+    ).fetchall()
+    assert [name for name, definition in checks if NAMES.search(definition)] == []
+    # what the dropped check said, a trigger reading the entities says: a snapshot has no window, the rest one
+    db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
+    day = ("updated_at", dt.datetime(2025, 9, 1, tzinfo=dt.UTC), dt.datetime(2025, 9, 2, tzinfo=dt.UTC))
+    for entity, window in (("skus", day), ("orders", (None, None, None))):
+        with pytest.raises(psycopg.errors.CheckViolation), db.transaction():
+            db.execute(
+                """insert into bulk_sync.jobs (shop, entity, filter_field, window_start, window_end)
+                   values ('DE', %s, %s, %s, %s)""",
+                (entity, *window),
+            )
