@@ -135,7 +135,8 @@ def _run(name: str, cluster: LocalCluster, args: argparse.Namespace, startup: fl
 
 # Per phase, the seconds during which at least one job of the run (jobs after the given id) was in it, from the
 # audit trail: Shopify at work (dispatched to COMPLETED), download into staging, in line for an import slot (and a
-# runner to take it), import. Phases overlap one another (a pipeline); each figure is the union of its jobs' spans.
+# runner to take it), import, and fetching the refunds' lines with regular queries. Phases overlap one another (a
+# pipeline); each figure is the union of its jobs' spans.
 PHASES = """
     with marks as (
         select job_id,
@@ -143,6 +144,7 @@ PHASES = """
                max(created_at) filter (where to_status = 'exporting') as exported,
                max(created_at) filter (where to_status = 'copied') as copied,
                max(created_at) filter (where to_status = 'importing') as importing,
+               max(created_at) filter (where from_status = 'importing' and to_status = 'fetching') as fetching,
                max(created_at) filter (where to_status = 'completed') as completed
         from bulk_sync.job_runs where job_id > %s group by job_id
     ),
@@ -151,7 +153,8 @@ PHASES = """
         from marks
         cross join lateral (values
             ('Shopify at work', dispatched, exported), ('download into staging', exported, copied),
-            ('in line for an import slot', copied, importing), ('import', importing, completed)
+            ('in line for an import slot', copied, importing), ('import', importing, coalesce(fetching, completed)),
+            ('refund lines fetched', fetching, completed)
         ) as p (phase, first, last)
         where p.first < p.last
     )
@@ -262,7 +265,13 @@ def figures(argv: list[str] | None = None) -> list[tuple[str, str]]:
                 f"ingest run: s with some job in phase '{phase}' (of {machine:.0f} s)",
                 f"{ingest.phases.get(phase, 0.0):.1f}",
             )
-            for phase in ("Shopify at work", "download into staging", "in line for an import slot", "import")
+            for phase in (
+                "Shopify at work",
+                "download into staging",
+                "in line for an import slot",
+                "import",
+                "refund lines fetched",
+            )  # fmt: skip
         ]
         rows.append(("sized / max(Shopify bound, machine bound)", f"{sized.seconds / max(bound, machine):.2f}"))
     if "original" in runs:

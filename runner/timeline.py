@@ -1,7 +1,8 @@
 """`bulk-sync timeline`: a picture of what the jobs did, read from the audit trail (bulk_sync.job_runs). One lane
 per shop; in it, each job on a row of its own (rows reused once a job is done), with a bar per Shopify operation
-(created to COMPLETED, or to how it ended), per download (COMPLETED to staged) and per import (claimed to done),
-on one time axis. Failed, retried and split jobs are marked where it happened. Plain SVG, no library."""
+(created to COMPLETED, or to how it ended), per download (COMPLETED to staged), per import (claimed to done) and
+per fetch of what a bulk query cannot export (refund lines, imported to completed), on one time axis. Failed,
+retried and split jobs are marked where it happened. Plain SVG, no library."""
 
 import datetime as dt
 import re
@@ -22,15 +23,15 @@ ROWS = """
 """
 OPERATION = re.compile(r"gid://shopify/BulkOperation/\d+")
 # A bar lasts while a runner works on the job under a lease, by the task of that state (bulk_sync.job_states)
-BARS = {"poll": "export", "download": "download", "import": "import"}
-COLORS = {"export": "#4e79a7", "download": "#59a14f", "import": "#b07aa1"}
+BARS = {"poll": "export", "download": "download", "import": "import", "fetch": "fetch"}
+COLORS = {"export": "#4e79a7", "download": "#59a14f", "import": "#b07aa1", "fetch": "#edc948"}
 MARKS = {"failed": "#d62728", "retry": "#ff7f0e", "split": "#17becf"}  # outcomes of steps (job_runs.status)
 LEFT, RIGHT, TOP, ROW, GAP, WIDTH = 70, 20, 64, 9, 3, 1100
 
 
 @dataclass
 class Bar:
-    kind: str  # export, download, import
+    kind: str  # export, download, import, fetch
     state: str  # the job's state while it lasts
     start: dt.datetime
     end: dt.datetime | None = None  # None: still going

@@ -111,7 +111,12 @@ def test_remove_shop_cancels_its_operations_first_then_goes(db: psycopg.Connecti
         db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}.myshopify.com"))
     db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01', '{orders}')")
     db.execute("insert into bulk_sync.watermarks (shop, entity, watermark) values ('DE', 'orders', now())")
-    for code in ("DE", "NL"):
+    for code in ("DE", "NL"):  # refunds whose lines were fetched: a shop added again fetches its own
+        db.execute(
+            """insert into bulk_sync.fetched (table_name, parent_id, shop, version)
+               values ('refund_line_items', %s, %s, now())""",
+            (f"gid://shopify/Refund/{code}", code),
+        )
         db.execute(
             "insert into shopify.orders (id, shop, raw, import_job) values (%s, %s, '{}', 1)",
             (f"gid://shopify/Order/{code}", code),
@@ -133,7 +138,8 @@ def test_remove_shop_cancels_its_operations_first_then_goes(db: psycopg.Connecti
     assert _shop(db) is None
     left = db.execute(
         """select (select count(*) from bulk_sync.jobs where shop = 'DE'),
-                  (select count(*) from bulk_sync.watermarks where shop = 'DE'),
+                  (select count(*) from bulk_sync.watermarks where shop = 'DE')
+                  + (select count(*) from bulk_sync.fetched where shop = 'DE'),
                   (select count(*) from shopify.orders where shop = 'DE'),
                   (select count(*) from shopify.skus where shop = 'NL'),
                   (select count(*) from bulk_sync.jobs where shop = 'NL')"""
