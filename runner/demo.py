@@ -77,11 +77,11 @@ def _keep_current(db: psycopg.Connection, dsn: str, base_url: str, env: dict[str
     started = time.monotonic()
     Runner(dsn, env, concurrency=4, name="demo", until_idle=True).run()
     print(f"incremental sync finished in {time.monotonic() - started:.0f} s; freshness:")
-    for shop, through, behind in db.execute(
-        """select shop, to_char(synced_through, 'YYYY-MM-DD HH24:MI:SS TZ'), behind
-           from bulk_sync.freshness order by shop"""
+    for shop, entity, through, behind in db.execute(
+        """select shop, entity, to_char(synced_through, 'YYYY-MM-DD HH24:MI:SS TZ'), behind
+           from bulk_sync.freshness order by shop, entity"""
     ).fetchall():
-        print(f"  {shop:<4} orders synced through {through} ({behind} behind)")
+        print(f"  {shop:<4} {entity} synced through {through} ({behind} behind)")
     return _summary(db, base_url)
 
 
@@ -108,7 +108,7 @@ def _deletions(db: psycopg.Connection, dsn: str, base_url: str, env: dict[str, s
     by_hook = _marked(db)
     waited = time.monotonic() - started
     sqlapi.enqueue_reconcile(db, FIRST, LAST)
-    sqlapi.enqueue_backfill(db, dt.date.today(), dt.date.today(), ["skus"])
+    sqlapi.enqueue_backfill(db, dt.date.today(), dt.date.today(), ["skus", "products"])
     Runner(dsn, env, concurrency=4, name="demo", until_idle=True).run()
     after = _marked(db)
     print(f"\ndeleted on the shops: {len(orders)} orders, {len(variants)} variants; marked by webhook within "

@@ -144,7 +144,7 @@ end;
 $$;
 
 -- Handles an orders/delete, products/delete or products/update notification once per webhook id: marks the deleted
--- order, the product's variants, or the product's variants missing from the payload. Shopify does not deliver in
+-- order, the product's variants (and the product), or the product's variants missing from the payload. Shopify does not deliver in
 -- order, so a delivery applies to a row only when it was triggered (p_triggered_at, X-Shopify-Triggered-At; null:
 -- now) after the export that wrote the row started, and a products/update only when the product's updated_at in it
 -- is newer than the variant's stored one; the rows it leaves for those reasons are counted as stale. Returns what it
@@ -162,6 +162,7 @@ declare
     v_variants text[];
     v_count integer := 0;
     v_stale integer := 0;
+    v_products integer := 0;
     v_outcome text;
 begin
     if p_topic not in ('orders/delete', 'products/delete', 'products/update') then
@@ -203,9 +204,18 @@ begin
             where shop = v_shop and product_id = v_subject and deleted_at is null and not id = any(v_variants);
         end if;
         v_outcome := format('%s variants deleted', v_count);
+        if p_topic = 'products/delete' then
+            update shopify.products as p set deleted_at = now()
+            where p.id = v_subject and p.shop = v_shop and p.deleted_at is null
+              and bulk_sync.delivery_newer(p.import_job, v_at);
+            get diagnostics v_products = row_count;
+        end if;
     end if;
     if v_stale > 0 then
         v_outcome := v_outcome || format(', %s ignored as stale (the delivery is older than the stored row)', v_stale);
+    end if;
+    if v_products > 0 then
+        v_outcome := v_outcome || '; the product deleted';
     end if;
     update bulk_sync.webhooks set outcome = v_outcome where webhook_id = p_webhook_id;
     return v_outcome;

@@ -86,7 +86,8 @@ $$;
 -- split) gets a job for the rest. Raises BS011 for days that start after tomorrow (no day of Shopify's yet).
 create or replace function bulk_sync.enqueue_backfill(
     p_from date, p_to date,
-    p_entities text[] default '{orders,refunds,skus}', p_shops text[] default null, p_resync boolean default false
+    p_entities text[] default '{orders,refunds,skus,customers,products}', p_shops text[] default null,
+    p_resync boolean default false
 ) returns integer
 language plpgsql
 security definer set search_path = pg_catalog, pg_temp as $$

@@ -53,7 +53,7 @@ class Request:
             "orders": lambda _info, **args: page(data.orders(*_bounds(args, "created", "updated")), args),
             "productVariants": lambda _info, **args: page(data.variants(), args),
             "products": lambda _info, **args: page(data.products(), args),
-            "customers": lambda _info, **args: page((), args),
+            "customers": lambda _info, **args: page(data.customers(*_bounds(args, "updated")), args),
             "shop": lambda _info: {"name": f"{shop} shop", "currencyCode": data.currency, "ianaTimezone": "UTC",
                                    "myshopifyDomain": shopify.domain(shop)},
         }  # fmt: skip

@@ -77,6 +77,7 @@ class Catalogue:
                 "title": f"{word.title()} {p:03d}",
                 "handle": f"{word.lower()}-{p:03d}",
                 "updatedAt": stamp(base + dt.timedelta(minutes=rng.randrange(200_000))),
+                **_product_details(settings.seed, p, word, base),
             }
             self.products.append(product)
             color = rng.choice(_COLORS)
@@ -116,8 +117,30 @@ class Catalogue:
                 "inventoryQuantity": v["inventoryQuantity"],
                 "updatedAt": v["updatedAt"],
                 "createdAt": "2025-06-01T00:00:00Z",
-                "product": {"id": product_id, **{k: v["product"][k] for k in ("title", "handle", "updatedAt")}},
+                "product": {"id": product_id, **{k: v["product"][k] for k in PRODUCT_FIELDS}},
             }
+
+
+PRODUCT_FIELDS = ("title", "handle", "updatedAt", "createdAt", "publishedAt", "productType", "vendor", "status", "tags")
+_FIRST = ("Anna", "Ben", "Clara", "David", "Eva", "Felix", "Greta", "Hugo", "Ida", "Jonas", "Lena", "Mads")
+_LAST = ("Jensen", "Müller", "de Vries", "Rossi", "Smith", "Keller", "Nielsen", "Bakker", "Weber", "Dubois")
+
+
+def _product_details(seed: int, p: int, word: str, base: dt.datetime) -> dict:
+    """A product's type, vendor, status, tags and dates, from a generator of its own (the catalogue's is left as
+    it was)."""
+    rng = random.Random(f"{seed}:product:{p}")
+    status = rng.choice(("ACTIVE", "ACTIVE", "ACTIVE", "ACTIVE", "DRAFT", "ARCHIVED"))
+    created = base - dt.timedelta(days=rng.randrange(30, 700))
+    return {
+        "createdAt": stamp(created),
+        "publishedAt": stamp(created + dt.timedelta(days=1)) if status == "ACTIVE" else None,
+        "productType": word.title(),
+        "vendor": rng.choice(("Nordwind", "Lagom", "Atelier 9", "Hansen & Co")),
+        "status": status,
+        "tags": _interned(tuple(sorted(rng.sample(("summer", "winter", "basics", "limited", "eco"),
+                                                  rng.randint(0, 2))))),
+    }  # fmt: skip
 
 
 class ShopData:
@@ -136,6 +159,11 @@ class ShopData:
         self.deleted_orders: set[str] = set()
         self.deleted_variants: set[str] = set()
         self._day_orders = lru_cache(maxsize=1)(self._generate_day)
+        self.version = 0  # counts live changes: what is derived from all orders is made again after one
+        self._customers: tuple[int, list[dict]] | None = None
+        self.deleted_customers: set[str] = set()
+        self.redacted_customers: dict[str, str] = {}  # customer id -> when Shopify redacted its personal data
+        self._product_edits: dict[str, dict] = {}  # product id -> fields changed live
         self._variants_of: tuple[int, dict] | None = None
 
     # -- generation -------------------------------------------------------------------------------------------
@@ -336,8 +364,11 @@ class ShopData:
         return self._changed.get(order["id"], order)
 
     # -- reading ----------------------------------------------------------------------------------------------
-    def orders(self, created: tuple | None = None, updated: tuple | None = None) -> Iterator[dict]:
-        """Orders in creation order, optionally within created/updated bounds (each a (lo, lo_incl, hi, hi_incl))."""
+    def orders(
+        self, created: tuple | None = None, updated: tuple | None = None, deleted: bool = False
+    ) -> Iterator[dict]:  # fmt: skip
+        """Orders in creation order, optionally within created/updated bounds (each a (lo, lo_incl, hi, hi_incl));
+        with `deleted`, the deleted ones too."""
         lo = self.settings.first_day
         hi = self.settings.last_day
         if created and created[0]:
@@ -351,7 +382,7 @@ class ShopData:
         day = lo
         while day <= hi:
             for order in self._day_orders(day):
-                if order["id"] in self.deleted_orders:
+                if order["id"] in self.deleted_orders and not deleted:
                     continue
                 order = self.current(order)
                 if within(order["_created"], created) and within(order["_updated"], updated):
@@ -363,16 +394,19 @@ class ShopData:
                 o for o in self._changed.values() if not (lo <= o["_created"].date() <= hi) and o["id"] not in self._ids
             ]
         for order in late:
-            if order["id"] in self.deleted_orders:
+            if order["id"] in self.deleted_orders and not deleted:
                 continue
             order = self.current(order)
             if within(order["_created"], created) and within(order["_updated"], updated):
                 yield order
 
     def variants(self) -> Iterator[dict]:
-        return (
-            v for v in self.catalogue.variant_nodes(self.currency, self.index) if v["id"] not in self.deleted_variants
-        )
+        for v in self.catalogue.variant_nodes(self.currency, self.index):
+            if v["id"] in self.deleted_variants:
+                continue
+            if edit := self._product_edits.get(v["product"]["id"]):
+                v = {**v, "product": {**v["product"], **edit}}
+            yield v
 
     def products(self) -> list[dict]:
         """Products with their variants (those not deleted), in catalogue order."""
@@ -382,12 +416,97 @@ class ShopData:
             product["variants"].append(variant)
         return list(by_product.values())
 
+    def customers(self, updated: tuple | None = None) -> list[dict]:
+        """The shop's customers (those with orders, not deleted), in id order: their numbers of orders and amounts
+        spent from their orders, created with their first order and updated with their last (or their redaction); a
+        redacted one without personal data. Made once per version of the shop's data."""
+        if self._customers is None or self._customers[0] != self.version:
+            self._customers = (self.version, self._make_customers())
+        return [c for c in self._customers[1] if within(c["_updated"], updated)]
+
+    def _make_customers(self) -> list[dict]:
+        stats: dict[str, list] = {}
+        for order in self.orders(deleted=True):  # a deleted order leaves its customer as it was
+            if not order["customer"]:
+                continue
+            # a customer changes when it places an order (its count and amount spent, the orders' totals), not
+            # when its orders change later
+            row = stats.setdefault(order["customer"]["id"], [0, 0, order["_created"], order["_created"]])
+            row[0] += 1
+            row[1] += order["_total"]
+            row[2], row[3] = min(row[2], order["_created"]), max(row[3], order["_created"])
+        made = []
+        for cid in sorted(stats):
+            if cid in self.deleted_customers:
+                continue
+            count, spent, created, updated = stats[cid]
+            made.append(_customer(cid, self.currency, count, spent, created, updated, self.redacted_customers.get(cid)))
+        return made
+
+    def delete_customers(self, count: int, rng: random.Random) -> list[str]:
+        alive = [c["id"] for c in self.customers()]
+        chosen = rng.sample(alive, min(count, len(alive)))
+        with self._lock:
+            self.deleted_customers.update(chosen)
+        return chosen
+
+    def redact_customers(self, count: int, now: dt.datetime, rng: random.Random) -> list[str]:
+        """Shopify's redaction (customers/redact): personal data emptied, updatedAt now."""
+        alive = [c["id"] for c in self.customers() if c["id"] not in self.redacted_customers]
+        chosen = rng.sample(alive, min(count, len(alive)))
+        with self._lock:
+            self.redacted_customers.update(dict.fromkeys(chosen, stamp(now)))
+        return chosen
+
+    def edit_products(self, count: int, now: dt.datetime, rng: random.Random) -> list[str]:
+        """Products renamed now (their variants' product title with them)."""
+        chosen = rng.sample([p["id"] for p in self.products()], min(count, len(self.products())))
+        with self._lock:
+            for pid in chosen:
+                self._product_edits[pid] = {"title": f"Renamed {rng.randrange(1000)}", "updatedAt": stamp(now)}
+        return chosen
+
+    def delete_products(self, count: int, rng: random.Random) -> list[str]:
+        """Products deleted, with all their variants."""
+        chosen = rng.sample(self.products(), min(count, len(self.products())))
+        with self._lock:
+            for product in chosen:
+                self.deleted_variants.update(v["id"] for v in product["variants"])
+        return [p["id"] for p in chosen]
+
     def variants_of(self, product_id: str | None) -> list[dict]:
         """One product's variants (looked up in an index made once per set of deletions)."""
         key = len(self.deleted_variants)
         if self._variants_of is None or self._variants_of[0] != key:
             self._variants_of = (key, {p["id"]: p["variants"] for p in self.products()})
         return self._variants_of[1].get(product_id, [])
+
+
+def _customer(
+    cid: str, currency: str, count: int, spent: int, created: dt.datetime, updated: dt.datetime, redacted: str | None
+) -> dict:  # fmt: skip
+    """A customer as the API returns it; its personal data from its number, or none once redacted."""
+    n = int(cid.rsplit("/", 1)[1])
+    rng = random.Random(n)
+    first, last = rng.choice(_FIRST), rng.choice(_LAST)
+    address = rng.choice(ADDRESSES)
+    if redacted is not None:
+        updated = max(updated, dt.datetime.fromisoformat(redacted.replace("Z", "+00:00")))
+    customer = {
+        "__typename": "Customer", "id": cid, "createdAt": stamp(created), "updatedAt": stamp(updated),
+        "state": "DISABLED" if redacted else rng.choice(("ENABLED", "ENABLED", "DISABLED", "INVITED")),
+        "tags": _interned(tuple(sorted(rng.sample(TAGS, rng.choice((0, 0, 1)))))),
+        "numberOfOrders": str(count), "amountSpent": {"amount": money(spent), "currencyCode": currency},
+        "defaultEmailAddress": None if redacted else {
+            "emailAddress": f"{first.lower()}.{n % 100000}@example.com",
+            "marketingState": rng.choice(("SUBSCRIBED", "NOT_SUBSCRIBED", "UNSUBSCRIBED"))},
+        "defaultPhoneNumber": None if redacted else {"phoneNumber": f"+4530{n % 10_000_000:07d}"},
+        "firstName": None if redacted else first, "lastName": None if redacted else last,
+        "defaultAddress": {**address, "address1": None if redacted else f"{n % 997} Main Street",
+                           "address2": None, "city": None if redacted else "Springfield"},
+        "_updated": updated,
+    }  # fmt: skip
+    return customer
 
 
 def _convert(eur_cents: int, currency: str) -> int:

@@ -199,6 +199,8 @@ class Export:
             return (v for v in self.shop.variants() if _updated_within(v, bounds))
         if name == "products":
             return (p for p in self.shop.products() if _updated_within(p, bounds))
+        if name == "customers":
+            return iter(self.shop.customers(bounds.get("updated")))
         return iter(())
 
     def lines(self) -> Iterator[tuple[str, bool]]:

@@ -12,7 +12,9 @@ GET  /_admin/sales/<code>?tz=<zone>               Shopify's sales report per day
 POST /_admin/faults                               replace the fault rules (JSON)
 POST /_admin/shops/<code>/changes                 {"new_orders": n, "refunds": n, "edits": n, "deleted_orders": n,
                                                   "deleted_variants": n, "refunded_lines": n}: live data changes
-                                                  (refunded_lines: a new order of n lines, all refunded at once)"""
+                                                  (refunded_lines: a new order of n lines, all refunded at once;
+                                                  also deleted_customers, redacted_customers, edited_products,
+                                                  deleted_products)"""
 
 import json
 import re
@@ -108,7 +110,8 @@ class _Handler(BaseHTTPRequestHandler):
             if code not in sim.shops:
                 return self._json(404, {"error": f"unknown shop {code}"})
             spec = json.loads(self._body() or b"{}")
-            kinds = ("new_orders", "refunds", "edits", "deleted_orders", "deleted_variants", "refunded_lines")
+            kinds = ("new_orders", "refunds", "edits", "deleted_orders", "deleted_variants", "refunded_lines",
+                     "deleted_customers", "redacted_customers", "edited_products", "deleted_products")  # fmt: skip
             counts = {k: int(spec.get(k, 0)) for k in kinds}
             return self._json(200, sim.change(code, **counts))
         return self._json(404, {"errors": "Not Found"})

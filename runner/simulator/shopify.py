@@ -376,11 +376,13 @@ class Shopify:
 
     def change(
         self, shop: str, new_orders: int = 0, refunds: int = 0, edits: int = 0, deleted_orders: int = 0,
-        deleted_variants: int = 0, refunded_lines: int = 0,
+        deleted_variants: int = 0, refunded_lines: int = 0, deleted_customers: int = 0, redacted_customers: int = 0,
+        edited_products: int = 0, deleted_products: int = 0,
     ) -> dict:  # fmt: skip
         """Live changes at the current time: new orders, refunds, edits of existing orders, deleted orders and
         deleted variants (with their webhooks when notifications are on); refunded_lines: a new order of that many
-        lines, all refunded at once."""
+        lines, all refunded at once; customers deleted or redacted (their personal data emptied), products renamed or
+        deleted with their variants."""
         now = dt.datetime.fromtimestamp(int(self.clock()), dt.UTC)
         data = self.shops[shop]
         with self._lock:
@@ -391,10 +393,18 @@ class Shopify:
             gone_orders = data.delete_orders(deleted_orders, self._rng)
             gone_variants = data.delete_variants(deleted_variants, self._rng)
             large = [data.add_refunded_order(refunded_lines, now, self._rng)] if refunded_lines else []
+            data.version += 1
+            gone_customers = data.delete_customers(deleted_customers, self._rng)
+            redacted = data.redact_customers(redacted_customers, now, self._rng)
+            renamed = data.edit_products(edited_products, now, self._rng)
+            gone_products = data.delete_products(deleted_products, self._rng)
+            data.version += 1
         if self.notifier is not None:
             self.notifier.deletions(shop, gone_orders, gone_variants)
         return {"added": added, "refunded": refunded, "edited": edited, "deleted_orders": gone_orders,
-                "deleted_variants": [v["id"] for v in gone_variants], "large_refunds": large}  # fmt: skip
+                "deleted_variants": [v["id"] for v in gone_variants], "large_refunds": large,
+                "deleted_customers": gone_customers, "redacted_customers": redacted, "edited_products": renamed,
+                "deleted_products": gone_products}  # fmt: skip
 
     def truth(self, shop: str, table: str) -> Iterator[dict]:
         from runner.simulator.truth import rows

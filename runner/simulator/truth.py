@@ -22,6 +22,8 @@ TABLES = (
     "order_line_discount_allocations",
     "order_line_tax_lines",
     "refund_line_items",
+    "customers",
+    "products",
 )
 COLUMNS = {
     "orders": "id, shop, name, created_at, updated_at, processed_at, cancelled_at, currency, subtotal_price, "
@@ -43,6 +45,9 @@ COLUMNS = {
     "order_line_tax_lines": "line_item_id, position, shop, title, rate, price, price_presentment",
     "refund_line_items": "refund_id, position, shop, id, line_item_id, quantity, restock_type, subtotal, "
     "subtotal_presentment, total_tax, total_tax_presentment, currency",
+    "customers": "id, shop, created_at, updated_at, state, tags, number_of_orders, amount_spent, currency, "
+    "email_marketing_state, country, province, zip, email, phone, first_name, last_name, address1, address2, city",
+    "products": "id, shop, title, handle, product_type, vendor, status, tags, created_at, updated_at, published_at",
 }
 # How rows are told apart: their id, or (for list elements without one) their parent's id and position.
 KEYS = {name: tuple(COLUMNS[name].split(", ")[:2]) if "position" in COLUMNS[name] else ("id",) for name in TABLES}
@@ -90,6 +95,27 @@ def rows(shop: ShopData, table: str) -> Iterator[dict]:
     """Rows of one table for one shop (money as decimal strings, times as ISO-8601 UTC, ids as GIDs)."""
     if table not in TABLES:
         raise KeyError(table)
+    if table == "customers":
+        for c in shop.customers():
+            email, phone, address = c["defaultEmailAddress"] or {}, c["defaultPhoneNumber"] or {}, c["defaultAddress"]
+            yield {
+                "id": c["id"], "shop": shop.code, "created_at": c["createdAt"], "updated_at": c["updatedAt"],
+                "state": c["state"], "tags": list(c["tags"]), "number_of_orders": int(c["numberOfOrders"]),
+                "amount_spent": c["amountSpent"]["amount"], "currency": c["amountSpent"]["currencyCode"],
+                "email_marketing_state": email.get("marketingState"), "country": address["countryCodeV2"],
+                "province": address["provinceCode"], "zip": address["zip"], "email": email.get("emailAddress"),
+                "phone": phone.get("phoneNumber"), "first_name": c["firstName"], "last_name": c["lastName"],
+                "address1": address["address1"], "address2": address["address2"], "city": address["city"],
+            }  # fmt: skip
+        return
+    if table == "products":
+        for p in shop.products():
+            yield {
+                "id": p["id"], "shop": shop.code, "title": p["title"], "handle": p["handle"],
+                "product_type": p["productType"], "vendor": p["vendor"], "status": p["status"], "tags": list(p["tags"]),
+                "created_at": p["createdAt"], "updated_at": p["updatedAt"], "published_at": p["publishedAt"],
+            }  # fmt: skip
+        return
     if table == "skus":
         for v in shop.variants():
             yield {
@@ -106,9 +132,11 @@ def counts(shop: ShopData) -> dict[str, int]:
     """How many rows each table holds for one shop, in one pass over its orders."""
     found = dict.fromkeys(TABLES, 0)
     found["skus"] = sum(1 for _ in shop.variants())
+    found["customers"] = len(shop.customers())
+    found["products"] = len(shop.products())
     for o in shop.orders():
         for table in TABLES:
-            if table != "skus":
+            if table not in ("skus", "customers", "products"):
                 found[table] += sum(1 for _ in order_rows(shop, o, table))
     return found
 

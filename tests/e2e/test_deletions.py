@@ -79,7 +79,7 @@ def test_without_webhooks_an_incremental_round_a_snapshot_and_reconciliation_fin
         db.execute("update shopify.orders set updated_at = updated_at - interval '1 day', total_price = 0 "
                    "where id = %s", (stale,))  # fmt: skip
         db.execute("select bulk_sync.enqueue_incremental()")
-        db.execute("select bulk_sync.enqueue_backfill(current_date, current_date, '{skus}')")
+        db.execute("select bulk_sync.enqueue_backfill(current_date, current_date, '{skus,products}')")
         _until_idle(env, log)
         assert db.execute("select count(*) from shopify.skus where deleted_at is not null").fetchone()[0] == len(
             deleted["skus"]

@@ -62,7 +62,8 @@ def test_demo_live_view_in_a_terminal(tmp_path) -> None:
     sales = re.compile(r"shopify\.daily_sales: [\d,]+ shop-days, each equal to the sales report")
     assert backfill.count(" equal\r\n") == len(TABLES) and "DIFFERENT" not in summary and " NOT " not in summary
     assert sales.search(backfill)
-    assert "-> 5 jobs created" in current and current.count("orders synced through") == 5
+    assert "-> 10 jobs created" in current and current.count("orders synced through") == 5
+    assert current.count("customers synced through") == 5
     assert current.count(" equal\r\n") == len(TABLES) and sales.search(current)
     assert re.match(r" 15 orders, 50 variants; marked by webhook within", deletions), deletions
     assert deletions.count(" equal\r\n") == len(TABLES) and sales.search(deletions)

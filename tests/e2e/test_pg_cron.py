@@ -38,12 +38,12 @@ def test_pg_cron_runs_the_tick(postgresql: psycopg.Connection, db: psycopg.Conne
                 "bulk_sync_skus",
                 dbname,
                 "30 2 * * *",
-                "select bulk_sync.enqueue_backfill(current_date, current_date, '{skus}')",
+                "select bulk_sync.enqueue_backfill(current_date, current_date, '{skus,products}')",
             ),
             ("bulk_sync_tick", dbname, "* * * * *", "select bulk_sync.tick()"),
         ]
-        # what the nightly SKU schedule runs: a snapshot per active shop, once a day
-        for created in (1, 0):
+        # what the nightly SKU schedule runs: a snapshot of SKUs and of products per active shop, once a day
+        for created in (2, 0):
             assert db.execute(jobs[3][3]).fetchone()[0] == created
         try:
             deadline = time.monotonic() + 130

@@ -67,9 +67,9 @@ def test_the_operator_steers_but_cannot_report_or_edit(db: psycopg.Connection, d
         _denied(operator, "select * from shopify.orders")
         _denied(operator, "insert into bulk_sync.staging values (1, 1, 'x')")
         assert operator.execute("select bulk_sync.enqueue_incremental(null, now() - interval '1 hour')").fetchone() == (
-            1,
-        )
-        assert operator.execute("select shop from bulk_sync.freshness").fetchall() == [("DE",)]
+            2,
+        )  # orders and customers
+        assert operator.execute("select shop from bulk_sync.freshness").fetchall() == [("DE",)] * 2
         _denied(operator, "select bulk_sync.webhook_finished('w1', 'de.myshopify.com', 'x')")
         _denied(operator, "update bulk_sync.watermarks set watermark = now()")
         failed = operator.execute("select id, kind, last_error from bulk_sync.jobs where status = 'failed'").fetchall()

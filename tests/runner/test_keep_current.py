@@ -36,7 +36,7 @@ def _check_watermarks(db: psycopg.Connection, server) -> int:
     """Every order whose current version changed before its shop's watermark is in the database at that version.
     The watermarks are read first: a SIGKILLed runner's backend may still finish its import, moving a watermark
     after the rows were read."""
-    marks = db.execute("select shop, watermark from bulk_sync.watermarks").fetchall()
+    marks = db.execute("select shop, watermark from bulk_sync.watermarks where entity = 'orders'").fetchall()
     stored = {r["id"]: r["updated_at"] for r in table(db, "orders")}
     checked = 0
     for code, mark in marks:
@@ -89,7 +89,7 @@ def test_incremental_runs_keep_up_with_changes_and_kills_never_pass_the_watermar
         changed = {code: _change(shopify, code, new_orders=8, refunds=4, edits=4) for code in SHOPS}
         assert all(len(c["added"]) == 8 and len(c["refunded"]) == 4 for c in changed.values())
         next_second(db, shopify)  # updated_at has whole seconds: the window's end must lie after the changes
-        assert db.execute("select bulk_sync.enqueue_incremental()").fetchone()[0] == len(SHOPS)
+        assert db.execute("select bulk_sync.enqueue_incremental()").fetchone()[0] == 2 * len(SHOPS)  # orders, customers
         if round_ > 0:  # the first round ends untouched; later ones lose their runner at random moments
             for _ in range(4):
                 runner = start_runner(env, "--concurrency", "3", log=log)

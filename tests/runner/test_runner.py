@@ -48,7 +48,7 @@ def _assert_equals_truth(db: psycopg.Connection, server) -> None:
 
 def test_a_week_of_five_shops_equals_the_ground_truth(db: psycopg.Connection, dsn: str, shopify, tmp_path) -> None:
     created = _setup(db)
-    assert created == 5 * 7 * 2 + 5
+    assert created == 5 * 7 * 3 + 5 * 2  # per shop and day orders, refunds, customers; per shop skus, products
     log = tmp_path / "runner.log"
     login(db, dsn, "bulk_sync_runner").close()  # the runner connects with the least privilege it needs
     runner_dsn = dsn.replace(f"user={db.info.user}", "user=bulk_sync_runner_login")
@@ -209,12 +209,15 @@ def test_a_wrong_token_fails_that_shops_jobs_with_the_reason(db: psycopg.Connect
     assert runner.wait(timeout=300) == 0
     failed = db.execute("select distinct shop, last_error from bulk_sync.jobs where status = 'failed'").fetchall()
     assert failed == [("CHF", "HTTP 401 from Shopify: the access token is invalid or lacks a scope")]
-    assert db.execute("select count(*) from bulk_sync.jobs where status = 'failed'").fetchone() == (15,)
+    assert db.execute("select count(*) from bulk_sync.jobs where status = 'failed'").fetchone() == (7 * 3 + 2,)
     assert db.execute(
         "select count(*) from bulk_sync.jobs where shop <> 'CHF' and status <> 'completed'"
     ).fetchone() == (0,)
     assert windows_tile(db) == {
-        (s, e): ("2025-09-01", "2025-09-08", 7.0) for s in SHOPS if s != "CHF" for e in ("orders", "refunds")
+        (s, e): ("2025-09-01", "2025-09-08", 7.0)
+        for s in SHOPS
+        if s != "CHF"
+        for e in ("orders", "refunds", "customers")
     }
 
 

@@ -87,7 +87,7 @@ def test_a_resync_puts_back_rows_labelled_with_the_wrong_shop(db: psycopg.Connec
         resynced = db.execute(
             "select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-02', p_shops => '{DE}', p_resync => true)"
         ).fetchone()[0]
-        assert resynced == 2 * 2 + 1  # orders and refunds of two days, one snapshot
+        assert resynced == 2 * 3 + 2  # orders, refunds and customers of two days; two snapshots (skus, products)
         _run(runner_env(dsn, server), tmp_path)
         assert {s for _, s, _ in _statuses(db)} == {"completed"}
         for name in TABLES:

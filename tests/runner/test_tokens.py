@@ -245,7 +245,7 @@ def _setup(db: psycopg.Connection, codes) -> None:
                "backoff_cap_seconds = 4, lease_seconds = 10")  # fmt: skip
     for code in codes:
         db.execute("select bulk_sync.add_shop(%s, %s, %s)", (code, f"{code.lower()}.myshopify.com", SHOPS[code]))
-    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-05', '{orders,refunds,skus}', %s)", (codes,))
+    db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-05', p_shops => %s)", (codes,))  # every entity
 
 
 def _assert_equals_truth(db: psycopg.Connection, server, codes) -> None:

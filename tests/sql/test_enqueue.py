@@ -13,16 +13,16 @@ def _jobs(db: psycopg.Connection) -> int:
 
 def test_backfill_covers_every_day_once_and_is_idempotent(db: psycopg.Connection, five_shops: list[str]) -> None:
     created = db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-10-31')").fetchone()[0]
-    assert created == 5 * 61 * 2 + 5
+    assert created == 5 * 61 * 3 + 5 * 2
     windows = db.execute(
         """select shop, entity, filter_field, window_start, window_end
            from bulk_sync.jobs where window_start is not null order by shop, entity, window_start"""
     ).fetchall()
     by_key: dict[tuple[str, str], list[tuple[dt.datetime, dt.datetime]]] = {}
     for shop, entity, field, start, end in windows:
-        assert field == {"orders": "created_at", "refunds": "updated_at"}[entity]
+        assert field == {"orders": "created_at", "refunds": "updated_at", "customers": "updated_at"}[entity]
         by_key.setdefault((shop, entity), []).append((start, end))
-    assert set(by_key) == {(s, e) for s in five_shops for e in ("orders", "refunds")}
+    assert set(by_key) == {(s, e) for s in five_shops for e in ("orders", "refunds", "customers")}
     utc = dt.UTC
     for spans in by_key.values():
         assert spans[0][0] == dt.datetime(2025, 9, 1, tzinfo=utc)
@@ -30,8 +30,12 @@ def test_backfill_covers_every_day_once_and_is_idempotent(db: psycopg.Connection
         for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
             assert end == start  # no gap, no overlap
         assert len(spans) == 61
-    snapshots = db.execute("select shop, start_date, end_date from bulk_sync.jobs where entity = 'skus'").fetchall()
-    assert sorted(snapshots) == sorted((s, dt.date(2025, 9, 1), dt.date(2025, 10, 31)) for s in five_shops)
+    snapshots = db.execute(
+        "select shop, entity, start_date, end_date from bulk_sync.jobs where window_start is null"
+    ).fetchall()
+    assert sorted(snapshots) == sorted(
+        (s, e, dt.date(2025, 9, 1), dt.date(2025, 10, 31)) for s in five_shops for e in ("products", "skus")
+    )
     assert db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-10-31')").fetchone()[0] == 0
     assert _jobs(db) == created
     # every job has its audit row

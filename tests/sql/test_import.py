@@ -301,15 +301,16 @@ def test_the_tick_imports_what_no_runner_took(db: psycopg.Connection) -> None:
 
 
 def test_bulk_queries_are_valid_for_shopify(db: psycopg.Connection) -> None:
-    """The four queries bulk-sync sends pass Shopify's schema (the simulator's copy of 2026-01, as 2025-10 and
-    2026-01 see it) and its bulk-query rules."""
+    """The bulk queries bulk-sync sends (one per entity) pass Shopify's schema (the simulator's copy of 2026-01, as
+    2025-10 and 2026-01 see it) and its bulk-query rules."""
     from runner.simulator.bulk_rules import bulk_query_errors
 
     db.execute("select bulk_sync.add_shop('DE', 'de.myshopify.com')")
     db.execute("select bulk_sync.enqueue_backfill('2025-09-01', '2025-09-01')")
-    db.execute("select bulk_sync.enqueue_reconcile('2025-09-01', '2025-09-01')")
-    queries = {t["entity"]: t["query"] for t in claim(db, qty=10)}
-    assert set(queries) == {"orders", "refunds", "skus", "order_ids"}
+    db.execute("select bulk_sync.add_shop('NL', 'nl.myshopify.com')")  # five operations a shop at a time
+    db.execute("select bulk_sync.enqueue_reconcile('2025-09-01', '2025-09-01', '{NL}')")
+    queries = {t["entity"]: t["query"] for t in claim(db, qty=20)}
+    assert set(queries) == {"orders", "refunds", "skus", "order_ids", "customers", "products"}
     for query in queries.values():
         for version in ("2025-10", "2026-01"):
             document, errors = bulk_query_errors(query, version)
@@ -317,6 +318,7 @@ def test_bulk_queries_are_valid_for_shopify(db: psycopg.Connection) -> None:
     assert "created_at:>='2025-09-01T00:00:00Z' created_at:<'2025-09-02T00:00:00Z'" in queries["orders"]
     assert "sortKey: CREATED_AT" in queries["orders"]
     assert "updated_at:>='2025-09-01T00:00:00Z'" in queries["refunds"] and "sortKey" not in queries["refunds"]
+    assert "updated_at:>='2025-09-01T00:00:00Z'" in queries["customers"] and "query:" not in queries["products"]
     assert json.dumps(queries)  # plain text
 
 

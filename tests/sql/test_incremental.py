@@ -10,6 +10,25 @@ from tests.jobs import claim, claim_task, job, operation_running, report, run_to
 UTC = dt.UTC
 
 
+@pytest.fixture(autouse=True)
+def _orders_alone(db: psycopg.Connection) -> None:
+    """Watermarks are per shop and entity; these tests follow orders alone (the last one, every entity)."""
+    db.execute("update bulk_sync.entities set incremental = (entity = 'orders')")
+
+
+def test_each_entity_kept_current_has_its_own_watermark_and_window(db: psycopg.Connection) -> None:
+    db.execute("update bulk_sync.entities set incremental = entity in ('orders', 'customers')")
+    _shop(db)
+    since = dt.datetime.now(UTC).replace(microsecond=0) - dt.timedelta(hours=1)
+    assert db.execute("select bulk_sync.enqueue_incremental(null, %s)", (since,)).fetchone()[0] == 2
+    assert sorted((j["entity"], j["filter_field"]) for j in _incremental(db)) == [
+        ("customers", "updated_at"), ("orders", "updated_at")
+    ]  # fmt: skip
+    marks = db.execute("select entity, watermark from bulk_sync.watermarks order by 1").fetchall()
+    assert marks == [("customers", since), ("orders", since)]
+    assert db.execute("select bulk_sync.enqueue_incremental()").fetchone()[0] == 0  # both still working
+
+
 def _shop(db: psycopg.Connection, code: str = "DE") -> None:
     db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}.myshopify.com"))
 

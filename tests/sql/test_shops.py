@@ -206,7 +206,7 @@ def test_cancel_by_ids_and_by_days(db: psycopg.Connection) -> None:
     ).fetchall()
     assert sorted(rows) == [("DE", "orders", "2025-09-02"), ("DE", "orders", "2025-09-03")]
     # every entity of every shop on a day; snapshots by their backfill's days
-    assert db.execute("select bulk_sync.cancel_jobs('2025-09-05', '2025-09-05')").fetchone() == (6,)
+    assert db.execute("select bulk_sync.cancel_jobs('2025-09-05', '2025-09-05')").fetchone() == (10,)
     _refused(db, "select bulk_sync.cancel_jobs('2025-09-01', '2025-09-02', p_shops => '{XX}')", "BS002", "unknown shop")
     _refused(db, "select bulk_sync.cancel_jobs('2025-09-01', '2025-09-02', '{nope}')", "BS003", "unknown entity: nope")
 

@@ -215,8 +215,9 @@ def fill_release_0_2(old: psycopg.Connection) -> None:
 def test_a_release_0_2_database_is_upgraded_identical_to_a_fresh_one_with_every_row_kept(new_database) -> None:
     from tests.releases import install_release_0_2
 
-    # tables whose rows the migrations define (the job states and their legal moves): as a fresh database's
-    defined = ("bulk_sync.job_states", "bulk_sync.transitions")
+    # tables whose rows the migrations define (the job states and their legal moves, the entities' import slots): as
+    # a fresh database's
+    defined = ("bulk_sync.job_states", "bulk_sync.transitions", "bulk_sync.import_limits")
     with psycopg.connect(new_database("fresh_db"), autocommit=True) as fresh:
         migrate(fresh)
         fresh_catalog = snapshot(fresh)
@@ -225,6 +226,8 @@ def test_a_release_0_2_database_is_upgraded_identical_to_a_fresh_one_with_every_
         install_release_0_2(old)
         fill_release_0_2(old)
         tables = _tables(old)
+        # every setting kept but the import cap, checked below
+        tables["bulk_sync.settings"] = tables["bulk_sync.settings"].replace(", max_concurrent_imports", "")
         before = {t: rows(old, t, names) for t, names in tables.items()}
         assert [t for t, rows in before.items() if not rows] == []  # data in every table
         queued = old.execute("select count(*) from pgmq.q_bulk_sync").fetchone()[0]
@@ -234,6 +237,8 @@ def test_a_release_0_2_database_is_upgraded_identical_to_a_fresh_one_with_every_
         after = {t: rows(old, t, names) for t, names in tables.items()}
         assert {t: after.pop(t) for t in defined} == fresh_defined
         assert after == {t: r for t, r in before.items() if t not in defined}
+        # the overall import cap, at its default, grows with the entities' slots (migration 0019)
+        assert old.execute("select max_concurrent_imports from bulk_sync.settings").fetchone() == (7,)
         assert old.execute("select count(*) from pgmq.q_bulk_sync").fetchone()[0] == queued
         # every unleased job of a state with a task knows its wake-up, the message release 0.2 queued for it
         unknown = old.execute(
