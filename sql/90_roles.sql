@@ -2,7 +2,9 @@
 -- `create role my_runner login password '...' in role bulk_sync_runner;`
 --   bulk_sync_runner    claims tasks, reports, writes staging, runs the import; reads the shops' endpoints
 --   bulk_sync_operator  registers shops, queues backfills, retries, cancels, ticks; reads jobs and their history
---   bulk_sync_reader    reads shopify.* and the progress views
+--   bulk_sync_reader    reads shopify.* but personal data (bulk_sync.mirror_columns.personal, and raw) and the progress
+--                       views
+--   bulk_sync_reader_pii  reads all of shopify.*, personal data included (grant it beside bulk_sync_reader)
 -- Whatever default privileges the database has (Supabase grants anon and authenticated everything an owner
 -- creates), every privilege on bulk-sync's schemas and objects is reset here to these grants: grant access by
 -- granting one of the roles, never on the objects. The entry points run as their owner (security definer) with a
@@ -12,7 +14,9 @@ do $$
 declare
     v_role text;
 begin
-    foreach v_role in array array['bulk_sync_runner', 'bulk_sync_operator', 'bulk_sync_reader'] loop
+    foreach v_role in array array[
+        'bulk_sync_runner', 'bulk_sync_operator', 'bulk_sync_reader', 'bulk_sync_reader_pii'
+    ] loop
         if not exists (select from pg_roles where rolname = v_role) then
             execute format('create role %I nologin', v_role);
         end if;
@@ -61,7 +65,8 @@ end;
 $$;
 
 -- bulk-sync's relations in schema shopify: its tables and the views of sql/80_views.sql (shopify.live_<table> of each
--- table of bulk_sync.mirror_tables, shopify.daily_sales). Anything else there is a user's, and keeps the privileges its owner gave.
+-- table of bulk_sync.mirror_tables, shopify.daily_sales). Anything else there is a user's, and keeps the privileges
+-- its owner gave.
 create or replace function bulk_sync.mirror_relations() returns regclass[]
 language sql stable as $$
     select array(
@@ -71,6 +76,18 @@ language sql stable as $$
         select to_regclass(format('shopify.%I', 'live_' || t.name)) from bulk_sync.mirror_tables as t
         union all
         select to_regclass('shopify.daily_sales')
+    );
+$$;
+
+-- True when a column of one of bulk-sync's relations in shopify holds personal data: raw (the whole exported line), or
+-- a column bulk_sync.mirror_columns marks personal, of the table or of its shopify.live_<table> view.
+create or replace function bulk_sync.personal(p_relation regclass, p_column name) returns boolean
+language sql stable as $$
+    select p_column = 'raw' or exists (
+        select from bulk_sync.mirror_columns as c
+        inner join pg_class as r on r.oid = p_relation
+        where c.personal and c.column_name = p_column
+          and c.table_name = regexp_replace(r.relname, '^live_', '')
     );
 $$;
 
@@ -116,7 +133,7 @@ end;
 $$;
 
 grant usage on schema bulk_sync to bulk_sync_runner, bulk_sync_operator, bulk_sync_reader;
-grant usage on schema shopify to bulk_sync_reader;
+grant usage on schema shopify to bulk_sync_reader, bulk_sync_reader_pii;
 
 -- The runner: the claim, the reports, the import and the webhook; the shops' endpoints; staging by COPY.
 grant execute on function
@@ -178,13 +195,21 @@ to bulk_sync_runner, bulk_sync_operator, bulk_sync_reader;
 
 -- Everyone of bulk-sync: progress and freshness; the reader: the data.
 grant select on bulk_sync.status, bulk_sync.progress, bulk_sync.freshness to bulk_sync_operator, bulk_sync_reader;
+-- The reader: every column but personal data (by column grants, on the tables and their views alike: a view reads
+-- its tables as its owner); the reader of personal data: everything.
 do $$
 declare
     v_relation regclass;
+    v_columns text;
 begin
     foreach v_relation in array bulk_sync.mirror_relations() loop
         continue when (select relkind from pg_class where oid = v_relation) = 'S';
-        execute format('grant select on %s to bulk_sync_reader', v_relation);
+        select string_agg(quote_ident(a.attname), ', ' order by a.attnum) into v_columns
+        from pg_attribute as a
+        where a.attrelid = v_relation and a.attnum > 0 and not a.attisdropped
+          and not bulk_sync.personal(v_relation, a.attname);
+        execute format('grant select (%s) on %s to bulk_sync_reader', v_columns, v_relation);
+        execute format('grant select on %s to bulk_sync_reader_pii', v_relation);
     end loop;
 end;
 $$;

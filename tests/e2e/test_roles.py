@@ -78,13 +78,49 @@ def test_the_operator_steers_but_cannot_report_or_edit(db: psycopg.Connection, d
 
 def test_the_reader_reads(db: psycopg.Connection, dsn: str, backfill: None) -> None:
     with login(db, dsn, "bulk_sync_reader") as reader:
-        for table in ("orders", "order_line_items", "refunds", "skus"):
+        for table in ("orders", "order_line_items", "refunds", "skus", "customers", "products"):
             count = sql.SQL("select count(*) from {}").format(sql.Identifier("shopify", table))
             assert reader.execute(count).fetchone() == (0,)
         assert reader.execute("select count(*) from bulk_sync.progress").fetchone() == (1,)
         _denied(reader, "select bulk_sync.enqueue_backfill('2025-09-03', '2025-09-03')")
         _denied(reader, "select * from bulk_sync.jobs")
         _denied(reader, "delete from shopify.orders")
+
+
+# Personal data, by name (this list, not the database's own marks): raw holds every field of the exported line.
+PERSONAL = {
+    "orders": {"email", "note", "shipping_zip"},
+    "refunds": {"note"},
+    "customers": {"email", "phone", "first_name", "last_name", "address1", "address2", "city", "zip"},
+}
+
+
+def test_personal_data_is_read_only_by_the_pii_reader(db: psycopg.Connection, dsn: str) -> None:
+    relations = db.execute(
+        """select c.relname, a.attname from pg_class as c join pg_attribute as a on a.attrelid = c.oid
+           where c.relnamespace = 'shopify'::regnamespace and c.relkind in ('r', 'v') and a.attnum > 0
+             and not a.attisdropped order by 1, 2"""
+    ).fetchall()
+    assert len({r for r, _ in relations}) == 2 * 12 + 1  # the tables, their live views, daily_sales
+    with login(db, dsn, "bulk_sync_reader") as reader, login(db, dsn, "bulk_sync_reader_pii") as pii:
+        readable = set()
+        for relation, column in relations:
+            query = sql.SQL("select {} from {} limit 0").format(
+                sql.Identifier(column), sql.Identifier("shopify", relation)
+            )
+            pii.execute(query)  # the reader of personal data reads every column
+            try:
+                reader.execute(query)
+                readable.add((relation, column))
+            except psycopg.errors.InsufficientPrivilege:
+                pass
+        personal = {
+            (r, c) for r, c in relations if c == "raw" or c in PERSONAL.get(r.removeprefix("live_"), set())
+        }  # fmt: skip
+        assert readable == set(relations) - personal
+        assert len(personal) == 2 * (12 + 12)  # raw of every table and view, and the 12 personal columns of both
+        _denied(reader, "select * from shopify.customers")
+        assert reader.execute("select id, amount_spent, country from shopify.live_customers").fetchall() == []
 
 
 def test_entry_points_cannot_be_redirected_by_search_path(db: psycopg.Connection) -> None:

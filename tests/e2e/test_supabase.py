@@ -202,8 +202,11 @@ def _assert_api_roles_reach_nothing(dsn: str) -> None:
         assert db.execute("select rolsuper from pg_roles where rolname = current_user").fetchone() == (False,)
         for role in API_ROLES:
             assert reachable(db, role) == [], role
-        # The reader sees what it should, which proves the check above can see a privilege at all.
-        assert "relation shopify.orders" in reachable(db, "bulk_sync_reader")
+        # The reader sees what it should, which proves the check above can see a privilege at all; personal data
+        # only the reader of personal data.
+        seen = reachable(db, "bulk_sync_reader")
+        assert "column shopify.orders.id" in seen and "column shopify.orders.email" not in seen
+        assert "relation shopify.orders" in reachable(db, "bulk_sync_reader_pii")
         owned_in_public = db.execute(
             """select (select count(*) from pg_class
                      where relnamespace = 'public'::regnamespace and relowner = current_user::regrole)

@@ -171,15 +171,16 @@ def test_shopify_failures_are_reported_and_survived(db: psycopg.Connection, dsn:
         assert injected["INT"]["graphql_internal"] == 2  # Shopify's own failure in a 200: retried, not fatal
         retried = db.execute("select count(*) from bulk_sync.job_runs where status = 'retry'").fetchone()[0]
         assert retried >= 8
-        # the TIMEOUT and the stuck operation each split their window in two; a skus snapshot has none to split and
-        # is exported again (which job Shopify's fault hits depends on which start reached it first)
+        # the TIMEOUT and the stuck operation each split their window in two; a snapshot (skus, products) has none to
+        # split and is exported again (which job Shopify's fault hits depends on which start reached it first)
+        snapshots = ("skus", "products")
         handled = db.execute(
             """select j.entity, r.status from bulk_sync.job_runs as r join bulk_sync.jobs as j on j.id = r.job_id
                where r.message like '%TIMEOUT%' or r.message like '%max_operation_seconds%'"""
         ).fetchall()
         assert len(handled) == 2, handled
-        assert all((status == "split") == (entity != "skus") for entity, status in handled), handled
-        assert statuses.get("split", 0) == sum(entity != "skus" for entity, _ in handled), (handled, statuses)
+        assert all((status == "split") == (entity not in snapshots) for entity, status in handled), handled
+        assert statuses.get("split", 0) == sum(entity not in snapshots for entity, _ in handled), (handled, statuses)
         stuck = [op for op in server.shopify.operations.values() if op.stuck]
         assert len(stuck) == 1 and stuck[0].canceled_at is not None  # and the stuck one was canceled
         text = log.read_text()

@@ -158,13 +158,14 @@ def test_what_migrate_records_as_bulk_syncs_is_what_its_files_define(db: psycopg
     recorded = defined(db)
     assert len(recorded) > 100 and recorded == existing(db)
     assert ("view", "shopify.live_orders") in recorded and ("trigger", "jobs_guard on bulk_sync.jobs") in recorded
-    # every table of the mirror is bulk-sync's, and readable by its reader
+    # every table of the mirror is bulk-sync's, readable by its reader (personal data by its own reader only)
     tables = db.execute(
         """select count(*) filter (where not c.oid = any(bulk_sync.mirror_relations())),
-                  count(*) filter (where not has_table_privilege('bulk_sync_reader', c.oid, 'select'))
+                  count(*) filter (where not has_any_column_privilege('bulk_sync_reader', c.oid, 'select')),
+                  count(*) filter (where not has_table_privilege('bulk_sync_reader_pii', c.oid, 'select'))
            from pg_class as c where c.relnamespace = 'shopify'::regnamespace and c.relkind in ('r', 'v')"""
     ).fetchone()
-    assert tables == (0, 0)
+    assert tables == (0, 0, 0)
 
 
 def _tables(conn: psycopg.Connection) -> dict[str, str]:
