@@ -1,9 +1,9 @@
 """The runner's optional webhook receiver (`bulk-sync run --webhook-port`). Each delivery is verified
 (X-Shopify-Hmac-SHA256 over the raw body, with the client secret of the app that serves the delivering shop:
 runner.config.webhook_secret) and handed to the database, which dedupes on X-Shopify-Webhook-Id:
-bulk_operations/finish to bulk_sync.webhook_finished() (the job polls at once), orders/delete, products/delete and
-products/update to bulk_sync.webhook_deleted() (the deletion is marked at once). Webhooks are not guaranteed: polls,
-snapshots and reconciliation cover a lost one."""
+bulk_operations/finish to bulk_sync.webhook_finished() (the job polls at once), orders/delete, products/delete,
+products/update and customers/delete to bulk_sync.webhook_deleted() (the deletion is marked at once). Webhooks are
+not guaranteed: polls, snapshots and reconciliation cover a lost one (a lost customers/delete: nothing yet)."""
 
 import contextlib
 import datetime as dt
@@ -21,7 +21,7 @@ from runner.pool import Budget
 from runner.shared import signature
 
 TOPIC = "bulk_operations/finish"
-DELETIONS = ("orders/delete", "products/delete", "products/update")  # Shopify has no variant-delete topic
+DELETIONS = ("orders/delete", "products/delete", "products/update", "customers/delete")  # no variant-delete topic
 MAX_BODY = 1024 * 1024  # a products/update payload lists every variant
 READ_SECONDS = 5.0  # Shopify sends a delivery whole at once (and gives up on it after 5 s): a slower client is cut off
 MAX_HANDLERS = 32  # deliveries handled at once; more wait in the listen backlog, then get 503 (Shopify retries)

@@ -143,8 +143,9 @@ exception when others then
 end;
 $$;
 
--- Handles an orders/delete, products/delete or products/update notification once per webhook id: marks the deleted
--- order, the product's variants (and the product), or the product's variants missing from the payload. Shopify does not deliver in
+-- Handles an orders/delete, customers/delete, products/delete or products/update notification once per webhook id:
+-- marks the deleted order or customer, the product's variants (and the product), or the product's variants missing
+-- from the payload. Shopify does not deliver in
 -- order, so a delivery applies to a row only when it was triggered (p_triggered_at, X-Shopify-Triggered-At; null:
 -- now) after the export that wrote the row started, and a products/update only when the product's updated_at in it
 -- is newer than the variant's stored one; the rows it leaves for those reasons are counted as stale. Returns what it
@@ -165,12 +166,16 @@ declare
     v_products integer := 0;
     v_outcome text;
 begin
-    if p_topic not in ('orders/delete', 'products/delete', 'products/update') then
+    if p_topic not in ('orders/delete', 'products/delete', 'products/update', 'customers/delete') then
         raise exception 'unknown deletion topic %', quote_literal(p_topic) using errcode = 'BS009';
     end if;
     v_subject := coalesce(
         p_payload ->> 'admin_graphql_api_id',
-        case when p_topic = 'orders/delete' then 'gid://shopify/Order/' else 'gid://shopify/Product/' end
+        case p_topic
+            when 'orders/delete' then 'gid://shopify/Order/'
+            when 'customers/delete' then 'gid://shopify/Customer/'
+            else 'gid://shopify/Product/'
+        end
         || (p_payload ->> 'id')
     );
     if not bulk_sync.webhook_received(p_webhook_id, v_shop, v_subject) then
@@ -184,6 +189,14 @@ begin
         select count(*) into v_stale
         from shopify.orders where id = v_subject and shop = v_shop and deleted_at is null;
         v_outcome := format('%s order deleted', v_count);
+    elsif p_topic = 'customers/delete' then
+        update shopify.customers as c set deleted_at = now()
+        where c.id = v_subject and c.shop = v_shop and c.deleted_at is null
+          and bulk_sync.delivery_newer(c.import_job, v_at);
+        get diagnostics v_count = row_count;
+        select count(*) into v_stale
+        from shopify.customers where id = v_subject and shop = v_shop and deleted_at is null;
+        v_outcome := format('%s customer deleted', v_count);
     else
         v_variants := case when p_topic = 'products/update' then array(
             select coalesce(v ->> 'admin_graphql_api_id', 'gid://shopify/ProductVariant/' || (v ->> 'id'))

@@ -400,7 +400,7 @@ class Shopify:
             gone_products = data.delete_products(deleted_products, self._rng)
             data.version += 1
         if self.notifier is not None:
-            self.notifier.deletions(shop, gone_orders, gone_variants)
+            self.notifier.deletions(shop, gone_orders, gone_variants, tuple(gone_customers))
         return {"added": added, "refunded": refunded, "edited": edited, "deleted_orders": gone_orders,
                 "deleted_variants": [v["id"] for v in gone_variants], "large_refunds": large,
                 "deleted_customers": gone_customers, "redacted_customers": redacted, "edited_products": renamed,

@@ -51,12 +51,13 @@ class Notifier:
     def stop(self) -> None:
         self._stop.set()
 
-    def deletions(self, shop: str, orders: list[str], variants: list[dict]) -> None:
+    def deletions(self, shop: str, orders: list[str], variants: list[dict], customers: tuple[str, ...] = ()) -> None:
         """Queues the notifications of deleted orders and variants: orders/delete per order; per product that lost
         variants, products/update listing the variants it still has (Shopify has no variant-delete topic), or
         products/delete when none is left."""
         now = _precise(self.shopify.clock())
         notes = [(shop, "orders/delete", {"id": int(o.rsplit("/", 1)[1])}, now) for o in orders]  # the REST id only
+        notes += [(shop, "customers/delete", {"id": int(c.rsplit("/", 1)[1])}, now) for c in customers]
         data = self.shopify.shops[shop]
         for product in sorted({v["product"]["id"] for v in variants}):
             left = [v for v in data.variants() if v["product"]["id"] == product]

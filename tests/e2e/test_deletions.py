@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from psycopg import sql
 
 from runner.localpg import free_port
 from runner.simulator.truth import TABLES, database_rows
@@ -40,22 +41,26 @@ def _assert_mirror_is_the_shops(db: psycopg.Connection, server, deleted: dict[st
         expected = truth(server, SHOPS, name)
         assert expected and database_rows(db, name, live=True) == expected, name
     marked = {
-        "orders": {i for (i,) in db.execute("select id from shopify.orders where deleted_at is not null")},
-        "skus": {i for (i,) in db.execute("select id from shopify.skus where deleted_at is not null")},
-    }
+        table: {i for (i,) in db.execute(sql.SQL("select id from {} where deleted_at is not null").format(
+            sql.Identifier("shopify", table)))}
+        for table in deleted
+    }  # fmt: skip
     assert marked == deleted
 
 
-def _delete(server, db: psycopg.Connection) -> dict[str, set[str]]:
-    """Deletes 5 % of each shop's orders and 10 % of its variants; returns the deleted ids."""
-    deleted: dict[str, set[str]] = {"orders": set(), "skus": set()}
+def _delete(server, db: psycopg.Connection, customers: int = 0) -> dict[str, set[str]]:
+    """Deletes 5 % of each shop's orders, 10 % of its variants and `customers` customers; returns the deleted ids."""
+    deleted: dict[str, set[str]] = {"orders": set(), "skus": set()} | ({"customers": set()} if customers else {})
     for code in SHOPS:
         orders = db.execute("select count(*) from shopify.orders where shop = %s", (code,)).fetchone()[0]
         variants = db.execute("select count(*) from shopify.skus where shop = %s", (code,)).fetchone()[0]
-        spec = {"deleted_orders": max(1, orders // 20), "deleted_variants": max(1, variants // 10)}
+        spec = {"deleted_orders": max(1, orders // 20), "deleted_variants": max(1, variants // 10),
+                "deleted_customers": customers}  # fmt: skip
         answer = httpx.post(f"{server.base_url}/_admin/shops/{code.lower()}/changes", json=spec, timeout=60).json()
         deleted["orders"] |= set(answer["deleted_orders"])
         deleted["skus"] |= set(answer["deleted_variants"])
+        if customers:
+            deleted["customers"] |= set(answer["deleted_customers"])
     return deleted
 
 
@@ -120,11 +125,12 @@ def test_with_webhooks_deletions_land_before_any_reconciliation(db: psycopg.Conn
         while not settled():
             assert runner.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.2)
-        deleted = _delete(server, db)
+        deleted = _delete(server, db, customers=3)  # customers/delete: marked by its webhook alone (no reconciliation)
         while db.execute(
             "select (select count(*) from shopify.orders where deleted_at is not null) "
             "+ (select count(*) from shopify.skus where deleted_at is not null)"
-        ).fetchone()[0] < len(deleted["orders"]) + len(deleted["skus"]):
+            "+ (select count(*) from shopify.customers where deleted_at is not null)"
+        ).fetchone()[0] < sum(map(len, deleted.values())):
             assert runner.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.1)
         assert db.execute("select count(*) from bulk_sync.jobs where entity = 'order_ids'").fetchone() == (0,)
