@@ -4,10 +4,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from runner.migrate import migrate, sql_dir
 from runner.shared import ConfigError
 from tests.catalog import columns, differences, rows, snapshot
+from tests.jobs import login
 from tests.releases import copy_sql
 
 # A user's reporting objects: a view over bulk-sync's view, a view over that one, a populated materialized view with
@@ -223,9 +225,12 @@ def test_a_release_0_2_database_is_upgraded_identical_to_a_fresh_one_with_every_
         migrate(fresh)
         fresh_catalog = snapshot(fresh)
         fresh_defined = {t: rows(fresh, t, columns(fresh, t)) for t in defined}
-    with psycopg.connect(new_database("release_0_2"), autocommit=True) as old:
+    old_dsn = new_database("release_0_2")
+    with psycopg.connect(old_dsn, autocommit=True) as old:
         install_release_0_2(old)
         fill_release_0_2(old)
+        with login(old, old_dsn, "bulk_sync_reader") as reader:  # a reader of 0.2 reads every column, personal too
+            assert reader.execute("select id, email, raw from shopify.orders").fetchall()
         tables = _tables(old)
         # every setting kept but the import cap, checked below
         tables["bulk_sync.settings"] = tables["bulk_sync.settings"].replace(", max_concurrent_imports", "")
@@ -249,6 +254,14 @@ def test_a_release_0_2_database_is_upgraded_identical_to_a_fresh_one_with_every_
         ).fetchone()
         assert unknown == (0,)
         assert migrate(old) == []
+        # the same reader, upgraded: everything but personal data, which needs bulk_sync_reader_pii
+        with login(old, old_dsn, "bulk_sync_reader") as reader:
+            assert reader.execute("select id, shop, created_at from shopify.orders").fetchall()
+            for column in ("email", "raw"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    reader.execute(sql.SQL("select {} from shopify.orders").format(sql.Identifier(column)))
+        with login(old, old_dsn, "bulk_sync_reader_pii") as pii:
+            assert pii.execute("select id, email, raw from shopify.orders").fetchall()
 
 
 def test_a_release_0_2_database_with_a_domain_under_two_codes_stops_migrate_and_changes_nothing(new_database) -> None:
