@@ -143,6 +143,24 @@ exception when others then
 end;
 $$;
 
+-- Marks the row p_id of the shop's shopify.<p_table> deleted when the delivery (at p_at) is newer than the export that
+-- wrote it (bulk_sync.delivery_newer); returns how many rows it marked and how many it left alive as stale.
+create or replace function bulk_sync.mark_deleted(
+    p_table text, p_id text, p_shop text, p_at timestamptz, out marked integer, out stale integer
+)
+language plpgsql as $$
+begin
+    execute format(
+        'update shopify.%I as r set deleted_at = now()
+         where r.id = $1 and r.shop = $2 and r.deleted_at is null and bulk_sync.delivery_newer(r.import_job, $3)',
+        p_table)
+    using p_id, p_shop, p_at;
+    get diagnostics marked = row_count;
+    execute format('select count(*) from shopify.%I where id = $1 and shop = $2 and deleted_at is null', p_table)
+    into stale using p_id, p_shop;
+end;
+$$;
+
 -- Handles an orders/delete, customers/delete, products/delete or products/update notification once per webhook id:
 -- marks the deleted order or customer, the product's variants (and the product), or the product's variants missing
 -- from the payload. Shopify does not deliver in
@@ -181,22 +199,11 @@ begin
     if not bulk_sync.webhook_received(p_webhook_id, v_shop, v_subject) then
         return 'duplicate';
     end if;
-    if p_topic = 'orders/delete' then
-        update shopify.orders as o set deleted_at = now()
-        where o.id = v_subject and o.shop = v_shop and o.deleted_at is null
-          and bulk_sync.delivery_newer(o.import_job, v_at);
-        get diagnostics v_count = row_count;
-        select count(*) into v_stale
-        from shopify.orders where id = v_subject and shop = v_shop and deleted_at is null;
-        v_outcome := format('%s order deleted', v_count);
-    elsif p_topic = 'customers/delete' then
-        update shopify.customers as c set deleted_at = now()
-        where c.id = v_subject and c.shop = v_shop and c.deleted_at is null
-          and bulk_sync.delivery_newer(c.import_job, v_at);
-        get diagnostics v_count = row_count;
-        select count(*) into v_stale
-        from shopify.customers where id = v_subject and shop = v_shop and deleted_at is null;
-        v_outcome := format('%s customer deleted', v_count);
+    if p_topic in ('orders/delete', 'customers/delete') then
+        select d.marked, d.stale into v_count, v_stale
+        from bulk_sync.mark_deleted(split_part(p_topic, '/', 1), v_subject, v_shop, v_at) as d;
+        v_outcome := format('%s %s deleted', v_count,
+                            case p_topic when 'orders/delete' then 'order' else 'customer' end);
     else
         v_variants := case when p_topic = 'products/update' then array(
             select coalesce(v ->> 'admin_graphql_api_id', 'gid://shopify/ProductVariant/' || (v ->> 'id'))
@@ -218,10 +225,7 @@ begin
         end if;
         v_outcome := format('%s variants deleted', v_count);
         if p_topic = 'products/delete' then
-            update shopify.products as p set deleted_at = now()
-            where p.id = v_subject and p.shop = v_shop and p.deleted_at is null
-              and bulk_sync.delivery_newer(p.import_job, v_at);
-            get diagnostics v_products = row_count;
+            v_products := (bulk_sync.mark_deleted('products', v_subject, v_shop, v_at)).marked;
         end if;
     end if;
     if v_stale > 0 then
