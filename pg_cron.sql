@@ -28,8 +28,8 @@ begin
             -- Keeps SKUs and products current: fresh snapshots of every active shop's variants and products each
             -- night.
             ('bulk_sync_skus', '30 2 * * *', $$select bulk_sync.enqueue_backfill(current_date, current_date, '{skus,products}')$$),
-            -- Finds what the shops deleted (and any gap): the orders of the last 90 days checked against ids-only
-            -- exports, every Sunday night.
+            -- Finds what the shops deleted (and any gap): the orders of the last 90 days and all customers checked
+            -- against ids-only exports, every Sunday night.
             ('bulk_sync_reconcile', '45 3 * * 0', 'select bulk_sync.enqueue_reconcile(current_date - 90, current_date)')
         ) as j (name, schedule, command)
     loop

@@ -85,25 +85,29 @@ def _keep_current(db: psycopg.Connection, dsn: str, base_url: str, env: dict[str
     return _summary(db, base_url)
 
 
-def _marked(db: psycopg.Connection) -> tuple[set[str], set[str]]:
-    return (
-        {i for (i,) in db.execute("select id from shopify.orders where deleted_at is not null")},
-        {i for (i,) in db.execute("select id from shopify.skus where deleted_at is not null")},
+DELETED = ("orders", "skus", "customers")
+
+
+def _marked(db: psycopg.Connection) -> tuple[set[str], ...]:
+    return tuple(
+        {i for (i,) in db.execute(f"select id from shopify.{table} where deleted_at is not null")} for table in DELETED
     )
 
 
 def _deletions(db: psycopg.Connection, dsn: str, base_url: str, env: dict[str, str]) -> bool:
-    """Shops delete orders and variants: the webhooks mark them within moments; the notifications that got lost
-    are found by reconciliation and the SKU snapshot. True when exactly the deleted rows are marked."""
-    httpx.post(f"{base_url}/_admin/faults", json={"DE": {"webhook_lost": 2}}, timeout=30).raise_for_status()
-    orders, variants = set(), set()
+    """Shops delete orders, variants and customers: the webhooks mark them within moments; the notifications that got
+    lost are found by reconciliation and the SKU snapshot. True when exactly the deleted rows are marked."""
+    httpx.post(f"{base_url}/_admin/faults", json={"DE": {"webhook_lost": 3}}, timeout=30).raise_for_status()
+    orders, variants, customers = set(), set(), set()
     for code in SHOPS:
-        spec = {"deleted_orders": 3, "deleted_variants": 10}
+        spec = {"deleted_orders": 3, "deleted_variants": 10, "deleted_customers": 2}
         answer = httpx.post(f"{base_url}/_admin/shops/{code.lower()}/changes", json=spec, timeout=60).json()
         orders |= set(answer["deleted_orders"])
         variants |= set(answer["deleted_variants"])
+        customers |= set(answer["deleted_customers"])
     started = time.monotonic()
-    while time.monotonic() - started < 10 and sum(map(len, _marked(db))) < len(orders) + len(variants) - 2:
+    deleted = len(orders) + len(variants) + len(customers)
+    while time.monotonic() - started < 10 and sum(map(len, _marked(db))) < deleted - 3:
         time.sleep(0.1)
     by_hook = _marked(db)
     waited = time.monotonic() - started
@@ -111,11 +115,12 @@ def _deletions(db: psycopg.Connection, dsn: str, base_url: str, env: dict[str, s
     sqlapi.enqueue_backfill(db, dt.date.today(), dt.date.today(), ["skus", "products"])
     Runner(dsn, env, concurrency=4, name="demo", until_idle=True).run()
     after = _marked(db)
-    print(f"\ndeleted on the shops: {len(orders)} orders, {len(variants)} variants; marked by webhook within "
-          f"{waited:.1f} s: {len(by_hook[0])} orders, {len(by_hook[1])} variants; the rest, whose webhooks were "
-          f"lost, by reconciliation and the SKU snapshot: {len(after[0] - by_hook[0])} orders, "
-          f"{len(after[1] - by_hook[1])} variants")  # fmt: skip
-    return after == (orders, variants)
+    print(f"\ndeleted on the shops: {len(orders)} orders, {len(variants)} variants, {len(customers)} customers; "
+          f"marked by webhook within {waited:.1f} s: {len(by_hook[0])} orders, {len(by_hook[1])} variants, "
+          f"{len(by_hook[2])} customers; the rest, whose webhooks were lost, by reconciliation and the SKU snapshot: "
+          f"{len(after[0] - by_hook[0])} orders, {len(after[1] - by_hook[1])} variants, "
+          f"{len(after[2] - by_hook[2])} customers")  # fmt: skip
+    return after == (orders, variants, customers)
 
 
 def _tokens(base_url: str) -> str:

@@ -3,7 +3,7 @@
 runner.config.webhook_secret) and handed to the database, which dedupes on X-Shopify-Webhook-Id:
 bulk_operations/finish to bulk_sync.webhook_finished() (the job polls at once), orders/delete, products/delete,
 products/update and customers/delete to bulk_sync.webhook_deleted() (the deletion is marked at once). Webhooks are
-not guaranteed: polls, snapshots and reconciliation cover a lost one (a lost customers/delete: nothing yet)."""
+not guaranteed: polls, snapshots and reconciliation cover a lost one."""
 
 import contextlib
 import datetime as dt

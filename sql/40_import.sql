@@ -498,8 +498,8 @@ begin
 end;
 $$;
 
--- Records the ids of an export of nothing but its roots' ids (order_ids), each with whether the mirror holds it
--- alive and as new, and when it was created.
+-- Records the ids of an export of nothing but its roots' ids (order_ids, customer_ids), each with whether the mirror
+-- holds it alive and as new, and when it was created and last updated.
 create or replace function bulk_sync.record_ids(p_job bulk_sync.jobs) returns void
 language plpgsql as $$
 declare
@@ -507,16 +507,17 @@ declare
 begin
     select * into strict v_root from bulk_sync.mirror_tables where name = bulk_sync.root_table(p_job.entity);
     execute format(
-        'insert into bulk_sync.import_roots (job_id, gid, accepted, created_at)
+        'insert into bulk_sync.import_roots (job_id, gid, accepted, created_at, updated_at)
          select $1, b.gid,
                 exists (
                     select from shopify.%I as o
                     where o.id = b.gid and o.deleted_at is null and o.%I >= %s
                 ),
-                (b.doc ->> ''createdAt'')::timestamptz
+                (b.doc ->> ''createdAt'')::timestamptz, (b.doc ->> ''updatedAt'')::timestamptz
          from pg_temp.bulk_sync_batch as b
          where b.reason is null and b.kind = %L and b.latest
-         on conflict (job_id, gid) do update set accepted = excluded.accepted, created_at = excluded.created_at',
+         on conflict (job_id, gid) do update
+         set accepted = excluded.accepted, created_at = excluded.created_at, updated_at = excluded.updated_at',
         v_root.name, v_root.version_column, bulk_sync.version_sql(v_root.name, 'b.doc'), v_root.graphql_type)
     using p_job.id;
 end;
@@ -560,7 +561,7 @@ begin
     v_count := bulk_sync.stage_batch(v_job, v_s.import_batch_size);
     if v_count > 0 then
         -- by what the entity writes (bulk_sync.entity_tables): its root table and their children, lists of its
-        -- roots only (refunds), or nothing but the ids (order_ids)
+        -- roots only (refunds), or nothing but the ids (order_ids, customer_ids)
         if exists (select from bulk_sync.written_tables(v_job.entity) where via = 'root') then
             perform bulk_sync.import_tree(v_job);
         elsif exists (select from bulk_sync.written_tables(v_job.entity)) then

@@ -1,96 +1,112 @@
--- Deletions: the mirror holds exactly what the shops hold. A complete SKU snapshot marks the variants it lacks; an
--- ids-only orders export (entity order_ids, queued by enqueue_reconcile) marks the orders of its window it lacks
--- and queues a normal export of the days where it found orders missing or older; deletion webhooks mark at once.
+-- Deletions: the mirror holds exactly what the shops hold. A complete snapshot (SKUs, products) marks the rows it
+-- lacks; an ids-only export (an entity without tables, queued by enqueue_reconcile: order_ids by day of creation,
+-- customer_ids of the whole shop) marks the rows of its window it lacks and queues a normal export of the days where
+-- it found rows missing or older; deletion webhooks mark at once.
 -- A deletion found by an export applies only to rows last imported from an export that started before it; deleted_at
 -- is the start of that export (or a webhook's arrival). shopify.live_* (sql/80_views.sql) is what the shops hold now.
 
 -- Runs what a completed export settles beyond its rows: deletions and gaps, by what its entity is
--- (bulk_sync.entities): a snapshot (skus), or an export of nothing but ids (order_ids: reconciliation).
+-- (bulk_sync.entities): an export of nothing but ids (reconciliation), or a snapshot.
 create or replace function bulk_sync.export_complete(p_job bulk_sync.jobs) returns void
 language plpgsql as $$
 begin
-    if (select snapshot from bulk_sync.entities where entity = p_job.entity) then
-        perform bulk_sync.complete_snapshot(p_job);
-    elsif not exists (select from bulk_sync.written_tables(p_job.entity)) then
+    if not exists (select from bulk_sync.written_tables(p_job.entity)) then
         perform bulk_sync.complete_reconcile(p_job);
+    elsif (select snapshot from bulk_sync.entities where entity = p_job.entity) then
+        perform bulk_sync.complete_snapshot(p_job);
     end if;
 end;
 $$;
 
--- Marks deleted the rows of the snapshot's root table (skus) of the shop that a completed snapshot did not hold
--- (unless a newer export imported them).
-create or replace function bulk_sync.complete_snapshot(p_job bulk_sync.jobs) returns void
+-- Marks deleted the rows of the shop's shopify.<root table of the job's entity>, within the job's window when it
+-- has one, that its completed export did not hold (unless a newer export imported them); returns how many.
+create or replace function bulk_sync.mark_missing(p_job bulk_sync.jobs) returns integer
 language plpgsql as $$
 declare
-    v_table text := bulk_sync.root_table(p_job.entity);
     v_count integer;
 begin
     execute format(
         'update shopify.%I as s
             set deleted_at = $1.operation_started_at
-          where s.shop = $1.shop and s.deleted_at is null
-            and s.import_job <> $1.id  -- written by this snapshot: in it
+          where s.shop = $1.shop and s.deleted_at is null %s
+            and s.import_job <> $1.id  -- written by this export: in it
             and not exists (select from bulk_sync.import_roots as r where r.job_id = $1.id and r.gid = s.id)
             and not exists (
                 select from bulk_sync.jobs as i
                 where i.id = s.import_job and i.operation_started_at > $1.operation_started_at
-            )', v_table)
+            )',
+        bulk_sync.root_table(p_job.entity),
+        case when p_job.window_start is not null
+             then format('and s.%1$I >= $1.window_start and s.%1$I < $1.window_end', p_job.filter_field) end)
     using p_job;
     get diagnostics v_count = row_count;
+    return v_count;
+end;
+$$;
+
+-- Marks deleted the rows of the snapshot's root table (skus, products) of the shop that a completed snapshot did not
+-- hold, and says so.
+create or replace function bulk_sync.complete_snapshot(p_job bulk_sync.jobs) returns void
+language plpgsql as $$
+declare
+    v_count integer := bulk_sync.mark_missing(p_job);
+begin
     if v_count > 0 then
         perform bulk_sync.audit(p_job.id, 'deletions', 'ok', 'completed', 'completed', p_job.fence,
-                                format('%s rows of shopify.%s not in the snapshot marked deleted', v_count, v_table));
+            format('%s rows of shopify.%s not in the snapshot marked deleted', v_count,
+                   bulk_sync.root_table(p_job.entity)));
     end if;
 end;
 $$;
 
--- Settles a completed ids-only orders export: the window's orders it lacks are marked deleted, and each day with
--- an order the mirror lacks, holds older or holds as deleted gets a normal export (a gap found is a gap filled).
+-- Settles a completed ids-only export: the rows of its window (a whole shop's: none) it lacks are marked deleted, and
+-- each day with a root the mirror lacks, holds older or holds as deleted gets a normal export of the entity that
+-- writes those rows, a window of its backfill field (orders by creation, customers by update): a gap found is a gap
+-- filled.
 create or replace function bulk_sync.complete_reconcile(p_job bulk_sync.jobs) returns void
 language plpgsql as $$
 declare
-    v_deleted integer;
+    v_table text := bulk_sync.root_table(p_job.entity);
+    v_deleted integer := bulk_sync.mark_missing(p_job);
     v_tz text := (select timezone from bulk_sync.shops where code = p_job.shop);
+    v_data bulk_sync.entities;
     v_gap record;
     v_days integer := 0;
 begin
-    update shopify.orders as o
-       set deleted_at = p_job.operation_started_at
-     where o.shop = p_job.shop and o.deleted_at is null
-       and o.created_at >= p_job.window_start and o.created_at < p_job.window_end
-       and not exists (select from bulk_sync.import_roots as r where r.job_id = p_job.id and r.gid = o.id)
-       and not exists (
-           select from bulk_sync.jobs as i
-           where i.id = o.import_job and i.operation_started_at > p_job.operation_started_at
-       );
-    get diagnostics v_deleted = row_count;
-    for v_gap in
-        insert into bulk_sync.jobs as j (
-            shop, entity, filter_field, window_start, window_end, start_date, end_date, max_attempts
-        )
-        select p_job.shop, 'orders', 'created_at', d.day::timestamp at time zone v_tz,
-               (d.day + 1)::timestamp at time zone v_tz, d.day, d.day, p_job.max_attempts
-        from (
-            select distinct (r.created_at at time zone v_tz)::date as day
-            from bulk_sync.import_roots as r
-            where r.job_id = p_job.id and not r.accepted and r.created_at is not null
-        ) as d
-        order by d.day
-        on conflict do nothing  -- a live export of that day will bring the order
-        returning j.id, j.fence, j.window_start
+    select e.* into strict v_data
+    from bulk_sync.entities as e
+    inner join bulk_sync.entity_tables as t on e.entity = t.entity
+    where t.table_name = v_table and e.backfill_field is not null;
+    for v_gap in execute format(
+        'insert into bulk_sync.jobs as j (
+             shop, entity, filter_field, window_start, window_end, start_date, end_date, max_attempts
+         )
+         select $1.shop, $2.entity, $2.backfill_field, d.day::timestamp at time zone $3,
+                (d.day + 1)::timestamp at time zone $3, d.day, d.day, $1.max_attempts
+         from (
+             select distinct (r.%1$I at time zone $3)::date as day
+             from bulk_sync.import_roots as r
+             where r.job_id = $1.id and not r.accepted and r.%1$I is not null
+         ) as d
+         order by d.day
+         on conflict do nothing  -- a live export of that day will bring the row
+         returning j.id, j.fence, j.window_start', v_data.backfill_field)
+    using p_job, v_data, v_tz
     loop
         perform bulk_sync.audit(v_gap.id, 'reconcile', 'queued', null, 'queued', v_gap.fence,
-            format('reconciliation job %s found orders missing or older on %s', p_job.id, v_gap.window_start));
+            format('reconciliation job %s found %s missing or older on %s', p_job.id, v_table, v_gap.window_start));
         v_days := v_days + 1;
     end loop;
     perform bulk_sync.audit(p_job.id, 'reconcile', 'ok', 'completed', 'completed', p_job.fence,
-        format('%s orders no longer in Shopify marked deleted; %s days queued for export again', v_deleted, v_days));
+        format('%s %s no longer in Shopify marked deleted; %s days queued for export again', v_deleted, v_table,
+               v_days));
 end;
 $$;
 
--- Queues ids-only exports of the orders created on every day of [p_from, p_to] (whole days in each shop's time
--- zone; merged into right-sized operations when dispatched), except days a live reconciliation covers already.
--- Returns how many jobs it created.
+-- Queues the shops' reconciliations, ids-only exports (bulk_sync.entities that write no table): of order_ids the
+-- orders created on every day of [p_from, p_to] (whole days in each shop's time zone; merged into right-sized
+-- operations when dispatched), of a whole-shop one (customer_ids: a customer is deleted whatever its age) one job per
+-- shop; except what a live reconciliation covers already. Returns how many jobs it created.
 create or replace function bulk_sync.enqueue_reconcile(p_from date, p_to date, p_shops text[] default null)
 returns integer
 language plpgsql
@@ -101,19 +117,39 @@ declare
 begin
     perform bulk_sync.require_days(p_from, p_to);
     -- Completed reconciliations add up week after week: they go after audit_retention_days.
-    delete from bulk_sync.jobs
-    where entity = 'order_ids' and status = any(bulk_sync.states('final'))
-      and finished_at < now() - make_interval(days => v_s.audit_retention_days);
-    with created as (
+    delete from bulk_sync.jobs as j
+    where not exists (select from bulk_sync.entity_tables as t where t.entity = j.entity)
+      and j.status = any(bulk_sync.states('final'))
+      and j.finished_at < now() - make_interval(days => v_s.audit_retention_days);
+    with wanted as (
+        select s.code as shop, e.entity, 'created_at' as filter_field,
+               d::timestamp at time zone s.timezone as window_start,
+               (d + interval '1 day')::timestamp at time zone s.timezone as window_end, d::date as start_date,
+               d::date as end_date
+        from bulk_sync.shops as s
+        cross join bulk_sync.entities as e
+        cross join generate_series(p_from::timestamp, p_to::timestamp, interval '1 day') as d
+        where not e.snapshot
+        union all
+        select s.code, e.entity, null, null, null, p_from, p_to
+        from bulk_sync.shops as s
+        cross join bulk_sync.entities as e
+        where e.snapshot
+          and not exists (
+              select from bulk_sync.jobs as o
+              where o.shop = s.code and o.entity = e.entity and not o.status = any(bulk_sync.states('terminal'))
+          )
+    ),
+    created as (
         insert into bulk_sync.jobs as j (
             shop, entity, filter_field, window_start, window_end, start_date, end_date, max_attempts
         )
-        select s.code, 'order_ids', 'created_at', d::timestamp at time zone s.timezone,
-               (d + interval '1 day')::timestamp at time zone s.timezone, d::date, d::date, v_s.max_attempts
-        from bulk_sync.shops as s
-        cross join generate_series(p_from::timestamp, p_to::timestamp, interval '1 day') as d
-        where s.code = any(bulk_sync.resolve_shops(p_shops))
-        order by s.code, d
+        select w.shop, w.entity, w.filter_field, w.window_start, w.window_end, w.start_date, w.end_date,
+               v_s.max_attempts
+        from wanted as w
+        where w.shop = any(bulk_sync.resolve_shops(p_shops))
+          and not exists (select from bulk_sync.entity_tables as t where t.entity = w.entity)
+        order by w.shop, w.entity, w.window_start
         on conflict do nothing  -- a live reconciliation of that day is already queued
         returning j.id, j.fence
     )

@@ -80,7 +80,7 @@ $$;
 
 -- Queues jobs so that every instant of every day of [p_from, p_to] (whole days in each shop's time zone) is covered,
 -- for each entity with a backfill field (bulk_sync.entities: orders by creation, refunds by update), plus one job per
--- shop of each snapshot entity (skus); returns how many jobs it created (0 when everything is covered); what is due
+-- shop of each snapshot entity (skus, products); returns how many jobs it created (0 when everything is covered); what is due
 -- is dispatched at commit. Covered: by a job that answers for its window (completed, failed and live ones), or with p_resync
 -- only by a live one, so that days already synced are exported again. Part of a day covered (a time-zone change, a
 -- split) gets a job for the rest. Raises BS011 for days that start after tomorrow (no day of Shopify's yet).
@@ -107,7 +107,10 @@ begin
         raise exception 'p_resync must be true or false' using errcode = 'BS005';
     end if;
     perform bulk_sync.check_entities(p_entities, array(
-        select entity from bulk_sync.entities where backfill_field is not null or snapshot order by position));
+        select e.entity from bulk_sync.entities as e
+        where (e.backfill_field is not null or e.snapshot)
+          and exists (select from bulk_sync.entity_tables as t where t.entity = e.entity)  -- not ids-only
+        order by e.position));
     v_shops := bulk_sync.resolve_shops(p_shops);
 
     with days as (

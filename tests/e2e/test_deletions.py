@@ -91,7 +91,7 @@ def test_without_webhooks_an_incremental_round_a_snapshot_and_reconciliation_fin
         )  # the snapshot found every deleted variant; orders need reconciliation
         assert db.execute("select count(*) from shopify.orders where deleted_at is not null").fetchone() == (0,)
         created = db.execute("select bulk_sync.enqueue_reconcile(%s, %s)", DAYS).fetchone()[0]
-        assert created == len(SHOPS) * 4
+        assert created == len(SHOPS) * 4 + len(SHOPS)  # the orders of each day, each shop's customers
         _until_idle(env, log)
         _assert_mirror_is_the_shops(db, server, deleted)
         gaps = db.execute(

@@ -1,6 +1,6 @@
 """Customers and products as entities of their own: equal to the simulator's ground truth after a backfill, and after
 live changes (new orders' customers, redactions, renamed and deleted products) and an incremental round and a
-snapshot."""
+snapshot, and after a reconciliation that finds deleted customers no webhook told of and a customer the mirror lost."""
 
 import psycopg
 
@@ -58,5 +58,22 @@ def test_customers_and_products_equal_the_truth_through_changes(db: psycopg.Conn
         gone = [i for c in changed.values() for i in c["deleted_products"]]
         marked = db.execute("select id from shopify.products where deleted_at is not null order by id").fetchall()
         assert sorted(gone) == [i for (i,) in marked]
+        # customers deleted without a webhook, and one the mirror lost: found by the reconciliation of customers
+        deleted = {code: server.shopify.change(code, deleted_customers=2)["deleted_customers"] for code in SHOPS}
+        lost = db.execute("""delete from shopify.customers where shop = 'DE' and deleted_at is null
+                             and id = (select max(id) from shopify.customers where shop = 'DE')
+                             returning id""").fetchone()[0]  # fmt: skip
+        queued = db.execute("select bulk_sync.enqueue_reconcile('2025-09-01', '2025-09-03')").fetchone()[0]
+        assert queued == len(SHOPS) * 3 + len(SHOPS)  # the orders of each day, and each shop's customers
+        assert db.execute("select bulk_sync.enqueue_reconcile('2025-09-01', '2025-09-03')").fetchone()[0] == 0
+        _run(db, dsn, server, tmp_path / "reconcile.log")
+        customers = {c["id"] for c in _equal(db, server, "customers")}
+        assert lost in customers
+        marked = db.execute("""select id from shopify.customers where deleted_at is not null
+                               order by id""").fetchall()  # fmt: skip
+        assert sorted(i for ids in deleted.values() for i in ids) == [i for (i,) in marked]
+        said = db.execute("""select a.message from bulk_sync.job_runs as a join bulk_sync.jobs as j on j.id = a.job_id
+                             where j.entity = 'customer_ids' and a.phase = 'reconcile' and j.shop = 'DE'""").fetchone()
+        assert said == ("2 customers no longer in Shopify marked deleted; 1 days queued for export again",), said
     finally:
         server.stop()

@@ -54,14 +54,15 @@ def test_a_column_added_as_data_is_exported_and_imported_with_no_function_change
 
 
 NAMES = re.compile(
-    r"'(orders|refunds|skus|order_ids)'|shopify\.(orders|refunds|skus)\b|'(Order|ProductVariant|Refund)'"
+    r"'(orders|refunds|skus|order_ids|customers|products|customer_ids)'"
+    r"|shopify\.(orders|refunds|skus|customers|products)\b|'(Order|ProductVariant|Refund|Customer|Product)'"
 )
 
 
-def test_only_reconciliation_deletion_webhooks_and_a_default_name_an_entity(db) -> None:
+def test_only_deletion_webhooks_and_a_default_name_an_entity(db) -> None:
     """Entity knowledge is data: the definitions that still name one are these (before entities became rows, 20
-    definitions and 4 check constraints did). Reconciliation and the deletion webhooks are about orders and SKUs by
-    nature; a parameter's default cannot be a query."""
+    definitions and 4 check constraints did). The deletion webhooks are about Shopify's topics by nature; a
+    parameter's default cannot be a query."""
     root = Path(__file__).resolve().parents[2] / "sql"
     naming = {}
     for path in sorted(root.glob("[0-9]*.sql")):
@@ -70,7 +71,6 @@ def test_only_reconciliation_deletion_webhooks_and_a_default_name_an_entity(db) 
             if NAMES.search(body) or "{orders,refunds,skus," in body:
                 naming[chunk.split("(", 1)[0].split()[0]] = path.name
     assert naming == {
-        "bulk_sync.complete_reconcile": "65_deletions.sql", "bulk_sync.enqueue_reconcile": "65_deletions.sql",
         "bulk_sync.webhook_deleted": "65_deletions.sql", "bulk_sync.enqueue_backfill": "70_api.sql",
     }  # fmt: skip
     checks = db.execute(

@@ -243,8 +243,8 @@ def test_a_release_0_2_database_is_upgraded_identical_to_a_fresh_one_with_every_
         after = {t: rows(old, t, names) for t, names in tables.items()}
         assert {t: after.pop(t) for t in defined} == fresh_defined
         assert after == {t: r for t, r in before.items() if t not in defined}
-        # the overall import cap, at its default, grows with the entities' slots (migration 0019)
-        assert old.execute("select max_concurrent_imports from bulk_sync.settings").fetchone() == (7,)
+        # the overall import cap, at its default, grows with the entities' slots (migrations 0019, 0021)
+        assert old.execute("select max_concurrent_imports from bulk_sync.settings").fetchone() == (8,)
         assert old.execute("select count(*) from pgmq.q_bulk_sync").fetchone()[0] == queued
         # every unleased job of a state with a task knows its wake-up, the message release 0.2 queued for it
         unknown = old.execute(
