@@ -197,13 +197,49 @@ begin
 end;
 $$;
 
+-- Writes a products/update's product (REST names: title, handle, product_type, vendor, status in lower case, tags as
+-- one comma-separated string, published_at; a field absent leaves its column) into the shop's stored product when the
+-- payload's updated_at is newer than the stored one and the delivery (at p_at) newer than the export that wrote the
+-- row, and its title into its variants' product_title; returns whether it did. raw keeps the exported line until the
+-- next export.
+create or replace function bulk_sync.refresh_product(p_shop text, p_id text, p_payload jsonb, p_at timestamptz)
+returns boolean
+language plpgsql as $$
+declare
+    v_updated timestamptz := bulk_sync.to_time(p_payload ->> 'updated_at');
+begin
+    update shopify.products as p
+       set title = coalesce(p_payload ->> 'title', p.title),
+           handle = coalesce(p_payload ->> 'handle', p.handle),
+           product_type = coalesce(p_payload ->> 'product_type', p.product_type),
+           vendor = coalesce(p_payload ->> 'vendor', p.vendor),
+           status = coalesce(upper(p_payload ->> 'status'), p.status),
+           tags = case when p_payload ? 'tags' then array(
+                      select btrim(t) from unnest(string_to_array(p_payload ->> 'tags', ',')) as t
+                      where btrim(t) <> ''
+                  ) else p.tags end,
+           published_at = case when p_payload ? 'published_at' then bulk_sync.to_time(p_payload ->> 'published_at')
+                               else p.published_at end,
+           updated_at = v_updated
+     where p.id = p_id and p.shop = p_shop and p.deleted_at is null
+       and v_updated > p.updated_at and bulk_sync.delivery_newer(p.import_job, p_at);
+    if not found then
+        return false;
+    end if;
+    update shopify.skus as s set product_title = p_payload ->> 'title'
+    where s.shop = p_shop and s.product_id = p_id and p_payload ? 'title'
+      and s.product_title is distinct from p_payload ->> 'title';
+    return true;
+end;
+$$;
+
 -- Handles an orders/delete, customers/delete, products/delete or products/update notification once per webhook id:
 -- marks the deleted order or customer, the product's variants (and the product), or the product's variants missing
--- from the payload. Shopify does not deliver in
+-- from the payload and writes the changed product (bulk_sync.refresh_product). Shopify does not deliver in
 -- order, so a delivery applies to a row only when it was triggered (p_triggered_at, X-Shopify-Triggered-At; null:
 -- now) after the export that wrote the row started, and a products/update only when the product's updated_at in it
--- is newer than the variant's stored one; the rows it leaves for those reasons are counted as stale. Returns what it
--- did.
+-- is newer than the stored one's (the variant's for deletions); the rows it leaves for those reasons are counted as
+-- stale. Returns what it did.
 create or replace function bulk_sync.webhook_deleted(
     p_webhook_id text, p_shop_domain text, p_topic text, p_payload jsonb, p_triggered_at timestamptz default null
 ) returns text
@@ -262,6 +298,8 @@ begin
         v_outcome := format('%s variants deleted', v_count);
         if p_topic = 'products/delete' then
             v_products := (bulk_sync.mark_deleted('products', v_subject, v_shop, v_at)).marked;
+        elsif bulk_sync.refresh_product(v_shop, v_subject, p_payload, v_at) then
+            v_outcome := v_outcome || '; the product updated';
         end if;
     end if;
     if v_stale > 0 then

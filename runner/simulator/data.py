@@ -350,14 +350,16 @@ class ShopData:
             self.deleted_orders.update(chosen)
         return chosen
 
-    def delete_variants(self, count: int, rng: random.Random) -> list[dict]:
-        """Deletes `count` variants that exist; returns them (with their product)."""
+    def delete_variants(self, count: int, now: dt.datetime, rng: random.Random) -> list[dict]:
+        """Deletes `count` variants that exist (their products updated now); returns them (with their product)."""
         alive = [
             v for v in self.catalogue.variant_nodes(self.currency, self.index) if v["id"] not in self.deleted_variants
         ]
         chosen = rng.sample(alive, min(count, len(alive)))
         with self._lock:
             self.deleted_variants.update(v["id"] for v in chosen)
+            for v in chosen:
+                self._product_edits.setdefault(v["product"]["id"], {})["updatedAt"] = stamp(now)
         return chosen
 
     def current(self, order: dict) -> dict:

@@ -391,7 +391,7 @@ class Shopify:
             refunded = data.refund_orders(refunds, now, self._rng)
             edited = data.edit_orders(edits, now, self._rng)
             gone_orders = data.delete_orders(deleted_orders, self._rng)
-            gone_variants = data.delete_variants(deleted_variants, self._rng)
+            gone_variants = data.delete_variants(deleted_variants, now, self._rng)
             large = [data.add_refunded_order(refunded_lines, now, self._rng)] if refunded_lines else []
             data.version += 1
             gone_customers = data.delete_customers(deleted_customers, self._rng)
@@ -400,7 +400,7 @@ class Shopify:
             gone_products = data.delete_products(deleted_products, self._rng)
             data.version += 1
         if self.notifier is not None:
-            self.notifier.deletions(shop, gone_orders, gone_variants, tuple(gone_customers))
+            self.notifier.changes(shop, gone_orders, gone_variants, tuple(gone_customers), tuple(renamed))
         return {"added": added, "refunded": refunded, "edited": edited, "deleted_orders": gone_orders,
                 "deleted_variants": [v["id"] for v in gone_variants], "large_refunds": large,
                 "deleted_customers": gone_customers, "redacted_customers": redacted, "edited_products": renamed,

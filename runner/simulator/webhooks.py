@@ -1,8 +1,8 @@
 """Webhooks as Shopify sends them (X-Shopify-* headers, X-Shopify-Triggered-At among them, HMAC of the raw body with
 the shop's app secret): bulk_operations/finish once an operation completes, fails or is canceled (lowercase status
-and error code), and the deletion topics for live changes: orders/delete, products/update (the variants left and the
-product's updated_at) and products/delete. Shopify does not promise their order: the fault webhook_late holds a
-delivery back until after the ones that follow it."""
+and error code), and the topics of live changes: orders/delete, customers/delete, products/update (the product as
+REST gives it, with the variants left) and products/delete. Shopify does not promise their order: the fault
+webhook_late holds a delivery back until after the ones that follow it."""
 
 import datetime as dt
 import json
@@ -22,6 +22,23 @@ LATE_SECONDS = 1.0  # how long a delivery hit by webhook_late is held back
 def _precise(moment: float) -> str:
     """A moment as Shopify writes X-Shopify-Triggered-At: UTC, with fractions of a second."""
     return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _rest_id(gid: str) -> int:
+    return int(gid.rsplit("/", 1)[1])
+
+
+def rest_product(product: dict) -> dict:
+    """A product (with its variants) as Shopify's REST API and its webhooks give it: snake_case names, status in
+    lower case, tags as one comma-separated string."""
+    return {
+        "id": _rest_id(product["id"]), "admin_graphql_api_id": product["id"], "title": product["title"],
+        "handle": product["handle"], "product_type": product["productType"], "vendor": product["vendor"],
+        "status": product["status"].lower(), "tags": ", ".join(product["tags"]), "created_at": product["createdAt"],
+        "updated_at": product["updatedAt"], "published_at": product["publishedAt"],
+        "variants": [{"id": _rest_id(v["id"]), "admin_graphql_api_id": v["id"], "product_id": _rest_id(product["id"])}
+                     for v in product["variants"]],
+    }  # fmt: skip
 
 
 def domain(code: str) -> str:
@@ -51,21 +68,23 @@ class Notifier:
     def stop(self) -> None:
         self._stop.set()
 
-    def deletions(self, shop: str, orders: list[str], variants: list[dict], customers: tuple[str, ...] = ()) -> None:
-        """Queues the notifications of deleted orders and variants: orders/delete per order; per product that lost
-        variants, products/update listing the variants it still has (Shopify has no variant-delete topic), or
-        products/delete when none is left."""
+    def changes(
+        self, shop: str, orders: list[str], variants: list[dict], customers: tuple[str, ...] = (),
+        products: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
+        """Queues the notifications of deleted orders, variants and customers and of changed products: orders/delete
+        and customers/delete with the REST id only; per product that lost variants or was changed, products/update
+        with the product as REST gives it, listing the variants it still has (Shopify has no variant-delete topic),
+        or products/delete with its id when none is left."""
         now = _precise(self.shopify.clock())
-        notes = [(shop, "orders/delete", {"id": int(o.rsplit("/", 1)[1])}, now) for o in orders]  # the REST id only
-        notes += [(shop, "customers/delete", {"id": int(c.rsplit("/", 1)[1])}, now) for c in customers]
-        data = self.shopify.shops[shop]
-        for product in sorted({v["product"]["id"] for v in variants}):
-            left = [v for v in data.variants() if v["product"]["id"] == product]
-            payload = {"id": int(product.rsplit("/", 1)[1]), "admin_graphql_api_id": product, "updated_at": now}
-            if left:
-                payload["variants"] = [{"id": int(v["id"].rsplit("/", 1)[1]), "admin_graphql_api_id": v["id"]}
-                                       for v in left]  # fmt: skip
-            notes.append((shop, "products/update" if left else "products/delete", payload, now))
+        notes = [(shop, "orders/delete", {"id": _rest_id(o)}, now) for o in orders]
+        notes += [(shop, "customers/delete", {"id": _rest_id(c)}, now) for c in customers]
+        current = {p["id"]: p for p in self.shopify.shops[shop].products()}
+        for product in sorted({v["product"]["id"] for v in variants} | set(products)):
+            if product in current:
+                notes.append((shop, "products/update", rest_product(current[product]), now))
+            else:
+                notes.append((shop, "products/delete", {"id": _rest_id(product)}, now))
         with self._lock:
             self._pending.extend(notes)
 

@@ -48,14 +48,15 @@ def _assert_mirror_is_the_shops(db: psycopg.Connection, server, deleted: dict[st
     assert marked == deleted
 
 
-def _delete(server, db: psycopg.Connection, customers: int = 0) -> dict[str, set[str]]:
-    """Deletes 5 % of each shop's orders, 10 % of its variants and `customers` customers; returns the deleted ids."""
+def _delete(server, db: psycopg.Connection, customers: int = 0, products: int = 0) -> dict[str, set[str]]:
+    """Deletes 5 % of each shop's orders, 10 % of its variants and `customers` customers, and renames `products`
+    products; returns the deleted ids."""
     deleted: dict[str, set[str]] = {"orders": set(), "skus": set()} | ({"customers": set()} if customers else {})
     for code in SHOPS:
         orders = db.execute("select count(*) from shopify.orders where shop = %s", (code,)).fetchone()[0]
         variants = db.execute("select count(*) from shopify.skus where shop = %s", (code,)).fetchone()[0]
         spec = {"deleted_orders": max(1, orders // 20), "deleted_variants": max(1, variants // 10),
-                "deleted_customers": customers}  # fmt: skip
+                "deleted_customers": customers, "edited_products": products}  # fmt: skip
         answer = httpx.post(f"{server.base_url}/_admin/shops/{code.lower()}/changes", json=spec, timeout=60).json()
         deleted["orders"] |= set(answer["deleted_orders"])
         deleted["skus"] |= set(answer["deleted_variants"])
@@ -125,7 +126,9 @@ def test_with_webhooks_deletions_land_before_any_reconciliation(db: psycopg.Conn
         while not settled():
             assert runner.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.2)
-        deleted = _delete(server, db, customers=3)  # customers/delete: marked by its webhook alone (no reconciliation)
+        # customers/delete: marked by its webhook alone (no reconciliation); products/update: renamed products, and
+        # those that lost variants (updated then), written from their webhooks alone (no snapshot)
+        deleted = _delete(server, db, customers=3, products=2)
         while db.execute(
             "select (select count(*) from shopify.orders where deleted_at is not null) "
             "+ (select count(*) from shopify.skus where deleted_at is not null)"
@@ -133,7 +136,12 @@ def test_with_webhooks_deletions_land_before_any_reconciliation(db: psycopg.Conn
         ).fetchone()[0] < sum(map(len, deleted.values())):
             assert runner.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.1)
-        assert db.execute("select count(*) from bulk_sync.jobs where entity = 'order_ids'").fetchone() == (0,)
+        renamed = "select count(*) from shopify.products where title like 'Renamed%%'"
+        while db.execute(renamed).fetchone()[0] < 2 * len(SHOPS):
+            assert runner.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.1)
+        assert db.execute("select count(*) from bulk_sync.jobs where entity <> all('{orders,refunds,skus,customers,"
+                          "products}')").fetchone() == (0,)  # fmt: skip
         _assert_mirror_is_the_shops(db, server, deleted)
         outcomes = db.execute("select outcome, count(*) from bulk_sync.webhooks group by 1 order by 1").fetchall()
         print(f"deletion webhooks: {outcomes}")

@@ -61,8 +61,8 @@ NAMES = re.compile(
 
 def test_only_deletion_webhooks_and_a_default_name_an_entity(db) -> None:
     """Entity knowledge is data: the definitions that still name one are these (before entities became rows, 20
-    definitions and 4 check constraints did). The deletion webhooks are about Shopify's topics by nature; a
-    parameter's default cannot be a query."""
+    definitions and 4 check constraints did). The webhooks are about Shopify's topics (and products/update's REST
+    names) by nature; a parameter's default cannot be a query."""
     root = Path(__file__).resolve().parents[2] / "sql"
     naming = {}
     for path in sorted(root.glob("[0-9]*.sql")):
@@ -71,7 +71,8 @@ def test_only_deletion_webhooks_and_a_default_name_an_entity(db) -> None:
             if NAMES.search(body) or "{orders,refunds,skus," in body:
                 naming[chunk.split("(", 1)[0].split()[0]] = path.name
     assert naming == {
-        "bulk_sync.webhook_deleted": "65_deletions.sql", "bulk_sync.enqueue_backfill": "70_api.sql",
+        "bulk_sync.webhook_deleted": "65_deletions.sql", "bulk_sync.refresh_product": "65_deletions.sql",
+        "bulk_sync.enqueue_backfill": "70_api.sql",
     }  # fmt: skip
     checks = db.execute(
         """select conname, pg_get_constraintdef(oid) from pg_constraint

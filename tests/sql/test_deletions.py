@@ -111,3 +111,30 @@ def test_an_empty_reconciliation_deletes_the_whole_window(db: psycopg.Connection
     report(db, "report_poll_result", jid, poll["fence"], "COMPLETED", None, 0, None, None)  # Shopify: no url
     assert _deleted(db, "orders") == {"gid://shopify/Order/1": True, "gid://shopify/Order/2": True}
     assert db.execute("select count(*) from shopify.live_order_line_items").fetchone() == (0,)
+
+
+def test_a_products_update_writes_the_product_only_when_newer_than_the_stored_row(db: psycopg.Connection) -> None:
+    product = (
+        f'{{"id": "{PRODUCT}", "title": "p", "handle": "p-9", "productType": "Tee", "vendor": "V", '
+        '"status": "ACTIVE", "tags": ["a"], "createdAt": "2025-01-01T00:00:00Z", "updatedAt": "2025-08-01T00:00:00Z", '
+        '"publishedAt": "2025-01-02T00:00:00Z"}'
+    )
+    import_job(db, export_job(db, [product], entity="products"))
+    import_job(db, export_job(db, [_variant(V1)], entity="skus"))
+    hook = "select bulk_sync.webhook_deleted(%s, 'de.myshopify.com', 'products/update', %s::jsonb, %s)"
+    rest = {"id": 9, "admin_graphql_api_id": PRODUCT, "title": "New", "status": "draft", "tags": "x, summer sale",
+            "published_at": None, "updated_at": "2025-07-01T00:00:00Z"}  # fmt: skip
+    stored = "select title, status, tags, published_at, updated_at::text from shopify.products"
+    was = db.execute(stored).fetchone()
+    # older than the stored product: nothing
+    assert db.execute(hook, ("u1", psycopg.types.json.Jsonb(rest), None)).fetchone() == ("0 variants deleted",)
+    # newer, but triggered before the export that wrote the row started: nothing
+    rest["updated_at"] = "2025-09-01T00:00:00Z"
+    before = db.execute("select min(operation_started_at) - interval '1 minute' from bulk_sync.jobs").fetchone()[0]
+    assert db.execute(hook, ("u2", psycopg.types.json.Jsonb(rest), before)).fetchone() == ("0 variants deleted",)
+    assert db.execute(stored).fetchone() == was
+    said = db.execute(hook, ("u3", psycopg.types.json.Jsonb(rest), None)).fetchone()
+    assert said == ("0 variants deleted; the product updated",)
+    assert db.execute(stored).fetchone() == ("New", "DRAFT", ["x", "summer sale"], None, "2025-09-01 00:00:00+00")
+    assert db.execute("select product_title from shopify.skus").fetchall() == [("New",)]
+    assert db.execute("select handle, vendor from shopify.products").fetchone() == ("p-9", "V")  # absent: kept
