@@ -89,9 +89,8 @@ DELETED = ("orders", "skus", "customers")
 
 
 def _marked(db: psycopg.Connection) -> tuple[set[str], ...]:
-    return tuple(
-        {i for (i,) in db.execute(f"select id from shopify.{table} where deleted_at is not null")} for table in DELETED
-    )
+    query = sql.SQL("select id from {} where deleted_at is not null")
+    return tuple({i for (i,) in db.execute(query.format(sql.Identifier("shopify", table)))} for table in DELETED)
 
 
 def _deletions(db: psycopg.Connection, dsn: str, base_url: str, env: dict[str, str]) -> bool:

@@ -65,7 +65,7 @@ def test_demo_live_view_in_a_terminal(tmp_path) -> None:
     assert "-> 10 jobs created" in current and current.count("orders synced through") == 5
     assert current.count("customers synced through") == 5
     assert current.count(" equal\r\n") == len(TABLES) and sales.search(current)
-    assert re.match(r" 15 orders, 50 variants; marked by webhook within", deletions), deletions
+    assert re.match(r" 15 orders, 50 variants, 10 customers; marked by webhook within", deletions), deletions
     assert deletions.count(" equal\r\n") == len(TABLES) and sales.search(deletions)
     # the backfill drawn, and the runners' metrics as they ended it
     picture, metrics = tmp_path / "demo" / "timeline.svg", tmp_path / "demo" / "metrics.txt"

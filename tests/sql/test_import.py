@@ -310,7 +310,7 @@ def test_bulk_queries_are_valid_for_shopify(db: psycopg.Connection) -> None:
     db.execute("select bulk_sync.add_shop('NL', 'nl.myshopify.com')")  # five operations a shop at a time
     db.execute("select bulk_sync.enqueue_reconcile('2025-09-01', '2025-09-01', '{NL}')")
     queries = {t["entity"]: t["query"] for t in claim(db, qty=20)}
-    assert set(queries) == {"orders", "refunds", "skus", "order_ids", "customers", "products"}
+    assert set(queries) == {"orders", "refunds", "skus", "order_ids", "customers", "products", "customer_ids"}
     for query in queries.values():
         for version in ("2025-10", "2026-01"):
             document, errors = bulk_query_errors(query, version)
@@ -319,6 +319,7 @@ def test_bulk_queries_are_valid_for_shopify(db: psycopg.Connection) -> None:
     assert "sortKey: CREATED_AT" in queries["orders"]
     assert "updated_at:>='2025-09-01T00:00:00Z'" in queries["refunds"] and "sortKey" not in queries["refunds"]
     assert "updated_at:>='2025-09-01T00:00:00Z'" in queries["customers"] and "query:" not in queries["products"]
+    assert queries["customer_ids"] == "{ customers { edges { node { id createdAt updatedAt } } } }"  # the whole shop
     assert json.dumps(queries)  # plain text
 
 
