@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test test-under-load lint pytest bench bench-quick chaos timeline-example setup system clean
 
+# `make demo DEMO_ARGS=--keep` leaves its database running to look into.
 demo: setup
-	$(BIN)/bulk-sync demo
+	$(BIN)/bulk-sync demo $(DEMO_ARGS)
 
 test: setup lint pytest
 

@@ -191,14 +191,16 @@ def _demo(args: argparse.Namespace) -> int:
     import subprocess
     from pathlib import Path
 
-    from runner.demo import run
+    from runner.demo import run, stop
     from runner.simulator.cli import require_graphql
 
     require_graphql()
     try:
+        if args.stop:
+            return stop(Path(args.dir))
         return run(
             Path(args.dir), reset=args.reset, port=args.port, orders_per_day=args.orders_per_day,
-            picture=Path(args.timeline) if args.timeline else None,
+            picture=Path(args.timeline) if args.timeline else None, keep=args.keep,
         )  # fmt: skip
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from None
@@ -303,13 +305,17 @@ def parser() -> argparse.ArgumentParser:
         description="Starts a private PostgreSQL (pg_cron, pgmq) and the Shopify simulator for DA, DE, NL, INT "
         "and CHF, queues the 2025-09-01..2025-10-31 backfill, runs it to completion with progress, compares "
         "every table with the simulator's ground truth, changes the shops' data and runs one incremental round, "
-        "compares again, and stops what it started.",
+        "compares again, and stops what it started (with --keep, all but the database, to look into it).",
     )
     demo.add_argument("--dir", default=".bulk-sync/demo", help="where the cluster lives (default: %(default)s)")
     demo.add_argument("--port", type=_PORT, help="port for the cluster (default: a free one)")
     demo.add_argument("--reset", action="store_true", help="start over with an empty cluster")
     demo.add_argument("--orders-per-day", type=_bounded(int, 1), default=300, help="per shop (default: %(default)s)")
     demo.add_argument("--timeline", help="where to draw the backfill's timeline (default: DIR/timeline.svg)")
+    demo.add_argument(
+        "--keep", action="store_true", help="leave the database running at the end and print how to reach and stop it"
+    )
+    demo.add_argument("--stop", action="store_true", help="stop the database a --keep run left running in --dir")
     demo.set_defaults(func=_demo)
     from runner.simulator.cli import add_arguments, run
 

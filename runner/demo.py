@@ -1,14 +1,17 @@
 """`bulk-sync demo`: the whole pipeline on this machine. A private PostgreSQL (pg_cron, pgmq), the local Shopify
 simulator for DA, DE, NL, INT and CHF, the 2025-09-01..2025-10-31 backfill queued with one SQL call, runners
 working it to completion with progress shown, the result checked against the simulator's ground truth; then the
-shops' data changes and one incremental round brings the database up to date again; last the shops delete orders
-and variants, marked by webhook at once, or by reconciliation where a webhook got lost. The shops are reached as apps
-installed today reach them: one app's client credentials, granting tokens that expire after TOKEN_LIFETIME seconds
-(Shopify's last a day), renewed by the runner as it goes."""
+shops' data changes and one incremental round brings the database up to date again; last the shops delete orders,
+variants and customers, marked by webhook at once, or by reconciliation where a webhook got lost. With --keep the
+database stays up to be looked into. The shops are reached as apps installed today reach them: one app's client
+credentials, granting tokens that expire after TOKEN_LIFETIME seconds (Shopify's last a day), renewed by the runner
+as it goes."""
 
+import contextlib
 import datetime as dt
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -148,15 +151,32 @@ def _simulator(app: dict[str, str], orders_per_day: int, webhooks: str) -> tuple
     return process, first.split(" at ")[1].split(" ")[0]
 
 
+def _command() -> str:
+    """How this process was started, to print commands the user can paste: the installed script, or python -m."""
+    script = sys.argv[0]
+    return shlex.quote(script) if not script.endswith("__main__.py") else f"{shlex.quote(sys.executable)} -m runner"
+
+
+def stop(directory: Path) -> int:
+    """Stops the database a `--keep` demo left running in `directory`."""
+    cluster = LocalCluster(directory / "postgres")
+    if cluster.running() is None:
+        print(f"no demo database runs in {directory}")
+        return 0
+    cluster.stop()
+    print(f"stopped the demo database in {directory}")
+    return 0
+
+
 def run(
     directory: Path, reset: bool = False, port: int | None = None, orders_per_day: int = 300,
-    picture: Path | None = None,
+    picture: Path | None = None, keep: bool = False,
 ) -> int:  # fmt: skip
     pid = LocalCluster(directory / "postgres").running()
     if pid is not None:
         raise ConfigError(
-            f"a demo is running in {directory} already (its PostgreSQL has pid {pid}): wait for it to end, or use "
-            "another --dir"
+            f"a demo database runs in {directory} already (pid {pid}): wait for its demo to end, stop one left by "
+            f"--keep with `{_command()} demo --stop --dir {shlex.quote(str(directory))}`, or use another --dir"
         )
     if reset and directory.exists():
         shutil.rmtree(directory)
@@ -167,8 +187,9 @@ def run(
     runner_log = (directory / "runner.log").open("a")
     log.send_to(runner_log)  # every step line of the runners and the webhook receiver
     webhooks = None
+    cluster = LocalCluster(directory / "postgres", port=port)
     try:
-        with LocalCluster(directory / "postgres", port=port) as cluster:
+        with contextlib.nullcontext(cluster.start()) if keep else cluster:  # --keep: left running
             print(f"PostgreSQL with pg_cron on 127.0.0.1:{cluster.port} (data in {cluster.data})")
             print(f"Shopify simulator for {', '.join(SHOPS)} at {base_url}, {orders_per_day} orders a day")
             # A fresh database each run: the comparison with the simulator's ground truth holds only for data the
@@ -217,5 +238,10 @@ def run(
         runner_log.close()
         simulator.terminate()
         simulator.wait(10)
-    print("\nstopped the demo cluster and simulator; run again for a new run (--reset also removes the cluster)")
+    if keep:
+        print(f"\nstopped the simulator; the database still runs (--keep). Look into it:\n"
+              f"  psql '{cluster.dsn(DATABASE)}'\n"
+              f"and stop it:\n  {_command()} demo --stop --dir {shlex.quote(str(directory))}")  # fmt: skip
+    else:
+        print("\nstopped the demo cluster and simulator; run again for a new run (--reset also removes the cluster)")
     return 0 if same else 1

@@ -5,21 +5,31 @@ import os
 import pty
 import re
 import select
+import shlex
 import subprocess
 import sys
 import time
 
 import psycopg
+import pytest
 
+from runner.localpg import LocalCluster
 from runner.simulator.truth import TABLES
 from tests.jobs import claim, report, run_to_completion
 from tests.processes import cli
 
 
-def test_demo_live_view_in_a_terminal(tmp_path) -> None:
+@pytest.fixture
+def kept(tmp_path):
+    """The demo's folder; whatever database a --keep demo left there is stopped at the end, whatever happened."""
+    yield tmp_path / "demo"
+    LocalCluster(tmp_path / "demo" / "postgres").stop()
+
+
+def test_demo_live_view_in_a_terminal(tmp_path, kept) -> None:
     primary, secondary = pty.openpty()
     demo = subprocess.Popen(
-        [sys.executable, "-m", "runner", "demo", "--orders-per-day", "8", "--dir", str(tmp_path / "demo")],
+        [sys.executable, "-m", "runner", "demo", "--orders-per-day", "8", "--dir", str(kept), "--keep"],
         stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True,
     )  # fmt: skip
     os.close(secondary)
@@ -78,6 +88,16 @@ def test_demo_live_view_in_a_terminal(tmp_path) -> None:
         if line.startswith("bulk_sync_tasks_total{") and 'phase="start"' in line and 'outcome="ok"' in line
     )
     assert operations_started == int(drawn.group(2))
+    # --keep: the database answers after the demo exited, until the printed stop command stops it
+    dsn = re.search(r"  psql '([^']+)'\r?\n", text)
+    stop = re.search(r"and stop it:\r?\n  (.+?)\r?\n", text)
+    assert dsn and stop, text[-1000:]
+    with psycopg.connect(dsn.group(1)) as kept:
+        assert kept.execute("select count(*) from shopify.live_orders").fetchone()[0] > 0
+    stopped = subprocess.run(shlex.split(stop.group(1)), capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 0 and "stopped the demo database" in stopped.stdout, stopped
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(dsn.group(1), connect_timeout=5)
 
 
 def test_status_and_jobs_in_the_middle_of_a_backfill(db: psycopg.Connection, dsn: str) -> None:
