@@ -76,5 +76,6 @@ def test_bad_urls_paths_and_shops_are_one_line(db: psycopg.Connection, dsn: str,
 def test_a_second_demo_while_one_runs_says_so(tmp_path: Path) -> None:
     with LocalCluster(tmp_path / "demo" / "postgres") as cluster:
         result = cli("demo", "--dir", str(tmp_path / "demo"), env=dict(os.environ))
-        _one_line(result, f"a demo is running in {tmp_path / 'demo'} already", f"pid {cluster.running()}")
+        _one_line(result, f"a demo database runs in {tmp_path / 'demo'} already", f"pid {cluster.running()}",
+                  f"demo --stop --dir {tmp_path / 'demo'}")  # fmt: skip
         assert (cluster.data / "PG_VERSION").exists()  # untouched
