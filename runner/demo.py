@@ -53,6 +53,21 @@ def _summary(db: psycopg.Connection, base_url: str) -> bool:
     return same & _sales(db, base_url)
 
 
+def _units(db: psycopg.Connection) -> None:
+    """What the progress counts: jobs per shop, entity and day, merged into operations as they go."""
+    days, windowed, snapshots, snapshotted = db.execute(
+        """select count(*) filter (where window_start is not null),
+                  string_agg(distinct entity, ', ') filter (where window_start is not null),
+                  count(*) filter (where window_start is null),
+                  string_agg(distinct entity, ', ') filter (where window_start is null)
+           from bulk_sync.jobs"""
+    ).fetchone()
+    print(f"  {days} of them one per shop, entity and day ({windowed}), {snapshots} one per shop ({snapshotted}: "
+          "snapshots). Runners merge consecutive days into one Shopify operation as they dispatch them: jobs fall "
+          "in number, days stay. Progress: days done of days queued; objects Shopify exported, lines imported and "
+          "refund lines fetched, each with its rate.")  # fmt: skip
+
+
 def _sales(db: psycopg.Connection, base_url: str) -> bool:
     """shopify.daily_sales against the sales report the simulator computes from its own numbers, per shop and day."""
     days = differ = 0
@@ -203,22 +218,23 @@ def run(
                 (queued_at,) = db.execute("select now()").fetchone()
                 created = sqlapi.enqueue_backfill(db, FIRST, LAST)
                 print(f"select bulk_sync.enqueue_backfill('{FIRST}', '{LAST}');  -> {created} jobs created")
+                _units(db)
                 env = app | {f"SHOP_{c}_URL": f"{base_url}/{c.lower()}" for c in SHOPS}
                 webhooks = WebhookServer(Budget(dsn, 2, "bulk-sync demo webhooks").open(), env, hook_port, "127.0.0.1")
                 webhooks.start()
                 runner = Runner(dsn, env, concurrency=4, name="demo", until_idle=True)
                 health = HealthServer(runner, free_port(), "127.0.0.1").start()
                 worker = threading.Thread(target=runner.run, daemon=True)
-                started = time.monotonic()
                 worker.start()
                 print(f"runners working (step log: {directory / 'runner.log'}; "
                       f"metrics: http://127.0.0.1:{health.port}/metrics)\n")  # fmt: skip
                 # the live view, redrawn in place on a terminal; a line of progress every 3 s elsewhere
                 watch(db, 2 if sys.stdout.isatty() else 3, running=worker.is_alive,
                       wait=lambda s: worker.join(timeout=s), lines=True)  # fmt: skip
-                print(f"\nbackfill finished in {time.monotonic() - started:.0f} s")
-                picture = picture or directory / "timeline.svg"
                 drawn = timeline.jobs(db, since=queued_at)
+                # the span the timeline draws, from the first step of a job to the last, the one duration shown
+                print(f"\nbackfill finished in {timeline.duration(drawn):.0f} s")
+                picture = picture or directory / "timeline.svg"
                 picture.write_text(timeline.svg(drawn, title="bulk-sync demo: the backfill of five shops"))
                 print(f"its timeline ({len(drawn)} jobs, {timeline.operations(drawn)} Shopify operations): {picture}")
                 scrape = httpx.get(f"http://127.0.0.1:{health.port}/metrics", timeout=30).text

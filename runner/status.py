@@ -1,5 +1,10 @@
-"""The operator's view of a database: a bar per shop and entity, jobs by state, rows imported and throughput, and
-the latest problems. `render` draws one frame; `watch` redraws it in place on a terminal."""
+"""The operator's view of a database: a bar per shop and entity, jobs by state, what moves (objects Shopify exported,
+lines imported, rows fetched, each with its rate), and the latest problems. `render` draws one frame; `watch`
+redraws it in place on a terminal.
+
+Units: a backfill queues a job per shop, entity and day (a snapshot: one per shop); runners merge consecutive days
+into one Shopify operation as they dispatch them, so jobs fall in number while days stay: days done of days queued is
+the measure of a long backfill."""
 
 import sys
 import time
@@ -14,7 +19,7 @@ BAR = 30
 class Snapshot:
     at: float
     progress: list[tuple]  # shop, entity, total, completed, failed, queued, active, percent (of the time covered),
-    # rows_imported, rejected
+    # lines imported, rejected, days queued, days done, objects exported, rows fetched
     states: dict[str, int]  # jobs per state, every state in bulk_sync.job_states' order
     problems: list[tuple] = field(default_factory=list)  # time, job, shop, entity, status, message
     stuck: list[tuple] = field(default_factory=list)  # job, shop, entity, status, idle for, reason
@@ -24,7 +29,20 @@ class Snapshot:
 
     @property
     def rows(self) -> int:
+        """Lines imported."""
         return sum(p[8] for p in self.progress)
+
+    @property
+    def exported(self) -> int:
+        return sum(p[12] for p in self.progress)
+
+    @property
+    def fetched(self) -> int:
+        return sum(p[13] for p in self.progress)
+
+    def days(self) -> str:
+        """Days done of days queued over every shop and entity, e.g. '120/915' (shop-entity-days)."""
+        return f"{sum(p[11] for p in self.progress):,.0f}/{sum(p[10] for p in self.progress):,.0f}"
 
 
 def snapshot(conn: psycopg.Connection, problems: int = 5) -> Snapshot:
@@ -39,7 +57,7 @@ def snapshot(conn: psycopg.Connection, problems: int = 5) -> Snapshot:
 def _read(conn: psycopg.Connection, problems: int) -> Snapshot:
     progress = conn.execute(
         """select shop, entity, total, completed, failed, queued, active, percent, rows_imported::bigint,
-                  rows_rejected::bigint
+                  rows_rejected::bigint, days_total, days_done, objects_exported::bigint, rows_fetched::bigint
            from bulk_sync.progress order by shop, entity"""
     ).fetchall()
     states = conn.execute(
@@ -72,26 +90,46 @@ def _bar(percent: float) -> str:
     return "[" + "#" * filled + "." * (BAR - filled) + "]"
 
 
+def moving(snap: Snapshot, previous: Snapshot | None) -> str:
+    """What moves, each with its rate since the previous frame: objects Shopify reported exported (its polls'
+    objectCount), lines imported, rows fetched."""
+    seconds = snap.at - previous.at if previous is not None and snap.at > previous.at else 0.0
+
+    def rate(now: int, before: int) -> str:
+        return f" ({(now - before) / seconds:,.0f}/s)" if seconds else ""
+
+    was = previous or snap
+    return (
+        f"exported {snap.exported:,} objects{rate(snap.exported, was.exported)}, "
+        f"imported {snap.rows:,} lines{rate(snap.rows, was.rows)}, "
+        f"fetched {snap.fetched:,} rows{rate(snap.fetched, was.fetched)}"
+    )
+
+
+def _days(queued: float, done: float) -> str:
+    return f"{done:,.0f}/{queued:,.0f}" if queued else "snapshot"
+
+
 def render(snap: Snapshot, previous: Snapshot | None = None) -> str:
     if not snap.progress:
         return "no jobs yet: select bulk_sync.enqueue_backfill('2025-09-01', '2025-10-31');"
     total = sum(p[2] for p in snap.progress)
     completed = sum(p[3] for p in snap.progress)
     failed = sum(p[4] for p in snap.progress)
-    rate = ""
-    if previous is not None and snap.at > previous.at:
-        rate = f" ({(snap.rows - previous.rows) / (snap.at - previous.at):,.0f}/s)"
+    shop_w = max(6, *(len(p[0]) + 2 for p in snap.progress))
+    entity_w = max(8, *(len(p[1]) + 2 for p in snap.progress))
+    days_w = max(12, *(len(_days(p[10], p[11])) + 2 for p in snap.progress))
     out = [
-        f"bulk-sync  {time.strftime('%H:%M:%S')}  jobs {completed}/{total} completed, {failed} failed  |  "
-        f"rows imported {snap.rows:,}{rate}",
+        f"bulk-sync  {time.strftime('%H:%M:%S')}  days {snap.days()} done, jobs {completed}/{total} completed, "
+        f"{failed} failed  |  {moving(snap, previous)}",
         "",
-        f"{'shop':<6}{'entity':<9}{'progress':<{BAR + 3}}{'done':>7}{'jobs':>10}{'failed':>8}{'active':>8}{'rows':>12}"
-        f"{'quarantined':>13}",
+        f"{'shop':<{shop_w}}{'entity':<{entity_w}}{'progress':<{BAR + 3}}{'done':>5}{'days':>{days_w}}{'jobs':>10}"
+        f"{'failed':>8}{'active':>8}{'lines':>12}{'quarantined':>13}",
     ]
-    for shop, entity, n, done, bad, _queued, active, pct, rows, rejected in snap.progress:
+    for shop, entity, n, done, bad, _queued, active, pct, rows, rejected, days, days_done, *_ in snap.progress:
         out.append(
-            f"{shop:<6}{entity:<9}{_bar(pct):<{BAR + 3}}{f'{pct:.0f}%':>7}{f'{done}/{n}':>10}{bad:>8}{active:>8}"
-            f"{rows:>12,}{rejected:>13,}"
+            f"{shop:<{shop_w}}{entity:<{entity_w}}{_bar(pct):<{BAR + 3}}{f'{pct:.0f}%':>5}"
+            f"{_days(days, days_done):>{days_w}}{f'{done}/{n}':>10}{bad:>8}{active:>8}{rows:>12,}{rejected:>13,}"
         )
     out += ["", "jobs by state: " + ", ".join(f"{s} {n}" for s, n in snap.states.items() if n)]
     if snap.fresh:
@@ -112,13 +150,12 @@ def render(snap: Snapshot, previous: Snapshot | None = None) -> str:
 def line(snap: Snapshot, previous: Snapshot | None, started: float) -> str:
     """One line of progress, for output that is not a terminal."""
     total = sum(p[2] for p in snap.progress)
-    rate = (snap.rows - previous.rows) / (snap.at - previous.at) if previous and snap.at > previous.at else 0.0
     active = sum(snap.states.get(s, 0) for s in snap.live)
     doing = ", ".join(f"{n} {s}" for s in snap.live if (n := snap.states.get(s, 0)))  # the live states, by name
     return (
-        f"{time.monotonic() - started:6.0f}s  jobs {snap.states.get('completed', 0)}/{total} completed, {active} "
-        f"active{f' ({doing})' if doing else ''}, {snap.states.get('queued', 0)} queued, "
-        f"{snap.states.get('failed', 0)} failed  |  rows imported {snap.rows:,} ({rate:,.0f}/s)"
+        f"{time.monotonic() - started:6.0f}s  days {snap.days()} done; jobs {snap.states.get('completed', 0)}/{total}"
+        f" completed, {active} active{f' ({doing})' if doing else ''}, {snap.states.get('queued', 0)} queued, "
+        f"{snap.states.get('failed', 0)} failed  |  {moving(snap, previous)}"
     )
 
 

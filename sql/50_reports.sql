@@ -254,6 +254,8 @@ begin
         raise exception 'job % has none of these ids to fetch', v_job.id using errcode = 'BS009';
     end if;
     v_rows := bulk_sync.write_fetched(v_job, p_ids, p_data);
+    update bulk_sync.jobs set rows_fetched = rows_fetched + v_rows where id = v_job.id
+    returning * into v_job;
     v_left := (select count(*) from bulk_sync.fetches where job_id = v_job.id);
     v_job := bulk_sync.apply_outcome(v_job, case when v_left > 0 then 'fetched' else 'fetched_all' end, 'fetch',
         format('%s rows of %s parents fetched; %s parents left', v_rows, cardinality(p_ids), v_left));

@@ -35,7 +35,16 @@ select
     coalesce(sum(j.bytes_copied), 0) as bytes_copied,
     max(j.updated_at) as last_change,
     max(w.watermark) as synced_through,
-    date_trunc('second', now() - max(w.watermark)) as behind
+    date_trunc('second', now() - max(w.watermark)) as behind,
+    -- days of windows queued and completed (a snapshot has none), objects Shopify reported exported so far (the
+    -- polls' objectCount), rows written by fetches
+    round(coalesce(sum(extract(epoch from j.window_end - j.window_start)), 0) / 86400, 1) as days_total,
+    round(
+        coalesce(sum(extract(epoch from j.window_end - j.window_start)) filter (where j.status = 'completed'), 0)
+        / 86400, 1
+    ) as days_done,
+    coalesce(sum(j.object_count), 0) as objects_exported,
+    coalesce(sum(j.rows_fetched), 0) as rows_fetched
 from bulk_sync.jobs as j
 left join bulk_sync.watermarks as w on j.shop = w.shop and j.entity = w.entity
 where not j.status = any(bulk_sync.states('covers_window', false))

@@ -100,6 +100,29 @@ def test_demo_live_view_in_a_terminal(tmp_path, kept) -> None:
         psycopg.connect(dsn.group(1), connect_timeout=5)
 
 
+def test_status_columns_fit_a_long_entity_name_and_say_their_units() -> None:
+    from runner.status import Snapshot, render
+
+    progress = [
+        ("DE", "orders", 41, 20, 0, 16, 5, 48.0, 120_000, 3, 305.0, 146.0, 150_000, 2_000),
+        ("INTERNATIONAL", "inventory_levels_by_location", 1, 0, 0, 0, 1, 0.0, 0, 0, 0.0, 0.0, 900, 0),
+    ]  # fmt: skip
+    before = Snapshot(0.0, [(*p[:8], 0, 0, *p[10:12], 0, 0) for p in progress], {"queued": 16, "exporting": 6})
+    text = render(Snapshot(2.0, progress, {"queued": 16, "exporting": 6}), before)
+    head, _, header, *lines = text.splitlines()
+    assert "days 146/305 done" in head and "jobs 20/42 completed" in head
+    assert (
+        "exported 150,900 objects (75,450/s), imported 120,000 lines (60,000/s), fetched 2,000 rows (1,000/s)" in head
+    )
+    table = [header, *lines[:2]]
+    assert len({len(row) for row in table}) == 1  # every column ends where its header does
+    assert table[2].split()[:2] == ["INTERNATIONAL", "inventory_levels_by_location"]
+    for name in ("days", "jobs", "lines", "quarantined"):
+        end = header.index(name) + len(name)
+        assert all(row[end : end + 1] in ("", " ") and row[end - 1] != " " for row in table[1:]), (name, table)
+    assert table[1].split()[4:6] == ["146/305", "20/41"] and table[2].split()[4] == "snapshot"
+
+
 def test_status_and_jobs_in_the_middle_of_a_backfill(db: psycopg.Connection, dsn: str) -> None:
     for code in ("DE", "NL"):
         db.execute("select bulk_sync.add_shop(%s, %s)", (code, f"{code.lower()}.myshopify.com"))
@@ -112,16 +135,21 @@ def test_status_and_jobs_in_the_middle_of_a_backfill(db: psycopg.Connection, dsn
     assert out.returncode == 0, out.stderr
     rows = {}
     for line in out.stdout.splitlines():
-        pattern = r"^(DE|NL)\s+(orders|skus)\s+\[[#.]+\]\s+(\d+)%\s+(\d+)/(\d+)\s+(\d+)\s+(\d+)\s+([\d,]+)"
+        pattern = (r"^(DE|NL)\s+(orders|skus)\s+\[[#.]+\]\s+(\d+)%\s+(\S+)\s+(\d+)/(\d+)\s+(\d+)\s+(\d+)"
+                   r"\s+([\d,]+)")  # fmt: skip
         if m := re.match(pattern, line):
-            rows[(m[1], m[2])] = (*(int(m[i]) for i in range(3, 8)), int(m[8].replace(",", "")))
+            rows[(m[1], m[2])] = (int(m[3]), m[4], *(int(m[i]) for i in range(5, 9)), int(m[9].replace(",", "")))
     expected = {
-        (shop, entity): (percent, done, total, failed, active, lines)
-        for shop, entity, percent, done, total, failed, active, lines in db.execute(
+        (shop, entity): (percent, days, done, total, failed, active, lines)
+        for shop, entity, percent, days, done, total, failed, active, lines in db.execute(
             """select shop, entity,
                       coalesce(round(100 * extract(epoch from sum(coalesce(window_end - window_start, '1 day'))
                                                      filter (where status = 'completed'))
                             / extract(epoch from sum(coalesce(window_end - window_start, '1 day')))), 0),
+                      case when bool_and(window_start is null) then 'snapshot'
+                           else coalesce(round(extract(epoch from sum(window_end - window_start)
+                                                           filter (where status = 'completed')) / 86400), 0)
+                                || '/' || round(extract(epoch from sum(window_end - window_start)) / 86400) end,
                       count(*) filter (where status = 'completed'), count(*),
                       count(*) filter (where status = 'failed'),
                       count(*) filter (where status not in ('queued', 'completed', 'failed')),
@@ -130,7 +158,8 @@ def test_status_and_jobs_in_the_middle_of_a_backfill(db: psycopg.Connection, dsn
         ).fetchall()
     }
     assert rows == expected
-    assert sum(v[1] for v in rows.values()) == 3 and sum(v[3] for v in rows.values()) == 1
+    assert sum(v[2] for v in rows.values()) == 3 and sum(v[4] for v in rows.values()) == 1
+    assert rows[("DE", "orders")][1].endswith("/7")  # days, whatever the jobs they were merged into
     states = dict(db.execute("select status, count(*) from bulk_sync.jobs group by status").fetchall())
     line = next(x for x in out.stdout.splitlines() if x.startswith("jobs by state:"))
     for status, count in states.items():
