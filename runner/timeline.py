@@ -1,8 +1,10 @@
 """`bulk-sync timeline`: a picture of what the jobs did, read from the audit trail (bulk_sync.job_runs). One lane
-per shop; in it, each job on a row of its own (rows reused once a job is done), with a bar per Shopify operation
-(created to COMPLETED, or to how it ended), per download (COMPLETED to staged), per import (claimed to done) and
-per fetch of what a bulk query cannot export (refund lines, imported to completed), on one time axis. Failed,
-retried and split jobs are marked where it happened. Plain SVG, no library."""
+per shop; in it, each job on a row of its own (rows reused once a job is done), labelled with its entity and days,
+with a bar per Shopify operation (created to COMPLETED, or to how it ended), per download (COMPLETED to staged), per
+wait for an import slot, per import (claimed to done) and per fetch of what a bulk query cannot export (refund
+lines, imported to completed), on one time axis. Failed, retried, split and canceled jobs are marked where it
+happened; a step whose runner vanished ends where the runner was last heard of, marked where its lease expired.
+Plain SVG, no library."""
 
 import datetime as dt
 import re
@@ -14,7 +16,8 @@ import psycopg
 from runner import sqlapi
 
 ROWS = """
-    select r.job_id, j.shop, j.entity, r.status, r.from_status, r.to_status, r.created_at, r.message
+    select r.job_id, j.shop, j.entity, j.start_date, j.end_date, j.window_start is null, r.status, r.from_status,
+           r.to_status, r.created_at, r.message, r.heard_at, r.lease_expired_at
     from bulk_sync.job_runs as r
     join bulk_sync.jobs as j on j.id = r.job_id
     where (%(shop)s::text is null or j.shop = %(shop)s)
@@ -24,9 +27,13 @@ ROWS = """
 OPERATION = re.compile(r"gid://shopify/BulkOperation/\d+")
 # A bar lasts while a runner works on the job under a lease, by the task of that state (bulk_sync.job_states)
 BARS = {"poll": "export", "download": "download", "import": "import", "fetch": "fetch"}
-COLORS = {"export": "#4e79a7", "download": "#59a14f", "import": "#b07aa1", "fetch": "#edc948"}
-MARKS = {"failed": "#d62728", "retry": "#ff7f0e", "split": "#17becf"}  # outcomes of steps (job_runs.status)
-LEFT, RIGHT, TOP, ROW, GAP, WIDTH = 70, 20, 64, 9, 3, 1100
+WAITS = ("copied", "ready_to_import")  # downloaded, waiting for an import slot (or for a runner to take it)
+COLORS = {"export": "#4e79a7", "download": "#59a14f", "wait": "#c7c7c7", "import": "#b07aa1", "fetch": "#edc948"}
+# outcomes of steps (job_runs.status), and the expiry of a lease (recover()'s rows)
+MARKS = {"failed": "#d62728", "retry": "#ff7f0e", "split": "#17becf", "canceled": "#555555", "expired": "#8c564b"}
+NAMES = {"wait": "import slot wait", "expired": "lease expired"}  # in the legend, where the class name is not enough
+LEFT, RIGHT, TOP, ROW, GAP, WIDTH = 70, 20, 64, 12, 3, 1100
+CHAR = 4.6  # the width of a label's character at font-size 8
 
 
 @dataclass
@@ -44,8 +51,9 @@ class Job:
     id: int
     shop: str
     entity: str
+    label: str = ""  # entity and days, e.g. "orders 09-01..09-07"
     bars: list[Bar] = field(default_factory=list)
-    marks: list[tuple[str, dt.datetime, str]] = field(default_factory=list)  # (failed|retry|split, when, why)
+    marks: list[tuple[str, dt.datetime, str]] = field(default_factory=list)  # (a MARKS key, when, why)
 
     def span(self, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
         """From its first bar or mark to its last (a bar still going ends now)."""
@@ -58,16 +66,42 @@ def operations(items: list[Job]) -> int:
     return sum(1 for job in items for bar in job.bars if bar.kind == "export")
 
 
+def duration(items: list[Job], now: dt.datetime | None = None) -> float:
+    """Seconds from the first bar or mark to the last: the span the picture's axis and header show."""
+    now = now or dt.datetime.now(dt.UTC)
+    spans = [job.span(now) for job in items]
+    return (max(f for _, f in spans) - min(b for b, _ in spans)).total_seconds() if spans else 0.0
+
+
+def _label(entity: str, first: dt.date, last: dt.date, snapshot: bool) -> str:
+    if snapshot:
+        return f"{entity} snapshot"
+    return f"{entity} {first:%m-%d}" + (f"..{last:%m-%d}" if last != first else "")
+
+
 def jobs(conn: psycopg.Connection, shop: str | None = None, since: dt.datetime | None = None) -> list[Job]:
     """The jobs with a step since `since` (all when None), of one shop or all, each with its bars and marks."""
     states = {s.state: s for s in sqlapi.job_states(conn)}
     found: dict[int, Job] = {}
     args = {"shop": shop, "since": since or dt.datetime.min.replace(tzinfo=dt.UTC)}
-    for job_id, code, entity, status, before, after, at, message in conn.execute(ROWS, args):
-        job = found.setdefault(job_id, Job(job_id, code, entity))
+    for row in conn.execute(ROWS, args):
+        job_id, code, entity, first, last, snapshot, status, before, after, at, message, heard, expired = row
+        job = found.setdefault(job_id, Job(job_id, code, entity, _label(entity, first, last, snapshot)))
+        if heard is not None and before in states:  # its runner vanished: the step ended when it was last heard of
+            _vanished(job, states[before], heard, expired, message or "")
         if after in states:
             _step(job, status, states.get(before), states[after], at, message or "")
     return [job for job in found.values() if job.bars or job.marks]
+
+
+def _vanished(
+    job: Job, state: sqlapi.JobState, heard: dt.datetime, expired: dt.datetime, message: str
+) -> None:  # fmt: skip
+    """Ends the job's bar of `state` where its runner was last heard of, badly, and marks where its lease expired."""
+    for bar in job.bars:
+        if bar.end is None and bar.state == state.state:
+            bar.end, bar.ok = max(heard, bar.start), False
+    job.marks.append(("expired", expired, message))
 
 
 def _step(
@@ -84,6 +118,8 @@ def _step(
         if after.leased and after.task in BARS:
             operation = OPERATION.search(message)
             job.bars.append(Bar(BARS[after.task], after.state, at, note=operation.group(0) if operation else ""))
+        elif after.state in WAITS:
+            job.bars.append(Bar("wait", after.state, at))
     if outcome in MARKS:
         job.marks.append((outcome, at, message))
 
@@ -111,7 +147,7 @@ def svg(items: list[Job], now: dt.datetime | None = None, title: str = "bulk-syn
         return _document(WIDTH, 60, [f'<text x="{LEFT}" y="40">{escape(title)}: no jobs in this period</text>'])
     spans = [job.span(now) for job in items]
     t0, t1 = min(b for b, _ in spans), max(f for _, f in spans)
-    span = max((t1 - t0).total_seconds(), 1.0)
+    span = max(duration(items, now), 1.0)
     plot = WIDTH - LEFT - RIGHT
 
     def x(t: dt.datetime) -> float:
@@ -131,13 +167,14 @@ def svg(items: list[Job], now: dt.datetime | None = None, title: str = "bulk-syn
         f"{t0:%Y-%m-%d %H:%M:%S} to {t1:%H:%M:%S} UTC ({span:.0f} s)</text>",
     ]
     legend = [*(("bar", k, c) for k, c in COLORS.items()), *(("mark", k, c) for k, c in MARKS.items())]
-    for i, (shape, name, color) in enumerate(legend):
-        lx = LEFT + i * 120
+    lx = LEFT
+    for shape, name, color in legend:
         if shape == "bar":
             out.append(f'<rect x="{lx}" y="42" width="18" height="8" fill="{color}"/>')
         else:
             out.append(_mark(lx + 9, 46, name, legend=True))
-        out.append(f'<text x="{lx + 24}" y="50">{name}</text>')
+        out.append(f'<text x="{lx + 24}" y="50">{NAMES.get(name, name)}</text>')
+        lx += 36 + 6 * len(NAMES.get(name, name))
     for shop, top in lanes.items():
         bottom = top + heights[shop]
         out.append(f'<rect x="{LEFT}" y="{top}" width="{plot}" height="{bottom - top}" fill="#f4f4f4"/>')
@@ -150,7 +187,8 @@ def svg(items: list[Job], now: dt.datetime | None = None, title: str = "bulk-syn
             state = "ok" if bar.ok else "ended badly"
             state = "still going" if bar.end is None else state
             tip = (
-                f"job {job.id} {job.entity}: {bar.kind} {state}, {((bar.end or now) - bar.start).total_seconds():.1f} s"
+                f"job {job.id} {job.label}: {NAMES.get(bar.kind, bar.kind)} {state}, "
+                f"{((bar.end or now) - bar.start).total_seconds():.1f} s"
             )
             tip += f" ({bar.note})" if bar.note else ""
             style = "" if bar.ok and bar.end else ' fill-opacity="0.45"'
@@ -159,7 +197,15 @@ def svg(items: list[Job], now: dt.datetime | None = None, title: str = "bulk-syn
                 f'height="{ROW - 2}" fill="{COLORS[bar.kind]}"{style}><title>{escape(tip)}</title></rect>'
             )
         for kind, at, why in job.marks:
-            out.append(_mark(x(at), top + (ROW - 2) / 2, kind, f"job {job.id} {job.entity}: {kind}: {why}"))
+            out.append(_mark(x(at), top + (ROW - 2) / 2, kind, f"job {job.id} {job.label}: {kind}: {why}"))
+        begin, finish = job.span(now)
+        room = int((x(finish) - x(begin)) / CHAR)  # the label within the job's own span: rows are shared
+        text = job.label if len(job.label) <= room else job.label[: max(room - 1, 0)] + "…" if room >= 4 else ""
+        out.append(
+            f'<text class="label" x="{x(begin) + 1:.1f}" y="{top + ROW - 4}" font-size="8" fill="#fff" '
+            f'stroke="#333" stroke-width="2" paint-order="stroke">{escape(text)}<title>job {job.id}: '
+            f"{escape(job.label)}</title></text>"
+        )
     return _document(WIDTH, height, out)
 
 
@@ -182,8 +228,11 @@ def _mark(cx: float, cy: float, kind: str, tip: str = "", legend: bool = False) 
         "failed": f"M{cx - 4:.1f},{cy - 4:.1f} l8,8 m-8,0 l8,-8",
         "retry": f"M{cx:.1f},{cy - 4:.1f} L{cx + 4:.1f},{cy + 4:.1f} L{cx - 4:.1f},{cy + 4:.1f} Z",
         "split": f"M{cx:.1f},{cy - 5:.1f} L{cx + 4:.1f},{cy:.1f} L{cx:.1f},{cy + 5:.1f} L{cx - 4:.1f},{cy:.1f} Z",
+        "canceled": f"M{cx - 4:.1f},{cy - 4:.1f} h8 v8 h-8 Z M{cx - 4:.1f},{cy + 4:.1f} l8,-8",
+        "expired": f"M{cx - 4:.1f},{cy:.1f} a4,4 0 1,0 8,0 a4,4 0 1,0 -8,0 M{cx:.1f},{cy - 3:.1f} v3 h2",
     }[kind]
-    paint = f'stroke="{MARKS[kind]}" stroke-width="2" fill="none"' if kind == "failed" else f'fill="{MARKS[kind]}"'
+    open_shape = kind in ("failed", "canceled", "expired")
+    paint = f'stroke="{MARKS[kind]}" stroke-width="2" fill="none"' if open_shape else f'fill="{MARKS[kind]}"'
     return f'<path class="{"legend" if legend else "mark-" + kind}" d="{shape}" {paint}>{title}</path>'
 
 

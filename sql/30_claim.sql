@@ -152,7 +152,8 @@ language sql as $$
 $$;
 
 -- Gives each job whose runner vanished (lease expired) its step again, an attempt spent (outcome lease_expired);
--- the vanished runner's fence is dead. Returns how many.
+-- the vanished runner's fence is dead. Its audit row says when the lease expired and when the runner was last heard
+-- of. Returns how many.
 create or replace function bulk_sync.recover() returns integer
 language plpgsql as $$
 declare
@@ -168,6 +169,11 @@ begin
         perform bulk_sync.apply_outcome(v_job, 'lease_expired', 'recover',
             format('lease of %s expired: runner vanished during %s',
                    coalesce(v_job.leased_by, 'a runner'), bulk_sync.task_for(v_job.status)));
+        -- when, on the row just written: the lease's end, and its last renewal (a lease lasts lease_seconds)
+        update bulk_sync.job_runs
+           set lease_expired_at = v_job.lease_expires_at,
+               heard_at = v_job.lease_expires_at - make_interval(secs => (bulk_sync.get_settings()).lease_seconds)
+         where id = (select max(id) from bulk_sync.job_runs where job_id = v_job.id and phase = 'recover');
         v_count := v_count + 1;
     end loop;
     return v_count;
