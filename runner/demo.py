@@ -62,9 +62,9 @@ def _units(db: psycopg.Connection) -> None:
                   string_agg(distinct entity, ', ') filter (where window_start is null)
            from bulk_sync.jobs"""
     ).fetchone()
-    print(f"  {days} of them one per shop, entity and day ({windowed}), {snapshots} one per shop ({snapshotted}: "
-          "snapshots). Runners merge consecutive days into one Shopify operation as they dispatch them: jobs fall "
-          "in number, days stay. Progress: days done of days queued; objects Shopify exported, lines imported and "
+    print(f"  {days} of them one per shop, entity and day ({windowed}); {snapshots} one per shop ({snapshotted}: "
+          "snapshots).\n  Runners merge consecutive days into one Shopify operation as they dispatch them: jobs fall "
+          "in number, days stay.\n  Progress: days done of days queued; objects Shopify exported, lines imported and "
           "refund lines fetched, each with its rate.")  # fmt: skip
 
 

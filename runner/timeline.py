@@ -202,9 +202,9 @@ def svg(items: list[Job], now: dt.datetime | None = None, title: str = "bulk-syn
         room = int((x(finish) - x(begin)) / CHAR)  # the label within the job's own span: rows are shared
         text = job.label if len(job.label) <= room else job.label[: max(room - 1, 0)] + "…" if room >= 4 else ""
         out.append(
-            f'<text class="label" x="{x(begin) + 1:.1f}" y="{top + ROW - 4}" font-size="8" fill="#fff" '
-            f'stroke="#333" stroke-width="2" paint-order="stroke">{escape(text)}<title>job {job.id}: '
-            f"{escape(job.label)}</title></text>"
+            f'<text class="label" x="{x(begin) + 1:.1f}" y="{top + ROW - 4}" font-size="8" fill="#111" '
+            f'stroke="#fff" stroke-width="2.2" stroke-opacity="0.85" paint-order="stroke">{escape(text)}'
+            f"<title>job {job.id}: {escape(job.label)}</title></text>"
         )
     return _document(WIDTH, height, out)
 
