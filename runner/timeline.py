@@ -27,7 +27,6 @@ ROWS = """
 OPERATION = re.compile(r"gid://shopify/BulkOperation/\d+")
 # A bar lasts while a runner works on the job under a lease, by the task of that state (bulk_sync.job_states)
 BARS = {"poll": "export", "download": "download", "import": "import", "fetch": "fetch"}
-WAITS = ("copied", "ready_to_import")  # downloaded, waiting for an import slot (or for a runner to take it)
 COLORS = {"export": "#4e79a7", "download": "#59a14f", "wait": "#c7c7c7", "import": "#b07aa1", "fetch": "#edc948"}
 # outcomes of steps (job_runs.status), and the expiry of a lease (recover()'s rows)
 MARKS = {"failed": "#d62728", "retry": "#ff7f0e", "split": "#17becf", "canceled": "#555555", "expired": "#8c564b"}
@@ -82,6 +81,9 @@ def _label(entity: str, first: dt.date, last: dt.date, snapshot: bool) -> str:
 def jobs(conn: psycopg.Connection, shop: str | None = None, since: dt.datetime | None = None) -> list[Job]:
     """The jobs with a step since `since` (all when None), of one shop or all, each with its bars and marks."""
     states = {s.state: s for s in sqlapi.job_states(conn)}
+    # after the download, a state no runner holds and not an end: waiting for an import slot or a runner to take it
+    downloaded = min(s.position for s in states.values() if s.task == "download")
+    waits = {s.state for s in states.values() if s.position > downloaded and not s.leased and not s.terminal}
     found: dict[int, Job] = {}
     args = {"shop": shop, "since": since or dt.datetime.min.replace(tzinfo=dt.UTC)}
     for row in conn.execute(ROWS, args):
@@ -90,7 +92,7 @@ def jobs(conn: psycopg.Connection, shop: str | None = None, since: dt.datetime |
         if heard is not None and before in states:  # its runner vanished: the step ended when it was last heard of
             _vanished(job, states[before], heard, expired, message or "")
         if after in states:
-            _step(job, status, states.get(before), states[after], at, message or "")
+            _step(job, status, states.get(before), states[after], at, message or "", waits)
     return [job for job in found.values() if job.bars or job.marks]
 
 
@@ -105,9 +107,11 @@ def _vanished(
 
 
 def _step(
-    job: Job, outcome: str, before: sqlapi.JobState | None, after: sqlapi.JobState, at: dt.datetime, message: str
-) -> None:
-    """Applies one audit row (a step from state `before` to `after` with its outcome) to the job's bars and marks.
+    job: Job, outcome: str, before: sqlapi.JobState | None, after: sqlapi.JobState, at: dt.datetime, message: str,
+    waits: set[str],
+) -> None:  # fmt: skip
+    """Applies one audit row (a step from state `before` to `after` with its outcome) to the job's bars and marks;
+    `waits`: the states drawn as a wait for an import slot.
     A bar ends well when the job moves on: to a later state that is not terminal, or to the one final terminal
     state that still answers for the window (completed)."""
     if before != after and before is not None:
@@ -118,7 +122,7 @@ def _step(
         if after.leased and after.task in BARS:
             operation = OPERATION.search(message)
             job.bars.append(Bar(BARS[after.task], after.state, at, note=operation.group(0) if operation else ""))
-        elif after.state in WAITS:
+        elif after.state in waits:
             job.bars.append(Bar("wait", after.state, at))
     if outcome in MARKS:
         job.marks.append((outcome, at, message))
@@ -231,8 +235,8 @@ def _mark(cx: float, cy: float, kind: str, tip: str = "", legend: bool = False) 
         "canceled": f"M{cx - 4:.1f},{cy - 4:.1f} h8 v8 h-8 Z M{cx - 4:.1f},{cy + 4:.1f} l8,-8",
         "expired": f"M{cx - 4:.1f},{cy:.1f} a4,4 0 1,0 8,0 a4,4 0 1,0 -8,0 M{cx:.1f},{cy - 3:.1f} v3 h2",
     }[kind]
-    open_shape = kind in ("failed", "canceled", "expired")
-    paint = f'stroke="{MARKS[kind]}" stroke-width="2" fill="none"' if open_shape else f'fill="{MARKS[kind]}"'
+    filled = kind in ("retry", "split")
+    paint = f'fill="{MARKS[kind]}"' if filled else f'stroke="{MARKS[kind]}" stroke-width="2" fill="none"'
     return f'<path class="{"legend" if legend else "mark-" + kind}" d="{shape}" {paint}>{title}</path>'
 
 
