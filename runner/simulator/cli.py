@@ -58,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--export-cache", type=Path, metavar="DIR",
         help="keep every export in DIR and serve it again when the same shop, data and query ask (benchmarks)",
     )  # fmt: skip
+    parser.add_argument(
+        "--public-url", metavar="URL",
+        help="the scheme and host clients reach the simulator at, for the URLs it hands out (behind a TLS front); "
+        "default: X-Forwarded-Proto/-Host when a front sends them, else the request's Host",
+    )  # fmt: skip
     parser.add_argument("--dump-truth", type=Path, metavar="DIR", help="write the ground truth as JSONL and exit")
 
 
@@ -159,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         shopify.close()
         return 0
     try:
-        server = SimulatorServer(shopify, args.host, args.port)
+        server = SimulatorServer(shopify, args.host, args.port, public_url=args.public_url)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     stop = threading.Event()

@@ -69,8 +69,15 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _base_url(self) -> str:
+        """Where the client reached the simulator, for the URLs it hands out (export URLs): --public-url, else what a
+        TLS front says it was asked (X-Forwarded-Proto, X-Forwarded-Host: their first values), else http and Host."""
+        if self.server.public_url:
+            return self.server.public_url
         host, port = self.server.server_address[:2]
-        return f"http://{self.headers.get('Host') or f'{host}:{port}'}"
+        proto = (self.headers.get("X-Forwarded-Proto") or "http").split(",")[0].strip().lower()
+        proto = proto if proto in ("http", "https") else "http"
+        forwarded = (self.headers.get("X-Forwarded-Host") or "").split(",")[0].strip()
+        return f"{proto}://{forwarded or self.headers.get('Host') or f'{host}:{port}'}"
 
     # -- routes -----------------------------------------------------------------------------------------------
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
@@ -237,8 +244,11 @@ class SimulatorServer(ThreadingHTTPServer):
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)
 
-    def __init__(self, shopify: Shopify, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, shopify: Shopify, host: str = "127.0.0.1", port: int = 0, public_url: str | None = None
+    ) -> None:  # fmt: skip
         self.shopify = shopify
+        self.public_url = public_url.rstrip("/") if public_url else None
         super().__init__((host, port), _Handler)
         self._thread: threading.Thread | None = None
 
