@@ -10,7 +10,7 @@ from graphql import GraphQLResolveInfo, execute
 from graphql.language import DocumentNode, OperationDefinitionNode, VariableNode
 from graphql.type import get_named_type
 
-from runner.simulator.export import parse_search
+from runner.simulator.export import parse_search, records
 from runner.simulator.schema import group_objects_default, is_connection, schema
 from runner.simulator.values import MISSING, children, default, value
 
@@ -50,10 +50,9 @@ class Request:
             "currentBulkOperation": lambda _info, **_args: self.op(shopify.current(shop)),
             "bulkOperations": lambda _info, **args: page(
                 [self.op(o) for o in shopify.list_operations(shop, args.get("query"), args.get("sortKey"))], args),
-            "orders": lambda _info, **args: page(data.orders(*_bounds(args, "created", "updated")), args),
-            "productVariants": lambda _info, **args: page(data.variants(), args),
-            "products": lambda _info, **args: page(data.products(), args),
-            "customers": lambda _info, **args: page(data.customers(*_bounds(args, "updated")), args),
+            # every root connection filtered by its search and ordered by its sortKey, as in exports; `reverse` is
+            # page()'s
+            **{root: _root(data, root) for root in ("orders", "productVariants", "products", "customers")},
             "shop": lambda _info: {"name": f"{shop} shop", "currencyCode": data.currency, "ianaTimezone": "UTC",
                                    "myshopifyDomain": shopify.domain(shop)},
         }  # fmt: skip
@@ -95,9 +94,11 @@ def _given(info: GraphQLResolveInfo, argument: str, variables: dict) -> bool:
     return False
 
 
-def _bounds(args: dict, *names: str) -> list:
-    bounds, _warnings = parse_search(args.get("query"))
-    return [bounds.get(n) for n in names]
+def _root(data, root: str):
+    """The resolver of a root connection: its records (export.records) within the search, in sortKey order, paged."""
+    return lambda _info, **args: page(
+        records(data, root, parse_search(args.get("query"))[0], args.get("sortKey")), args
+    )
 
 
 def resolve(source, info: GraphQLResolveInfo, **args):

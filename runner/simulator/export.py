@@ -28,7 +28,9 @@ FILTERS = {"created_at": "created", "updated_at": "updated"}
 def parse_search(search: str | None) -> tuple[dict, list[str]]:
     """Parses `created_at:>='2025-09-01T00:00:00Z' updated_at:<...` into bounds per field.
 
-    Returns ({"created": (lo, lo_incl, hi, hi_incl), ...}, warnings for fields it does not know)."""
+    Dates take every form ISO 8601 allows, as Shopify's search does: a date, a time with `T` or a space between,
+    fractions of a second, `Z` or an offset (none: UTC). Returns ({"created": (lo, lo_incl, hi, hi_incl), ...},
+    warnings for fields it does not know and values that are no time, whose terms filter nothing)."""
     bounds: dict[str, list] = {}
     warnings = []
     for match in _TERM.finditer(search or ""):
@@ -37,7 +39,11 @@ def parse_search(search: str | None) -> tuple[dict, list[str]]:
         if name not in FILTERS:
             warnings.append(name)
             continue
-        moment = _moment(value)
+        try:
+            moment = _moment(value)
+        except ValueError:
+            warnings.append(f"{name}:{value}")
+            continue
         bounds.setdefault(FILTERS[name], [None, True, None, True])
         if op in (">", ">="):
             bounds[FILTERS[name]][:2] = [moment, op == ">="]
@@ -49,8 +55,7 @@ def parse_search(search: str | None) -> tuple[dict, list[str]]:
 
 
 def _moment(value: str) -> dt.datetime:
-    text = value.strip().replace("Z", "+00:00")
-    moment = dt.datetime.fromisoformat(text) if "T" in text else dt.datetime.fromisoformat(text + "T00:00:00+00:00")
+    moment = dt.datetime.fromisoformat(value.strip().replace("z", "Z"))
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
@@ -193,15 +198,7 @@ class Export:
         self.warnings += warnings
         if self.created is not None:
             bounds = {"created": self.created}
-        if name == "orders":
-            return self.shop.orders(bounds.get("created"), bounds.get("updated"))
-        if name == "productVariants":
-            return (v for v in self.shop.variants() if _updated_within(v, bounds))
-        if name == "products":
-            return (p for p in self.shop.products() if _updated_within(p, bounds))
-        if name == "customers":
-            return iter(self.shop.customers(bounds.get("updated")))
-        return iter(())
+        return records(self.shop, name, bounds, args.get("sortKey"), bool(args.get("reverse")))
 
     def lines(self) -> Iterator[tuple[str, bool]]:
         """(line, is_root) pairs, each line ending in a newline."""
@@ -236,5 +233,35 @@ class Export:
                     yield from self._children(more)
 
 
-def _updated_within(obj: dict, bounds: dict) -> bool:
-    return within(_moment(obj["updatedAt"]), bounds.get("updated"))
+SORT_FIELDS = {"CREATED_AT": "createdAt", "UPDATED_AT": "updatedAt", "TITLE": "title", "NAME": "name"}
+NATURAL = {  # the sort keys whose order each root's data has already: orders by creation (their ids rise with it)
+    "orders": (None, "CREATED_AT", "ID", "PROCESSED_AT"), "productVariants": (None, "ID"), "products": (None, "ID"),
+    "customers": (None, "ID"),
+}  # fmt: skip
+
+
+def records(shop: ShopData, root: str, bounds: dict, sort_key: str | None = None, reverse: bool = False) -> Iterator:
+    """The objects of a root connection (orders, productVariants, products, customers) within the search's
+    created_at and updated_at bounds, in the order of `sortKey` (ID, CREATED_AT, UPDATED_AT, TITLE, NAME; any other
+    key: the natural order, by id), reversed with `reverse`."""
+    created, updated = bounds.get("created"), bounds.get("updated")
+    if root == "orders":
+        found = shop.orders(created, updated)  # by creation, the data's own order
+    elif root in ("productVariants", "products", "customers"):
+        every = {"productVariants": shop.variants, "products": shop.products, "customers": shop.customers}[root]()
+        found = (o for o in every if _within(o, "createdAt", created) and _within(o, "updatedAt", updated))
+    else:
+        return iter(())
+    field = SORT_FIELDS.get(sort_key or "")
+    if sort_key in NATURAL[root]:  # the order the data comes in already (streamed, never held whole)
+        field = None
+    elif sort_key == "ID":
+        return iter(sorted(found, key=lambda o: int(o["id"].rsplit("/", 1)[1]), reverse=reverse))
+    if field is not None:
+        return iter(sorted(found, key=lambda o: (o.get(field) or "", o["id"]), reverse=reverse))
+    return reversed(list(found)) if reverse else found
+
+
+def _within(obj: dict, field: str, bounds: tuple | None) -> bool:
+    """Whether the object's time `field` falls within the bounds (no bounds, or no such field: it does)."""
+    return not bounds or obj.get(field) is None or within(_moment(obj[field]), bounds)

@@ -129,6 +129,56 @@ def test_one_day_window_exports_exactly_that_days_orders_and_fields(client: Clie
     assert parents
 
 
+@pytest.mark.parametrize(
+    "lo, hi",
+    [
+        ("'2025-09-02 00:00:00+00:00'", "'2025-09-03 00:00:00+00:00'"),  # a space, as some clients write it
+        ("'2025-09-02'", "'2025-09-03'"),
+        ('\\"2025-09-02T02:00:00+02:00\\"', '\\"2025-09-03T00:00:00.000Z\\"'),  # double quotes, escaped in GraphQL
+        ("2025-09-02T00:00:00", "2025-09-03T00:00:00"),  # no zone: UTC
+    ],
+)
+def test_search_takes_every_date_form_shopify_does(client: Client, sim, lo: str, hi: str) -> None:
+    query = f'{{ orders(first: 250, query: "created_at:>={lo} created_at:<{hi}") {{ edges {{ node {{ id }} }} }} }}'
+    answer = client.gql(query)
+    assert "errors" not in answer, answer
+    found = [e["node"]["id"] for e in answer["data"]["orders"]["edges"]]
+    truth = [o["id"] for o in sim.shopify.truth("DE", "orders") if o["created_at"].startswith("2025-09-02")]
+    assert found == truth and truth
+
+
+def test_a_search_value_that_is_no_time_filters_nothing(client: Client, sim) -> None:
+    answer = client.gql("{ orders(first: 250, query: \"created_at:>='soon'\") { edges { node { id } } } }")
+    assert "errors" not in answer, answer
+    assert len(answer["data"]["orders"]["edges"]) == len(list(sim.shopify.truth("DE", "orders")))
+
+
+def test_date_filters_and_sort_keys_apply_to_every_root(client: Client, sim) -> None:
+    data = sim.shopify.shops["DE"]
+
+    def ids(query: str, root: str) -> list[str]:
+        answer = client.gql(query)
+        assert "errors" not in answer, answer
+        return [e["node"]["id"] for e in answer["data"][root]["edges"]]
+
+    variants = sorted(data.variants(), key=lambda v: v["updatedAt"])
+    middle = variants[len(variants) // 2]["updatedAt"]
+    later = ids(f'{{ productVariants(first: 250, query: "updated_at:>=\'{middle}\'", sortKey: ID) '
+                "{ edges { node { id } } } }", "productVariants")  # fmt: skip
+    expected = sorted((v["id"] for v in variants if v["updatedAt"] >= middle), key=lambda i: int(i.split("/")[-1]))
+    assert later == expected[:250] and 0 < len(expected) < len(variants)
+    titles = ids("{ products(first: 250, sortKey: TITLE, reverse: true) { edges { node { id } } } }", "products")
+    by_title = sorted(data.products(), key=lambda p: (p["title"], p["id"]), reverse=True)
+    assert titles == [p["id"] for p in by_title][:250]
+    newest = ids("{ orders(first: 20, sortKey: UPDATED_AT, reverse: true) { edges { node { id } } } }", "orders")
+    assert (
+        newest == [o["id"] for o in sorted(data.orders(), key=lambda o: (o["updatedAt"], o["id"]), reverse=True)][:20]
+    )
+    first_day = ids('{ customers(first: 250, query: "created_at:<\'2025-09-02\'") { edges { node { id } } } }',
+                    "customers")  # fmt: skip
+    assert first_day == [c["id"] for c in data.customers() if c["createdAt"] < "2025-09-02"] and first_day
+
+
 def test_children_are_not_adjacent_without_grouping(client: Client) -> None:
     _, lines = client.export(day_query("2025-09-01", "2025-09-02"), group=False)
     rows = [json.loads(line) for line in lines]
