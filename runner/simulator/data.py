@@ -157,6 +157,7 @@ class ShopData:
         self._added: list[dict] = []  # orders created while the server runs
         self._ids: set[str] = set()  # their ids
         self.deleted_orders: set[str] = set()
+        self.deletion_times: dict[str, str] = {}  # order id -> when it was deleted (REST events.json)
         self.deleted_variants: set[str] = set()
         self._day_orders = lru_cache(maxsize=1)(self._generate_day)
         self.version = 0  # counts live changes: what is derived from all orders is made again after one
@@ -341,13 +342,15 @@ class ShopData:
             edited.append(order["id"])
         return edited
 
-    def delete_orders(self, count: int, rng: random.Random) -> list[str]:
-        """Deletes `count` orders that exist (as a merchant deletes test orders)."""
+    def delete_orders(self, count: int, rng: random.Random, now: dt.datetime | None = None) -> list[str]:
+        """Deletes `count` orders that exist (as a merchant deletes test orders), at `now`."""
         alive = [o["id"] for day in self.days() for o in self._day_orders(day) if o["id"] not in self.deleted_orders]
         alive += [o["id"] for o in self._added if o["id"] not in self.deleted_orders]
         chosen = rng.sample(alive, min(count, len(alive)))
         with self._lock:
             self.deleted_orders.update(chosen)
+            if now is not None:
+                self.deletion_times.update(dict.fromkeys(chosen, stamp(now)))
         return chosen
 
     def delete_variants(self, count: int, now: dt.datetime, rng: random.Random) -> list[dict]:

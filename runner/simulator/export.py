@@ -40,21 +40,21 @@ def parse_search(search: str | None) -> tuple[dict, list[str]]:
             warnings.append(name)
             continue
         try:
-            moment = _moment(value)
+            when = moment(value)
         except ValueError:
             warnings.append(f"{name}:{value}")
             continue
         bounds.setdefault(FILTERS[name], [None, True, None, True])
         if op in (">", ">="):
-            bounds[FILTERS[name]][:2] = [moment, op == ">="]
+            bounds[FILTERS[name]][:2] = [when, op == ">="]
         elif op in ("<", "<="):
-            bounds[FILTERS[name]][2:] = [moment, op == "<="]
+            bounds[FILTERS[name]][2:] = [when, op == "<="]
         else:  # a date matches its whole day
-            bounds[FILTERS[name]] = [moment, True, moment + dt.timedelta(days=1), False]
+            bounds[FILTERS[name]] = [when, True, when + dt.timedelta(days=1), False]
     return {k: tuple(v) for k, v in bounds.items()}, warnings
 
 
-def _moment(value: str) -> dt.datetime:
+def moment(value: str) -> dt.datetime:
     moment = dt.datetime.fromisoformat(value.strip().replace("z", "Z"))
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
@@ -264,4 +264,4 @@ def records(shop: ShopData, root: str, bounds: dict, sort_key: str | None = None
 
 def _within(obj: dict, field: str, bounds: tuple | None) -> bool:
     """Whether the object's time `field` falls within the bounds (no bounds, or no such field: it does)."""
-    return not bounds or obj.get(field) is None or within(_moment(obj[field]), bounds)
+    return not bounds or obj.get(field) is None or within(moment(obj[field]), bounds)

@@ -5,6 +5,8 @@ POST /<code>/admin/oauth/access_token             the client credentials grant (
 POST /admin/api/<version>/graphql.json            Shopify's own paths: the shop is the one whose domain the Host
 POST /admin/oauth/access_token                    header names (--domain CODE=HOST), or the only shop served
 GET  /<code>/bulk/bulk-<id>[.partial].jsonl?...   signed URL; Range supported; application/jsonl
+GET  [/<code>]/admin/api/<version>/shop.json, orders.json, events.json; [/<code>]/admin/oauth/access_scopes.json
+                                                  the REST API common clients call (rest.py)
 GET  /_admin/stats                                counters per shop and faults injected
 GET  /_admin/truth/<code>                         how many rows of each table the ground truth holds (JSON)
 GET  /_admin/truth/<code>/<table>                 ground truth rows as JSONL
@@ -27,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import available_timezones
 
+from runner.simulator import rest
 from runner.simulator.api import internal_error
 from runner.simulator.auth import INVALID_CLIENT, INVALID_TOKEN
 from runner.simulator.faults import FaultError
@@ -35,6 +38,9 @@ from runner.simulator.truth import TABLES, counts, daily_sales
 
 _GRAPHQL = re.compile(r"^(?:/([a-z0-9_]+))?/admin/api/([0-9]{4}-[0-9]{2}|unstable)/graphql\.json$")
 _GRANT = re.compile(r"^(?:/([a-z0-9_]+))?/admin/oauth/access_token$")
+_REST = re.compile(
+    r"^(?:/([a-z0-9_]+))?/admin/(?:api/(?:[0-9]{4}-[0-9]{2}|unstable)/([a-z_/]+)|(oauth/access_scopes))\.json$"
+)
 _DOWNLOAD = re.compile(r"^/([a-z0-9_]+)/bulk/bulk-[0-9]+(\.partial)?\.jsonl$")
 _CHUNK = 64 * 1024
 
@@ -170,7 +176,20 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, daily_sales(sim.shops[code], zone))
         if match := _DOWNLOAD.match(url.path):
             return self._download(match.group(1).upper(), url)
+        if match := _REST.match(url.path):
+            return self._rest(self._shop(match.group(1)), match.group(2) or match.group(3), url)
         return self._json(404, {"errors": "Not Found"})
+
+    def _rest(self, code: str, resource: str, url) -> None:
+        sim = self.server.shopify
+        if code not in sim.shops:
+            return self._json(404, {"errors": "Not Found"})
+        if not sim.auth.accepts(code, self.headers.get("X-Shopify-Access-Token")):
+            return self._json(401, INVALID_TOKEN)
+        params = {k: v[0] for k, v in parse_qs(url.query).items()}
+        base = self._base_url() + url.path.removesuffix(".json")
+        status, body, headers = rest.answer(sim, code, resource, params, base)
+        return self._json(status, body, headers)
 
     def _stream_lines(self, lines) -> None:
         self.send_response(200)

@@ -24,6 +24,7 @@ from runner.simulator.data import Catalogue, Settings, ShopData
 from runner.simulator.export import Export
 from runner.simulator.faults import Faults
 from runner.simulator.operations import BulkOperation, ExportCache, Timing, iso, sign, write_export
+from runner.simulator.rest import Limits
 from runner.simulator.schema import concurrent_operations, schema
 from runner.simulator.validation import RequestErrors, check, parse_document
 from runner.simulator.validation import operation as select_operation
@@ -96,6 +97,7 @@ class Shopify:
         self.faults = faults or Faults(seed=config.data.seed)
         self.secret = secrets.token_bytes(32)
         self.auth = Auth(config.tokens, config.apps, config.clock, config.token_lifetime)
+        self.rest_limits = Limits(config.clock)
         self._tmp = None
         if config.directory is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="bulk-sync-simulator-")
@@ -390,7 +392,7 @@ class Shopify:
             added = data.add_orders(new_orders, now, self._rng)
             refunded = data.refund_orders(refunds, now, self._rng)
             edited = data.edit_orders(edits, now, self._rng)
-            gone_orders = data.delete_orders(deleted_orders, self._rng)
+            gone_orders = data.delete_orders(deleted_orders, self._rng, now)
             gone_variants = data.delete_variants(deleted_variants, now, self._rng)
             large = [data.add_refunded_order(refunded_lines, now, self._rng)] if refunded_lines else []
             data.version += 1
