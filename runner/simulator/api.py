@@ -11,6 +11,7 @@ from graphql.language import DocumentNode, OperationDefinitionNode, VariableNode
 from graphql.type import get_named_type
 
 from runner.simulator.export import parse_search, records
+from runner.simulator.rest import SCOPES
 from runner.simulator.schema import group_objects_default, is_connection, schema
 from runner.simulator.values import MISSING, children, default, value
 
@@ -53,6 +54,10 @@ class Request:
             # every root connection filtered by its search and ordered by its sortKey, as in exports; `reverse` is
             # page()'s
             **{root: _root(data, root) for root in ("orders", "productVariants", "products", "customers")},
+            # the app's installation, which clients ask for on start: its access scopes, as REST gives them too
+            "currentAppInstallation": lambda _info: {
+                "id": "gid://shopify/AppInstallation/1", "accessScopes": [{"handle": s} for s in SCOPES],
+            },
             "shop": lambda _info: {"name": f"{shop} shop", "currencyCode": data.currency, "ianaTimezone": "UTC",
                                    "myshopifyDomain": shopify.domain(shop)},
         }  # fmt: skip

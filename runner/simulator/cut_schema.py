@@ -23,7 +23,7 @@ from graphql.language import (
 
 ROOTS = {
     "QueryRoot": ("orders", "productVariants", "products", "customers", "shop", "node", "nodes", "bulkOperation",
-                  "bulkOperations", "currentBulkOperation"),
+                  "bulkOperations", "currentBulkOperation", "currentAppInstallation"),
     "Mutation": ("bulkOperationRunQuery", "bulkOperationCancel"),
 }  # fmt: skip
 BUILT_IN = {"String", "Int", "Float", "Boolean", "ID"}

@@ -1,6 +1,7 @@
 """The REST Admin API common clients call, answered as Shopify does, driven by Shopify's own ShopifyAPI package
-unchanged but for its site: the shop, the app's access scopes, orders through every cursor page, and GraphQL with
-a search date written with a space; and the REST limit: 429 with Retry-After after a burst, then recovery."""
+unchanged but for its site: the shop, the app's access scopes (REST and currentAppInstallation), orders through every
+cursor page, and GraphQL with a search date written with a space; and the REST limit: 429 with Retry-After after a
+burst, then recovery."""
 
 import json
 import subprocess
@@ -33,7 +34,9 @@ while True:
 search = "created_at:>='2025-09-02 00:00:00+00:00' created_at:<'2025-09-03 00:00:00+00:00'"
 found = json.loads(shopify.GraphQL().execute(
     "query($q: String!) { orders(first: 250, query: $q) { edges { node { id } } } }", {"q": search}))
-print(json.dumps({"shop": shop.myshopify_domain, "currency": shop.currency, "scopes": scopes, "orders": orders,
+installed = json.loads(shopify.GraphQL().execute("{ currentAppInstallation { accessScopes { handle } } }"))
+print(json.dumps({"installed": sorted(s["handle"] for s in installed["data"]["currentAppInstallation"]["accessScopes"]),
+                  "shop": shop.myshopify_domain, "currency": shop.currency, "scopes": scopes, "orders": orders,
                   "pages": pages, "day": [e["node"]["id"] for e in found["data"]["orders"]["edges"]]}))
 """
 
@@ -46,7 +49,9 @@ def test_shopifys_python_library_reads_shop_scopes_and_every_order_page() -> Non
         assert done.returncode == 0, done.stderr[-3000:]
         got = json.loads(done.stdout)
         assert (got["shop"], got["currency"]) == ("de.myshopify.com", "EUR")
-        assert got["scopes"] == ["read_all_orders", "read_customers", "read_orders", "read_products"]
+        assert (
+            got["scopes"] == got["installed"] == ["read_all_orders", "read_customers", "read_orders", "read_products"]
+        )
         truth = {row["id"]: row for row in server.shopify.truth("DE", "orders")}
         lines = {}
         for li in server.shopify.truth("DE", "order_line_items"):
