@@ -3,6 +3,7 @@ every other field (values.py), and connections paged by first/last/after/before.
 
 import base64
 import itertools
+import threading
 import uuid
 from collections.abc import Iterable
 
@@ -99,11 +100,30 @@ def _given(info: GraphQLResolveInfo, argument: str, variables: dict) -> bool:
     return False
 
 
+_LISTINGS_KEPT = 8  # per shop: the last few root listings asked for, by data version and arguments
+_LISTINGS_LOCK = threading.Lock()
+
+
 def _root(data, root: str):
-    """The resolver of a root connection: its records (export.records) within the search, in sortKey order, paged."""
-    return lambda _info, **args: page(
-        records(data, root, parse_search(args.get("query"))[0], args.get("sortKey")), args
-    )
+    """The resolver of a root connection: its records (export.records) within the search, in sortKey order, paged.
+    A listing is made once per version of the shop's data and kept while clients page through it, so a page costs
+    what its size does, not what the pages before it hold (a cursor into a version the data has left lists again)."""
+
+    def resolve_root(_info, **args) -> dict:
+        key = (data.version, root, args.get("query"), args.get("sortKey"))
+        with _LISTINGS_LOCK:
+            found = data.listings.get(key)
+            if found is not None:
+                data.listings.move_to_end(key)
+        if found is None:
+            found = list(records(data, root, parse_search(args.get("query"))[0], args.get("sortKey")))
+            with _LISTINGS_LOCK:
+                data.listings[key] = found
+                while len(data.listings) > _LISTINGS_KEPT:
+                    data.listings.popitem(last=False)
+        return page(found, args)
+
+    return resolve_root
 
 
 def resolve(source, info: GraphQLResolveInfo, **args):
@@ -132,6 +152,8 @@ def page(items: Iterable, args: dict) -> dict:
     if first is not None and last is not None:
         raise RequestError("providing both first and last is not supported", "argumentLiteralsIncompatible")
     after, before = _position(args.get("after")), _position(args.get("before"))
+    if first is not None and before is None and not args.get("reverse"):
+        return _forward(items, after + 1 if after is not None else 0, min(first, MAX_PAGE))
     rows = list(items)
     if args.get("reverse"):
         rows.reverse()
@@ -144,6 +166,23 @@ def page(items: Iterable, args: dict) -> dict:
         "pageInfo": {
             "hasNextPage": bool(chosen) and chosen[-1][0] < (indexed[-1][0] if indexed else -1),
             "hasPreviousPage": bool(chosen) and chosen[0][0] > (indexed[0][0] if indexed else 0),
+            "startCursor": edges[0]["cursor"] if edges else None,
+            "endCursor": edges[-1]["cursor"] if edges else None,
+        },
+    }
+
+
+def _forward(items: Iterable, start: int, size: int) -> dict:
+    """A page forward from `start`: the items before it skipped, none after the one that says a next page exists
+    (the whole list is never made, so a page costs what its position and size do)."""
+    window = list(itertools.islice(enumerate(items), start, start + size + 1))
+    edges = [{"node": node, "cursor": _cursor(i)} for i, node in window[:size]]
+    return {
+        "edges": edges,
+        "nodes": [e["node"] for e in edges],
+        "pageInfo": {
+            "hasNextPage": bool(edges) and len(window) > size,
+            "hasPreviousPage": False,  # as the full path answers a forward page
             "startCursor": edges[0]["cursor"] if edges else None,
             "endCursor": edges[-1]["cursor"] if edges else None,
         },

@@ -6,6 +6,7 @@ changes (new orders, later refunds) are an overlay on top. Objects are shaped as
 import datetime as dt
 import random
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -158,6 +159,7 @@ class ShopData:
         self._ids: set[str] = set()  # their ids
         self.deleted_orders: set[str] = set()
         self.deletion_times: dict[str, str] = {}  # order id -> when it was deleted (REST events.json)
+        self.listings: OrderedDict = OrderedDict()  # root listings kept while clients page through them (api.py)
         self.deleted_variants: set[str] = set()
         self._day_orders = lru_cache(maxsize=1)(self._generate_day)
         self.version = 0  # counts live changes: what is derived from all orders is made again after one

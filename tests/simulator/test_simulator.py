@@ -576,3 +576,20 @@ def test_query_cost_is_shopifys_requested_then_actual_and_over_1000_refused() ->
         assert "data" not in refused
     finally:
         server.stop()
+
+
+def test_regular_pages_list_the_data_once_per_version(client: Client, sim) -> None:
+    """Paging through orders lists them once, then each page is a slice of that listing; a change of the data makes
+    the next page list again, from the data as it is now."""
+    data = sim.shopify.shops["DE"]
+    query = "query($a: String) { orders(first: 7, after: $a) { edges { node { id } } pageInfo { endCursor } } }"
+    seen, cursor = [], None
+    for _ in range(3):
+        found = client.gql(query, a=cursor)["data"]["orders"]
+        seen += [e["node"]["id"] for e in found["edges"]]
+        cursor = found["pageInfo"]["endCursor"]
+    assert seen == [o["id"] for o in data.orders()][:21] and len(data.listings) == 1
+    sim.shopify.change("DE", new_orders=1)
+    client.gql(query, a=cursor)
+    versions = [key[0] for key in data.listings]
+    assert len(versions) == 2 and versions[-1] == data.version > versions[0]
