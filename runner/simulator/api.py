@@ -3,7 +3,6 @@ every other field (values.py), and connections paged by first/last/after/before.
 
 import base64
 import itertools
-import threading
 import uuid
 from collections.abc import Iterable
 
@@ -100,27 +99,16 @@ def _given(info: GraphQLResolveInfo, argument: str, variables: dict) -> bool:
     return False
 
 
-_LISTINGS_KEPT = 8  # per shop: the last few root listings asked for, by data version and arguments
-_LISTINGS_LOCK = threading.Lock()
-
-
 def _root(data, root: str):
     """The resolver of a root connection: its records (export.records) within the search, in sortKey order, paged.
-    A listing is made once per version of the shop's data and kept while clients page through it, so a page costs
-    what its size does, not what the pages before it hold (a cursor into a version the data has left lists again)."""
+    The listing is made once per version of the shop's data and kept while clients page through it
+    (ShopData.listing), so a page costs what its size does (a cursor into a version the data has left lists again)."""
 
     def resolve_root(_info, **args) -> dict:
-        key = (data.version, root, args.get("query"), args.get("sortKey"))
-        with _LISTINGS_LOCK:
-            found = data.listings.get(key)
-            if found is not None:
-                data.listings.move_to_end(key)
-        if found is None:
-            found = list(records(data, root, parse_search(args.get("query"))[0], args.get("sortKey")))
-            with _LISTINGS_LOCK:
-                data.listings[key] = found
-                while len(data.listings) > _LISTINGS_KEPT:
-                    data.listings.popitem(last=False)
+        query, sort_key = args.get("query"), args.get("sortKey")
+        found = data.listing(
+            (root, query, sort_key), lambda: list(records(data, root, parse_search(query)[0], sort_key))
+        )
         return page(found, args)
 
     return resolve_root

@@ -144,6 +144,9 @@ def _product_details(seed: int, p: int, word: str, base: dt.datetime) -> dict:
     }  # fmt: skip
 
 
+LISTINGS_KEPT = 8  # per shop: the listings kept for clients paging through them
+
+
 class ShopData:
     """One shop's orders: generated per day, plus live changes."""
 
@@ -366,6 +369,22 @@ class ShopData:
             for v in chosen:
                 self._product_edits.setdefault(v["product"]["id"], {})["updatedAt"] = stamp(now)
         return chosen
+
+    def listing(self, key: tuple, make) -> list:
+        """A listing of this version of the data (make(): its items), made once and kept while clients page
+        through it: the last LISTINGS_KEPT asked for."""
+        key = (self.version, *key)
+        with self._lock:
+            found = self.listings.get(key)
+            if found is not None:
+                self.listings.move_to_end(key)
+                return found
+        found = make()
+        with self._lock:
+            self.listings[key] = found
+            while len(self.listings) > LISTINGS_KEPT:
+                self.listings.popitem(last=False)
+        return found
 
     def current(self, order: dict) -> dict:
         return self._changed.get(order["id"], order)

@@ -1,8 +1,8 @@
 """The REST Admin API that common Shopify clients call besides GraphQL: shop.json and oauth/access_scopes.json on
-start, orders.json (status, created_at_min/max, updated_at_min/max, limit up to 250, cursor pages through page_info
-and the Link header) and events.json (deleted orders), under Shopify's leaky-bucket REST limit: a bucket of 40 calls
-leaking 2 a second, the X-Shopify-Shop-Api-Call-Limit header on every answer, and 429 with Retry-After when it is
-full. Any other REST path gets Shopify's 404."""
+start, orders.json (status, created_at_min/max, updated_at_min/max, since_id, ids, order, fields, limit up to 250,
+cursor pages both ways through page_info and the Link header) and events.json (deleted orders), under Shopify's
+leaky-bucket REST limit: a bucket of 40 calls leaking 2 a second, the X-Shopify-Shop-Api-Call-Limit header on every
+answer, and 429 with Retry-After when it is full. Any other REST path gets Shopify's 404."""
 
 import base64
 import datetime as dt
@@ -61,12 +61,15 @@ def answer(shopify, code: str, resource: str, params: dict[str, str], base_url: 
         return 200, {"access_scopes": [{"handle": s} for s in SCOPES]}, headers
     if resource == "orders":
         try:
-            orders, cursor = _orders(data, params)
+            orders, after, before = _orders(data, params)
         except ValueError as exc:
             return 400, {"errors": {exc.args[0]: "Invalid value."}}, headers
-        if cursor:
-            link = f"{base_url}.json?{urlencode({'limit': _limit(params), 'page_info': cursor})}"
-            headers["Link"] = f'<{link}>; rel="next"'
+        links = [
+            f'<{base_url}.json?{urlencode({"limit": _limit(params), "page_info": cursor})}>; rel="{rel}"'
+            for rel, cursor in (("previous", before), ("next", after)) if cursor
+        ]  # fmt: skip
+        if links:
+            headers["Link"] = ", ".join(links)
         return 200, {"orders": orders}, headers
     if resource == "events":
         return 200, {"events": _events(data, params)}, headers
@@ -98,37 +101,61 @@ def _moment(params: dict[str, str], name: str) -> dt.datetime | None:
         raise ValueError(name) from None
 
 
-def _orders(data: ShopData, params: dict[str, str]) -> tuple[list[dict], str | None]:
-    """One page of orders by id, and the cursor of the next page (None on the last). The filters travel in the
-    cursor: a page_info request takes only limit besides it, as Shopify's."""
+def _orders(data: ShopData, params: dict[str, str]) -> tuple[list[dict], str | None, str | None]:
+    """One page of orders and the cursors of the pages after and before it (None at either end). The filters travel
+    in the cursor: a page_info request takes only limit and fields besides it, as Shopify's. The listing is made
+    once per version of the shop's data (ShopData.listing), and a cursor is a position in it."""
     if params.get("page_info"):
         try:
             state = json.loads(base64.urlsafe_b64decode(params["page_info"].encode()))
-        except (ValueError, UnicodeDecodeError):
+            filters, start = dict(state["filters"]), int(state["start"])
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError):
             raise ValueError("page_info") from None
-        filters, after = state["filters"], state["after"]
     else:
-        filters, after = {k: params[k] for k in FILTERS if params.get(k)}, 0
+        filters, start = {k: params[k] for k in FILTERS if params.get(k)}, 0
+    listing = data.listing(("rest orders", tuple(sorted(filters.items()))), lambda: _listed(data, filters))
+    limit = _limit(params)
+    page = listing[start : start + limit]
+    fields = [f.strip() for f in (params.get("fields") or "").split(",") if f.strip()]
+    orders = [_order(data, o) for o in page]
+    if fields:
+        orders = [{k: v for k, v in o.items() if k in fields} for o in orders]
+    after = _cursor(filters, start + limit) if start + limit < len(listing) else None
+    before = _cursor(filters, max(0, start - limit)) if start > 0 else None
+    return orders, after, before
+
+
+FILTERS = ("status", "created_at_min", "created_at_max", "updated_at_min", "updated_at_max", "since_id", "ids", "order")
+ORDER_FIELDS = {"id": None, "created_at": "createdAt", "updated_at": "updatedAt", "processed_at": "processedAt"}
+
+
+def _cursor(filters: dict, start: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"filters": filters, "start": start}).encode()).decode()
+
+
+def _listed(data: ShopData, filters: dict[str, str]) -> list[dict]:
+    """Every order the filters select, in their `order` (`id`, `created_at`, `updated_at` or `processed_at`, then
+    `asc` or `desc`; by default by id)."""
     status = filters.get("status", "open")
     if status not in ("open", "closed", "cancelled", "any"):
         raise ValueError("status")
+    try:
+        since = int(filters.get("since_id") or 0)
+        ids = {int(i) for i in filters["ids"].split(",")} if filters.get("ids") else None
+    except ValueError:
+        raise ValueError("since_id" if not filters.get("ids") else "ids") from None
+    name, _, direction = (filters.get("order") or "id asc").partition(" ")
+    if name not in ORDER_FIELDS or direction.strip().lower() not in ("", "asc", "desc"):
+        raise ValueError("order")
     created = (_moment(filters, "created_at_min"), True, _moment(filters, "created_at_max"), True)
     updated = (_moment(filters, "updated_at_min"), True, _moment(filters, "updated_at_max"), True)
-    limit = _limit(params)
-    chosen = sorted(
-        (o for o in data.orders(created, updated) if rest_id(o["id"]) > after and _has_status(o, status)),
-        key=lambda o: rest_id(o["id"]),
-    )  # every order after the cursor: the orders' own generation is by day, the live ones after
-    page = chosen[:limit]
-    more = len(chosen) > limit
-    cursor = None
-    if more:
-        state = {"filters": filters, "after": rest_id(page[-1]["id"])}
-        cursor = base64.urlsafe_b64encode(json.dumps(state).encode()).decode()
-    return [_order(data, o) for o in page], cursor
-
-
-FILTERS = ("status", "created_at_min", "created_at_max", "updated_at_min", "updated_at_max")
+    found = [
+        o for o in data.orders(created, updated)
+        if rest_id(o["id"]) > since and (ids is None or rest_id(o["id"]) in ids) and _has_status(o, status)
+    ]  # fmt: skip
+    field = ORDER_FIELDS[name]
+    return sorted(found, key=lambda o: (o[field] if field else "", rest_id(o["id"])),
+                  reverse=direction.strip().lower() == "desc")  # fmt: skip
 
 
 def _has_status(order: dict, status: str) -> bool:

@@ -101,3 +101,34 @@ def test_deleted_orders_are_destroy_events() -> None:
         assert {(e["subject_type"], e["verb"]) for e in events} == {("Order", "destroy")}
     finally:
         server.stop()
+
+
+def test_orders_json_orders_selects_and_pages_both_ways() -> None:
+    server = start(("DE",), days=2, orders_per_day=12)
+    try:
+        url = f"{server.shop_url('DE')}/admin/api/2026-01/orders.json"
+        headers = {"X-Shopify-Access-Token": TOKEN}
+        truth = list(server.shopify.truth("DE", "orders"))
+        newest = sorted(truth, key=lambda r: (r["updated_at"], int(r["id"].rsplit("/", 1)[1])), reverse=True)
+
+        def links(answer: httpx.Response) -> dict[str, str]:
+            parts = [p.split(">; rel=") for p in answer.headers.get("Link", "").split(", ") if p]
+            return {rel.strip('"'): link.lstrip("<") for link, rel in parts}
+
+        first = httpx.get(url, params={"status": "any", "limit": 5, "order": "updated_at desc"}, headers=headers)
+        assert [o["admin_graphql_api_id"] for o in first.json()["orders"]] == [r["id"] for r in newest[:5]]
+        assert set(links(first)) == {"next"}
+        second = httpx.get(links(first)["next"], headers=headers)
+        assert [o["admin_graphql_api_id"] for o in second.json()["orders"]] == [r["id"] for r in newest[5:10]]
+        assert set(links(second)) == {"previous", "next"}
+        back = httpx.get(links(second)["previous"], headers=headers)
+        assert back.json()["orders"] == first.json()["orders"]
+        since = int(truth[10]["id"].rsplit("/", 1)[1])
+        later = httpx.get(url, params={"status": "any", "since_id": since, "limit": 250, "fields": "id,name"},
+                          headers=headers).json()["orders"]  # fmt: skip
+        assert [o["id"] for o in later] == sorted(int(r["id"].rsplit("/", 1)[1]) for r in truth[11:])
+        assert all(set(o) == {"id", "name"} for o in later)
+        bad = httpx.get(url, params={"order": "sideways"}, headers=headers)
+        assert bad.status_code == 400 and bad.json() == {"errors": {"order": "Invalid value."}}
+    finally:
+        server.stop()
