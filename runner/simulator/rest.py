@@ -186,6 +186,19 @@ def _order(data: ShopData, o: dict) -> dict:
     }  # fmt: skip
 
 
+def product(p: dict) -> dict:
+    """A product (with its variants) as REST and its webhooks (products/update) give it: snake_case names, status in
+    lower case, tags as one comma-separated string."""
+    return {
+        "id": rest_id(p["id"]), "admin_graphql_api_id": p["id"], "title": p["title"], "handle": p["handle"],
+        "product_type": p["productType"], "vendor": p["vendor"], "status": p["status"].lower(),
+        "tags": ", ".join(p["tags"]), "created_at": p["createdAt"], "updated_at": p["updatedAt"],
+        "published_at": p["publishedAt"],
+        "variants": [{"id": rest_id(v["id"]), "admin_graphql_api_id": v["id"], "product_id": rest_id(p["id"])}
+                     for v in p["variants"]],
+    }  # fmt: skip
+
+
 def _events(data: ShopData, params: dict[str, str]) -> list[dict]:
     """events.json: the orders deleted (filter=Order, verb=destroy; no filter: those too), oldest first."""
     if params.get("filter", "Order") != "Order" or params.get("verb", "destroy") != "destroy":

@@ -13,7 +13,9 @@ import uuid
 import httpx
 
 from runner.shared import signature
+from runner.simulator import rest
 from runner.simulator.operations import iso
+from runner.simulator.rest import rest_id
 
 FINISHED = ("COMPLETED", "FAILED", "CANCELED")
 LATE_SECONDS = 1.0  # how long a delivery hit by webhook_late is held back
@@ -22,23 +24,6 @@ LATE_SECONDS = 1.0  # how long a delivery hit by webhook_late is held back
 def _precise(moment: float) -> str:
     """A moment as Shopify writes X-Shopify-Triggered-At: UTC, with fractions of a second."""
     return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _rest_id(gid: str) -> int:
-    return int(gid.rsplit("/", 1)[1])
-
-
-def rest_product(product: dict) -> dict:
-    """A product (with its variants) as Shopify's REST API and its webhooks give it: snake_case names, status in
-    lower case, tags as one comma-separated string."""
-    return {
-        "id": _rest_id(product["id"]), "admin_graphql_api_id": product["id"], "title": product["title"],
-        "handle": product["handle"], "product_type": product["productType"], "vendor": product["vendor"],
-        "status": product["status"].lower(), "tags": ", ".join(product["tags"]), "created_at": product["createdAt"],
-        "updated_at": product["updatedAt"], "published_at": product["publishedAt"],
-        "variants": [{"id": _rest_id(v["id"]), "admin_graphql_api_id": v["id"], "product_id": _rest_id(product["id"])}
-                     for v in product["variants"]],
-    }  # fmt: skip
 
 
 def domain(code: str) -> str:
@@ -77,14 +62,14 @@ class Notifier:
         with the product as REST gives it, listing the variants it still has (Shopify has no variant-delete topic),
         or products/delete with its id when none is left."""
         now = _precise(self.shopify.clock())
-        notes = [(shop, "orders/delete", {"id": _rest_id(o)}, now) for o in orders]
-        notes += [(shop, "customers/delete", {"id": _rest_id(c)}, now) for c in customers]
+        notes = [(shop, "orders/delete", {"id": rest_id(o)}, now) for o in orders]
+        notes += [(shop, "customers/delete", {"id": rest_id(c)}, now) for c in customers]
         current = {p["id"]: p for p in self.shopify.shops[shop].products()}
         for product in sorted({v["product"]["id"] for v in variants} | set(products)):
             if product in current:
-                notes.append((shop, "products/update", rest_product(current[product]), now))
+                notes.append((shop, "products/update", rest.product(current[product]), now))
             else:
-                notes.append((shop, "products/delete", {"id": _rest_id(product)}, now))
+                notes.append((shop, "products/delete", {"id": rest_id(product)}, now))
         with self._lock:
             self._pending.extend(notes)
 
