@@ -121,23 +121,29 @@ begin
     where not exists (select from bulk_sync.entity_tables as t where t.entity = j.entity)
       and j.status = any(bulk_sync.states('final'))
       and j.finished_at < now() - make_interval(days => v_s.audit_retention_days);
-    with wanted as (
-        select s.code as shop, e.entity, 'created_at' as filter_field,
-               d::timestamp at time zone s.timezone as window_start,
-               (d + interval '1 day')::timestamp at time zone s.timezone as window_end, d::date as start_date,
+    with reconciling as (
+        -- the shops asked for, each with every ids-only entity
+        select s.code as shop, s.timezone, e.entity, e.snapshot
+        from bulk_sync.shops as s
+        cross join bulk_sync.entities as e
+        where s.code = any(bulk_sync.resolve_shops(p_shops))
+          and not exists (select from bulk_sync.entity_tables as t where t.entity = e.entity)
+    ),
+    wanted as (
+        select r.shop, r.entity, 'created_at' as filter_field,
+               d::timestamp at time zone r.timezone as window_start,
+               (d + interval '1 day')::timestamp at time zone r.timezone as window_end, d::date as start_date,
                d::date as end_date
-        from bulk_sync.shops as s
-        cross join bulk_sync.entities as e
+        from reconciling as r
         cross join generate_series(p_from::timestamp, p_to::timestamp, interval '1 day') as d
-        where not e.snapshot
+        where not r.snapshot
         union all
-        select s.code, e.entity, null, null, null, p_from, p_to
-        from bulk_sync.shops as s
-        cross join bulk_sync.entities as e
-        where e.snapshot
+        select r.shop, r.entity, null, null, null, p_from, p_to
+        from reconciling as r
+        where r.snapshot
           and not exists (
               select from bulk_sync.jobs as o
-              where o.shop = s.code and o.entity = e.entity and not o.status = any(bulk_sync.states('terminal'))
+              where o.shop = r.shop and o.entity = r.entity and not o.status = any(bulk_sync.states('terminal'))
           )
     ),
     created as (
@@ -147,8 +153,6 @@ begin
         select w.shop, w.entity, w.filter_field, w.window_start, w.window_end, w.start_date, w.end_date,
                v_s.max_attempts
         from wanted as w
-        where w.shop = any(bulk_sync.resolve_shops(p_shops))
-          and not exists (select from bulk_sync.entity_tables as t where t.entity = w.entity)
         order by w.shop, w.entity, w.window_start
         on conflict do nothing  -- a live reconciliation of that day is already queued
         returning j.id, j.fence
